@@ -1,0 +1,53 @@
+# mlcd — the two commands a new user needs:
+#   make demo   set everything up and deliver the example model end to end
+#   make test   set everything up and run the kit's checks and tests
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MLCD := $(VENV)/bin/mlcd
+STAMP := $(VENV)/.mlcd-installed
+PYTEST_ARGS ?=
+
+.PHONY: help setup system venv demo test lint unit integration schema clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+
+system: ## Debian packages, Docker engine, local base image and registry (as root)
+	@bash scripts/setup/all.sh
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import mlcd' && touch $@ && echo "virtualenv ready: $(VENV)"
+
+venv: $(STAMP) ## the virtualenv with mlcd and its tools
+
+setup: system venv ## everything the demo and the tests need
+
+demo: setup ## deliver the example model: lint → test → train → evaluate → build → scan → release → deploy
+	@$(MLCD) run --config model/mlcd.yaml --out .mlcd
+
+lint: venv ## ruff, mypy --strict and bandit on the kit's own code
+	$(VENV)/bin/ruff check scripts tests benchmarks
+	$(VENV)/bin/ruff format --check scripts tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/bandit -q -c pyproject.toml -r scripts/mlcd
+
+unit: venv ## unit tests only (no subprocess, no network)
+	$(PY) -m pytest tests/unit -m unit $(PYTEST_ARGS)
+
+integration: setup ## integration tests with the real Docker engine, registry, trivy, nginx, act
+	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
+
+test: setup lint ## the whole suite: lint, unit and integration tests
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+schema: venv ## regenerate schema/mlcd.schema.json from the code
+	$(MLCD) validate --print-schema > schema/mlcd.schema.json
+
+clean: ## remove run folders and caches (keeps the virtualenv)
+	rm -rf .mlcd .mlcd-registry .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,8 @@
+"""mlcd: continuous delivery for machine-learning models."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("mlcd")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"

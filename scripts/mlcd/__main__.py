@@ -1,0 +1,5 @@
+"""`python -m mlcd` runs the CLI."""
+
+from mlcd.cli import main
+
+raise SystemExit(main())

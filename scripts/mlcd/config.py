@@ -1,0 +1,545 @@
+"""The `mlcd.yaml` schema (DESIGN.md section 1), its loader and its error reporting.
+
+The schema is written once, as pydantic models; validation, the JSON Schema in
+`schema/mlcd.schema.json` and the configuration reference in the docs all come from it.
+Every problem in a file is reported at once, each with ``file:line:column`` and the key
+path, and an unknown key suggests the closest known one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from mlcd.errors import UserInputError
+
+SCHEMA_VERSION = 1
+DEFAULT_CONFIG = "mlcd.yaml"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Turn ``30s``, ``2m``, ``500ms``, ``1h`` or a number of seconds into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like 30s, 2m, 500ms")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    else:
+        raise ValueError("a duration is a number of seconds or a string like 30s, 2m, 500ms")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class Section(BaseModel):
+    """Base of every section: keys are kebab-case in YAML, unknown keys are errors."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=_kebab, populate_by_name=True, frozen=True
+    )
+
+
+class ModelSection(Section):
+    """What to train and on which data."""
+
+    task: Literal["classification", "regression"] = Field(
+        description="classification or regression"
+    )
+    entrypoint: str = Field(
+        description="`path.py:function` or `package.module:function` returning an UNFITTED "
+        "scikit-learn estimator or pipeline",
+        pattern=r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$",
+    )
+    data: str = Field(description="training data, CSV or Parquet, relative to the config file")
+    target: str = Field(description="the target column")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments passed to the entrypoint"
+    )
+    test_size: float = Field(0.2, gt=0, lt=1, description="share of rows held out for evaluation")
+    seed: int = Field(42, description="seed of the split and of anything random in training")
+
+
+class LintSection(Section):
+    """ruff and bandit over the project's code."""
+
+    paths: list[str] = Field(default_factory=lambda: ["."], description="paths to lint")
+    bandit_severity: Literal["low", "medium", "high"] = Field(
+        "medium", description="bandit findings at or above this severity fail the gate"
+    )
+    ruff_format: bool = Field(True, description="also require `ruff format --check` to pass")
+
+
+class TestSection(Section):
+    """pytest with a coverage gate."""
+
+    paths: list[str] = Field(default_factory=lambda: ["tests"], description="test paths")
+    min_coverage: float = Field(80, ge=0, le=100, description="minimum line coverage, percent")
+    coverage_source: list[str] | None = Field(
+        None, description="what coverage measures; default: the entrypoint's folder"
+    )
+
+
+class Bound(Section):
+    """A bound on a metric: `min`, `max` or both."""
+
+    min: float | None = Field(None, description="the metric must be at least this")
+    max: float | None = Field(None, description="the metric must be at most this")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("a bound needs `min`, `max` or both")
+        return self
+
+
+class SliceSection(Section):
+    """A slice of the held-out rows: a feature's categories, or value bins."""
+
+    feature: str = Field(description="the column that defines the slice")
+    bins: list[float] | None = Field(
+        None, description="bin edges for a numeric feature; absent: one slice per category"
+    )
+    thresholds: dict[str, Bound] = Field(
+        default_factory=dict, description="bounds that every slice must meet"
+    )
+    min_rows: int = Field(10, ge=1, description="slices with fewer rows are reported, not gated")
+
+
+class EvaluateSection(Section):
+    """The evaluation gate."""
+
+    thresholds: dict[str, Bound] = Field(
+        default_factory=dict, description="bounds on held-out metrics, e.g. accuracy: {min: 0.9}"
+    )
+    compare_to: Literal["champion", "none"] = Field(
+        "champion", description="compare with the model live in production (`champion`) or not"
+    )
+    max_regression: dict[str, float] = Field(
+        default_factory=dict,
+        description="how much worse than the champion each metric may be before the gate fails",
+    )
+    slices: list[SliceSection] = Field(default_factory=list, description="per-slice metrics")
+    bootstrap_samples: int = Field(
+        1000, ge=100, le=100000, description="paired bootstrap resamples for the intervals"
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals")
+
+
+class ImageSection(Section):
+    """The serving image."""
+
+    name: str | None = Field(
+        None, description="repository of the image; default 127.0.0.1:5000/<project>"
+    )
+    base: str = Field("python:3.11-slim", description="base image (a Python 3.11 Debian image)")
+
+
+class ScanSection(Section):
+    """Trivy and the model-artifact scanner, under one policy."""
+
+    severity: Literal["UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = Field(
+        "HIGH", description="the lowest severity that fails the gate"
+    )
+    ignore_unfixed: bool = Field(True, description="ignore vulnerabilities with no fix yet")
+    ignore_file: str = Field(
+        ".mlcd-ignore.yaml", description="suppressions with reason and expiry"
+    )
+    db: str | None = Field(
+        None, description="Trivy cache folder holding db/trivy.db, for offline scans"
+    )
+
+
+class RegistrySection(Section):
+    """Where model versions, their evidence and aliases are kept."""
+
+    backend: Literal["local", "github"] = Field("local", description="local folder or GitHub")
+    path: str = Field(".mlcd-registry", description="the local backend's folder")
+
+
+class CanarySection(Section):
+    """Canary steps."""
+
+    steps: list[Annotated[int, Field(ge=0, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100], description="traffic weights in percent"
+    )
+    interval: Duration = Field(30.0, description="analysis interval, e.g. 30s")
+    min_requests: int = Field(
+        200, ge=0, description="requests on the canary before a step can pass"
+    )
+
+
+class BlueGreenSection(Section):
+    """Blue/green switch."""
+
+    preview_duration: Duration = Field(30.0, description="analysis of the preview before switching")
+    scale_down_delay: Duration = Field(
+        30.0, description="how long the old version stays up after the switch"
+    )
+
+
+class ShadowSection(Section):
+    """Shadow (mirrored) traffic."""
+
+    duration: Duration = Field(60.0, description="how long to mirror before judging")
+    max_disagreement: float = Field(
+        0.05, ge=0, le=1, description="classification: largest share of differing predictions"
+    )
+    max_mean_abs_diff: float | None = Field(
+        None, ge=0, description="regression: largest mean absolute prediction difference"
+    )
+
+
+class AnalysisSection(Section):
+    """What the judge checks each interval."""
+
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="absolute error-rate limit")
+    max_p99_latency_ms: float = Field(50, gt=0, description="absolute p99 latency limit")
+    max_prediction_shift: float = Field(
+        0.1, ge=0, description="largest PSI between canary and stable predictions"
+    )
+    max_latency_increase: float = Field(
+        0.2, ge=0, description="latency effect-size tolerance: canary may be this much slower"
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="false-rollback rate of the sequential error test"
+    )
+    failure_limit: int = Field(0, ge=0, description="failed analyses tolerated (Argo Rollouts)")
+    inconclusive_limit: int = Field(
+        3, ge=0, description="inconclusive analyses before the rollout pauses"
+    )
+    consecutive_error_limit: int = Field(
+        4, ge=0, description="metric-read errors in a row tolerated"
+    )
+
+
+class LoadTestSection(Section):
+    """Synthetic traffic during analysis."""
+
+    rps: float = Field(gt=0, description="requests per second of held-out rows")
+
+
+class KubernetesSection(Section):
+    """The Kubernetes target (Argo Rollouts)."""
+
+    context: str | None = Field(None, description="kubectl context")
+    namespace: str = Field("default", description="namespace")
+    replicas: int = Field(2, ge=1, description="pods of the model")
+    prometheus: str = Field(
+        "http://prometheus.monitoring:9090", description="Prometheus address for the analysis"
+    )
+
+
+class EnvironmentSection(Section):
+    """One environment a release is rolled out to."""
+
+    strategy: Literal["canary", "blue-green", "shadow"] = Field(
+        "canary", description="how a release is rolled out here"
+    )
+    requires: list[str] = Field(
+        default_factory=list, description="environments a release must have passed first"
+    )
+    target: Literal["local", "kubernetes"] = Field("local", description="where it runs")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="router port on 127.0.0.1; default: chosen per env"
+    )
+    canary: CanarySection = Field(default_factory=CanarySection)
+    blue_green: BlueGreenSection = Field(default_factory=BlueGreenSection)
+    shadow: ShadowSection = Field(default_factory=ShadowSection)
+    analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+    load_test: LoadTestSection | None = Field(None, description="synthetic traffic, if any")
+    kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
+
+
+class Config(Section):
+    """The whole `mlcd.yaml`."""
+
+    version: Literal[1] = Field(description="schema version; 1")
+    project: str = Field(
+        description="name used for images, releases and environments",
+        pattern=r"^[a-z0-9][a-z0-9._-]*$",
+    )
+    model: ModelSection
+    lint: LintSection = Field(default_factory=LintSection)
+    test: TestSection = Field(default_factory=TestSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    image: ImageSection = Field(default_factory=ImageSection)
+    scan: ScanSection = Field(default_factory=ScanSection)
+    registry: RegistrySection = Field(default_factory=RegistrySection)
+    environments: dict[str, EnvironmentSection] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _requires_known(self) -> Config:
+        for name, env in self.environments.items():
+            for req in env.requires:
+                if req not in self.environments:
+                    raise ValueError(f"environments.{name}.requires names unknown `{req}`")
+                if req == name:
+                    raise ValueError(f"environments.{name} cannot require itself")
+        return self
+
+    @property
+    def image_name(self) -> str:
+        return self.image.name or f"127.0.0.1:5000/{self.project}"
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config with where it came from."""
+
+    config: Config
+    path: Path
+    sha256: str
+
+    @property
+    def root(self) -> Path:
+        """The project folder: paths in the config are relative to it."""
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+
+# --------------------------------------------------------------------------------------
+# Loading with positions
+
+
+@dataclass(frozen=True)
+class _Pos:
+    line: int
+    column: int
+
+
+class _Positions:
+    """Positions of keys and values in a YAML document, by key path."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.keys: dict[tuple[str | int, ...], _Pos] = {}
+        self.values: dict[tuple[str | int, ...], _Pos] = {}
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        self.values[path] = _Pos(node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                self.keys[(*path, key)] = _Pos(
+                    key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                )
+                self._walk(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, (*path, index))
+
+    def find(self, path: tuple[str | int, ...], *, key: bool) -> _Pos:
+        """The closest known position: the key itself, or its nearest ancestor."""
+        for cut in range(len(path), -1, -1):
+            prefix = path[:cut]
+            table = self.keys if key or cut < len(path) else self.values
+            if prefix in table:
+                return table[prefix]
+            if prefix in self.keys:
+                return self.keys[prefix]
+        return _Pos(1, 1)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key `{key}`", mark
+            )
+        seen.add(key)
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node))  # type: ignore[no-untyped-call]
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _field_type(model: type[BaseModel], key: str) -> Any:
+    for name, info in model.model_fields.items():
+        if key in (name, info.alias):
+            return info.annotation
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional and Annotated to reach the type that matters."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The section model found at a key path (for 'did you mean' suggestions)."""
+    current: Any = Config
+    for part in path:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            current = _field_type(current, str(part))
+        elif typing.get_origin(current) in (dict, list):
+            current = typing.get_args(current)[-1]
+        else:
+            return None
+        if current is None:
+            return None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
+def _describe(error: Any, positions: _Positions, file: Path) -> tuple[int, int, str]:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        pos = positions.find(loc, key=True)
+        parent = _model_at(loc[:-1])
+        key = str(loc[-1])
+        message = f"unknown key `{key}`"
+        if parent is not None:
+            close = difflib.get_close_matches(key, _known_keys(parent), n=1, cutoff=0.5)
+            if close:
+                message += f" (did you mean `{close[0]}`?)"
+            else:
+                message += f"; known keys: {', '.join(_known_keys(parent))}"
+    elif kind == "missing":
+        pos = positions.find(loc, key=True)
+        message = f"missing required key `{loc[-1]}`"
+        loc_text = _dotted(loc)
+        return pos.line, pos.column, f"{file}:{pos.line}:{pos.column}: {loc_text}: {message}"
+    else:
+        pos = positions.find(loc, key=False)
+        got = error.get("input")
+        if kind in _TYPE_WORDS:
+            message = f"expected {_TYPE_WORDS[kind]}, got {json.dumps(got, default=str)}"
+        elif kind == "literal_error":
+            expected = error.get("ctx", {}).get("expected", "")
+            message = f"got {json.dumps(got, default=str)}, expected one of {expected}"
+            if loc == ("version",):
+                message = (
+                    f"unknown schema version {json.dumps(got, default=str)}; "
+                    f"this mlcd reads version {SCHEMA_VERSION}"
+                )
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+    return pos.line, pos.column, f"{file}:{pos.line}:{pos.column}: {_dotted(loc)}: {message}"
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Read and validate a config file; raise UserInputError listing every problem."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(
+            f"config file {file} not found",
+            hint="run from the project folder or pass --config PATH",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read config file {file}: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserInputError(
+            f"{where}: invalid YAML: {problem}", hint="check indentation and quoting there"
+        ) from None
+    if data is None:
+        raise UserInputError(f"{file}:1:1: the config file is empty")
+    if not isinstance(data, dict):
+        raise UserInputError(f"{file}:1:1: the config must be a mapping of keys to values")
+    positions = _Positions(node)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        described = sorted(_describe(e, positions, file) for e in exc.errors())
+        problems = [text for _, _, text in described]
+        count = len(problems)
+        raise UserInputError(
+            f"{file}: {count} problem{'s' if count != 1 else ''} in the config",
+            problems=problems,
+        ) from None
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return LoadedConfig(config=config, path=file.resolve(), sha256=digest)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of `mlcd.yaml`, generated from the models above."""
+    schema = Config.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://github.com/org/mlcd/schema/mlcd.schema.json"
+    schema["title"] = "mlcd.yaml"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"

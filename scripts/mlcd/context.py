@@ -1,0 +1,98 @@
+"""What every command gets: the loaded config, the evidence bundle, and the output mode.
+
+A command is declared once (`Command`): its name, its help with an example, its arguments
+and the function that runs it. `cli.py` only lists the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Literal, TextIO
+
+from mlcd.config import Config, LoadedConfig, load_config
+from mlcd.evidence import Bundle, StageOutcome, StageResult, run_stage, status_icon
+from mlcd.tools.git import head_sha
+
+OutputFormat = Literal["text", "json"]
+
+
+def _no_progress(_message: str) -> None:
+    return None
+
+
+@dataclass
+class Context:
+    """The options common to every command, and lazy access to the config."""
+
+    config_path: Path
+    out: Path
+    fmt: OutputFormat = "text"
+    verbose: bool = False
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    progress: Callable[[str], None] = _no_progress
+    in_pipeline: bool = False
+
+    @cached_property
+    def loaded(self) -> LoadedConfig:
+        return load_config(self.config_path)
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    @cached_property
+    def bundle(self) -> Bundle:
+        return Bundle(self.out)
+
+    @cached_property
+    def inputs(self) -> dict[str, str]:
+        return {"config_sha256": self.loaded.sha256, "git_sha": head_sha(self.loaded.root)}
+
+    def run_stage(self, stage: str, body: Callable[[], StageOutcome]) -> StageResult:
+        """Run one stage body and record it in the bundle (see `evidence.run_stage`)."""
+        return run_stage(self.bundle, stage, body, inputs=self.inputs)
+
+    def say(self, text: str) -> None:
+        """A line for people (text mode only; json mode prints only the result)."""
+        if self.fmt == "text" and not self.in_pipeline:
+            print(text, file=self.stream)
+
+    def conclude(self, result: StageResult) -> int:
+        """Print a finished stage's result and return its exit code (1 when its gate said no)."""
+        self.emit(result)
+        return 1 if result.status == "fail" else 0
+
+    def emit(self, result: StageResult) -> None:
+        """Print a finished stage's result: its summary in text mode, result.json in json."""
+        if self.in_pipeline:
+            return
+        if self.fmt == "json":
+            print(json.dumps(result.to_json(), indent=2, sort_keys=True), file=self.stream)
+            return
+        print(f"{status_icon(result.status)} {result.stage}: {result.summary}", file=self.stream)
+        for reason in result.reasons[:15]:
+            print(f"  - {reason}", file=self.stream)
+        if len(result.reasons) > 15:
+            print(f"  … {len(result.reasons) - 15} more in {self.out / result.stage}", file=self.stream)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One CLI command."""
+
+    name: str
+    help: str
+    description: str
+    example: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Context, argparse.Namespace], int]
+
+
+def no_arguments(_parser: argparse.ArgumentParser) -> None:
+    return None

@@ -1,0 +1,161 @@
+"""`mlcd run`: the whole pipeline, locally, in the order the workflow runs it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mlcd.context import Command, Context
+from mlcd.errors import GateFailed, MlcdError, UserInputError
+from mlcd.evidence import StageResult, utc_now, write_json_atomic
+from mlcd.progress import StageProgress, fmt_seconds
+from mlcd.stages import lint, test
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of the pipeline as `mlcd run` runs it."""
+
+    name: str
+    run: Callable[[Context], StageResult]
+
+
+def steps(_ctx: Context) -> list[Step]:
+    """The stages in the workflow's order (DESIGN.md section 2)."""
+    return [
+        Step("lint", lint.stage),
+        Step("test", test.stage),
+    ]
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run the remaining stages after one fails (the run still exits non-zero)",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="STAGE[,STAGE…]",
+        default=None,
+        help="run only these stages, in pipeline order",
+    )
+    parser.add_argument(
+        "--skip", metavar="STAGE[,STAGE…]", default=None, help="leave these stages out"
+    )
+
+
+def _select(all_steps: list[Step], only: str | None, skip: str | None) -> list[Step]:
+    names = [s.name for s in all_steps]
+    chosen = list(all_steps)
+    for option, value in (("--only", only), ("--skip", skip)):
+        if value is None:
+            continue
+        wanted = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise UserInputError(
+                f"{option} names unknown stage(s): {', '.join(unknown)}",
+                hint=f"the stages are: {', '.join(names)}",
+            )
+        if option == "--only":
+            chosen = [s for s in chosen if s.name in wanted]
+        else:
+            chosen = [s for s in chosen if s.name not in wanted]
+    return chosen
+
+
+def _run(ctx: Context, args: argparse.Namespace) -> int:
+    _ = ctx.loaded  # a broken config stops the run before any stage starts
+    selected = _select(steps(ctx), args.only, args.skip)
+    progress = StageProgress(ctx.stream)
+    ctx.in_pipeline = True
+    ctx.progress = progress.update
+    started, clock = utc_now(), time.monotonic()
+    if ctx.fmt == "text":
+        print(f"mlcd run: {len(selected)} stages on {ctx.loaded.path}", file=ctx.stream)
+    records: list[dict[str, object]] = []
+    exit_code = 0
+    stopped_at: str | None = None
+    for step in selected:
+        progress.start(step.name)
+        try:
+            result = step.run(ctx)
+        except MlcdError as exc:
+            elapsed = progress.finish("error", exc.message)
+            records.append(
+                {"stage": step.name, "status": "error", "duration_s": round(elapsed, 3),
+                 "summary": exc.message, "exit_code": exc.exit_code}
+            )
+            exit_code = exit_code or exc.exit_code
+            if not args.keep_going:
+                stopped_at = step.name
+                _finish(ctx, started, clock, records, exit_code, stopped_at)
+                raise
+            continue
+        progress.finish(result.status, result.summary)
+        records.append(
+            {"stage": result.stage, "status": result.status, "duration_s": result.duration_s,
+             "summary": result.summary}
+        )
+        if result.status == "fail":
+            exit_code = exit_code or GateFailed.exit_code
+            if not args.keep_going:
+                stopped_at = step.name
+                break
+    _finish(ctx, started, clock, records, exit_code, stopped_at)
+    return exit_code
+
+
+def _finish(
+    ctx: Context,
+    started: str,
+    clock: float,
+    records: list[dict[str, object]],
+    exit_code: int,
+    stopped_at: str | None,
+) -> None:
+    duration = time.monotonic() - clock
+    status = "pass" if exit_code == 0 else ("fail" if exit_code == 1 else "error")
+    write_json_atomic(
+        ctx.out / "run.json",
+        {
+            "started": started,
+            "duration_s": round(duration, 3),
+            "status": status,
+            "exit_code": exit_code,
+            "stopped_at": stopped_at,
+            "config": str(ctx.loaded.path),
+            "inputs": ctx.inputs,
+            "stages": records,
+        },
+    )
+    if ctx.fmt == "json":
+        print(json.dumps({"status": status, "stages": records}, indent=2), file=ctx.stream)
+        return
+    print("", file=ctx.stream)
+    print(f"{'stage':<22}{'outcome':<10}{'time':>8}  summary", file=ctx.stream)
+    for rec in records:
+        print(
+            f"{rec['stage']!s:<22}{rec['status']!s:<10}"
+            f"{fmt_seconds(float(str(rec['duration_s']))):>8}  {rec['summary']}",
+            file=ctx.stream,
+        )
+    verdict = "passed" if exit_code == 0 else f"stopped at {stopped_at}" if stopped_at else "failed"
+    print(f"\nrun {verdict} in {fmt_seconds(duration)}; evidence in {ctx.out}/ "
+          f"(mlcd report --out {ctx.out})", file=ctx.stream)
+
+
+COMMAND = Command(
+    name="run",
+    help="the whole pipeline, locally, in the workflow's order",
+    description="Run every stage in order (lint, test, …), stopping at the first that fails "
+    "unless --keep-going. Shows live progress on a terminal and plain lines elsewhere, and "
+    "writes <out>/run.json.",
+    example="mlcd run --config model/mlcd.yaml\nmlcd run --only lint,test --keep-going",
+    add_arguments=_arguments,
+    run=_run,
+)

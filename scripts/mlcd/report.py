@@ -1,0 +1,58 @@
+"""`mlcd report`: every stage of a run as one Markdown document (PR comment, job summary)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mlcd.context import Command, Context
+from mlcd.evidence import Bundle, status_icon
+
+MARKER = "<!-- mlcd-report -->"
+
+
+def render_markdown(bundle: Bundle, *, title: str = "mlcd report") -> str:
+    """The report: an overview table, then each stage's own summary."""
+    results = bundle.stages()
+    lines = [MARKER, f"## {title}", ""]
+    if not results:
+        lines.append(f"No stage results in `{bundle.root}` yet.")
+        return "\n".join(lines) + "\n"
+    lines += ["| stage | outcome | time | summary |", "|---|---|---:|---|"]
+    for r in results:
+        summary = r.summary.replace("|", "\\|")
+        lines.append(f"| {r.stage} | {status_icon(r.status)} {r.status} | {r.duration_s:.1f}s | {summary} |")
+    for r in results:
+        body = bundle.summary_markdown(r.stage).strip()
+        if body:
+            lines += ["", body]
+    return "\n".join(lines) + "\n"
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", "-o", type=Path, default=None, help="write the report to this file too"
+    )
+    parser.add_argument("--title", default="mlcd report", help="the report's heading")
+
+
+def _run(ctx: Context, args: argparse.Namespace) -> int:
+    text = render_markdown(ctx.bundle, title=args.title)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text, "utf-8")
+    (ctx.out / "report.md").parent.mkdir(parents=True, exist_ok=True)
+    (ctx.out / "report.md").write_text(text, "utf-8")
+    print(text, end="", file=ctx.stream)
+    return 0
+
+
+COMMAND = Command(
+    name="report",
+    help="render the evidence of a run as Markdown",
+    description="Render every stage result in the run folder (--out) as one Markdown "
+    "document: an overview table, then each stage's summary. Also written to <out>/report.md.",
+    example="mlcd report --out .mlcd > comment.md\nmlcd report -o \"$GITHUB_STEP_SUMMARY\"",
+    add_arguments=_arguments,
+    run=_run,
+)

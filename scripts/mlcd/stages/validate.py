@@ -1,0 +1,45 @@
+"""`mlcd validate`: check `mlcd.yaml` against the schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mlcd.config import json_schema_text
+from mlcd.context import Command, Context
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--print-schema",
+        action="store_true",
+        help="print the JSON Schema of mlcd.yaml instead of validating",
+    )
+
+
+def _run(ctx: Context, args: argparse.Namespace) -> int:
+    if args.print_schema:
+        print(json_schema_text(), end="", file=ctx.stream)
+        return 0
+    loaded = ctx.loaded  # raises UserInputError (exit 2) listing every problem
+    config = loaded.config
+    if ctx.fmt == "json":
+        print(
+            json.dumps({"valid": True, "config": str(loaded.path), "project": config.project}),
+            file=ctx.stream,
+        )
+    else:
+        envs = ", ".join(config.environments) or "none"
+        ctx.say(f"✅ {loaded.path}: valid (project {config.project}, environments: {envs})")
+    return 0
+
+
+COMMAND = Command(
+    name="validate",
+    help="check mlcd.yaml against the schema",
+    description="Check the config file. Every problem is listed at once with file:line:column "
+    "and the key path; an unknown key suggests the closest known one. Exit 2 when invalid.",
+    example="mlcd validate --config model/mlcd.yaml\nmlcd validate --print-schema > mlcd.schema.json",
+    add_arguments=_arguments,
+    run=_run,
+)

@@ -1,0 +1,71 @@
+"""The ruff adapter: `ruff check` and `ruff format --check`, as data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlcd.errors import EnvironmentMissing, UserInputError
+from mlcd.tools.base import python_module_argv, run
+
+
+@dataclass(frozen=True)
+class RuffFinding:
+    code: str
+    message: str
+    path: Path
+    line: int
+    column: int
+    url: str | None
+
+
+def check(paths: list[Path], *, cwd: Path) -> list[RuffFinding]:
+    """`ruff check` on paths; findings with absolute paths."""
+    argv = [
+        *python_module_argv("ruff"),
+        "check",
+        "--output-format=json",
+        "--no-cache",
+        "--exit-zero",
+        *map(str, paths),
+    ]
+    result = run(argv, cwd=cwd, timeout=600)
+    if result.returncode != 0:
+        raise _failure("ruff check", result.stderr)
+    try:
+        items = json.loads(result.stdout or "[]")
+    except json.JSONDecodeError as exc:
+        raise EnvironmentMissing(f"ruff printed output mlcd cannot read ({exc})") from None
+    findings = []
+    for item in items:
+        location = item.get("location") or {}
+        findings.append(
+            RuffFinding(
+                code=str(item.get("code") or "syntax-error"),
+                message=str(item.get("message", "")),
+                path=Path(item["filename"]).resolve(),
+                line=int(location.get("row", 1)),
+                column=int(location.get("column", 1)),
+                url=item.get("url"),
+            )
+        )
+    return findings
+
+
+def format_check(paths: list[Path], *, cwd: Path) -> list[Path]:
+    """Files that `ruff format --check` would reformat."""
+    argv = [*python_module_argv("ruff"), "format", "--check", "--no-cache", *map(str, paths)]
+    result = run(argv, cwd=cwd, timeout=600)
+    if result.returncode not in (0, 1):
+        raise _failure("ruff format", result.stderr)
+    files = []
+    for line in result.stdout.splitlines():
+        if line.startswith("Would reformat: "):
+            files.append((cwd / line.removeprefix("Would reformat: ").strip()).resolve())
+    return files
+
+
+def _failure(what: str, stderr: str) -> UserInputError:
+    first = next((line for line in stderr.splitlines() if line.strip()), "no message")
+    return UserInputError(f"{what} could not run: {first}", hint="check lint.paths and ruff's config")
