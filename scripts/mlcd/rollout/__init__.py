@@ -1,0 +1,1 @@
+"""Controlled rollout: the judge, environment state, the local and Kubernetes targets."""
