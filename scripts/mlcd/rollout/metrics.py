@@ -1,0 +1,258 @@
+"""Reading an arm's metrics: the server's Prometheus text and its recent predictions.
+
+The model server (`mlcd serve`) exposes
+``mlcd_requests_total{route,status}``, ``mlcd_request_duration_seconds_bucket{route,le}``,
+``mlcd_predictions_total{class}``, ``mlcd_prediction_score_bucket{le}`` and
+``mlcd_model_info{name,version}`` on ``/metrics``, and
+``GET /v1/recent-predictions?limit=N`` →
+``{"predictions": [{"request_id", "predictions", "status", "latency_ms", "time"}]}``.
+A `Snapshot` is one reading of the counters; the difference of two is an `ArmWindow` for the
+judge. Parsing is pure; `ArmReader` does the HTTP, to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlcd.rollout.judge import ArmWindow
+
+_SAMPLE = re.compile(
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?$"
+)
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+_NOT_INFERENCE = ("health", "ready", "live", "metrics", "metadata", "recent", "_mlcd")
+
+
+class MetricsError(Exception):
+    """An arm's metrics could not be read or make no sense (a measurement error)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+
+def parse_prometheus(text: str) -> list[Sample]:
+    """The samples of a Prometheus text exposition (comments and blank lines skipped)."""
+    out: list[Sample] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if not match:
+            continue
+        labels = {
+            k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+            for k, v in _LABEL.findall(match.group("labels") or "")
+        }
+        try:
+            value = float(match.group("value"))
+        except ValueError:
+            continue
+        out.append(Sample(match.group("name"), labels, value))
+    return out
+
+
+def is_inference_route(route: str) -> bool:
+    """Requests to prediction routes count; health, metrics and metadata do not."""
+    lowered = route.lower()
+    if any(word in lowered for word in _NOT_INFERENCE):
+        return False
+    return "predict" in lowered or "infer" in lowered
+
+
+def _le(labels: Mapping[str, str]) -> float:
+    raw = labels.get("le", "+Inf")
+    return math.inf if raw in ("+Inf", "Inf", "inf") else float(raw)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One reading of an arm's counters."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    latency_buckets: Mapping[float, float] = field(default_factory=dict)
+    classes: Mapping[str, float] = field(default_factory=dict)
+    score_buckets: Mapping[float, float] = field(default_factory=dict)
+    model_version: str | None = None
+
+
+def snapshot(samples: Iterable[Sample]) -> Snapshot:
+    requests = errors = 0.0
+    latency: dict[float, float] = {}
+    classes: dict[str, float] = {}
+    scores: dict[float, float] = {}
+    version: str | None = None
+    for s in samples:
+        if s.name == "mlcd_requests_total" and is_inference_route(s.labels.get("route", "")):
+            requests += s.value
+            if s.labels.get("status", "").startswith("5"):
+                errors += s.value
+        elif s.name == "mlcd_request_duration_seconds_bucket" and is_inference_route(
+            s.labels.get("route", "")
+        ):
+            bound = _le(s.labels)
+            latency[bound] = latency.get(bound, 0.0) + s.value
+        elif s.name == "mlcd_predictions_total":
+            key = s.labels.get("class", "")
+            classes[key] = classes.get(key, 0.0) + s.value
+        elif s.name == "mlcd_prediction_score_bucket":
+            bound = _le(s.labels)
+            scores[bound] = scores.get(bound, 0.0) + s.value
+        elif s.name == "mlcd_model_info" and s.value:
+            version = s.labels.get("version")
+    return Snapshot(requests, errors, latency, classes, scores, version)
+
+
+def _delta_buckets(
+    before: Mapping[float, float], after: Mapping[float, float]
+) -> tuple[tuple[float, int], ...]:
+    return tuple(
+        (bound, max(0, round(after[bound] - before.get(bound, 0.0)))) for bound in sorted(after)
+    )
+
+
+def window(
+    before: Snapshot, after: Snapshot, latencies_ms: Sequence[float] = ()
+) -> ArmWindow:
+    """What happened between two snapshots; a counter going down means the arm restarted."""
+    if after.requests < before.requests or after.errors < before.errors:
+        raise MetricsError(
+            "request counters went down: the arm restarted between two readings"
+        )
+    classes = {
+        k: max(0, round(v - before.classes.get(k, 0.0))) for k, v in after.classes.items()
+    }
+    return ArmWindow(
+        requests=round(after.requests - before.requests),
+        errors=round(after.errors - before.errors),
+        latencies_ms=tuple(latencies_ms),
+        latency_buckets=_delta_buckets(before.latency_buckets, after.latency_buckets),
+        classes={k: v for k, v in classes.items() if v},
+        score_buckets=_delta_buckets(before.score_buckets, after.score_buckets),
+    )
+
+
+@dataclass(frozen=True)
+class Recent:
+    """One entry of /v1/recent-predictions."""
+
+    request_id: str
+    predictions: tuple[Any, ...]
+    status: int
+    latency_ms: float | None
+
+
+def parse_recent(payload: Any) -> list[Recent]:
+    if not isinstance(payload, dict) or not isinstance(payload.get("predictions"), list):
+        raise MetricsError("/v1/recent-predictions did not return {\"predictions\": [...]}")
+    out: list[Recent] = []
+    for item in payload["predictions"]:
+        if not isinstance(item, dict) or not item.get("request_id"):
+            continue
+        preds = item.get("predictions")
+        latency = item.get("latency_ms")
+        try:
+            status = int(item.get("status", 200))
+        except (TypeError, ValueError):
+            status = 0
+        out.append(
+            Recent(
+                request_id=str(item["request_id"]),
+                predictions=tuple(preds) if isinstance(preds, list) else (preds,),
+                status=status,
+                latency_ms=float(latency) if isinstance(latency, int | float) else None,
+            )
+        )
+    return out
+
+
+def pair_predictions(
+    stable: Iterable[Recent], shadow: Iterable[Recent], already: set[str]
+) -> list[tuple[Any, Any]]:
+    """(stable, shadow) prediction pairs of successful requests both arms answered.
+
+    `already` holds the request ids paired before; new ids are added to it.
+    """
+    by_id = {r.request_id: r for r in shadow if 200 <= r.status < 300}
+    pairs: list[tuple[Any, Any]] = []
+    for r in stable:
+        if r.request_id in already or not 200 <= r.status < 300:
+            continue
+        other = by_id.get(r.request_id)
+        if other is None:
+            continue
+        already.add(r.request_id)
+        pairs.extend(zip(r.predictions, other.predictions, strict=False))
+    return pairs
+
+
+# --------------------------------------------------------------------------------------
+# HTTP to the arms (127.0.0.1 only)
+
+
+def http_get(port: int, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise MetricsError(f"GET 127.0.0.1:{port}{path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+class ArmReader:
+    """Reads one arm's counters and recent predictions, remembering what it has seen."""
+
+    def __init__(self, port: int, *, recent_limit: int = 1000) -> None:
+        self.port = port
+        self.recent_limit = recent_limit
+        self.last: Snapshot | None = None
+        self.seen: set[str] = set()
+
+    def read_snapshot(self) -> Snapshot:
+        status, body = http_get(self.port, "/metrics")
+        if status != 200:
+            raise MetricsError(f"GET /metrics on 127.0.0.1:{self.port} answered {status}")
+        return snapshot(parse_prometheus(body.decode("utf-8", "replace")))
+
+    def read_recent(self) -> list[Recent]:
+        status, body = http_get(self.port, f"/v1/recent-predictions?limit={self.recent_limit}")
+        if status != 200:
+            raise MetricsError(
+                f"GET /v1/recent-predictions on 127.0.0.1:{self.port} answered {status}"
+            )
+        try:
+            return parse_recent(json.loads(body))
+        except json.JSONDecodeError as exc:
+            raise MetricsError(f"/v1/recent-predictions is not JSON: {exc}") from None
+
+    def start(self) -> None:
+        """The baseline reading at the start of an interval."""
+        self.last = self.read_snapshot()
+        self.seen = {r.request_id for r in self.read_recent()}
+
+    def interval(self) -> tuple[ArmWindow, list[Recent]]:
+        """What the arm did since the last reading, and every recent prediction it lists."""
+        current = self.read_snapshot()
+        everything = self.read_recent()
+        recent = [r for r in everything if r.request_id not in self.seen]
+        self.seen = {r.request_id for r in everything}
+        before = self.last or Snapshot()
+        self.last = current
+        latencies = [
+            r.latency_ms for r in recent if r.latency_ms is not None and 200 <= r.status < 300
+        ]
+        return window(before, current, latencies), everything

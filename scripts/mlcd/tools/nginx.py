@@ -1,0 +1,148 @@
+"""The nginx adapter: Debian's nginx, one private prefix folder per environment.
+
+`nginx -p PREFIX -c PREFIX/nginx.conf` runs with everything (pid, logs, temp folders) under
+PREFIX; changes are applied with `nginx -s reload`, which starts new workers with the new
+configuration and lets the old ones finish their requests (no request is dropped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+from mlcd.errors import EnvironmentMissing
+from mlcd.tools.base import ToolResult, run
+
+INSTALL_HINT = (
+    "install Debian's nginx: sudo apt-get install nginx (or sudo bash scripts/setup/apt.sh); "
+    "mlcd runs its own nginx processes and does not touch the system's nginx service"
+)
+
+
+def program() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).is_file()), None
+    )
+    if found is None:
+        raise EnvironmentMissing("`nginx` is not installed", hint=INSTALL_HINT)
+    return found
+
+
+class Nginx:
+    """One nginx instance under `prefix`."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = prefix.resolve()
+        self.conf = self.prefix / "nginx.conf"
+        self.pidfile = self.prefix / "nginx.pid"
+        self.error_log = self.prefix / "logs" / "error.log"
+
+    def _argv(self, *extra: str) -> list[str]:
+        return [program(), "-p", f"{self.prefix}/", "-c", str(self.conf),
+                "-e", str(self.error_log), *extra]
+
+    def _prepare(self) -> None:
+        for sub in ("logs", "tmp"):
+            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+
+    def write(self, text: str) -> None:
+        self._prepare()
+        tmp = self.conf.with_suffix(".tmp")
+        tmp.write_text(text, "utf-8")
+        tmp.replace(self.conf)
+
+    def test(self) -> ToolResult:
+        return run(self._argv("-t", "-q"), timeout=30)
+
+    def _failure(self, what: str, result: ToolResult) -> EnvironmentMissing:
+        text = (result.stderr or result.stdout).strip()
+        hint = "see " + str(self.error_log)
+        if "Address already in use" in text:
+            hint = ("another program listens on the environment's port; set "
+                    "environments.<env>.port in mlcd.yaml or MLCD_<ENV>_PORT")
+        return EnvironmentMissing(f"nginx {what} failed: {text[-400:]}", hint=hint)
+
+    def master_pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text("utf-8").strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"nginx" in cmdline and b"master" in cmdline else None
+
+    def running(self) -> bool:
+        return self.master_pid() is not None
+
+    def apply(self, text: str) -> None:
+        """Write the configuration and start nginx, or reload it gracefully."""
+        previous = self.conf.read_text("utf-8") if self.conf.is_file() else None
+        self.write(text)
+        checked = self.test()
+        if checked.returncode != 0:
+            if previous is not None:
+                self.write(previous)
+            raise self._failure("configuration test", checked)
+        if self.running():
+            result = run(self._argv("-s", "reload"), timeout=30)
+            if result.returncode != 0:
+                raise self._failure("reload", result)
+            return
+        with contextlib.suppress(OSError):
+            self.pidfile.unlink()
+        result = run(self._argv(), timeout=30)
+        if result.returncode != 0:
+            raise self._failure("start", result)
+        deadline = time.monotonic() + 10
+        while not self.running():
+            if time.monotonic() > deadline:
+                raise EnvironmentMissing(
+                    f"nginx did not start under {self.prefix}", hint=f"see {self.error_log}"
+                )
+            time.sleep(0.05)
+
+    def old_workers(self) -> int:
+        """Worker processes of this nginx still finishing requests after a reload."""
+        master = self.master_pid()
+        if master is None:
+            return 0
+        count = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text("utf-8")
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[-1].split()
+            if len(fields) > 1 and fields[1] == str(master) and b"shutting down" in cmdline:
+                count += 1
+        return count
+
+    def wait_drained(self, timeout: float = 30.0) -> bool:
+        """Wait until the workers of earlier configurations have finished; True if they did."""
+        deadline = time.monotonic() + timeout
+        while self.old_workers():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def stop(self) -> None:
+        """Stop gracefully (`nginx -s quit`), waiting for the master to exit."""
+        master = self.master_pid()
+        if master is None:
+            return
+        run(self._argv("-s", "quit"), timeout=30)
+        deadline = time.monotonic() + 15
+        while self.master_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.master_pid() is not None:
+            with contextlib.suppress(OSError):
+                os.kill(master, 15)
