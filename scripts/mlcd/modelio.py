@@ -1,0 +1,102 @@
+"""Saving and loading models: skops only, with an explicit list of trusted types.
+
+A model file is never unpickled. skops records every type the file needs; the types skops
+does not trust by default must all be on `TRUSTED_TYPES` (or on the caller's extra list),
+otherwise the file is refused with exit 1 and the unknown types are named. The server, the
+scanner and `mlcd evaluate` all load through `load_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mlcd.errors import GateFailed, UserInputError
+
+# Types outside skops's default trust that scikit-learn models commonly need. Each is a
+# plain data holder of scikit-learn or NumPy (tree arrays, binners, distance metrics) and
+# runs no code of the file's choosing when it is built.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "collections.OrderedDict",
+    "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.metrics._dist_metrics.EuclideanDistance",
+    "sklearn.metrics._dist_metrics.EuclideanDistance32",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.tree._tree.Tree",
+)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(model: Any, path: Path) -> list[str]:
+    """Save a fitted estimator with skops; return the non-default types it needs to load."""
+    import skops.io as sio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sio.dump(model, path)
+    return sorted(sio.get_untrusted_types(file=path))
+
+
+def needed_types(path: Path) -> list[str]:
+    """The types in a skops file that skops does not trust by default."""
+    import skops.io as sio
+
+    _check_file(path)
+    try:
+        return sorted(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # skops raises many kinds on a damaged file
+        raise GateFailed(
+            f"{path}: not a readable skops model file ({type(exc).__name__}: {exc})",
+            hint="models are saved by `mlcd train` with skops; pickle files are not accepted",
+        ) from None
+
+
+def refused_types(path: Path, extra_trusted: Iterable[str] = ()) -> list[str]:
+    """The types the file needs that are on no trusted list (empty: safe to load)."""
+    allowed = set(TRUSTED_TYPES) | set(extra_trusted)
+    return [t for t in needed_types(path) if t not in allowed]
+
+
+def load_model(path: Path, extra_trusted: Iterable[str] = ()) -> Any:
+    """Load a skops model file, refusing (exit 1) any type that is not trusted."""
+    import skops.io as sio
+
+    needed = needed_types(path)
+    allowed = set(TRUSTED_TYPES) | set(extra_trusted)
+    refused = [t for t in needed if t not in allowed]
+    if refused:
+        raise GateFailed(
+            f"{path}: the model file needs {len(refused)} untrusted type"
+            f"{'s' if len(refused) != 1 else ''}; it was not loaded",
+            problems=[f"untrusted type: {t}" for t in refused],
+            hint="only scikit-learn and NumPy types are trusted; a custom class in the "
+            "model cannot be loaded by the server either: build the model from "
+            "scikit-learn parts",
+        )
+    try:
+        return sio.load(path, trusted=needed)
+    except Exception as exc:  # a file whose content does not match its schema
+        raise GateFailed(
+            f"{path}: the skops model file could not be loaded ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise UserInputError(f"model file {path} does not exist")
