@@ -196,12 +196,26 @@ class BlueGreenSection(Section):
     scale_down_delay: Duration = Field(
         30.0, description="how long the old version stays up after the switch"
     )
+    interval: Duration = Field(10.0, description="analysis interval of the preview")
+    min_requests: int = Field(
+        100, ge=0, description="requests on the preview before an interval can pass"
+    )
+    rps: float = Field(
+        20, gt=0, description="synthetic preview traffic when the environment has no load-test"
+    )
 
 
 class ShadowSection(Section):
     """Shadow (mirrored) traffic."""
 
     duration: Duration = Field(60.0, description="how long to mirror before judging")
+    interval: Duration = Field(10.0, description="analysis interval while mirroring")
+    min_requests: int = Field(
+        100, ge=0, description="paired requests before an interval can pass"
+    )
+    promote: bool = Field(
+        True, description="switch traffic to the shadow when it passes (false: only judge it)"
+    )
     max_disagreement: float = Field(
         0.05, ge=0, le=1, description="classification: largest share of differing predictions"
     )

@@ -12,7 +12,7 @@ from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageResult, utc_now, write_json_atomic
 from mlcd.progress import StageProgress, fmt_seconds
-from mlcd.stages import lint, test, train
+from mlcd.stages import deploy, lint, test, train
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,18 @@ class Step:
     run: Callable[[Context], StageResult]
 
 
-def steps(_ctx: Context) -> list[Step]:
+def _deploy_step(env: str) -> Step:
+    return Step(f"deploy-{env}", lambda ctx: deploy.stage(ctx, env))
+
+
+def steps(ctx: Context) -> list[Step]:
     """The stages in the workflow's order (DESIGN.md section 2)."""
     return [
         Step("lint", lint.stage),
         Step("test", test.stage),
         Step("train", train.stage),
+        # one deploy step per environment, each after the environments it requires
+        *(_deploy_step(env) for env in deploy.ordered_envs(ctx)),
     ]
 
 

@@ -1,0 +1,262 @@
+"""The Kubernetes target: the rollout as Argo Rollouts objects, applied with kubectl.
+
+For `target: kubernetes` mlcd renders, for each deploy:
+- a `Rollout` whose strategy is `canary` (one `setWeight` + `pause` per step, a background
+  analysis from the first step) or `blueGreen` (a preview service, pre-promotion analysis,
+  `scaleDownDelaySeconds`);
+- an `AnalysisTemplate` whose Prometheus queries carry the judge's limits: error rate ≤
+  `max-error-rate`, p99 ≤ `max-p99-latency-ms`, and an inconclusive "too little traffic" metric
+  below `min-requests`, with the environment's failure-, inconclusive- and
+  consecutive-error-limits;
+- the `Service`s the strategy names (stable + canary, or active + preview).
+Every object is validated before it is written: the two Argo kinds against the JSON schemas
+kept in `mlcd/data/schemas/`, and the built-in kinds by the tests with kubernetes-validate.
+Then `kubectl apply -f` sends them to the configured context; the cluster's Argo Rollouts
+controller moves the traffic and runs the analysis.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlcd.config import EnvironmentSection
+from mlcd.context import Context
+from mlcd.errors import UserInputError
+from mlcd.evidence import StageOutcome
+from mlcd.rollout.gates import Release
+from mlcd.rollout.state import safe_name
+from mlcd.tools import kubectl
+
+ARGO_API = "argoproj.io/v1alpha1"
+SCHEMAS = {"Rollout": "rollout.schema.json", "AnalysisTemplate": "analysistemplate.schema.json"}
+INFERENCE_ROUTES = '/predict|/v2/models/.+/infer'
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1 and float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def object_name(project: str, env: str) -> str:
+    return safe_name(f"{project}-{env}").lower()[:50].strip("-.")
+
+
+def _labels(project: str, env: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": safe_name(project), "app.kubernetes.io/managed-by": "mlcd",
+            "mlcd.dev/env": safe_name(env)}
+
+
+def analysis_template(name: str, project: str, section: EnvironmentSection,
+                      interval: float, min_requests: int) -> dict[str, Any]:
+    a = section.analysis
+    selector = (f'app_kubernetes_io_name="{safe_name(project)}",'
+                'rollouts_pod_template_hash="{{args.canary-hash}}",'
+                f'route=~"{INFERENCE_ROUTES}"')
+    window = _duration(max(interval, 30.0))
+    limits = {
+        "failureLimit": a.failure_limit,
+        "inconclusiveLimit": a.inconclusive_limit,
+        "consecutiveErrorLimit": a.consecutive_error_limit,
+    }
+    every = _duration(interval)
+    requests = f"sum(increase(mlcd_requests_total{{{selector}}}[{window}]))"
+    errors = (f'sum(rate(mlcd_requests_total{{{selector},status=~"5.."}}[{window}])) / '
+              f"clamp_min(sum(rate(mlcd_requests_total{{{selector}}}[{window}])), 1e-9)")
+    p99 = ("histogram_quantile(0.99, sum by (le) (rate("
+           f"mlcd_request_duration_seconds_bucket{{{selector}}}[{window}]))) * 1000")
+    address = section.kubernetes.prometheus
+
+    def metric(metric_name: str, query: str, success: str, failure: str) -> dict[str, Any]:
+        return {"name": metric_name, "interval": every, "successCondition": success,
+                "failureCondition": failure, **limits,
+                "provider": {"prometheus": {"address": address, "query": query}}}
+
+    return {
+        "apiVersion": ARGO_API,
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": f"{name}-analysis", "namespace": section.kubernetes.namespace,
+                     "labels": _labels(project, "analysis")},
+        "spec": {
+            "args": [{"name": "canary-hash"}],
+            "metrics": [
+                # neither condition holds below min-requests: the measurement is inconclusive
+                metric("enough-requests", requests,
+                       f"len(result) > 0 && result[0] >= {min_requests}", "false"),
+                metric("error-rate", errors,
+                       f"len(result) == 0 || isNaN(result[0]) || result[0] <= {a.max_error_rate}",
+                       f"len(result) > 0 && result[0] > {a.max_error_rate}"),
+                metric("p99-latency-ms", p99,
+                       f"len(result) == 0 || isNaN(result[0]) || "
+                       f"result[0] <= {a.max_p99_latency_ms}",
+                       f"len(result) > 0 && result[0] > {a.max_p99_latency_ms}"),
+            ],
+        },
+    }
+
+
+def _service(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str]
+             ) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render(project: str, env: str, section: EnvironmentSection, version: str, image: str,
+           strategy: str) -> list[dict[str, Any]]:
+    """The objects of one rollout, in the order they are applied."""
+    if strategy == "shadow":
+        raise UserInputError(
+            f"environments.{env}: the kubernetes target does canary and blue-green; shadow "
+            "traffic needs a service mesh's mirroring, which mlcd does not configure",
+            hint=f"use --strategy canary or blue-green for {env}, or a local environment",
+        )
+    k8s = section.kubernetes
+    name = object_name(project, env)
+    labels = _labels(project, env)
+    selector = {"app.kubernetes.io/name": labels["app.kubernetes.io/name"],
+                "mlcd.dev/env": labels["mlcd.dev/env"]}
+    analysis_ref = {"templates": [{"templateName": f"{name}-analysis"}],
+                    "args": [{"name": "canary-hash",
+                              "valueFrom": {"podTemplateHashValue": "Latest"}}]}
+    if strategy == "canary":
+        cfg = section.canary
+        steps: list[dict[str, Any]] = []
+        for weight in cfg.steps:
+            if weight >= 100:
+                continue
+            steps += [{"setWeight": weight}, {"pause": {"duration": _duration(cfg.interval)}}]
+        strategy_spec: dict[str, Any] = {"canary": {
+            "stableService": f"{name}-stable",
+            "canaryService": f"{name}-canary",
+            "analysis": {**analysis_ref, "startingStep": 1 if steps else 0},
+            "steps": steps,
+        }}
+        services = [f"{name}-stable", f"{name}-canary"]
+        template = analysis_template(name, project, section, cfg.interval, cfg.min_requests)
+    else:
+        bg = section.blue_green
+        strategy_spec = {"blueGreen": {
+            "activeService": f"{name}-active",
+            "previewService": f"{name}-preview",
+            "autoPromotionEnabled": True,
+            "prePromotionAnalysis": analysis_ref,
+            "scaleDownDelaySeconds": max(0, round(bg.scale_down_delay)),
+        }}
+        services = [f"{name}-active", f"{name}-preview"]
+        template = analysis_template(name, project, section, bg.interval, bg.min_requests)
+    rollout = {
+        "apiVersion": ARGO_API,
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": k8s.namespace,
+                     "labels": {**labels, "mlcd.dev/version": safe_name(version)}},
+        "spec": {
+            "replicas": k8s.replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": {**labels, "mlcd.dev/version": safe_name(version)},
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
+                                    "prometheus.io/path": "/metrics"},
+                },
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True},
+                    "containers": [{
+                        "name": "model",
+                        "image": image,
+                        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                        "env": [{"name": "MLCD_PORT", "value": "8080"},
+                                {"name": "MLCD_MODEL_VERSION", "value": version}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
+                                           "periodSeconds": 5},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                                          "periodSeconds": 10},
+                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
+                                      "limits": {"memory": "1Gi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                    }],
+                },
+            },
+            "strategy": strategy_spec,
+        },
+    }
+    svc = [_service(s, k8s.namespace, labels, selector) for s in services]
+    return [*svc, template, rollout]
+
+
+def schema(kind: str) -> dict[str, Any]:
+    text = resources.files("mlcd").joinpath("data", "schemas", SCHEMAS[kind]).read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def validate_custom(obj: dict[str, Any]) -> list[str]:
+    """Problems of an Argo Rollouts object against the project's schema (empty: valid)."""
+    import jsonschema  # only the Kubernetes target needs it
+
+    kind = str(obj.get("kind"))
+    if kind not in SCHEMAS:
+        return []
+    validator = jsonschema.Draft202012Validator(schema(kind))
+    return [
+        f"{kind} {'.'.join(str(p) for p in err.absolute_path) or '(top)'}: {err.message}"
+        for err in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+    ]
+
+
+def write(objects: list[dict[str, Any]], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, obj in enumerate(objects):
+        path = folder / f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(obj, sort_keys=False), "utf-8")
+        paths.append(path)
+    return paths
+
+
+def deploy(ctx: Context, env: str, section: EnvironmentSection, release: Release,
+           strategy: str, *, folder: Path, details: dict[str, Any]) -> StageOutcome:
+    objects = render(ctx.config.project, env, section, release.version, release.image, strategy)
+    problems = [p for obj in objects for p in validate_custom(obj)]
+    if problems:
+        raise UserInputError("the rendered Argo Rollouts objects are invalid", problems=problems)
+    manifests = folder / "manifests"
+    paths = write(objects, manifests)
+    k8s = section.kubernetes
+    ctx.progress(f"kubectl apply -f {manifests}")
+    applied = kubectl.apply(manifests, context=k8s.context, namespace=k8s.namespace)
+    name = object_name(ctx.config.project, env)
+    return StageOutcome(
+        status="pass",
+        summary=f"Rollout {name} ({strategy}) of {release.version} applied to "
+        f"{k8s.context or 'the current context'}; Argo Rollouts drives the traffic and analysis",
+        reasons=[*applied.splitlines(),
+                 f"watch it: kubectl argo rollouts get rollout {name} -n {k8s.namespace} -w"],
+        artifacts={p.name: ctx.bundle.relative(p) for p in paths},
+        details={**details, "outcome": "applied", "rollout": name},
+    )
+
+
+def decide(ctx: Context, env: str, section: EnvironmentSection, command: str) -> StageOutcome:
+    """promote / abort / rollback on Kubernetes: the Argo Rollouts kubectl plugin."""
+    action = {"promote": "promote", "abort": "abort", "rollback": "undo"}[command]
+    name = object_name(ctx.config.project, env)
+    k8s = section.kubernetes
+    out = kubectl.argo(action, name, context=k8s.context, namespace=k8s.namespace)
+    return StageOutcome(status="pass", summary=f"kubectl argo rollouts {action} {name}: done",
+                        reasons=out.splitlines(), details={"env": env, "rollout": name})

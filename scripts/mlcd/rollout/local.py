@@ -1,0 +1,638 @@
+"""The local target: release containers on the Docker engine behind an nginx router.
+
+`LocalController` owns one environment: its state file, lock, router and containers. It
+rolls a release out by canary steps, blue/green preview and switch, or shadow mirroring;
+asks the judge every interval; and rolls back on its own when the analysis fails: traffic
+goes back to stable first (the router is reloaded and the old workers drained), then the
+candidate is removed, and every step is written to the state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mlcd.config import EnvironmentSection
+from mlcd.errors import GateFailed, MlcdError
+from mlcd.evidence import utc_now
+from mlcd.rollout.judge import AnalysisRun, ArmWindow, JudgeState, Limits, Outcome, judge
+from mlcd.rollout.loadgen import LoadGenerator
+from mlcd.rollout.metrics import ArmReader, MetricsError, http_get, pair_predictions
+from mlcd.rollout.router import Backend, Mode, RouterSpec, render
+from mlcd.rollout.state import (
+    Arm,
+    EnvLock,
+    EnvState,
+    Retired,
+    Rollout,
+    StateStore,
+    holder_alive,
+    process_start,
+    safe_name,
+)
+from mlcd.tools import docker
+from mlcd.tools.nginx import Nginx
+
+CONTAINER_PORT = 8080
+READY_TIMEOUT = 90.0
+PREVIOUS_KEPT = 10
+Result = Literal["promoted", "rolled back", "paused", "already live", "deployed"]
+
+
+@dataclass
+class EnvSpec:
+    """Everything the controller needs to know about the environment."""
+
+    project: str
+    env: str
+    section: EnvironmentSection
+    port: int
+    state_dir: Path
+    task: str = "classification"
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class DeployOutcome:
+    result: Result
+    summary: str
+    reasons: list[str] = field(default_factory=list)
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    waiting_for: str = ""
+
+
+@dataclass
+class _Analysis:
+    verdict: Literal["pass", "failed", "paused"]
+    explanation: str
+    run: AnalysisRun
+    judge_state: JudgeState
+
+
+def limits_for(section: EnvironmentSection, task: str, min_requests: int) -> Limits:
+    a = section.analysis
+    mad = section.shadow.max_mean_abs_diff
+    if task == "regression" and mad is None:
+        mad = math.inf
+    return Limits(
+        min_requests=min_requests,
+        max_error_rate=a.max_error_rate,
+        max_p99_latency_ms=a.max_p99_latency_ms,
+        max_prediction_shift=a.max_prediction_shift,
+        max_latency_increase=a.max_latency_increase,
+        alpha=a.alpha,
+        max_disagreement=section.shadow.max_disagreement,
+        max_mean_abs_diff=mad if task == "regression" else None,
+    )
+
+
+class LocalController:
+    """Drives one environment on this machine."""
+
+    def __init__(self, spec: EnvSpec, progress: Callable[[str], None]) -> None:
+        self.spec = spec
+        self.progress = progress
+        self.store = StateStore(spec.state_dir, spec.env, spec.project)
+        self.lock = EnvLock(spec.state_dir, spec.env)
+        self.nginx = Nginx(spec.state_dir / "nginx")
+        self.state: EnvState = self.store.load()
+        self.measurements: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def save(self, event: str | None = None, version: str | None = None, **detail: Any) -> None:
+        if event:
+            self.state.record(event, version, **detail)
+            self.progress(f"{event}{f' {version}' if version else ''}"
+                          + (f": {detail['detail']}" if "detail" in detail else ""))
+        self.store.save(self.state)
+
+    def container_name(self, version: str, color: str) -> str:
+        return "-".join(
+            safe_name(p) for p in ("mlcd", self.spec.project, self.spec.env, version, color)
+        )
+
+    # ------------------------------------------------------------------ containers
+
+    def start_arm(self, version: str, image: str, color: str) -> Arm:
+        name = self.container_name(version, color)
+        self.progress(f"starting {name} from {image}")
+        docker.ensure_image(image)
+        docker.remove(name)
+        docker.run_container(
+            name,
+            image,
+            container_port=CONTAINER_PORT,
+            env={"MLCD_PORT": str(CONTAINER_PORT), "MLCD_MODEL_VERSION": version},
+            labels={"mlcd.project": self.spec.project, "mlcd.env": self.spec.env,
+                    "mlcd.version": version, "mlcd.color": color},
+        )
+        arm = Arm(version=version, image=image, container=name,
+                  port=docker.host_port(name, CONTAINER_PORT), color=color)
+        self.wait_ready(arm)
+        return arm
+
+    def wait_ready(self, arm: Arm, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        checks = 0
+        while time.monotonic() < deadline:
+            try:
+                status, _ = http_get(arm.port, "/readyz", timeout=2)
+                if status == 200:
+                    return
+                last = f"/readyz answered {status}"
+            except MetricsError as exc:
+                last = str(exc)
+            checks += 1
+            if checks % 10 == 0 and not docker.running(arm.container):
+                break
+            time.sleep(0.2)
+        logs = docker.logs(arm.container)
+        docker.remove(arm.container)
+        raise GateFailed(
+            f"{arm.container} ({arm.version}) did not become ready: {last}",
+            problems=[f"log: {line}" for line in logs.splitlines()[-10:]],
+            hint="check that the image serves /readyz on MLCD_PORT (mlcd serve does)",
+        )
+
+    def drop(self, arm: Arm) -> None:
+        """Remove an arm's container once no router worker may still be talking to it."""
+        self.nginx.wait_drained()
+        docker.remove(arm.container)
+
+    # ------------------------------------------------------------------ router
+
+    def route(self, mode: Mode, primary: tuple[Backend, ...], shadow: Backend | None = None
+              ) -> None:
+        self.state.router_generation += 1
+        self.state.router_port = self.spec.port
+        spec = RouterSpec(
+            port=self.spec.port, mode=mode, primary=primary, shadow=shadow,
+            generation=self.state.router_generation,
+            labels={"env": self.spec.env, "project": self.spec.project},
+        )
+        self.nginx.apply(render(spec, self.nginx.prefix))
+        self._wait_generation(self.state.router_generation)
+        self.save("router", detail=spec.describe())
+
+    def _wait_generation(self, generation: int) -> None:
+        deadline = time.monotonic() + 15
+        needle = f'"generation": {generation},'.encode()
+        while time.monotonic() < deadline:
+            with contextlib.suppress(MetricsError):
+                status, body = http_get(self.spec.port, "/_mlcd/router", timeout=2)
+                if status == 200 and needle in body:
+                    return
+            time.sleep(0.05)
+        raise GateFailed(
+            f"the router on 127.0.0.1:{self.spec.port} did not take configuration "
+            f"{generation} within 15 s",
+            hint=f"see {self.nginx.error_log}",
+        )
+
+    def route_to(self, arm: Arm) -> None:
+        self.route("single", (Backend(arm.port),))
+
+    # ------------------------------------------------------------------ recovery
+
+    def reconcile(self) -> list[str]:
+        """Bring a state left by a killed process back to stable serving all traffic."""
+        notes: list[str] = []
+        st = self.state
+        rollout = st.rollout
+        if (rollout is not None and rollout.phase == "progressing"
+                and rollout.owner_pid != os.getpid()
+                and not holder_alive(rollout.owner_pid, rollout.owner_start)):
+            notes.append(
+                f"found the rollout of {rollout.version} interrupted (its process, pid "
+                f"{rollout.owner_pid}, is gone): restoring stable"
+            )
+            self.progress(notes[-1])
+            if st.stable is not None:
+                self._ensure_stable_running()
+                self.route_to(st.stable)
+            if rollout.candidate is not None and (
+                st.stable is None or rollout.candidate.container != st.stable.container
+            ):
+                self.drop(rollout.candidate)
+            st.rollout = None
+            self.save("recovered", rollout.version,
+                      detail="interrupted rollout undone; stable serves all traffic")
+        if st.stable is not None and st.rollout is None:
+            if not docker.running(st.stable.container):
+                notes.append(f"stable container {st.stable.container} was not running: restarted")
+                self._ensure_stable_running()
+                self.route_to(st.stable)
+                self.save("recovered", st.stable.version, detail="stable container restarted")
+            elif not self.nginx.running():
+                notes.append(f"the router was not running: restarted on :{self.spec.port}")
+                self.route_to(st.stable)
+        now = time.time()
+        for retired in list(st.retired):
+            if retired.remove_after <= now:
+                self.drop(retired.arm)
+                st.retired.remove(retired)
+                self.save("scaled down", retired.arm.version,
+                          detail=f"removed {retired.arm.container}")
+        return notes
+
+    def _ensure_stable_running(self) -> None:
+        stable = self.state.stable
+        assert stable is not None  # noqa: S101 - callers check
+        if docker.running(stable.container):
+            return
+        try:
+            docker.start(stable.container)
+            stable.port = docker.host_port(stable.container, CONTAINER_PORT)
+            self.wait_ready(stable)
+        except MlcdError:
+            self.state.stable = self.start_arm(stable.version, stable.image, stable.color)
+        self.save()
+
+    # ------------------------------------------------------------------ analysis
+
+    def _analyse(
+        self,
+        stable: Arm,
+        candidate: Arm,
+        *,
+        min_requests: int,
+        interval: float,
+        duration: float,
+        run: AnalysisRun,
+        judge_state: JudgeState,
+        paired: bool,
+        label: str,
+    ) -> _Analysis:
+        limits = limits_for(self.spec.section, self.spec.task, min_requests)
+        readers = (ArmReader(stable.port), ArmReader(candidate.port))
+        started = time.monotonic()
+        paired_ids: set[str] = set()
+        baseline_ok = False
+        last: Outcome = "inconclusive"
+        while True:
+            if not baseline_ok:
+                try:
+                    for reader in readers:
+                        reader.start()
+                    baseline_ok = True
+                except MetricsError as exc:
+                    self.progress(f"cannot read metrics yet: {exc}")
+            time.sleep(interval)
+            if not docker.running(candidate.container):
+                state = docker.state(candidate.container) or {}
+                why = (f"the candidate container {candidate.container} is not running "
+                       f"(exit code {state.get('ExitCode', '?')})")
+                self._measure("fail", [why], {}, label)
+                return _Analysis("failed", why, run.record("fail"), judge_state)
+            try:
+                if not baseline_ok:
+                    raise MetricsError("no baseline reading of the arms' metrics")
+                stable_window, stable_recent = readers[0].interval()
+                cand_window, cand_recent = readers[1].interval()
+            except MetricsError as exc:
+                run = run.record("error")
+                self._measure("error", [str(exc)], {}, label)
+                baseline_ok = False
+            else:
+                pairs = pair_predictions(stable_recent, cand_recent, paired_ids) if paired else None
+                judge_state, measurement = judge(
+                    judge_state, stable_window, cand_window, limits, pairs=pairs
+                )
+                last = measurement.verdict
+                run = run.record(measurement.verdict)
+                self._measure(measurement.verdict, list(measurement.reasons),
+                              dict(measurement.metrics), label)
+            phase = run.phase
+            if phase in ("failed", "error"):
+                return _Analysis("failed", run.explain(), run, judge_state)
+            if phase == "inconclusive":
+                return _Analysis("paused", run.explain(), run, judge_state)
+            if last == "pass" and time.monotonic() - started >= duration:
+                return _Analysis("pass", run.explain(), run, judge_state)
+
+    def _measure(self, outcome: str, reasons: list[str], metrics: dict[str, Any],
+                 label: str) -> None:
+        entry = {"time": utc_now(), "phase": label, "outcome": outcome,
+                 "reasons": reasons[:8], "metrics": metrics}
+        self.measurements.append(entry)
+        self.state.last_analysis = entry
+        self.progress(f"{label}: {outcome}" + (f" — {reasons[0]}" if reasons else ""))
+        self.store.save(self.state)
+
+    def _load(self, ports: list[int], rps: float | None) -> LoadGenerator | None:
+        if not rps or not self.spec.rows:
+            return None
+        return LoadGenerator(ports, self.spec.rows, rps, max_seconds=6 * 3600,
+                             id_prefix=f"mlcd-load-{self.spec.env}-{os.getpid()}")
+
+    # ------------------------------------------------------------------ deploy
+
+    def begin(self, version: str, image: str, strategy: str) -> None:
+        me = os.getpid()
+        self.state.rollout = Rollout(version=version, image=image, strategy=strategy,
+                                     phase="progressing", owner_pid=me,
+                                     owner_start=process_start(me) or "")
+        self.save("rollout started", version, strategy=strategy, image=image)
+
+    def deploy(self, version: str, image: str, strategy: str) -> DeployOutcome:
+        st = self.state
+        if st.rollout is not None and st.rollout.phase == "paused":
+            raise GateFailed(
+                f"{self.spec.env} has a rollout of {st.rollout.version} paused for a decision",
+                hint=f"mlcd promote {self.spec.env} or mlcd abort {self.spec.env} first",
+            )
+        if st.stable is not None and st.stable.version == version and st.stable.image == image:
+            return DeployOutcome("already live", f"{version} is already live in {self.spec.env}")
+        self.begin(version, image, strategy)
+        if st.stable is None:
+            return self._first(version, image)
+        color = "green" if st.stable.color == "blue" else "blue"
+        candidate = self.start_arm(version, image, color)
+        assert st.rollout is not None  # noqa: S101 - set by begin()
+        st.rollout.candidate = candidate
+        self.save("candidate ready", version, detail=f"{candidate.container} on :{candidate.port}")
+        if strategy == "canary":
+            return self._canary(candidate)
+        if strategy == "blue-green":
+            return self._blue_green(candidate)
+        return self._shadow(candidate)
+
+    def _first(self, version: str, image: str) -> DeployOutcome:
+        arm = self.start_arm(version, image, "blue")
+        self.route_to(arm)
+        self.state.stable = arm
+        self.state.rollout = None
+        self.save("live", version, detail="first release in this environment: nothing to "
+                  "compare with, so no analysis")
+        return DeployOutcome(
+            "deployed",
+            f"{version} is live in {self.spec.env} on 127.0.0.1:{self.spec.port} (first release "
+            "here: nothing to compare with)",
+        )
+
+    def _canary(self, candidate: Arm) -> DeployOutcome:
+        section = self.spec.section
+        cfg = section.canary
+        stable = self.state.stable
+        rollout = self.state.rollout
+        assert stable is not None and rollout is not None  # noqa: S101
+        steps = [w for w in cfg.steps if 0 < w < 100]
+        a = section.analysis
+        run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
+        jstate = JudgeState()
+        load = self._load([self.spec.port], section.load_test.rps if section.load_test else None)
+        with load if load is not None else contextlib.nullcontext():
+            for index, weight in enumerate(steps):
+                rollout.step, rollout.weight = index, weight
+                self.route("split", (Backend(stable.port, 100 - weight),
+                                     Backend(candidate.port, weight)))
+                self.save("canary step", candidate.version, detail=f"{weight}% of traffic",
+                          step=index, weight=weight)
+                jstate = jstate.new_step()
+                result = self._analyse(stable, candidate, min_requests=cfg.min_requests,
+                                       interval=cfg.interval, duration=0.0, run=run,
+                                       judge_state=jstate, paired=False,
+                                       label=f"canary {weight}%")
+                run, jstate = result.run, result.judge_state
+                if result.verdict == "failed":
+                    return self.rollback_candidate(f"analysis failed: {result.explanation}")
+                if result.verdict == "paused":
+                    return self.pause(result.explanation)
+        return self.promote()
+
+    def _blue_green(self, candidate: Arm) -> DeployOutcome:
+        section = self.spec.section
+        cfg = section.blue_green
+        stable = self.state.stable
+        assert stable is not None  # noqa: S101
+        a = section.analysis
+        run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
+        rps = section.load_test.rps if section.load_test else cfg.rps
+        load = self._load([stable.port, candidate.port], rps)
+        self.save("preview", candidate.version,
+                  detail=f"{candidate.container} on 127.0.0.1:{candidate.port}, analysed for "
+                  f"{cfg.preview_duration:g}s before the switch")
+        with load if load is not None else contextlib.nullcontext():
+            result = self._analyse(stable, candidate, min_requests=cfg.min_requests,
+                                   interval=cfg.interval, duration=cfg.preview_duration,
+                                   run=run, judge_state=JudgeState(), paired=False,
+                                   label="preview")
+        if result.verdict == "failed":
+            return self.rollback_candidate(f"preview analysis failed: {result.explanation}")
+        if result.verdict == "paused":
+            return self.pause(result.explanation)
+        return self.promote()
+
+    def _shadow(self, candidate: Arm) -> DeployOutcome:
+        section = self.spec.section
+        cfg = section.shadow
+        stable = self.state.stable
+        assert stable is not None  # noqa: S101
+        a = section.analysis
+        run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
+        self.route("mirror", (Backend(stable.port),), Backend(candidate.port))
+        self.save("shadow", candidate.version,
+                  detail="inference requests mirrored; clients get stable's answers")
+        load = self._load([self.spec.port], section.load_test.rps if section.load_test else None)
+        with load if load is not None else contextlib.nullcontext():
+            result = self._analyse(stable, candidate, min_requests=cfg.min_requests,
+                                   interval=cfg.interval, duration=cfg.duration, run=run,
+                                   judge_state=JudgeState(), paired=True, label="shadow")
+        if result.verdict == "failed":
+            return self.rollback_candidate(
+                f"shadow blocked from promotion: {result.explanation}"
+            )
+        if result.verdict == "paused":
+            return self.pause(result.explanation)
+        if not cfg.promote:
+            outcome = self.rollback_candidate("shadow passed; shadow.promote is false")
+            outcome.result = "already live"
+            outcome.summary = (f"shadow {candidate.version} passed its analysis; not promoted "
+                               "(shadow.promote: false)")
+            return outcome
+        return self.promote()
+
+    # ------------------------------------------------------------------ endings
+
+    def pause(self, explanation: str) -> DeployOutcome:
+        rollout = self.state.rollout
+        assert rollout is not None  # noqa: S101
+        env = self.spec.env
+        rollout.phase = "paused"
+        rollout.waiting_for = (
+            f"a decision: `mlcd promote {env}` to complete the rollout of {rollout.version}, "
+            f"or `mlcd abort {env}` to roll it back"
+        )
+        self.save("paused", rollout.version, detail=explanation)
+        return DeployOutcome(
+            "paused",
+            f"paused: {explanation}; waiting for {rollout.waiting_for}",
+            reasons=[explanation],
+            waiting_for=rollout.waiting_for,
+        )
+
+    def rollback_candidate(self, why: str) -> DeployOutcome:
+        """Traffic back to stable first, then the candidate removed."""
+        st = self.state
+        rollout = st.rollout
+        assert rollout is not None  # noqa: S101
+        self.save("rolling back", rollout.version, detail=why)
+        if st.stable is not None:
+            self._ensure_stable_running()
+            self.route_to(st.stable)
+            self.save("traffic on stable", st.stable.version,
+                      detail=f"all traffic to {st.stable.container}")
+        if rollout.candidate is not None:
+            self.drop(rollout.candidate)
+            self.save("candidate removed", rollout.version, detail=rollout.candidate.container)
+        st.rollout = None
+        self.save("rolled back", rollout.version, detail=why)
+        live = st.stable.version if st.stable else "nothing"
+        return DeployOutcome(
+            "rolled back", f"rolled back {rollout.version}: {why}; {live} serves all traffic",
+            reasons=[why],
+        )
+
+    def promote(self) -> DeployOutcome:
+        """Send all traffic to the candidate; the old stable is retired."""
+        st = self.state
+        rollout = st.rollout
+        assert rollout is not None and rollout.candidate is not None  # noqa: S101
+        candidate = rollout.candidate
+        old = st.stable
+        self.route_to(candidate)
+        st.stable = candidate
+        st.rollout = None
+        if old is not None:
+            st.previous = [*st.previous, old][-PREVIOUS_KEPT:]
+            delay = self.spec.section.blue_green.scale_down_delay
+            if rollout.strategy == "canary":
+                delay = 0.0
+            st.retired.append(Retired(old, time.time() + delay))
+        self.save("promoted", candidate.version,
+                  detail=f"all traffic to {candidate.container}", strategy=rollout.strategy)
+        if old is not None and rollout.strategy != "canary":
+            back = self._watch_after_switch(old, candidate, rollout)
+            if back is not None:
+                return back
+        self._scale_down(force=True)
+        return DeployOutcome(
+            "promoted", f"{candidate.version} is live in {self.spec.env} "
+            f"({rollout.strategy}); {old.version if old else 'nothing'} retired",
+        )
+
+    def _watch_after_switch(self, old: Arm, new: Arm, rollout: Rollout) -> DeployOutcome | None:
+        """Keep the old version up for scale-down-delay; switch back at once if the new fails."""
+        section = self.spec.section
+        delay = section.blue_green.scale_down_delay
+        if delay <= 0:
+            return None
+        a = section.analysis
+        run = AnalysisRun(a.failure_limit, 10**6, a.consecutive_error_limit)
+        limits = limits_for(section, self.spec.task, section.blue_green.min_requests)
+        reader = ArmReader(new.port)
+        interval = min(section.blue_green.interval, delay)
+        deadline = time.monotonic() + delay
+        jstate = JudgeState()
+        with contextlib.suppress(MetricsError):
+            reader.start()
+        while time.monotonic() < deadline:
+            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+            alive = docker.running(new.container)
+            if alive:
+                try:
+                    window, _ = reader.interval()
+                except MetricsError as exc:
+                    run = run.record("error")
+                    self._measure("error", [str(exc)], {}, "after switch")
+                    if run.phase != "error":
+                        continue
+                else:
+                    jstate, m = judge(jstate, ArmWindow(), window, limits)
+                    run = run.record(m.verdict)
+                    self._measure(m.verdict, list(m.reasons), dict(m.metrics), "after switch")
+            if not alive or run.phase in ("failed", "error"):
+                why = ("the new container stopped" if not alive else run.explain())
+                self.save("switching back", old.version, detail=why)
+                self.route_to(old)
+                self.state.stable = old
+                self.state.previous = [p for p in self.state.previous if p.container
+                                       != old.container]
+                self.state.retired = [r for r in self.state.retired
+                                      if r.arm.container != old.container]
+                self.drop(new)
+                self.save("rolled back", new.version, detail=why)
+                return DeployOutcome("rolled back",
+                                     f"switched back to {old.version} after the switch: {why}",
+                                     reasons=[why])
+        _ = rollout
+        return None
+
+    def _scale_down(self, *, force: bool = False) -> None:
+        now = time.time()
+        for retired in list(self.state.retired):
+            if force or retired.remove_after <= now:
+                self.drop(retired.arm)
+                self.state.retired.remove(retired)
+                self.save("scaled down", retired.arm.version,
+                          detail=f"removed {retired.arm.container}")
+
+    # ------------------------------------------------------------------ commands
+
+    def rollback_previous(self) -> DeployOutcome:
+        """`mlcd rollback`: back to the release that was live before the current one."""
+        st = self.state
+        if st.rollout is not None:
+            return self.rollback_candidate("rollback requested")
+        if st.stable is None:
+            raise GateFailed(f"nothing is live in {self.spec.env}: nothing to roll back")
+        if not st.previous:
+            raise GateFailed(
+                f"{self.spec.env} has no earlier release to go back to "
+                f"({st.stable.version} is the only one it ran)"
+            )
+        target = st.previous[-1]
+        current = st.stable
+        self.save("rollback started", target.version, detail=f"from {current.version}")
+        kept = next((r for r in st.retired if r.arm.container == target.container), None)
+        if kept is not None and docker.running(target.container):
+            arm = target
+            st.retired.remove(kept)
+        else:
+            color = "green" if current.color == "blue" else "blue"
+            arm = self.start_arm(target.version, target.image, color)
+        self.route_to(arm)
+        st.stable = arm
+        st.previous = st.previous[:-1]
+        self.save("traffic on previous", arm.version, detail=f"all traffic to {arm.container}")
+        self.drop(current)
+        self.save("rolled back", current.version, detail=f"{arm.version} is live again")
+        return DeployOutcome("rolled back", f"{self.spec.env} is back on {arm.version} "
+                             f"(was {current.version})")
+
+    def abort(self) -> DeployOutcome:
+        if self.state.rollout is None:
+            raise GateFailed(f"{self.spec.env} has no rollout in progress to abort")
+        return self.rollback_candidate("aborted by `mlcd abort`")
+
+    def promote_paused(self) -> DeployOutcome:
+        rollout = self.state.rollout
+        if rollout is None or rollout.phase != "paused":
+            raise GateFailed(
+                f"{self.spec.env} has no rollout paused for a decision"
+                + (f" (the rollout of {rollout.version} is {rollout.phase})" if rollout else "")
+            )
+        me = os.getpid()
+        rollout.phase, rollout.owner_pid = "progressing", me
+        rollout.owner_start = process_start(me) or ""
+        self.save("promote requested", rollout.version)
+        return self.promote()

@@ -1,0 +1,437 @@
+"""`mlcd deploy ENV`, `status`, `rollback`, `promote` and `abort`: controlled rollouts.
+
+`deploy` checks the gates (release, verdict, scan, `requires:`), takes the environment's lock,
+restores a consistent state if an earlier process was killed, and rolls the release out by
+the environment's strategy on its target: locally (Docker + nginx, `mlcd.rollout.local`) or
+on Kubernetes (Argo Rollouts objects applied with kubectl, `mlcd.rollout.kubernetes`).
+Results go to `<out>/deploy-<env>/` (and `rollback-<env>/`, `promote-<env>/`, `abort-<env>/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from mlcd.config import EnvironmentSection
+from mlcd.context import Command, Context
+from mlcd.errors import GateFailed, UserInputError
+from mlcd.evidence import StageOutcome, StageResult
+from mlcd.registry import CHAMPION, open_registry
+from mlcd.rollout import gates, kubernetes
+from mlcd.rollout.loadgen import holdout_rows
+from mlcd.rollout.local import DeployOutcome, EnvSpec, LocalController
+from mlcd.rollout.state import EnvLock, StateStore
+
+STRATEGIES = ("canary", "blue-green", "shadow")
+DEFAULT_PORTS = {"staging": 8081, "production": 8082}
+OTHER_PORTS_FROM = 8083
+STATE_ENV = "MLCD_STATE_DIR"
+_PASSING = ("promoted", "deployed", "already live")
+
+
+# --------------------------------------------------------------------------------------
+# Where things are
+
+
+def env_section(ctx: Context, env: str) -> EnvironmentSection:
+    envs = ctx.config.environments
+    if env not in envs:
+        known = ", ".join(envs) or "none (add an `environments:` section)"
+        raise UserInputError(
+            f"{ctx.loaded.path}: no environment `{env}` in the config",
+            hint=f"environments there: {known}",
+        )
+    return envs[env]
+
+
+def port_variable(env: str) -> str:
+    return "MLCD_" + re.sub(r"[^A-Z0-9]", "_", env.upper()) + "_PORT"
+
+
+def router_port(ctx: Context, env: str) -> int:
+    """MLCD_<ENV>_PORT, else `port:` in the config, else staging 8081, production 8082, and
+    8083, 8084, … for the other environments in the order the config lists them."""
+    variable = port_variable(env)
+    raw = os.environ.get(variable)
+    if raw:
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise UserInputError(f"{variable}={raw} is not a TCP port number (1-65535)")
+        return int(raw)
+    section = env_section(ctx, env)
+    if section.port is not None:
+        return section.port
+    if env in DEFAULT_PORTS:
+        return DEFAULT_PORTS[env]
+    others = [name for name in ctx.config.environments if name not in DEFAULT_PORTS]
+    return OTHER_PORTS_FROM + others.index(env)
+
+
+def state_dir(ctx: Context, env: str) -> Path:
+    base = os.environ.get(STATE_ENV)
+    root = Path(base) if base else ctx.loaded.root / ".mlcd-state"
+    return root.resolve() / env
+
+
+def ordered_envs(ctx: Context) -> list[str]:
+    """Environments with each after the ones it requires (config order otherwise)."""
+    envs = ctx.config.environments
+    done: list[str] = []
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in done or name in trail:
+            return
+        for needed in envs[name].requires:
+            visit(needed, (*trail, name))
+        done.append(name)
+
+    for name in envs:
+        visit(name, ())
+    return done
+
+
+def _rows(ctx: Context, section: EnvironmentSection, strategy: str) -> list[dict[str, Any]]:
+    needs = section.load_test is not None or strategy == "blue-green"
+    path = ctx.bundle.root / "train" / "holdout.csv"
+    if not path.is_file():
+        if needs:
+            raise UserInputError(
+                f"this rollout sends held-out rows during analysis and {path} does not exist",
+                hint="run `mlcd train` first (or `mlcd run`), with the same --out",
+            )
+        return []
+    return holdout_rows(path, ctx.config.model.target)
+
+
+def controller(ctx: Context, env: str, strategy: str | None = None) -> LocalController:
+    section = env_section(ctx, env)
+    chosen = strategy or section.strategy
+    spec = EnvSpec(
+        project=ctx.config.project,
+        env=env,
+        section=section,
+        port=router_port(ctx, env),
+        state_dir=state_dir(ctx, env),
+        task=ctx.config.model.task,
+        rows=_rows(ctx, section, chosen) if strategy is not None else [],
+    )
+    return LocalController(spec, ctx.progress)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job) interrupts like Ctrl-C, so the rollout is undone."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _outcome(stage: str, ctl: LocalController, result: DeployOutcome, reasons: list[str],
+             details: dict[str, Any]) -> StageOutcome:
+    passed = result.result in _PASSING
+    last = ctl.measurements[-1]["metrics"] if ctl.measurements else {}
+    state = ctl.state
+    details = {
+        **details,
+        "outcome": result.result,
+        "live": asdict(state.stable) if state.stable else None,
+        "router": f"127.0.0.1:{ctl.spec.port}",
+        "state_file": str(ctl.store.path),
+        "measurements": ctl.measurements,
+    }
+    if result.waiting_for:
+        details["waiting_for"] = result.waiting_for
+    md = [f"### {'✅' if passed else '❌'} {stage}: {result.summary}", ""]
+    md += [f"- {r}" for r in [*reasons, *result.reasons]]
+    if ctl.measurements:
+        md += ["", "| interval | phase | outcome | canary requests | first reason |",
+               "|---:|---|---|---:|---|"]
+        for i, m in enumerate(ctl.measurements, 1):
+            first = (m["reasons"] or [""])[0].replace("|", "\\|")
+            md.append(f"| {i} | {m['phase']} | {m['outcome']} | "
+                      f"{m['metrics'].get('canary_requests', '')} | {first} |")
+    return StageOutcome(
+        status="pass" if passed else "fail",
+        summary=result.summary,
+        reasons=[*reasons, *result.reasons],
+        metrics={k: v for k, v in last.items() if v is not None},
+        details=details,
+        markdown="\n".join(md) + "\n",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# deploy
+
+
+def _deploy_body(ctx: Context, env: str, strategy: str | None, release_arg: str | None
+                 ) -> StageOutcome:
+    stage = f"deploy-{env}"
+    section = env_section(ctx, env)
+    chosen = strategy or section.strategy
+    registry = open_registry(ctx.loaded)
+    release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, release_arg)
+    report = gates.check(release, env, section.requires)
+    details: dict[str, Any] = {"env": env, "version": release.version, "image": release.image,
+                               "strategy": chosen, "target": section.target}
+    if not report.passed:
+        return StageOutcome(
+            status="fail",
+            summary=f"{release.version} cannot go to {env}: " + "; ".join(report.failures),
+            reasons=[*report.failures, *report.reasons],
+            details={**details, "outcome": "refused by gates"},
+        )
+    if section.target == "kubernetes":
+        return kubernetes.deploy(ctx, env, section, release, chosen,
+                                 folder=ctx.bundle.stage_dir(stage), details=details)
+    ctl = controller(ctx, env, chosen)
+    ctl.lock.acquire(f"mlcd deploy {env}")
+    try:
+        notes = ctl.reconcile()
+        try:
+            with _terminate_as_interrupt():
+                result = ctl.deploy(release.version, release.image, chosen)
+        except KeyboardInterrupt:
+            if ctl.state.rollout is not None and ctl.state.rollout.phase == "progressing":
+                ctl.rollback_candidate("interrupted (Ctrl-C or SIGTERM)")
+            raise
+        if result.result in ("promoted", "deployed"):
+            gates.record_deployment(registry, release.version, env, strategy=chosen,
+                                    image=release.image, champion=env == "production")
+            notes.append(f"recorded {release.version} live and healthy in {env} in the registry"
+                         + ("; champion is now " + release.version if env == "production" else ""))
+    finally:
+        ctl.lock.release()
+    return _outcome(stage, ctl, result, [*report.reasons, *notes], details)
+
+
+def stage(ctx: Context, env: str, *, strategy: str | None = None,
+          release: str | None = None) -> StageResult:
+    return ctx.run_stage(f"deploy-{env}", lambda: _deploy_body(ctx, env, strategy, release))
+
+
+def _progress_printer(ctx: Context) -> None:
+    if ctx.fmt == "text" and not ctx.in_pipeline:
+        start = time.monotonic()
+
+        def show(message: str) -> None:
+            print(f"  [{time.monotonic() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+        ctx.progress = show
+
+
+def _env_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("env", metavar="ENV", help="an environment of mlcd.yaml")
+
+
+def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    _env_argument(parser)
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
+                        help="override the environment's strategy")
+    parser.add_argument("--release", metavar="VERSION", default=None,
+                        help="the release to deploy (default: the run's release, else the "
+                        "newest released version)")
+
+
+def _deploy_run(ctx: Context, args: argparse.Namespace) -> int:
+    if args.strategy == "":
+        args.strategy = None
+    _progress_printer(ctx)
+    return ctx.conclude(stage(ctx, args.env, strategy=args.strategy, release=args.release))
+
+
+# --------------------------------------------------------------------------------------
+# rollback / promote / abort
+
+
+def _decision(ctx: Context, env: str, name: str,
+              act: Callable[[LocalController], DeployOutcome]) -> StageResult:
+    section = env_section(ctx, env)
+
+    def body() -> StageOutcome:
+        if section.target == "kubernetes":
+            return kubernetes.decide(ctx, env, section, name)
+        ctl = controller(ctx, env)
+        ctl.lock.acquire(f"mlcd {name} {env}")
+        try:
+            notes = ctl.reconcile()
+            result = act(ctl)
+            live = ctl.state.stable
+            if name in ("rollback", "promote") and live is not None:
+                registry = open_registry(ctx.loaded)
+                if name == "promote":
+                    gates.record_deployment(registry, live.version, env, strategy="promote",
+                                            image=live.image, champion=env == "production")
+                elif env == "production":
+                    registry.set_alias(CHAMPION, live.version)
+        finally:
+            ctl.lock.release()
+        if name != "promote" and result.result == "rolled back":
+            result.result = "deployed"  # the user asked for it: done
+        return _outcome(f"{name}-{env}", ctl, result, notes, {"env": env, "command": name})
+
+    return ctx.run_stage(f"{name}-{env}", body)
+
+
+def _rollback_run(ctx: Context, args: argparse.Namespace) -> int:
+    _progress_printer(ctx)
+    return ctx.conclude(_decision(ctx, args.env, "rollback", LocalController.rollback_previous))
+
+
+def _promote_run(ctx: Context, args: argparse.Namespace) -> int:
+    _progress_printer(ctx)
+    return ctx.conclude(_decision(ctx, args.env, "promote", LocalController.promote_paused))
+
+
+def _abort_run(ctx: Context, args: argparse.Namespace) -> int:
+    _progress_printer(ctx)
+    return ctx.conclude(_decision(ctx, args.env, "abort", LocalController.abort))
+
+
+# --------------------------------------------------------------------------------------
+# status
+
+
+def status(ctx: Context, env: str) -> dict[str, Any]:
+    """The environment's state, after restoring it if a killed process left it half-done."""
+    section = env_section(ctx, env)
+    folder = state_dir(ctx, env)
+    notes: list[str] = []
+    holder = EnvLock(folder, env).peek()
+    if section.target == "local" and holder is None:
+        ctl = controller(ctx, env)
+        if ctl.store.path.is_file():
+            ctl.lock.acquire(f"mlcd status {env}")
+            try:
+                notes = ctl.reconcile()
+            finally:
+                ctl.lock.release()
+    state = StateStore(folder, env, ctx.config.project).load()
+    data = state.to_json()
+    data["notes"] = notes
+    data["target"] = section.target
+    data["port"] = router_port(ctx, env)
+    data["busy"] = holder.describe() if holder else None
+    return data
+
+
+def _status_text(data: dict[str, Any]) -> list[str]:
+    env = data["env"]
+    lines = [f"{env}: {data['target']} target, router 127.0.0.1:{data['port']}"]
+    lines += [f"  note: {n}" for n in data["notes"]]
+    stable = data.get("stable")
+    if stable:
+        lines.append(f"  live: {stable['version']} ({stable['container']} on "
+                     f":{stable['port']}, {stable['image']})")
+    else:
+        lines.append("  live: nothing yet")
+    rollout = data.get("rollout")
+    if rollout:
+        line = f"  rolling out: {rollout['version']} by {rollout['strategy']}, {rollout['phase']}"
+        if rollout["strategy"] == "canary":
+            line += f", step {rollout['step'] + 1} at {rollout['weight']}%"
+        lines.append(line)
+        if rollout.get("waiting_for"):
+            lines.append(f"  waiting for {rollout['waiting_for']}")
+    if data.get("busy"):
+        lines.append(f"  in use by {data['busy']}")
+    if data.get("previous"):
+        lines.append("  previous: " + ", ".join(a["version"] for a in data["previous"]))
+    last = data.get("last_analysis")
+    if last:
+        first = (last.get("reasons") or [""])[0]
+        lines.append(f"  last analysis ({last['time']}, {last['phase']}): {last['outcome']}"
+                     + (f" — {first}" if first else ""))
+    history = data.get("history", [])
+    if history:
+        lines.append("  history:")
+        for h in history[-12:]:
+            detail = h.get("detail", "")
+            lines.append(f"    {h['time']}  {h['event']:<18} {h.get('version', ''):<8} {detail}")
+    return lines
+
+
+def _status_run(ctx: Context, args: argparse.Namespace) -> int:
+    data = status(ctx, args.env)
+    if ctx.fmt == "json":
+        print(json.dumps(data, indent=2, sort_keys=True, default=str), file=ctx.stream)
+    else:
+        print("\n".join(_status_text(data)), file=ctx.stream)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# commands
+
+_ENV_HELP = "ENV is an environment of mlcd.yaml (environments:)."
+
+DEPLOY = Command(
+    name="deploy",
+    help="roll a release out to ENV (canary, blue-green or shadow) with analysis and rollback",
+    description="Check the gates (the release exists, its evaluation verdict and scan passed, "
+    "it was live and healthy in every environment of `requires:`), take the environment's "
+    "lock and roll the release out by its strategy. Every analysis interval the judge compares "
+    "the candidate with the stable version on errors, latency and predictions; a failed "
+    "analysis rolls back by itself (exit 1), an inconclusive one past inconclusive-limit "
+    "pauses for `mlcd promote` / `mlcd abort` (exit 1, 'paused'). " + _ENV_HELP,
+    example="mlcd deploy staging\nmlcd deploy production --strategy blue-green --release v3",
+    add_arguments=_deploy_arguments,
+    run=_deploy_run,
+)
+STATUS = Command(
+    name="status",
+    help="what is live in ENV, what is rolling out, the last analysis and the history",
+    description="Show the environment's state. A rollout left half-done by a killed process is "
+    "found and undone first (stable serving all traffic). " + _ENV_HELP,
+    example="mlcd status staging\nmlcd status production --format json",
+    add_arguments=_env_argument,
+    run=_status_run,
+)
+ROLLBACK = Command(
+    name="rollback",
+    help="return ENV to the release that was live before",
+    description="Switch ENV back to its previous release (at once when the old version is "
+    "still up, else after starting it), or undo a rollout in progress. " + _ENV_HELP,
+    example="mlcd rollback production",
+    add_arguments=_env_argument,
+    run=_rollback_run,
+)
+PROMOTE = Command(
+    name="promote",
+    help="complete a rollout of ENV that is paused for a decision",
+    description="Send all traffic to the candidate of a paused rollout and retire the old "
+    "version. " + _ENV_HELP,
+    example="mlcd promote staging",
+    add_arguments=_env_argument,
+    run=_promote_run,
+)
+ABORT = Command(
+    name="abort",
+    help="roll back a rollout of ENV that is paused (or in progress)",
+    description="Send all traffic back to the stable version and remove the candidate. "
+    + _ENV_HELP,
+    example="mlcd abort staging",
+    add_arguments=_env_argument,
+    run=_abort_run,
+)
+COMMANDS = [DEPLOY, STATUS, ROLLBACK, PROMOTE, ABORT]
