@@ -41,8 +41,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from scipy import stats
-
 Verdict = Literal["pass", "fail", "inconclusive"]
 Outcome = Literal["pass", "fail", "inconclusive", "error"]
 Phase = Literal["running", "successful", "failed", "inconclusive", "error"]
@@ -187,6 +185,8 @@ def mann_whitney_greater(canary: Sequence[float], reference: Sequence[float]) ->
     """One-sided p-value that the canary's values are stochastically larger than reference."""
     if not canary or not reference:
         return 1.0
+    from scipy import stats  # imported when first needed: it takes most of a second
+
     result = stats.mannwhitneyu(
         list(canary), list(reference), alternative="greater", method="asymptotic"
     )
@@ -213,6 +213,8 @@ def homogeneity_p(a: Sequence[float], b: Sequence[float]) -> float:
     if len(keep) < 2 or sum(x for x, _ in keep) == 0 or sum(y for _, y in keep) == 0:
         return 1.0
     table = [[x for x, _ in keep], [y for _, y in keep]]
+    from scipy import stats
+
     result = stats.chi2_contingency(table, correction=False)
     return float(result.pvalue)
 

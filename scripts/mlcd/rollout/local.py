@@ -23,7 +23,13 @@ from mlcd.errors import GateFailed, MlcdError
 from mlcd.evidence import utc_now
 from mlcd.rollout.judge import AnalysisRun, ArmWindow, JudgeState, Limits, Outcome, judge
 from mlcd.rollout.loadgen import LoadGenerator
-from mlcd.rollout.metrics import ArmReader, MetricsError, http_get, pair_predictions
+from mlcd.rollout.metrics import (
+    ArmReader,
+    MetricsError,
+    common_windows,
+    http_get,
+    pair_predictions,
+)
 from mlcd.rollout.router import Backend, Mode, RouterSpec, render
 from mlcd.rollout.state import (
     Arm,
@@ -271,11 +277,13 @@ class LocalController:
         judge_state: JudgeState,
         paired: bool,
         label: str,
+        like_for_like: bool = False,
     ) -> _Analysis:
         limits = limits_for(self.spec.section, self.spec.task, min_requests)
         readers = (ArmReader(stable.port), ArmReader(candidate.port))
         started = time.monotonic()
         paired_ids: set[str] = set()
+        used_ids: set[str] = set()
         baseline_ok = False
         last: Outcome = "inconclusive"
         while True:
@@ -303,6 +311,9 @@ class LocalController:
                 self._measure("error", [str(exc)], {}, label)
                 baseline_ok = False
             else:
+                if like_for_like:
+                    stable_window, cand_window = common_windows(stable_recent, cand_recent,
+                                                                used_ids)
                 pairs = pair_predictions(stable_recent, cand_recent, paired_ids) if paired else None
                 judge_state, measurement = judge(
                     judge_state, stable_window, cand_window, limits, pairs=pairs
@@ -425,7 +436,7 @@ class LocalController:
             result = self._analyse(stable, candidate, min_requests=cfg.min_requests,
                                    interval=cfg.interval, duration=cfg.preview_duration,
                                    run=run, judge_state=JudgeState(), paired=False,
-                                   label="preview")
+                                   label="preview", like_for_like=True)
         if result.verdict == "failed":
             return self.rollback_candidate(f"preview analysis failed: {result.explanation}")
         if result.verdict == "paused":

@@ -197,6 +197,39 @@ def pair_predictions(
     return pairs
 
 
+def common_windows(
+    stable: Iterable[Recent], candidate: Iterable[Recent], used: set[str]
+) -> tuple[ArmWindow, ArmWindow]:
+    """Windows of both arms built from the same requests only (ids both answered).
+
+    A blue/green preview gets synthetic requests only while the active version also serves
+    clients: comparing all their traffic would compare different inputs. Built from the
+    requests both arms answered (same X-Request-ID), the comparison is like for like.
+    `used` holds the ids counted before; new ones are added to it.
+    """
+    by_id = {r.request_id: r for r in candidate}
+    pairs = [(r, by_id[r.request_id]) for r in stable
+             if r.request_id in by_id and r.request_id not in used]
+    used.update(r.request_id for r, _ in pairs)
+
+    def build(entries: list[Recent]) -> ArmWindow:
+        classes: dict[str, int] = {}
+        for entry in entries:
+            if 200 <= entry.status < 300:
+                for value in entry.predictions:
+                    if isinstance(value, str | int | bool):
+                        classes[str(value)] = classes.get(str(value), 0) + 1
+        return ArmWindow(
+            requests=len(entries),
+            errors=sum(1 for e in entries if e.status >= 500),
+            latencies_ms=tuple(e.latency_ms for e in entries
+                               if e.latency_ms is not None and 200 <= e.status < 300),
+            classes=classes,
+        )
+
+    return build([a for a, _ in pairs]), build([b for _, b in pairs])
+
+
 # --------------------------------------------------------------------------------------
 # HTTP to the arms (127.0.0.1 only)
 

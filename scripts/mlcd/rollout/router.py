@@ -89,7 +89,7 @@ def render(spec: RouterSpec, prefix: Path) -> str:
         f"  client_max_body_size {MAX_BODY};",
         f"  client_body_buffer_size {MAX_BODY};",
         "  proxy_max_temp_file_size 0;",
-        "  keepalive_timeout 30s;",
+        "  keepalive_timeout 0;  # see router docstring: reloads never race a kept-alive client",
         "  keepalive_requests 100000;",
         '  map $http_x_request_id $mlcd_request_id { default $http_x_request_id; "" $request_id; }',
         *_upstream("mlcd_primary", spec.primary),

@@ -31,7 +31,7 @@ SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 _lock = threading.Lock()
 _rng = random.Random(int(os.environ.get("STANDIN_SEED", "7")))
 _requests: dict[tuple[str, str], int] = {}
-_latency: dict[str, list[float]] = {}
+_latency: dict[str, list[float]] = {}  # route → [count per bucket..., +Inf count, sum]
 _classes: dict[str, int] = {}
 _scores = [0] * (len(SCORE_BUCKETS) + 1)
 _score_sum = 0.0
@@ -49,7 +49,12 @@ def _observe(route: str, status: int, seconds: float) -> None:
     with _lock:
         key = (route, str(status))
         _requests[key] = _requests.get(key, 0) + 1
-        _latency.setdefault(route, []).append(seconds)
+        row = _latency.setdefault(route, [0.0] * (len(BUCKETS) + 2))
+        for index, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                row[index] += 1
+        row[-2] += 1
+        row[-1] += seconds
 
 
 def _metrics() -> str:
@@ -58,17 +63,17 @@ def _metrics() -> str:
         for (route, status), count in sorted(_requests.items()):
             lines.append(f'mlcd_requests_total{{route="{route}",status="{status}"}} {count}')
         lines.append("# TYPE mlcd_request_duration_seconds histogram")
-        for route, values in sorted(_latency.items()):
-            for bound in BUCKETS:
-                n = sum(1 for v in values if v <= bound)
+        for route, row in sorted(_latency.items()):
+            for bound, n in zip(BUCKETS, row, strict=False):
                 lines.append(
-                    f'mlcd_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {n}'
+                    f'mlcd_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {n:g}'
                 )
+            count, total = row[-2], row[-1]
             lines.append(
-                f'mlcd_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} {len(values)}'
+                f'mlcd_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} {count:g}'
             )
-            lines.append(f'mlcd_request_duration_seconds_sum{{route="{route}"}} {sum(values)}')
-            lines.append(f'mlcd_request_duration_seconds_count{{route="{route}"}} {len(values)}')
+            lines.append(f'mlcd_request_duration_seconds_sum{{route="{route}"}} {total}')
+            lines.append(f'mlcd_request_duration_seconds_count{{route="{route}"}} {count:g}')
         for label, count in sorted(_classes.items()):
             lines.append(f'mlcd_predictions_total{{class="{label}"}} {count}')
         cumulative = 0
@@ -84,6 +89,7 @@ def _metrics() -> str:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes
 
     def log_message(self, *args: object) -> None:
         return None
