@@ -422,6 +422,9 @@ def judge(
 
     if failures:
         return s, Measurement("fail", tuple(failures + reasons), metrics)
+    if pairs is not None and s.pairs < limits.min_requests:
+        needed = f"{s.pairs} of {limits.min_requests} requests paired by request id"
+        return s, Measurement("inconclusive", (f"too little traffic: {needed}", *reasons), metrics)
     if not enough:
         needed = f"{s.step_requests} of {limits.min_requests} requests on the canary in this step"
         return s, Measurement("inconclusive", (f"too little traffic: {needed}", *reasons), metrics)

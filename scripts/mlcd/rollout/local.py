@@ -286,6 +286,7 @@ class LocalController:
         used_ids: set[str] = set()
         baseline_ok = False
         last: Outcome = "inconclusive"
+        why = ""
         while True:
             if not baseline_ok:
                 try:
@@ -310,6 +311,7 @@ class LocalController:
                 run = run.record("error")
                 self._measure("error", [str(exc)], {}, label)
                 baseline_ok = False
+                why = str(exc)
             else:
                 if like_for_like:
                     stable_window, cand_window = common_windows(stable_recent, cand_recent,
@@ -319,14 +321,16 @@ class LocalController:
                     judge_state, stable_window, cand_window, limits, pairs=pairs
                 )
                 last = measurement.verdict
+                if measurement.verdict != "pass" and measurement.reasons:
+                    why = measurement.reasons[0]
                 run = run.record(measurement.verdict)
                 self._measure(measurement.verdict, list(measurement.reasons),
                               dict(measurement.metrics), label)
             phase = run.phase
             if phase in ("failed", "error"):
-                return _Analysis("failed", run.explain(), run, judge_state)
+                return _Analysis("failed", f"{run.explain()}; last: {why}", run, judge_state)
             if phase == "inconclusive":
-                return _Analysis("paused", run.explain(), run, judge_state)
+                return _Analysis("paused", f"{run.explain()}; last: {why}", run, judge_state)
             if last == "pass" and time.monotonic() - started >= duration:
                 return _Analysis("pass", run.explain(), run, judge_state)
 
@@ -526,12 +530,12 @@ class LocalController:
         if old is not None:
             st.previous = [*st.previous, old][-PREVIOUS_KEPT:]
             delay = self.spec.section.blue_green.scale_down_delay
-            if rollout.strategy == "canary":
+            if rollout.strategy != "blue-green":
                 delay = 0.0
             st.retired.append(Retired(old, time.time() + delay))
         self.save("promoted", candidate.version,
                   detail=f"all traffic to {candidate.container}", strategy=rollout.strategy)
-        if old is not None and rollout.strategy != "canary":
+        if old is not None and rollout.strategy == "blue-green":
             back = self._watch_after_switch(old, candidate, rollout)
             if back is not None:
                 return back

@@ -149,7 +149,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def _outcome(stage: str, ctl: LocalController, result: DeployOutcome, reasons: list[str],
              details: dict[str, Any]) -> StageOutcome:
     passed = result.result in _PASSING
-    last = ctl.measurements[-1]["metrics"] if ctl.measurements else {}
+    judged = [m for m in ctl.measurements if m["metrics"] and m["phase"] != "after switch"]
+    last = judged[-1]["metrics"] if judged else {}
     state = ctl.state
     details = {
         **details,

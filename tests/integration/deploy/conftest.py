@@ -187,3 +187,14 @@ def make_project(tmp_path: Path) -> Iterator[Any]:
             Nginx(project.state / env / "nginx").stop()
         for name in project.containers():
             subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+
+
+def holdout_rows_for_tests(rows: int = 120) -> list[dict[str, float]]:
+    lines = (ROOT / "model" / "data" / "train.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    out = []
+    for line in lines[1 : rows + 1]:
+        values = dict(zip(header, line.split(","), strict=True))
+        values.pop("diagnosis", None)
+        out.append({k: float(v) for k, v in values.items()})
+    return out
