@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from mlcd.rollout.judge import (  # noqa: E402
+from mlcd.rollout.judge import (
     ArmWindow,
     JudgeState,
     Limits,
@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200, help="A/A runs (default 200)")
     parser.add_argument("--intervals", type=int, default=10, help="intervals per A/A run")
     parser.add_argument("--regression-runs", type=int, default=100)
-    parser.add_argument("--max-intervals", type=int, default=20,
-                        help="intervals a regression run may last")
+    parser.add_argument(
+        "--max-intervals", type=int, default=20, help="intervals a regression run may last"
+    )
     parser.add_argument("--requests", type=int, default=200, help="requests per interval")
     parser.add_argument("--weight", type=float, default=0.5, help="canary share of requests")
     parser.add_argument("--seed", type=int, default=20240601)
@@ -177,13 +178,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     clock = time.monotonic()
-    aa = run_many(Scenario("A/A", BASE, BASE), args.runs, args.intervals, args.requests,
-                  args.weight, args.seed)
-    aa_low = run_many(Scenario("A/A at 100 req/interval", BASE, BASE), args.runs,
-                      args.intervals, 100, args.weight, args.seed)
+    aa = run_many(
+        Scenario("A/A", BASE, BASE),
+        args.runs,
+        args.intervals,
+        args.requests,
+        args.weight,
+        args.seed,
+    )
+    aa_low = run_many(
+        Scenario("A/A at 100 req/interval", BASE, BASE),
+        args.runs,
+        args.intervals,
+        100,
+        args.weight,
+        args.seed,
+    )
     regressions = [
-        run_many(s, args.regression_runs, args.max_intervals, args.requests, args.weight,
-                 args.seed)
+        run_many(s, args.regression_runs, args.max_intervals, args.requests, args.weight, args.seed)
         for s in SCENARIOS
     ]
     elapsed = time.monotonic() - clock
@@ -196,29 +208,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(figures, indent=2, default=str))
         return 0
-    print(f"judge simulation: arms at {BASE.error_rate:.1%} errors, median latency "
-          f"{BASE.latency_median_ms:g} ms, canary weight {args.weight:.0%}, "
-          f"{args.requests} requests/interval, alpha {LIMITS.alpha}, failure-limit 0")
+    print(
+        f"judge simulation: arms at {BASE.error_rate:.1%} errors, median latency "
+        f"{BASE.latency_median_ms:g} ms, canary weight {args.weight:.0%}, "
+        f"{args.requests} requests/interval, alpha {LIMITS.alpha}, failure-limit 0"
+    )
     print()
-    print(f"A/A false-rollback rate ({args.runs} runs x {args.intervals} intervals, judged "
-          "at every interval)")
+    print(
+        f"A/A false-rollback rate ({args.runs} runs x {args.intervals} intervals, judged "
+        "at every interval)"
+    )
     print(f"  {'streams':<28}{'mlcd judge':>12}{'fixed thresholds':>18}")
     for row in (aa, aa_low):
         mlcd, fixed = row["mlcd"], row["fixed"]
         assert isinstance(mlcd, dict) and isinstance(fixed, dict)
-        print(f"  {row['scenario']!s:<28}{_share(mlcd['rollback_share']):>12}"
-              f"{_share(fixed['rollback_share']):>18}")
+        print(
+            f"  {row['scenario']!s:<28}{_share(mlcd['rollback_share']):>12}"
+            f"{_share(fixed['rollback_share']):>18}"
+        )
     print()
-    print(f"regressions ({args.regression_runs} runs, at most {args.max_intervals} intervals): "
-          "share caught, median canary requests to rollback")
-    print(f"  {'regression':<28}{'mlcd caught':>12}{'requests':>10}{'fixed caught':>14}"
-          f"{'requests':>10}")
+    print(
+        f"regressions ({args.regression_runs} runs, at most {args.max_intervals} intervals): "
+        "share caught, median canary requests to rollback"
+    )
+    print(
+        f"  {'regression':<28}{'mlcd caught':>12}{'requests':>10}{'fixed caught':>14}"
+        f"{'requests':>10}"
+    )
     for row in regressions:
         mlcd, fixed = row["mlcd"], row["fixed"]
         assert isinstance(mlcd, dict) and isinstance(fixed, dict)
-        print(f"  {row['scenario']!s:<28}{_share(mlcd['rollback_share']):>12}"
-              f"{_requests(mlcd['median_requests']):>10}{_share(fixed['rollback_share']):>14}"
-              f"{_requests(fixed['median_requests']):>10}")
+        print(
+            f"  {row['scenario']!s:<28}{_share(mlcd['rollback_share']):>12}"
+            f"{_requests(mlcd['median_requests']):>10}{_share(fixed['rollback_share']):>14}"
+            f"{_requests(fixed['median_requests']):>10}"
+        )
     print(f"\n({elapsed:.1f} s)")
     return 0
 

@@ -155,7 +155,9 @@ def check(release: Release, env: str, requires: list[str]) -> GateReport:
     if release.evaluate_passed is True:
         reasons.append(f"evaluation verdict passed ({release.evaluate_source})")
     elif release.evaluate_passed is False:
-        failures.append(f"evaluation verdict of {release.version} failed ({release.evaluate_source})")
+        failures.append(
+            f"evaluation verdict of {release.version} failed ({release.evaluate_source})"
+        )
     else:
         failures.append(f"no evaluation verdict for {release.version} (run `mlcd evaluate`)")
     if release.scan_passed is True:
@@ -176,7 +178,12 @@ def check(release: Release, env: str, requires: list[str]) -> GateReport:
 
 
 def record_deployment(
-    registry: ModelRegistry, version: str, env: str, *, strategy: str, image: str,
+    registry: ModelRegistry,
+    version: str,
+    env: str,
+    *,
+    strategy: str,
+    image: str,
     champion: bool,
 ) -> None:
     """Attach `{env, status: healthy, …}` to the version; move `champion` when asked."""

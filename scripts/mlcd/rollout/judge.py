@@ -145,8 +145,9 @@ def _logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def error_odds_loglr(n_canary: int, x_canary: int, n_stable: int, x_stable: int,
-                     odds: float) -> float:
+def error_odds_loglr(
+    n_canary: int, x_canary: int, n_stable: int, x_stable: int, odds: float
+) -> float:
     """Log likelihood ratio of odds ratio `odds` against 1 for one interval's errors.
 
     Conditional on the interval's total errors, the canary's share follows Fisher's noncentral
@@ -360,7 +361,8 @@ def judge(
     p0 = limits.max_error_rate
     limit_loglr = tuple(
         acc + rate_limit_loglr(canary.requests, canary.errors, p0, min(p0 * m, 0.999))
-        if p0 * m < 1.0 else acc
+        if p0 * m < 1.0
+        else acc
         for acc, m in zip(s.limit_loglr, RATE_GRID, strict=True)
     )
     s = replace(s, limit_loglr=limit_loglr)
@@ -391,9 +393,7 @@ def judge(
                 f"{limits.max_p99_latency_ms:g}"
             )
         else:
-            reasons.append(
-                f"canary p99 latency {p99:.1f} ms ≤ {limits.max_p99_latency_ms:g} ms"
-            )
+            reasons.append(f"canary p99 latency {p99:.1f} ms ≤ {limits.max_p99_latency_ms:g} ms")
     min_samples = max(20, min(limits.min_requests, 100))
     if len(s.canary_latencies) >= min_samples and len(s.stable_latencies) >= min_samples:
         looks = s.latency_looks + 1
@@ -546,8 +546,9 @@ class AnalysisRun:
 
     def record(self, outcome: Outcome) -> AnalysisRun:
         if outcome == "error":
-            return replace(self, errors=self.errors + 1,
-                           consecutive_errors=self.consecutive_errors + 1)
+            return replace(
+                self, errors=self.errors + 1, consecutive_errors=self.consecutive_errors + 1
+            )
         run = replace(self, consecutive_errors=0)
         if outcome == "fail":
             return replace(run, failed=run.failed + 1)
@@ -568,12 +569,18 @@ class AnalysisRun:
     def explain(self) -> str:
         phase = self.phase
         if phase == "error":
-            return (f"{self.consecutive_errors} metric-read errors in a row "
-                    f"(consecutive-error-limit {self.consecutive_error_limit})")
+            return (
+                f"{self.consecutive_errors} metric-read errors in a row "
+                f"(consecutive-error-limit {self.consecutive_error_limit})"
+            )
         if phase == "failed":
             return f"{self.failed} failed measurement(s) (failure-limit {self.failure_limit})"
         if phase == "inconclusive":
-            return (f"{self.inconclusive} inconclusive measurement(s) "
-                    f"(inconclusive-limit {self.inconclusive_limit})")
-        return (f"{self.successful} passed, {self.failed} failed, {self.inconclusive} "
-                f"inconclusive, {self.errors} errors")
+            return (
+                f"{self.inconclusive} inconclusive measurement(s) "
+                f"(inconclusive-limit {self.inconclusive_limit})"
+            )
+        return (
+            f"{self.successful} passed, {self.failed} failed, {self.inconclusive} "
+            f"inconclusive, {self.errors} errors"
+        )

@@ -34,7 +34,7 @@ from mlcd.tools import kubectl
 
 ARGO_API = "argoproj.io/v1alpha1"
 SCHEMAS = {"Rollout": "rollout.schema.json", "AnalysisTemplate": "analysistemplate.schema.json"}
-INFERENCE_ROUTES = '/predict|/v2/models/.+/infer'
+INFERENCE_ROUTES = "/predict|/v2/models/.+/infer"
 
 
 def _duration(seconds: float) -> str:
@@ -48,16 +48,22 @@ def object_name(project: str, env: str) -> str:
 
 
 def _labels(project: str, env: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": safe_name(project), "app.kubernetes.io/managed-by": "mlcd",
-            "mlcd.dev/env": safe_name(env)}
+    return {
+        "app.kubernetes.io/name": safe_name(project),
+        "app.kubernetes.io/managed-by": "mlcd",
+        "mlcd.dev/env": safe_name(env),
+    }
 
 
-def analysis_template(name: str, project: str, section: EnvironmentSection,
-                      interval: float, min_requests: int) -> dict[str, Any]:
+def analysis_template(
+    name: str, project: str, section: EnvironmentSection, interval: float, min_requests: int
+) -> dict[str, Any]:
     a = section.analysis
-    selector = (f'app_kubernetes_io_name="{safe_name(project)}",'
-                'rollouts_pod_template_hash="{{args.canary-hash}}",'
-                f'route=~"{INFERENCE_ROUTES}"')
+    selector = (
+        f'app_kubernetes_io_name="{safe_name(project)}",'
+        'rollouts_pod_template_hash="{{args.canary-hash}}",'
+        f'route=~"{INFERENCE_ROUTES}"'
+    )
     window = _duration(max(interval, 30.0))
     limits = {
         "failureLimit": a.failure_limit,
@@ -66,42 +72,64 @@ def analysis_template(name: str, project: str, section: EnvironmentSection,
     }
     every = _duration(interval)
     requests = f"sum(increase(mlcd_requests_total{{{selector}}}[{window}]))"
-    errors = (f'sum(rate(mlcd_requests_total{{{selector},status=~"5.."}}[{window}])) / '
-              f"clamp_min(sum(rate(mlcd_requests_total{{{selector}}}[{window}])), 1e-9)")
-    p99 = ("histogram_quantile(0.99, sum by (le) (rate("
-           f"mlcd_request_duration_seconds_bucket{{{selector}}}[{window}]))) * 1000")
+    errors = (
+        f'sum(rate(mlcd_requests_total{{{selector},status=~"5.."}}[{window}])) / '
+        f"clamp_min(sum(rate(mlcd_requests_total{{{selector}}}[{window}])), 1e-9)"
+    )
+    p99 = (
+        "histogram_quantile(0.99, sum by (le) (rate("
+        f"mlcd_request_duration_seconds_bucket{{{selector}}}[{window}]))) * 1000"
+    )
     address = section.kubernetes.prometheus
 
     def metric(metric_name: str, query: str, success: str, failure: str) -> dict[str, Any]:
-        return {"name": metric_name, "interval": every, "successCondition": success,
-                "failureCondition": failure, **limits,
-                "provider": {"prometheus": {"address": address, "query": query}}}
+        return {
+            "name": metric_name,
+            "interval": every,
+            "successCondition": success,
+            "failureCondition": failure,
+            **limits,
+            "provider": {"prometheus": {"address": address, "query": query}},
+        }
 
     return {
         "apiVersion": ARGO_API,
         "kind": "AnalysisTemplate",
-        "metadata": {"name": f"{name}-analysis", "namespace": section.kubernetes.namespace,
-                     "labels": _labels(project, "analysis")},
+        "metadata": {
+            "name": f"{name}-analysis",
+            "namespace": section.kubernetes.namespace,
+            "labels": _labels(project, "analysis"),
+        },
         "spec": {
             "args": [{"name": "canary-hash"}],
             "metrics": [
                 # neither condition holds below min-requests: the measurement is inconclusive
-                metric("enough-requests", requests,
-                       f"len(result) > 0 && result[0] >= {min_requests}", "false"),
-                metric("error-rate", errors,
-                       f"len(result) == 0 || isNaN(result[0]) || result[0] <= {a.max_error_rate}",
-                       f"len(result) > 0 && result[0] > {a.max_error_rate}"),
-                metric("p99-latency-ms", p99,
-                       f"len(result) == 0 || isNaN(result[0]) || "
-                       f"result[0] <= {a.max_p99_latency_ms}",
-                       f"len(result) > 0 && result[0] > {a.max_p99_latency_ms}"),
+                metric(
+                    "enough-requests",
+                    requests,
+                    f"len(result) > 0 && result[0] >= {min_requests}",
+                    "false",
+                ),
+                metric(
+                    "error-rate",
+                    errors,
+                    f"len(result) == 0 || isNaN(result[0]) || result[0] <= {a.max_error_rate}",
+                    f"len(result) > 0 && result[0] > {a.max_error_rate}",
+                ),
+                metric(
+                    "p99-latency-ms",
+                    p99,
+                    f"len(result) == 0 || isNaN(result[0]) || result[0] <= {a.max_p99_latency_ms}",
+                    f"len(result) > 0 && result[0] > {a.max_p99_latency_ms}",
+                ),
             ],
         },
     }
 
 
-def _service(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str]
-             ) -> dict[str, Any]:
+def _service(
+    name: str, namespace: str, labels: dict[str, str], selector: dict[str, str]
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -114,8 +142,9 @@ def _service(name: str, namespace: str, labels: dict[str, str], selector: dict[s
     }
 
 
-def render(project: str, env: str, section: EnvironmentSection, version: str, image: str,
-           strategy: str) -> list[dict[str, Any]]:
+def render(
+    project: str, env: str, section: EnvironmentSection, version: str, image: str, strategy: str
+) -> list[dict[str, Any]]:
     """The objects of one rollout, in the order they are applied."""
     if strategy == "shadow":
         raise UserInputError(
@@ -126,11 +155,14 @@ def render(project: str, env: str, section: EnvironmentSection, version: str, im
     k8s = section.kubernetes
     name = object_name(project, env)
     labels = _labels(project, env)
-    selector = {"app.kubernetes.io/name": labels["app.kubernetes.io/name"],
-                "mlcd.dev/env": labels["mlcd.dev/env"]}
-    analysis_ref = {"templates": [{"templateName": f"{name}-analysis"}],
-                    "args": [{"name": "canary-hash",
-                              "valueFrom": {"podTemplateHashValue": "Latest"}}]}
+    selector = {
+        "app.kubernetes.io/name": labels["app.kubernetes.io/name"],
+        "mlcd.dev/env": labels["mlcd.dev/env"],
+    }
+    analysis_ref = {
+        "templates": [{"templateName": f"{name}-analysis"}],
+        "args": [{"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}],
+    }
     if strategy == "canary":
         cfg = section.canary
         steps: list[dict[str, Any]] = []
@@ -138,30 +170,37 @@ def render(project: str, env: str, section: EnvironmentSection, version: str, im
             if weight >= 100:
                 continue
             steps += [{"setWeight": weight}, {"pause": {"duration": _duration(cfg.interval)}}]
-        strategy_spec: dict[str, Any] = {"canary": {
-            "stableService": f"{name}-stable",
-            "canaryService": f"{name}-canary",
-            "analysis": {**analysis_ref, "startingStep": 1 if steps else 0},
-            "steps": steps,
-        }}
+        strategy_spec: dict[str, Any] = {
+            "canary": {
+                "stableService": f"{name}-stable",
+                "canaryService": f"{name}-canary",
+                "analysis": {**analysis_ref, "startingStep": 1 if steps else 0},
+                "steps": steps,
+            }
+        }
         services = [f"{name}-stable", f"{name}-canary"]
         template = analysis_template(name, project, section, cfg.interval, cfg.min_requests)
     else:
         bg = section.blue_green
-        strategy_spec = {"blueGreen": {
-            "activeService": f"{name}-active",
-            "previewService": f"{name}-preview",
-            "autoPromotionEnabled": True,
-            "prePromotionAnalysis": analysis_ref,
-            "scaleDownDelaySeconds": max(0, round(bg.scale_down_delay)),
-        }}
+        strategy_spec = {
+            "blueGreen": {
+                "activeService": f"{name}-active",
+                "previewService": f"{name}-preview",
+                "autoPromotionEnabled": True,
+                "prePromotionAnalysis": analysis_ref,
+                "scaleDownDelaySeconds": max(0, round(bg.scale_down_delay)),
+            }
+        }
         services = [f"{name}-active", f"{name}-preview"]
         template = analysis_template(name, project, section, bg.interval, bg.min_requests)
     rollout = {
         "apiVersion": ARGO_API,
         "kind": "Rollout",
-        "metadata": {"name": name, "namespace": k8s.namespace,
-                     "labels": {**labels, "mlcd.dev/version": safe_name(version)}},
+        "metadata": {
+            "name": name,
+            "namespace": k8s.namespace,
+            "labels": {**labels, "mlcd.dev/version": safe_name(version)},
+        },
         "spec": {
             "replicas": k8s.replicas,
             "revisionHistoryLimit": 5,
@@ -169,27 +208,42 @@ def render(project: str, env: str, section: EnvironmentSection, version: str, im
             "template": {
                 "metadata": {
                     "labels": {**labels, "mlcd.dev/version": safe_name(version)},
-                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
-                                    "prometheus.io/path": "/metrics"},
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": "8080",
+                        "prometheus.io/path": "/metrics",
+                    },
                 },
                 "spec": {
                     "securityContext": {"runAsNonRoot": True},
-                    "containers": [{
-                        "name": "model",
-                        "image": image,
-                        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-                        "env": [{"name": "MLCD_PORT", "value": "8080"},
-                                {"name": "MLCD_MODEL_VERSION", "value": version}],
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
-                                           "periodSeconds": 5},
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
-                                          "periodSeconds": 10},
-                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                                      "limits": {"memory": "1Gi"}},
-                        "securityContext": {"allowPrivilegeEscalation": False,
-                                            "readOnlyRootFilesystem": True,
-                                            "capabilities": {"drop": ["ALL"]}},
-                    }],
+                    "containers": [
+                        {
+                            "name": "model",
+                            "image": image,
+                            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                            "env": [
+                                {"name": "MLCD_PORT", "value": "8080"},
+                                {"name": "MLCD_MODEL_VERSION", "value": version},
+                            ],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", "port": "http"},
+                                "periodSeconds": 5,
+                            },
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                                "periodSeconds": 10,
+                            },
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "256Mi"},
+                                "limits": {"memory": "1Gi"},
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
                 },
             },
             "strategy": strategy_spec,
@@ -229,8 +283,16 @@ def write(objects: list[dict[str, Any]], folder: Path) -> list[Path]:
     return paths
 
 
-def deploy(ctx: Context, env: str, section: EnvironmentSection, release: Release,
-           strategy: str, *, folder: Path, details: dict[str, Any]) -> StageOutcome:
+def deploy(
+    ctx: Context,
+    env: str,
+    section: EnvironmentSection,
+    release: Release,
+    strategy: str,
+    *,
+    folder: Path,
+    details: dict[str, Any],
+) -> StageOutcome:
     objects = render(ctx.config.project, env, section, release.version, release.image, strategy)
     problems = [p for obj in objects for p in validate_custom(obj)]
     if problems:
@@ -245,8 +307,10 @@ def deploy(ctx: Context, env: str, section: EnvironmentSection, release: Release
         status="pass",
         summary=f"Rollout {name} ({strategy}) of {release.version} applied to "
         f"{k8s.context or 'the current context'}; Argo Rollouts drives the traffic and analysis",
-        reasons=[*applied.splitlines(),
-                 f"watch it: kubectl argo rollouts get rollout {name} -n {k8s.namespace} -w"],
+        reasons=[
+            *applied.splitlines(),
+            f"watch it: kubectl argo rollouts get rollout {name} -n {k8s.namespace} -w",
+        ],
         artifacts={p.name: ctx.bundle.relative(p) for p in paths},
         details={**details, "outcome": "applied", "rollout": name},
     )
@@ -258,5 +322,9 @@ def decide(ctx: Context, env: str, section: EnvironmentSection, command: str) ->
     name = object_name(ctx.config.project, env)
     k8s = section.kubernetes
     out = kubectl.argo(action, name, context=k8s.context, namespace=k8s.namespace)
-    return StageOutcome(status="pass", summary=f"kubectl argo rollouts {action} {name}: done",
-                        reasons=out.splitlines(), details={"env": env, "rollout": name})
+    return StageOutcome(
+        status="pass",
+        summary=f"kubectl argo rollouts {action} {name}: done",
+        reasons=out.splitlines(),
+        details={"env": env, "rollout": name},
+    )

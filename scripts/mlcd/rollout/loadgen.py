@@ -109,8 +109,9 @@ class LoadGenerator:
         self._stop.clear()
         self._started = time.monotonic()
         for index in range(self.workers):
-            thread = threading.Thread(target=self._work, args=(index,), daemon=True,
-                                      name=f"mlcd-load-{index}")
+            thread = threading.Thread(
+                target=self._work, args=(index,), daemon=True, name=f"mlcd-load-{index}"
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -144,8 +145,9 @@ class LoadGenerator:
         for conn in conns.values():
             conn.close()
 
-    def _send(self, conns: dict[int, http.client.HTTPConnection], port: int, body: bytes,
-              request_id: str) -> None:
+    def _send(
+        self, conns: dict[int, http.client.HTTPConnection], port: int, body: bytes, request_id: str
+    ) -> None:
         stats = self.stats[port]
         for attempt in (1, 2):
             conn = conns.get(port)
@@ -153,8 +155,12 @@ class LoadGenerator:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                 conns[port] = conn
             try:
-                conn.request("POST", self.path, body=body, headers={
-                    "Content-Type": "application/json", "X-Request-ID": request_id})
+                conn.request(
+                    "POST",
+                    self.path,
+                    body=body,
+                    headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+                )
                 response = conn.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException):

@@ -116,8 +116,10 @@ class LocalController:
     def save(self, event: str | None = None, version: str | None = None, **detail: Any) -> None:
         if event:
             self.state.record(event, version, **detail)
-            self.progress(f"{event}{f' {version}' if version else ''}"
-                          + (f": {detail['detail']}" if "detail" in detail else ""))
+            self.progress(
+                f"{event}{f' {version}' if version else ''}"
+                + (f": {detail['detail']}" if "detail" in detail else "")
+            )
         self.store.save(self.state)
 
     def container_name(self, version: str, color: str) -> str:
@@ -137,11 +139,20 @@ class LocalController:
             image,
             container_port=CONTAINER_PORT,
             env={"MLCD_PORT": str(CONTAINER_PORT), "MLCD_MODEL_VERSION": version},
-            labels={"mlcd.project": self.spec.project, "mlcd.env": self.spec.env,
-                    "mlcd.version": version, "mlcd.color": color},
+            labels={
+                "mlcd.project": self.spec.project,
+                "mlcd.env": self.spec.env,
+                "mlcd.version": version,
+                "mlcd.color": color,
+            },
         )
-        arm = Arm(version=version, image=image, container=name,
-                  port=docker.host_port(name, CONTAINER_PORT), color=color)
+        arm = Arm(
+            version=version,
+            image=image,
+            container=name,
+            port=docker.host_port(name, CONTAINER_PORT),
+            color=color,
+        )
         self.wait_ready(arm)
         return arm
 
@@ -176,12 +187,16 @@ class LocalController:
 
     # ------------------------------------------------------------------ router
 
-    def route(self, mode: Mode, primary: tuple[Backend, ...], shadow: Backend | None = None
-              ) -> None:
+    def route(
+        self, mode: Mode, primary: tuple[Backend, ...], shadow: Backend | None = None
+    ) -> None:
         self.state.router_generation += 1
         self.state.router_port = self.spec.port
         spec = RouterSpec(
-            port=self.spec.port, mode=mode, primary=primary, shadow=shadow,
+            port=self.spec.port,
+            mode=mode,
+            primary=primary,
+            shadow=shadow,
             generation=self.state.router_generation,
             labels={"env": self.spec.env, "project": self.spec.project},
         )
@@ -214,9 +229,12 @@ class LocalController:
         notes: list[str] = []
         st = self.state
         rollout = st.rollout
-        if (rollout is not None and rollout.phase == "progressing"
-                and rollout.owner_pid != os.getpid()
-                and not holder_alive(rollout.owner_pid, rollout.owner_start)):
+        if (
+            rollout is not None
+            and rollout.phase == "progressing"
+            and rollout.owner_pid != os.getpid()
+            and not holder_alive(rollout.owner_pid, rollout.owner_start)
+        ):
             notes.append(
                 f"found the rollout of {rollout.version} interrupted (its process, pid "
                 f"{rollout.owner_pid}, is gone): restoring stable"
@@ -230,8 +248,11 @@ class LocalController:
             ):
                 self.drop(rollout.candidate)
             st.rollout = None
-            self.save("recovered", rollout.version,
-                      detail="interrupted rollout undone; stable serves all traffic")
+            self.save(
+                "recovered",
+                rollout.version,
+                detail="interrupted rollout undone; stable serves all traffic",
+            )
         if st.stable is not None and st.rollout is None:
             if not docker.running(st.stable.container):
                 notes.append(f"stable container {st.stable.container} was not running: restarted")
@@ -246,8 +267,9 @@ class LocalController:
             if retired.remove_after <= now:
                 self.drop(retired.arm)
                 st.retired.remove(retired)
-                self.save("scaled down", retired.arm.version,
-                          detail=f"removed {retired.arm.container}")
+                self.save(
+                    "scaled down", retired.arm.version, detail=f"removed {retired.arm.container}"
+                )
         return notes
 
     def _ensure_stable_running(self) -> None:
@@ -298,8 +320,10 @@ class LocalController:
             time.sleep(interval)
             if not docker.running(candidate.container):
                 state = docker.state(candidate.container) or {}
-                why = (f"the candidate container {candidate.container} is not running "
-                       f"(exit code {state.get('ExitCode', '?')})")
+                why = (
+                    f"the candidate container {candidate.container} is not running "
+                    f"(exit code {state.get('ExitCode', '?')})"
+                )
                 self._measure("fail", [why], {}, label)
                 return _Analysis("failed", why, run.record("fail"), judge_state)
             try:
@@ -314,8 +338,9 @@ class LocalController:
                 why = str(exc)
             else:
                 if like_for_like:
-                    stable_window, cand_window = common_windows(stable_recent, cand_recent,
-                                                                used_ids)
+                    stable_window, cand_window = common_windows(
+                        stable_recent, cand_recent, used_ids
+                    )
                 pairs = pair_predictions(stable_recent, cand_recent, paired_ids) if paired else None
                 judge_state, measurement = judge(
                     judge_state, stable_window, cand_window, limits, pairs=pairs
@@ -324,8 +349,9 @@ class LocalController:
                 if measurement.verdict != "pass" and measurement.reasons:
                     why = measurement.reasons[0]
                 run = run.record(measurement.verdict)
-                self._measure(measurement.verdict, list(measurement.reasons),
-                              dict(measurement.metrics), label)
+                self._measure(
+                    measurement.verdict, list(measurement.reasons), dict(measurement.metrics), label
+                )
             phase = run.phase
             if phase in ("failed", "error"):
                 return _Analysis("failed", f"{run.explain()}; last: {why}", run, judge_state)
@@ -334,10 +360,16 @@ class LocalController:
             if last == "pass" and time.monotonic() - started >= duration:
                 return _Analysis("pass", run.explain(), run, judge_state)
 
-    def _measure(self, outcome: str, reasons: list[str], metrics: dict[str, Any],
-                 label: str) -> None:
-        entry = {"time": utc_now(), "phase": label, "outcome": outcome,
-                 "reasons": reasons[:8], "metrics": metrics}
+    def _measure(
+        self, outcome: str, reasons: list[str], metrics: dict[str, Any], label: str
+    ) -> None:
+        entry = {
+            "time": utc_now(),
+            "phase": label,
+            "outcome": outcome,
+            "reasons": reasons[:8],
+            "metrics": metrics,
+        }
         self.measurements.append(entry)
         self.state.last_analysis = entry
         self.progress(f"{label}: {outcome}" + (f" — {reasons[0]}" if reasons else ""))
@@ -346,16 +378,26 @@ class LocalController:
     def _load(self, ports: list[int], rps: float | None) -> LoadGenerator | None:
         if not rps or not self.spec.rows:
             return None
-        return LoadGenerator(ports, self.spec.rows, rps, max_seconds=6 * 3600,
-                             id_prefix=f"mlcd-load-{self.spec.env}-{os.getpid()}")
+        return LoadGenerator(
+            ports,
+            self.spec.rows,
+            rps,
+            max_seconds=6 * 3600,
+            id_prefix=f"mlcd-load-{self.spec.env}-{os.getpid()}",
+        )
 
     # ------------------------------------------------------------------ deploy
 
     def begin(self, version: str, image: str, strategy: str) -> None:
         me = os.getpid()
-        self.state.rollout = Rollout(version=version, image=image, strategy=strategy,
-                                     phase="progressing", owner_pid=me,
-                                     owner_start=process_start(me) or "")
+        self.state.rollout = Rollout(
+            version=version,
+            image=image,
+            strategy=strategy,
+            phase="progressing",
+            owner_pid=me,
+            owner_start=process_start(me) or "",
+        )
         self.save("rollout started", version, strategy=strategy, image=image)
 
     def deploy(self, version: str, image: str, strategy: str) -> DeployOutcome:
@@ -386,8 +428,11 @@ class LocalController:
         self.route_to(arm)
         self.state.stable = arm
         self.state.rollout = None
-        self.save("live", version, detail="first release in this environment: nothing to "
-                  "compare with, so no analysis")
+        self.save(
+            "live",
+            version,
+            detail="first release in this environment: nothing to compare with, so no analysis",
+        )
         return DeployOutcome(
             "deployed",
             f"{version} is live in {self.spec.env} on 127.0.0.1:{self.spec.port} (first release "
@@ -408,15 +453,28 @@ class LocalController:
         with load if load is not None else contextlib.nullcontext():
             for index, weight in enumerate(steps):
                 rollout.step, rollout.weight = index, weight
-                self.route("split", (Backend(stable.port, 100 - weight),
-                                     Backend(candidate.port, weight)))
-                self.save("canary step", candidate.version, detail=f"{weight}% of traffic",
-                          step=index, weight=weight)
+                self.route(
+                    "split", (Backend(stable.port, 100 - weight), Backend(candidate.port, weight))
+                )
+                self.save(
+                    "canary step",
+                    candidate.version,
+                    detail=f"{weight}% of traffic",
+                    step=index,
+                    weight=weight,
+                )
                 jstate = jstate.new_step()
-                result = self._analyse(stable, candidate, min_requests=cfg.min_requests,
-                                       interval=cfg.interval, duration=0.0, run=run,
-                                       judge_state=jstate, paired=False,
-                                       label=f"canary {weight}%")
+                result = self._analyse(
+                    stable,
+                    candidate,
+                    min_requests=cfg.min_requests,
+                    interval=cfg.interval,
+                    duration=0.0,
+                    run=run,
+                    judge_state=jstate,
+                    paired=False,
+                    label=f"canary {weight}%",
+                )
                 run, jstate = result.run, result.judge_state
                 if result.verdict == "failed":
                     return self.rollback_candidate(f"analysis failed: {result.explanation}")
@@ -433,14 +491,25 @@ class LocalController:
         run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
         rps = section.load_test.rps if section.load_test else cfg.rps
         load = self._load([stable.port, candidate.port], rps)
-        self.save("preview", candidate.version,
-                  detail=f"{candidate.container} on 127.0.0.1:{candidate.port}, analysed for "
-                  f"{cfg.preview_duration:g}s before the switch")
+        self.save(
+            "preview",
+            candidate.version,
+            detail=f"{candidate.container} on 127.0.0.1:{candidate.port}, analysed for "
+            f"{cfg.preview_duration:g}s before the switch",
+        )
         with load if load is not None else contextlib.nullcontext():
-            result = self._analyse(stable, candidate, min_requests=cfg.min_requests,
-                                   interval=cfg.interval, duration=cfg.preview_duration,
-                                   run=run, judge_state=JudgeState(), paired=False,
-                                   label="preview", like_for_like=True)
+            result = self._analyse(
+                stable,
+                candidate,
+                min_requests=cfg.min_requests,
+                interval=cfg.interval,
+                duration=cfg.preview_duration,
+                run=run,
+                judge_state=JudgeState(),
+                paired=False,
+                label="preview",
+                like_for_like=True,
+            )
         if result.verdict == "failed":
             return self.rollback_candidate(f"preview analysis failed: {result.explanation}")
         if result.verdict == "paused":
@@ -455,24 +524,35 @@ class LocalController:
         a = section.analysis
         run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
         self.route("mirror", (Backend(stable.port),), Backend(candidate.port))
-        self.save("shadow", candidate.version,
-                  detail="inference requests mirrored; clients get stable's answers")
+        self.save(
+            "shadow",
+            candidate.version,
+            detail="inference requests mirrored; clients get stable's answers",
+        )
         load = self._load([self.spec.port], section.load_test.rps if section.load_test else None)
         with load if load is not None else contextlib.nullcontext():
-            result = self._analyse(stable, candidate, min_requests=cfg.min_requests,
-                                   interval=cfg.interval, duration=cfg.duration, run=run,
-                                   judge_state=JudgeState(), paired=True, label="shadow")
-        if result.verdict == "failed":
-            return self.rollback_candidate(
-                f"shadow blocked from promotion: {result.explanation}"
+            result = self._analyse(
+                stable,
+                candidate,
+                min_requests=cfg.min_requests,
+                interval=cfg.interval,
+                duration=cfg.duration,
+                run=run,
+                judge_state=JudgeState(),
+                paired=True,
+                label="shadow",
             )
+        if result.verdict == "failed":
+            return self.rollback_candidate(f"shadow blocked from promotion: {result.explanation}")
         if result.verdict == "paused":
             return self.pause(result.explanation)
         if not cfg.promote:
             outcome = self.rollback_candidate("shadow passed; shadow.promote is false")
             outcome.result = "already live"
-            outcome.summary = (f"shadow {candidate.version} passed its analysis; not promoted "
-                               "(shadow.promote: false)")
+            outcome.summary = (
+                f"shadow {candidate.version} passed its analysis; not promoted "
+                "(shadow.promote: false)"
+            )
             return outcome
         return self.promote()
 
@@ -504,8 +584,11 @@ class LocalController:
         if st.stable is not None:
             self._ensure_stable_running()
             self.route_to(st.stable)
-            self.save("traffic on stable", st.stable.version,
-                      detail=f"all traffic to {st.stable.container}")
+            self.save(
+                "traffic on stable",
+                st.stable.version,
+                detail=f"all traffic to {st.stable.container}",
+            )
         if rollout.candidate is not None:
             self.drop(rollout.candidate)
             self.save("candidate removed", rollout.version, detail=rollout.candidate.container)
@@ -513,7 +596,8 @@ class LocalController:
         self.save("rolled back", rollout.version, detail=why)
         live = st.stable.version if st.stable else "nothing"
         return DeployOutcome(
-            "rolled back", f"rolled back {rollout.version}: {why}; {live} serves all traffic",
+            "rolled back",
+            f"rolled back {rollout.version}: {why}; {live} serves all traffic",
             reasons=[why],
         )
 
@@ -533,15 +617,20 @@ class LocalController:
             if rollout.strategy != "blue-green":
                 delay = 0.0
             st.retired.append(Retired(old, time.time() + delay))
-        self.save("promoted", candidate.version,
-                  detail=f"all traffic to {candidate.container}", strategy=rollout.strategy)
+        self.save(
+            "promoted",
+            candidate.version,
+            detail=f"all traffic to {candidate.container}",
+            strategy=rollout.strategy,
+        )
         if old is not None and rollout.strategy == "blue-green":
             back = self._watch_after_switch(old, candidate, rollout)
             if back is not None:
                 return back
         self._scale_down(force=True)
         return DeployOutcome(
-            "promoted", f"{candidate.version} is live in {self.spec.env} "
+            "promoted",
+            f"{candidate.version} is live in {self.spec.env} "
             f"({rollout.strategy}); {old.version if old else 'nothing'} retired",
         )
 
@@ -576,19 +665,23 @@ class LocalController:
                     run = run.record(m.verdict)
                     self._measure(m.verdict, list(m.reasons), dict(m.metrics), "after switch")
             if not alive or run.phase in ("failed", "error"):
-                why = ("the new container stopped" if not alive else run.explain())
+                why = "the new container stopped" if not alive else run.explain()
                 self.save("switching back", old.version, detail=why)
                 self.route_to(old)
                 self.state.stable = old
-                self.state.previous = [p for p in self.state.previous if p.container
-                                       != old.container]
-                self.state.retired = [r for r in self.state.retired
-                                      if r.arm.container != old.container]
+                self.state.previous = [
+                    p for p in self.state.previous if p.container != old.container
+                ]
+                self.state.retired = [
+                    r for r in self.state.retired if r.arm.container != old.container
+                ]
                 self.drop(new)
                 self.save("rolled back", new.version, detail=why)
-                return DeployOutcome("rolled back",
-                                     f"switched back to {old.version} after the switch: {why}",
-                                     reasons=[why])
+                return DeployOutcome(
+                    "rolled back",
+                    f"switched back to {old.version} after the switch: {why}",
+                    reasons=[why],
+                )
         _ = rollout
         return None
 
@@ -598,8 +691,9 @@ class LocalController:
             if force or retired.remove_after <= now:
                 self.drop(retired.arm)
                 self.state.retired.remove(retired)
-                self.save("scaled down", retired.arm.version,
-                          detail=f"removed {retired.arm.container}")
+                self.save(
+                    "scaled down", retired.arm.version, detail=f"removed {retired.arm.container}"
+                )
 
     # ------------------------------------------------------------------ commands
 
@@ -631,8 +725,9 @@ class LocalController:
         self.save("traffic on previous", arm.version, detail=f"all traffic to {arm.container}")
         self.drop(current)
         self.save("rolled back", current.version, detail=f"{arm.version} is live again")
-        return DeployOutcome("rolled back", f"{self.spec.env} is back on {arm.version} "
-                             f"(was {current.version})")
+        return DeployOutcome(
+            "rolled back", f"{self.spec.env} is back on {arm.version} (was {current.version})"
+        )
 
     def abort(self) -> DeployOutcome:
         if self.state.rollout is None:

@@ -122,17 +122,11 @@ def _delta_buckets(
     )
 
 
-def window(
-    before: Snapshot, after: Snapshot, latencies_ms: Sequence[float] = ()
-) -> ArmWindow:
+def window(before: Snapshot, after: Snapshot, latencies_ms: Sequence[float] = ()) -> ArmWindow:
     """What happened between two snapshots; a counter going down means the arm restarted."""
     if after.requests < before.requests or after.errors < before.errors:
-        raise MetricsError(
-            "request counters went down: the arm restarted between two readings"
-        )
-    classes = {
-        k: max(0, round(v - before.classes.get(k, 0.0))) for k, v in after.classes.items()
-    }
+        raise MetricsError("request counters went down: the arm restarted between two readings")
+    classes = {k: max(0, round(v - before.classes.get(k, 0.0))) for k, v in after.classes.items()}
     return ArmWindow(
         requests=round(after.requests - before.requests),
         errors=round(after.errors - before.errors),
@@ -155,7 +149,7 @@ class Recent:
 
 def parse_recent(payload: Any) -> list[Recent]:
     if not isinstance(payload, dict) or not isinstance(payload.get("predictions"), list):
-        raise MetricsError("/v1/recent-predictions did not return {\"predictions\": [...]}")
+        raise MetricsError('/v1/recent-predictions did not return {"predictions": [...]}')
     out: list[Recent] = []
     for item in payload["predictions"]:
         if not isinstance(item, dict) or not item.get("request_id"):
@@ -208,8 +202,11 @@ def common_windows(
     `used` holds the ids counted before; new ones are added to it.
     """
     by_id = {r.request_id: r for r in candidate}
-    pairs = [(r, by_id[r.request_id]) for r in stable
-             if r.request_id in by_id and r.request_id not in used]
+    pairs = [
+        (r, by_id[r.request_id])
+        for r in stable
+        if r.request_id in by_id and r.request_id not in used
+    ]
     used.update(r.request_id for r, _ in pairs)
 
     def build(entries: list[Recent]) -> ArmWindow:
@@ -222,8 +219,9 @@ def common_windows(
         return ArmWindow(
             requests=len(entries),
             errors=sum(1 for e in entries if e.status >= 500),
-            latencies_ms=tuple(e.latency_ms for e in entries
-                               if e.latency_ms is not None and 200 <= e.status < 300),
+            latencies_ms=tuple(
+                e.latency_ms for e in entries if e.latency_ms is not None and 200 <= e.status < 300
+            ),
             classes=classes,
         )
 

@@ -67,8 +67,7 @@ def render(spec: RouterSpec, prefix: Path) -> str:
     p = prefix.resolve()
     label_text = " ".join(f"{k}={v}" for k, v in sorted(spec.labels.items()))
     info = (
-        f'{{"generation": {spec.generation}, "mode": "{spec.mode}", '
-        f'"routes": "{spec.describe()}"}}'
+        f'{{"generation": {spec.generation}, "mode": "{spec.mode}", "routes": "{spec.describe()}"}}'
     )
     lines = [
         f"# Written by mlcd; rewritten on every change. {label_text}".rstrip(),

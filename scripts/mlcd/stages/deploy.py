@@ -25,7 +25,7 @@ from typing import Any
 
 from mlcd.config import EnvironmentSection
 from mlcd.context import Command, Context
-from mlcd.errors import GateFailed, UserInputError
+from mlcd.errors import UserInputError
 from mlcd.evidence import StageOutcome, StageResult
 from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates, kubernetes
@@ -146,8 +146,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _outcome(stage: str, ctl: LocalController, result: DeployOutcome, reasons: list[str],
-             details: dict[str, Any]) -> StageOutcome:
+def _outcome(
+    stage: str,
+    ctl: LocalController,
+    result: DeployOutcome,
+    reasons: list[str],
+    details: dict[str, Any],
+) -> StageOutcome:
     passed = result.result in _PASSING
     judged = [m for m in ctl.measurements if m["metrics"] and m["phase"] != "after switch"]
     last = judged[-1]["metrics"] if judged else {}
@@ -165,12 +170,17 @@ def _outcome(stage: str, ctl: LocalController, result: DeployOutcome, reasons: l
     md = [f"### {'✅' if passed else '❌'} {stage}: {result.summary}", ""]
     md += [f"- {r}" for r in [*reasons, *result.reasons]]
     if ctl.measurements:
-        md += ["", "| interval | phase | outcome | canary requests | first reason |",
-               "|---:|---|---|---:|---|"]
+        md += [
+            "",
+            "| interval | phase | outcome | canary requests | first reason |",
+            "|---:|---|---|---:|---|",
+        ]
         for i, m in enumerate(ctl.measurements, 1):
             first = (m["reasons"] or [""])[0].replace("|", "\\|")
-            md.append(f"| {i} | {m['phase']} | {m['outcome']} | "
-                      f"{m['metrics'].get('canary_requests', '')} | {first} |")
+            md.append(
+                f"| {i} | {m['phase']} | {m['outcome']} | "
+                f"{m['metrics'].get('canary_requests', '')} | {first} |"
+            )
     return StageOutcome(
         status="pass" if passed else "fail",
         summary=result.summary,
@@ -185,16 +195,22 @@ def _outcome(stage: str, ctl: LocalController, result: DeployOutcome, reasons: l
 # deploy
 
 
-def _deploy_body(ctx: Context, env: str, strategy: str | None, release_arg: str | None
-                 ) -> StageOutcome:
+def _deploy_body(
+    ctx: Context, env: str, strategy: str | None, release_arg: str | None
+) -> StageOutcome:
     stage = f"deploy-{env}"
     section = env_section(ctx, env)
     chosen = strategy or section.strategy
     registry = open_registry(ctx.loaded)
     release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, release_arg)
     report = gates.check(release, env, section.requires)
-    details: dict[str, Any] = {"env": env, "version": release.version, "image": release.image,
-                               "strategy": chosen, "target": section.target}
+    details: dict[str, Any] = {
+        "env": env,
+        "version": release.version,
+        "image": release.image,
+        "strategy": chosen,
+        "target": section.target,
+    }
     if not report.passed:
         return StageOutcome(
             status="fail",
@@ -203,8 +219,9 @@ def _deploy_body(ctx: Context, env: str, strategy: str | None, release_arg: str 
             details={**details, "outcome": "refused by gates"},
         )
     if section.target == "kubernetes":
-        return kubernetes.deploy(ctx, env, section, release, chosen,
-                                 folder=ctx.bundle.stage_dir(stage), details=details)
+        return kubernetes.deploy(
+            ctx, env, section, release, chosen, folder=ctx.bundle.stage_dir(stage), details=details
+        )
     ctl = controller(ctx, env, chosen)
     ctl.lock.acquire(f"mlcd deploy {env}")
     try:
@@ -217,17 +234,26 @@ def _deploy_body(ctx: Context, env: str, strategy: str | None, release_arg: str 
                 ctl.rollback_candidate("interrupted (Ctrl-C or SIGTERM)")
             raise
         if result.result in ("promoted", "deployed"):
-            gates.record_deployment(registry, release.version, env, strategy=chosen,
-                                    image=release.image, champion=env == "production")
-            notes.append(f"recorded {release.version} live and healthy in {env} in the registry"
-                         + ("; champion is now " + release.version if env == "production" else ""))
+            gates.record_deployment(
+                registry,
+                release.version,
+                env,
+                strategy=chosen,
+                image=release.image,
+                champion=env == "production",
+            )
+            notes.append(
+                f"recorded {release.version} live and healthy in {env} in the registry"
+                + ("; champion is now " + release.version if env == "production" else "")
+            )
     finally:
         ctl.lock.release()
     return _outcome(stage, ctl, result, [*report.reasons, *notes], details)
 
 
-def stage(ctx: Context, env: str, *, strategy: str | None = None,
-          release: str | None = None) -> StageResult:
+def stage(
+    ctx: Context, env: str, *, strategy: str | None = None, release: str | None = None
+) -> StageResult:
     return ctx.run_stage(f"deploy-{env}", lambda: _deploy_body(ctx, env, strategy, release))
 
 
@@ -247,11 +273,15 @@ def _env_argument(parser: argparse.ArgumentParser) -> None:
 
 def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     _env_argument(parser)
-    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
-                        help="override the environment's strategy")
-    parser.add_argument("--release", metavar="VERSION", default=None,
-                        help="the release to deploy (default: the run's release, else the "
-                        "newest released version)")
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, default=None, help="override the environment's strategy"
+    )
+    parser.add_argument(
+        "--release",
+        metavar="VERSION",
+        default=None,
+        help="the release to deploy (default: the run's release, else the newest released version)",
+    )
 
 
 def _deploy_run(ctx: Context, args: argparse.Namespace) -> int:
@@ -265,8 +295,9 @@ def _deploy_run(ctx: Context, args: argparse.Namespace) -> int:
 # rollback / promote / abort
 
 
-def _decision(ctx: Context, env: str, name: str,
-              act: Callable[[LocalController], DeployOutcome]) -> StageResult:
+def _decision(
+    ctx: Context, env: str, name: str, act: Callable[[LocalController], DeployOutcome]
+) -> StageResult:
     section = env_section(ctx, env)
 
     def body() -> StageOutcome:
@@ -281,8 +312,14 @@ def _decision(ctx: Context, env: str, name: str,
             if name in ("rollback", "promote") and live is not None:
                 registry = open_registry(ctx.loaded)
                 if name == "promote":
-                    gates.record_deployment(registry, live.version, env, strategy="promote",
-                                            image=live.image, champion=env == "production")
+                    gates.record_deployment(
+                        registry,
+                        live.version,
+                        env,
+                        strategy="promote",
+                        image=live.image,
+                        champion=env == "production",
+                    )
                 elif env == "production":
                     registry.set_alias(CHAMPION, live.version)
         finally:
@@ -342,8 +379,10 @@ def _status_text(data: dict[str, Any]) -> list[str]:
     lines += [f"  note: {n}" for n in data["notes"]]
     stable = data.get("stable")
     if stable:
-        lines.append(f"  live: {stable['version']} ({stable['container']} on "
-                     f":{stable['port']}, {stable['image']})")
+        lines.append(
+            f"  live: {stable['version']} ({stable['container']} on "
+            f":{stable['port']}, {stable['image']})"
+        )
     else:
         lines.append("  live: nothing yet")
     rollout = data.get("rollout")
@@ -361,8 +400,10 @@ def _status_text(data: dict[str, Any]) -> list[str]:
     last = data.get("last_analysis")
     if last:
         first = (last.get("reasons") or [""])[0]
-        lines.append(f"  last analysis ({last['time']}, {last['phase']}): {last['outcome']}"
-                     + (f" — {first}" if first else ""))
+        lines.append(
+            f"  last analysis ({last['time']}, {last['phase']}): {last['outcome']}"
+            + (f" — {first}" if first else "")
+        )
     history = data.get("history", [])
     if history:
         lines.append("  history:")

@@ -56,8 +56,16 @@ def run_container(
     labels: Mapping[str, str],
 ) -> None:
     """Start a detached container, its port published on a free port of 127.0.0.1."""
-    argv = ["run", "--detach", "--name", name, "--publish", f"127.0.0.1::{container_port}",
-            "--restart", "no"]
+    argv = [
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--publish",
+        f"127.0.0.1::{container_port}",
+        "--restart",
+        "no",
+    ]
     for key, value in sorted(env.items()):
         argv += ["--env", f"{key}={value}"]
     for key, value in sorted(labels.items()):

@@ -41,8 +41,16 @@ class Nginx:
         self.error_log = self.prefix / "logs" / "error.log"
 
     def _argv(self, *extra: str) -> list[str]:
-        return [program(), "-p", f"{self.prefix}/", "-c", str(self.conf),
-                "-e", str(self.error_log), *extra]
+        return [
+            program(),
+            "-p",
+            f"{self.prefix}/",
+            "-c",
+            str(self.conf),
+            "-e",
+            str(self.error_log),
+            *extra,
+        ]
 
     def _prepare(self) -> None:
         for sub in ("logs", "tmp"):
@@ -61,8 +69,10 @@ class Nginx:
         text = (result.stderr or result.stdout).strip()
         hint = "see " + str(self.error_log)
         if "Address already in use" in text:
-            hint = ("another program listens on the environment's port; set "
-                    "environments.<env>.port in mlcd.yaml or MLCD_<ENV>_PORT")
+            hint = (
+                "another program listens on the environment's port; set "
+                "environments.<env>.port in mlcd.yaml or MLCD_<ENV>_PORT"
+            )
         return EnvironmentMissing(f"nginx {what} failed: {text[-400:]}", hint=hint)
 
     def master_pid(self) -> int | None:

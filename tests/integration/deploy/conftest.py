@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from mlcd.registry import IMAGE_DIGEST, LocalRegistry
 from mlcd.tools.nginx import Nginx
 
@@ -42,8 +41,14 @@ VARIANTS: dict[str, dict[str, str]] = {
 
 
 def _docker(*args: str, input_text: str | None = None) -> str:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False,
-                          input=input_text, timeout=600)
+    done = subprocess.run(
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        input=input_text,
+        timeout=600,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args[:3])}: {done.stderr.strip()[-800:]}")
     return done.stdout.strip()
@@ -105,8 +110,12 @@ class Project:
         data = {
             "version": 1,
             "project": self.name,
-            "model": {"task": "classification", "entrypoint": "train.py:build_model",
-                      "data": "data.csv", "target": "diagnosis"},
+            "model": {
+                "task": "classification",
+                "entrypoint": "train.py:build_model",
+                "data": "data.csv",
+                "target": "diagnosis",
+            },
             "registry": {"path": "registry"},
             "environments": self.envs,
         }
@@ -117,7 +126,9 @@ class Project:
         model = self.root / "model.bin"
         model.write_bytes(uuid.uuid4().bytes)
         record = self.registry.register(
-            model_file=model, metadata={"fingerprint": uuid.uuid4().hex}, metrics={},
+            model_file=model,
+            metadata={"fingerprint": uuid.uuid4().hex},
+            metrics={},
             verdict={"passed": passed, "checks": []},
         )
         self.registry.attach(record.version, IMAGE_DIGEST, image)
@@ -133,16 +144,35 @@ class Project:
         return out
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "mlcd", *args, "--config", str(self.config),
-                "--out", str(self.out)]
+        return [
+            sys.executable,
+            "-m",
+            "mlcd",
+            *args,
+            "--config",
+            str(self.config),
+            "--out",
+            str(self.out),
+        ]
 
     def mlcd(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(*args), capture_output=True, text=True,
-                              env=self.env(), timeout=timeout, check=False)
+        return subprocess.run(
+            self.argv(*args),
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            check=False,
+        )
 
     def spawn(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.env())
+        return subprocess.Popen(
+            self.argv(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env(),
+        )
 
     def state_json(self, env: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.state / env / "state.json").read_text())
@@ -156,8 +186,9 @@ class Project:
         return f"http://127.0.0.1:{self.ports[env]}"
 
     def containers(self) -> list[str]:
-        out = _docker("ps", "--all", "--format", "{{.Names}}", "--filter",
-                      f"label=mlcd.project={self.name}")
+        out = _docker(
+            "ps", "--all", "--format", "{{.Names}}", "--filter", f"label=mlcd.project={self.name}"
+        )
         return [line for line in out.splitlines() if line]
 
 

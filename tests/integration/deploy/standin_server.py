@@ -94,8 +94,9 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         return None
 
-    def _send(self, status: int, body: bytes, request_id: str,
-              content_type: str = "application/json") -> None:
+    def _send(
+        self, status: int, body: bytes, request_id: str, content_type: str = "application/json"
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -155,18 +156,23 @@ class Handler(BaseHTTPRequestHandler):
             with _lock:
                 for label, score in zip(preds, scores, strict=True):
                     _classes[str(label)] = _classes.get(str(label), 0) + 1
-                    index = next((i for i, b in enumerate(SCORE_BUCKETS) if score <= b),
-                                 len(SCORE_BUCKETS))
+                    index = next(
+                        (i for i, b in enumerate(SCORE_BUCKETS) if score <= b), len(SCORE_BUCKETS)
+                    )
                     _scores[index] += 1
                     _score_sum += score
         elapsed = time.perf_counter() - start
         _observe(route, status, elapsed)
         with _lock:
-            _recent.append({
-                "request_id": request_id, "predictions": preds, "status": status,
-                "latency_ms": round(elapsed * 1000, 3),
-                "time": datetime.now(UTC).isoformat(),
-            })
+            _recent.append(
+                {
+                    "request_id": request_id,
+                    "predictions": preds,
+                    "status": status,
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "time": datetime.now(UTC).isoformat(),
+                }
+            )
         self._send(status, json.dumps(payload).encode(), request_id)
 
 

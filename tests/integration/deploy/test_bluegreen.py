@@ -24,7 +24,9 @@ def parse_wrk(text: str) -> dict[str, float]:
     figures = {"non_2xx": 0.0, "socket_errors": 0.0}
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
         figures["non_2xx"] = float(m.group(1))
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
+    if m := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    ):
         figures["socket_errors"] = float(sum(int(g) for g in m.groups()))
     if m := re.search(r"(\d+) requests in ([\d.]+)s", text):
         figures["requests"] = float(m.group(1))
@@ -37,21 +39,44 @@ def parse_wrk(text: str) -> dict[str, float]:
 def test_switch_and_rollback_under_load_lose_nothing(
     make_project: Any, standin_images: dict[str, str], tmp_path: Path
 ) -> None:
-    project = make_project({"production": {
-        "strategy": "blue-green",
-        "blue-green": {"preview-duration": "2s", "scale-down-delay": "2s", "interval": "1s",
-                       "min-requests": 20, "rps": 40},
-        "analysis": {"max-p99-latency-ms": 2000},
-    }})
+    project = make_project(
+        {
+            "production": {
+                "strategy": "blue-green",
+                "blue-green": {
+                    "preview-duration": "2s",
+                    "scale-down-delay": "2s",
+                    "interval": "1s",
+                    "min-requests": 20,
+                    "rps": 40,
+                },
+                "analysis": {"max-p99-latency-ms": 2000},
+            }
+        }
+    )
     v1 = project.release(standin_images["clean"])
     v2 = project.release(standin_images["clean"])
     assert project.mlcd("deploy", "production", "--release", v1).returncode == 0
     script = tmp_path / "post.lua"
     script.write_text(WRK_SCRIPT)
     wrk = subprocess.Popen(
-        ["wrk", "--threads", "2", "--connections", "4", "--duration", "18s", "--timeout", "5s",
-         "--script", str(script), f"{project.url('production')}/predict"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            "wrk",
+            "--threads",
+            "2",
+            "--connections",
+            "4",
+            "--duration",
+            "18s",
+            "--timeout",
+            "5s",
+            "--script",
+            str(script),
+            f"{project.url('production')}/predict",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         time.sleep(2)

@@ -11,8 +11,9 @@ def _hit(url: str, n: int) -> Counter[int]:
     body = b'{"records": [{"a": 15.0, "b": 1.0}]}'
     seen: Counter[int] = Counter()
     for _ in range(n):
-        req = urllib.request.Request(url + "/predict", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url + "/predict", data=body, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 seen[resp.status] += 1
@@ -22,15 +23,20 @@ def _hit(url: str, n: int) -> Counter[int]:
 
 
 def test_failing_canary_is_rolled_back(make_project: Any, standin_images: dict[str, str]) -> None:
-    project = make_project({
-        "staging": {
-            "strategy": "canary",
-            "canary": {"steps": [50, 100], "interval": "2s", "min-requests": 150},
-            "analysis": {"max-error-rate": 0.01, "max-p99-latency-ms": 2000,
-                         "inconclusive-limit": 10},
-            "load-test": {"rps": 150},
+    project = make_project(
+        {
+            "staging": {
+                "strategy": "canary",
+                "canary": {"steps": [50, 100], "interval": "2s", "min-requests": 150},
+                "analysis": {
+                    "max-error-rate": 0.01,
+                    "max-p99-latency-ms": 2000,
+                    "inconclusive-limit": 10,
+                },
+                "load-test": {"rps": 150},
+            }
         }
-    })
+    )
     stable = project.release(standin_images["good"])
     done = project.mlcd("deploy", "staging", "--release", stable)
     assert done.returncode == 0, done.stderr

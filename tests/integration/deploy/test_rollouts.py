@@ -32,7 +32,7 @@ def test_too_few_requests_is_inconclusive_and_pauses(
     done = project.mlcd("deploy", "staging", "--release", v2)
     assert done.returncode == 1
     assert "paused" in done.stdout
-    assert f"mlcd promote staging" in done.stdout
+    assert "mlcd promote staging" in done.stdout
     result = project.result("deploy-staging")
     outcomes = [m["outcome"] for m in result["details"]["measurements"]]
     assert outcomes == ["inconclusive", "inconclusive"]  # inconclusive-limit 1 → paused at 2
@@ -59,16 +59,21 @@ def test_too_few_requests_is_inconclusive_and_pauses(
 def test_killed_canary_container_leads_to_rollback(
     make_project: Any, standin_images: dict[str, str]
 ) -> None:
-    project = make_project({"staging": _canary_env(
-        canary={"steps": [50, 100], "interval": "2s", "min-requests": 100000},
-        analysis={"max-p99-latency-ms": 2000, "inconclusive-limit": 50},
-        **{"load-test": {"rps": 40}},
-    )})
+    project = make_project(
+        {
+            "staging": _canary_env(
+                canary={"steps": [50, 100], "interval": "2s", "min-requests": 100000},
+                analysis={"max-p99-latency-ms": 2000, "inconclusive-limit": 50},
+                **{"load-test": {"rps": 40}},
+            )
+        }
+    )
     v1 = project.release(standin_images["clean"])
     assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
     v2 = project.release(standin_images["clean"])
     proc = project.spawn("deploy", "staging", "--release", v2)
     try:
+
         def canary_up() -> bool:
             state = project.state_json("staging")
             return bool(state.get("rollout") and state["rollout"].get("weight"))
@@ -93,15 +98,20 @@ def test_killed_canary_container_leads_to_rollback(
 def test_one_rollout_at_a_time_and_recovery_after_sigkill(
     make_project: Any, standin_images: dict[str, str]
 ) -> None:
-    project = make_project({"staging": _canary_env(
-        canary={"steps": [50, 100], "interval": "3s", "min-requests": 100000},
-        analysis={"max-p99-latency-ms": 2000, "inconclusive-limit": 50},
-    )})
+    project = make_project(
+        {
+            "staging": _canary_env(
+                canary={"steps": [50, 100], "interval": "3s", "min-requests": 100000},
+                analysis={"max-p99-latency-ms": 2000, "inconclusive-limit": 50},
+            )
+        }
+    )
     v1 = project.release(standin_images["clean"])
     assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
     v2 = project.release(standin_images["clean"])
     first = project.spawn("deploy", "staging", "--release", v2)
     try:
+
         def canary_up() -> bool:
             state = project.state_json("staging")
             return bool(state.get("rollout") and state["rollout"].get("weight"))
@@ -133,10 +143,12 @@ def test_one_rollout_at_a_time_and_recovery_after_sigkill(
 
 
 def test_production_requires_staging(make_project: Any, standin_images: dict[str, str]) -> None:
-    project = make_project({
-        "staging": {"strategy": "canary"},
-        "production": {"strategy": "blue-green", "requires": ["staging"]},
-    })
+    project = make_project(
+        {
+            "staging": {"strategy": "canary"},
+            "production": {"strategy": "blue-green", "requires": ["staging"]},
+        }
+    )
     version = project.release(standin_images["clean"])
     done = project.mlcd("deploy", "production", "--release", version)
     assert done.returncode == 1

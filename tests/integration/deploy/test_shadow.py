@@ -12,6 +12,7 @@ from typing import Any
 from mlcd.rollout.judge import quantile
 from mlcd.rollout.router import Backend, RouterSpec, render
 from mlcd.tools.nginx import Nginx
+
 from tests.integration.deploy.conftest import free_port, holdout_rows_for_tests
 from tests.integration.deploy.helpers import post, wait_for
 
@@ -26,12 +27,20 @@ def _mirroring(project: Any) -> bool:
 def test_shadow_is_invisible_to_clients_and_a_disagreeing_one_is_blocked(
     make_project: Any, standin_images: dict[str, str], tmp_path: Path
 ) -> None:
-    project = make_project({"staging": {
-        "strategy": "shadow",
-        "shadow": {"duration": "2s", "interval": "1s", "min-requests": 2 * ROUNDS,
-                   "max-disagreement": 0.05},
-        "analysis": {"max-p99-latency-ms": 2000, "inconclusive-limit": 1000},
-    }})
+    project = make_project(
+        {
+            "staging": {
+                "strategy": "shadow",
+                "shadow": {
+                    "duration": "2s",
+                    "interval": "1s",
+                    "min-requests": 2 * ROUNDS,
+                    "max-disagreement": 0.05,
+                },
+                "analysis": {"max-p99-latency-ms": 2000, "inconclusive-limit": 1000},
+            }
+        }
+    )
     v1 = project.release(standin_images["clean"])
     assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
     stable_port = project.state_json("staging")["stable"]["port"]
@@ -40,8 +49,12 @@ def test_shadow_is_invisible_to_clients_and_a_disagreeing_one_is_blocked(
     # interleaved comparison under the same machine load
     plain = Nginx(tmp_path / "plain-router")
     plain_port = free_port()
-    plain.apply(render(RouterSpec(port=plain_port, mode="single",
-                                  primary=(Backend(stable_port),)), plain.prefix))
+    plain.apply(
+        render(
+            RouterSpec(port=plain_port, mode="single", primary=(Backend(stable_port),)),
+            plain.prefix,
+        )
+    )
     bodies = [json.dumps({"records": [row]}).encode() for row in holdout_rows_for_tests()]
     v2 = project.release(standin_images["flip"])  # 30 % of its predictions differ
     deploy = project.spawn("deploy", "staging", "--release", v2)
@@ -68,8 +81,10 @@ def test_shadow_is_invisible_to_clients_and_a_disagreeing_one_is_blocked(
         if deploy.poll() is None:
             deploy.kill()
         plain.stop()
-    figures = {name: {"p50": round(statistics.median(v), 3),
-                      "p99": round(quantile(v, 0.99) or 0.0, 3)} for name, v in lat.items()}
+    figures = {
+        name: {"p50": round(statistics.median(v), 3), "p99": round(quantile(v, 0.99) or 0.0, 3)}
+        for name, v in lat.items()
+    }
     print("latency ms:", figures)
     (project.root.parent / "router-latency.json").write_text(json.dumps(figures))
     assert deploy.returncode == 1, out + err
@@ -86,12 +101,16 @@ def test_shadow_is_invisible_to_clients_and_a_disagreeing_one_is_blocked(
 def test_identical_shadow_passes_and_is_promoted(
     make_project: Any, standin_images: dict[str, str]
 ) -> None:
-    project = make_project({"staging": {
-        "strategy": "shadow",
-        "shadow": {"duration": "2s", "interval": "1s", "min-requests": 60},
-        "analysis": {"max-p99-latency-ms": 2000, "inconclusive-limit": 20},
-        "load-test": {"rps": 60},
-    }})
+    project = make_project(
+        {
+            "staging": {
+                "strategy": "shadow",
+                "shadow": {"duration": "2s", "interval": "1s", "min-requests": 60},
+                "analysis": {"max-p99-latency-ms": 2000, "inconclusive-limit": 20},
+                "load-test": {"rps": 60},
+            }
+        }
+    )
     v1 = project.release(standin_images["clean"])
     assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
     v2 = project.release(standin_images["clean"])

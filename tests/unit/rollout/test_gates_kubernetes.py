@@ -1,0 +1,218 @@
+"""Release resolution and gates, the Kubernetes rendering and its validation, and wiring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from mlcd.config import EnvironmentSection
+from mlcd.context import Context
+from mlcd.errors import UserInputError
+from mlcd.evidence import Bundle
+from mlcd.registry import CHAMPION, IMAGE_DIGEST, LocalRegistry
+from mlcd.rollout import gates, kubernetes
+from mlcd.stages import deploy
+
+IMAGE = "127.0.0.1:5000/p@sha256:" + "a" * 64
+
+
+def _project(tmp_path: Path, envs: dict[str, Any] | None = None) -> Context:
+    config = {
+        "version": 1,
+        "project": "p",
+        "model": {"task": "classification", "entrypoint": "t.py:f", "data": "d.csv", "target": "y"},
+        "registry": {"path": "reg"},
+        "environments": envs or {"staging": {}, "production": {"requires": ["staging"]}, "qa": {}},
+    }
+    (tmp_path / "mlcd.yaml").write_text(yaml.safe_dump(config))
+    return Context(config_path=tmp_path / "mlcd.yaml", out=tmp_path / ".mlcd")
+
+
+def _register(tmp_path: Path, *, passed: bool = True, scan: str | None = "pass") -> str:
+    registry = LocalRegistry(tmp_path / "reg")
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"model")
+    version = registry.register(
+        model_file=model, metadata={}, metrics={}, verdict={"passed": passed}
+    ).version
+    registry.attach(version, IMAGE_DIGEST, IMAGE)
+    if scan:
+        registry.attach(version, "scan", {"status": scan})
+    return version
+
+
+def test_release_from_the_registry_and_gates(tmp_path: Path) -> None:
+    ctx = _project(tmp_path)
+    registry = LocalRegistry(tmp_path / "reg")
+    version = _register(tmp_path)
+    release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, None)
+    assert (release.version, release.image) == (version, IMAGE)
+    report = gates.check(release, "production", ["staging"])
+    assert not report.passed
+    assert "never been live and healthy in staging" in report.failures[0]
+    gates.record_deployment(
+        registry, version, "staging", strategy="canary", image=IMAGE, champion=False
+    )
+    release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, version)
+    assert gates.check(release, "production", ["staging"]).passed
+    gates.record_deployment(
+        registry, version, "production", strategy="blue-green", image=IMAGE, champion=True
+    )
+    assert registry.aliases()[CHAMPION] == version
+
+
+def test_failed_verdict_and_missing_scan_are_refused(tmp_path: Path) -> None:
+    ctx = _project(tmp_path)
+    registry = LocalRegistry(tmp_path / "reg")
+    version = _register(tmp_path, passed=False, scan=None)
+    report = gates.check(
+        gates.resolve_release(ctx.loaded, ctx.bundle, registry, version), "staging", []
+    )
+    assert not report.passed
+    assert any("verdict" in f and "failed" in f for f in report.failures)
+    assert any("no scan result" in f for f in report.failures)
+
+
+def test_release_from_the_run_folder(tmp_path: Path) -> None:
+    ctx = _project(tmp_path)
+    version = _register(tmp_path, scan=None)
+    bundle = Bundle(tmp_path / ".mlcd")
+    for stage, status, details in (
+        ("release", "pass", {"version": version, "image": IMAGE}),
+        ("scan", "pass", {}),
+        ("evaluate", "pass", {}),
+    ):
+        folder = bundle.stage_dir(stage)
+        (folder / "result.json").write_text(
+            json.dumps(
+                {
+                    "stage": stage,
+                    "status": status,
+                    "started": "t",
+                    "duration_s": 1,
+                    "summary": "s",
+                    "details": details,
+                }
+            )
+        )
+    (bundle.root / "evaluate" / "verdict.json").write_text('{"passed": true, "checks": []}')
+    release = gates.resolve_release(ctx.loaded, bundle, LocalRegistry(tmp_path / "reg"), None)
+    assert release.version == version
+    assert gates.check(release, "staging", []).passed
+
+
+def test_nothing_released_is_an_input_error(tmp_path: Path) -> None:
+    ctx = _project(tmp_path)
+    with pytest.raises(UserInputError, match="no release to deploy"):
+        gates.resolve_release(ctx.loaded, ctx.bundle, LocalRegistry(tmp_path / "reg"), None)
+
+
+# ---------------------------------------------------------------------- kubernetes
+
+
+@pytest.mark.parametrize("strategy", ["canary", "blue-green"])
+def test_rendered_objects_are_valid(strategy: str) -> None:
+    section = EnvironmentSection.model_validate(
+        {
+            "canary": {"steps": [10, 50, 100], "interval": "30s", "min-requests": 200},
+            "analysis": {"max-error-rate": 0.02, "max-p99-latency-ms": 80, "failure-limit": 1},
+            "kubernetes": {"namespace": "models", "replicas": 3},
+        }
+    )
+    objects = kubernetes.render("breast-cancer", "production", section, "v7", IMAGE, strategy)
+    kinds = [o["kind"] for o in objects]
+    assert kinds == ["Service", "Service", "AnalysisTemplate", "Rollout"]
+    for obj in objects:
+        assert kubernetes.validate_custom(obj) == []
+        if obj["kind"] in ("Service",):
+            kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    rollout = objects[-1]
+    container = rollout["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == IMAGE
+    template = json.dumps(objects[2])
+    assert "result[0] <= 0.02" in template and "result[0] <= 80" in template
+    needed = 200 if strategy == "canary" else section.blue_green.min_requests
+    assert f"result[0] >= {needed}" in template
+    assert '"failureLimit": 1' in template
+    if strategy == "canary":
+        steps = rollout["spec"]["strategy"]["canary"]["steps"]
+        assert steps == [
+            {"setWeight": 10},
+            {"pause": {"duration": "30s"}},
+            {"setWeight": 50},
+            {"pause": {"duration": "30s"}},
+        ]
+    else:
+        bg = rollout["spec"]["strategy"]["blueGreen"]
+        assert bg["activeService"].endswith("-active")
+        assert bg["prePromotionAnalysis"]["templates"][0]["templateName"].endswith("-analysis")
+
+
+def test_the_pod_template_is_a_valid_pod_spec() -> None:
+    section = EnvironmentSection()
+    rollout = kubernetes.render("p", "staging", section, "v1", IMAGE, "canary")[-1]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "x"},
+        "spec": rollout["spec"]["template"]["spec"],
+    }
+    kubernetes_validate.validate(pod, "1.30.0", strict=True)
+
+
+def test_schema_rejects_broken_rollouts() -> None:
+    section = EnvironmentSection()
+    rollout = kubernetes.render("p", "staging", section, "v1", IMAGE, "canary")[-1]
+    rollout["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 150}]
+    assert kubernetes.validate_custom(rollout)
+    bg = kubernetes.render("p", "staging", section, "v1", IMAGE, "blue-green")[-1]
+    del bg["spec"]["strategy"]["blueGreen"]["activeService"]
+    assert any("activeService" in p for p in kubernetes.validate_custom(bg))
+    template = kubernetes.render("p", "staging", section, "v1", IMAGE, "canary")[2]
+    template["spec"]["metrics"][0]["provider"] = {}
+    assert kubernetes.validate_custom(template)
+
+
+def test_shadow_on_kubernetes_is_refused() -> None:
+    with pytest.raises(UserInputError, match="shadow"):
+        kubernetes.render("p", "staging", EnvironmentSection(), "v1", IMAGE, "shadow")
+
+
+# ---------------------------------------------------------------------- wiring
+
+
+def test_ports_and_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _project(tmp_path)
+    assert deploy.router_port(ctx, "staging") == 8081
+    assert deploy.router_port(ctx, "production") == 8082
+    assert deploy.router_port(ctx, "qa") == 8083
+    monkeypatch.setenv("MLCD_STAGING_PORT", "9999")
+    assert deploy.router_port(ctx, "staging") == 9999
+    monkeypatch.setenv("MLCD_STAGING_PORT", "http")
+    with pytest.raises(UserInputError):
+        deploy.router_port(ctx, "staging")
+    assert deploy.ordered_envs(ctx) == ["staging", "production", "qa"]
+    with pytest.raises(UserInputError, match="no environment `nope`"):
+        deploy.env_section(ctx, "nope")
+    monkeypatch.setenv("MLCD_STATE_DIR", str(tmp_path / "st"))
+    assert deploy.state_dir(ctx, "qa") == (tmp_path / "st" / "qa").resolve()
+
+
+def test_requires_order_comes_first(tmp_path: Path) -> None:
+    ctx = _project(tmp_path, {"production": {"requires": ["staging"]}, "staging": {}})
+    assert deploy.ordered_envs(ctx) == ["staging", "production"]
+    from mlcd import pipeline
+
+    names = [s.name for s in pipeline.steps(ctx)]
+    assert names[-2:] == ["deploy-staging", "deploy-production"]
+
+
+def test_cli_lists_the_commands() -> None:
+    from mlcd import cli
+
+    names = {c.name for c in cli.COMMANDS}
+    assert {"deploy", "status", "rollback", "promote", "abort"} <= names

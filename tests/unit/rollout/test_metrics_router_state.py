@@ -1,0 +1,222 @@
+"""Metric parsing, the nginx configuration, the state file and the environment lock."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+from mlcd.errors import GateFailed
+from mlcd.rollout.metrics import (
+    MetricsError,
+    Recent,
+    common_windows,
+    is_inference_route,
+    pair_predictions,
+    parse_prometheus,
+    parse_recent,
+    snapshot,
+    window,
+)
+from mlcd.rollout.router import Backend, RouterSpec, render
+from mlcd.rollout.state import Arm, EnvLock, EnvState, Rollout, StateStore, process_start
+
+METRICS = """
+# HELP mlcd_requests_total requests
+# TYPE mlcd_requests_total counter
+mlcd_requests_total{route="/predict",status="200"} 95
+mlcd_requests_total{route="/predict",status="500"} 5
+mlcd_requests_total{route="/predict",status="400"} 3
+mlcd_requests_total{route="/healthz",status="200"} 40
+mlcd_requests_total{route="/v2/models/m/infer",status="503"} 2
+mlcd_request_duration_seconds_bucket{route="/predict",le="0.01"} 90
+mlcd_request_duration_seconds_bucket{route="/predict",le="+Inf"} 103
+mlcd_request_duration_seconds_bucket{route="/metrics",le="+Inf"} 1000
+mlcd_predictions_total{class="0"} 60
+mlcd_predictions_total{class="1"} 35
+mlcd_prediction_score_bucket{le="0.5"} 60
+mlcd_prediction_score_bucket{le="+Inf"} 95
+mlcd_model_info{name="m",version="v3"} 1
+garbage line without value
+"""
+
+
+def test_snapshot_counts_inference_routes_only() -> None:
+    snap = snapshot(parse_prometheus(METRICS))
+    assert snap.requests == 105
+    assert snap.errors == 7  # 5xx only; a client's 400 is not the model's error
+    assert snap.latency_buckets == {0.01: 90, math.inf: 103}
+    assert snap.classes == {"0": 60, "1": 35}
+    assert snap.model_version == "v3"
+
+
+def test_labels_with_escapes() -> None:
+    [sample] = parse_prometheus('x{a="q\\"uote",b="2"} 1.5')
+    assert sample.labels == {"a": 'q"uote', "b": "2"}
+    assert sample.value == 1.5
+
+
+@pytest.mark.parametrize(
+    ("route", "inference"),
+    [
+        ("/predict", True),
+        ("predict", True),
+        ("/v2/models/x/infer", True),
+        ("/healthz", False),
+        ("/metrics", False),
+        ("/v1/recent-predictions", False),
+        ("/readyz", False),
+    ],
+)
+def test_inference_routes(route: str, inference: bool) -> None:
+    assert is_inference_route(route) is inference
+
+
+def test_window_is_the_difference_and_a_reset_is_an_error() -> None:
+    before = snapshot(parse_prometheus(METRICS))
+    after = snapshot(parse_prometheus(METRICS.replace("} 95\n", "} 195\n", 1)))
+    delta = window(before, after, [1.0, 2.0])
+    assert delta.requests == 100
+    assert delta.errors == 0
+    assert delta.latencies_ms == (1.0, 2.0)
+    with pytest.raises(MetricsError, match="restarted"):
+        window(after, before)
+
+
+def test_recent_predictions_and_pairing() -> None:
+    stable = parse_recent(
+        {
+            "predictions": [
+                {
+                    "request_id": "a",
+                    "predictions": [1],
+                    "status": 200,
+                    "latency_ms": 2.0,
+                    "time": "t",
+                },
+                {"request_id": "b", "predictions": [0], "status": 200, "latency_ms": 3.0},
+                {"request_id": "c", "predictions": [], "status": 500, "latency_ms": 1.0},
+                {"predictions": [1]},
+            ]
+        }
+    )
+    shadow = [Recent("a", (0,), 200, 5.0), Recent("b", (0,), 200, 4.0), Recent("c", (1,), 200, 1)]
+    seen: set[str] = set()
+    assert pair_predictions(stable, shadow, seen) == [(1, 0), (0, 0)]
+    assert pair_predictions(stable, shadow, seen) == []  # each request pairs once
+    with pytest.raises(MetricsError):
+        parse_recent({"nope": 1})
+
+
+def test_common_windows_compare_the_same_requests() -> None:
+    stable = [Recent("a", (1,), 200, 2.0), Recent("x", (1,), 200, 2.0), Recent("b", (0,), 500, 3.0)]
+    preview = [Recent("a", (0,), 200, 5.0), Recent("b", (0,), 200, 4.0)]
+    used: set[str] = set()
+    s, p = common_windows(stable, preview, used)
+    assert (s.requests, s.errors, dict(s.classes)) == (2, 1, {"1": 1})
+    assert (p.requests, p.errors, dict(p.classes)) == (2, 0, {"0": 2})
+    assert used == {"a", "b"}
+
+
+# ---------------------------------------------------------------------- router
+
+
+def test_split_config(tmp_path: Path) -> None:
+    text = render(
+        RouterSpec(
+            port=8081, mode="split", generation=3, primary=(Backend(1001, 90), Backend(1002, 10))
+        ),
+        tmp_path,
+    )
+    assert "listen 127.0.0.1:8081;" in text
+    assert "server 127.0.0.1:1001 weight=90" in text
+    assert "server 127.0.0.1:1002 weight=10" in text
+    assert "proxy_set_header X-Request-ID $mlcd_request_id;" in text
+    assert '"" $request_id;' in text  # nginx's id when the client sent none
+    assert "mirror" not in text
+    assert '"generation": 3' in text
+    assert f"pid {tmp_path.resolve()}/nginx.pid;" in text
+
+
+def test_mirror_config_mirrors_inference_routes_only(tmp_path: Path) -> None:
+    text = render(
+        RouterSpec(port=8081, mode="mirror", primary=(Backend(1001),), shadow=Backend(1003)),
+        tmp_path,
+    )
+    assert text.count("mirror /_mlcd/mirror;") == 2
+    assert "location = /predict {" in text
+    assert "location ~ ^/v2/models/[^/]+/infer$ {" in text
+    root = text.split("location / {")[1]
+    assert "mirror" not in root.split("}")[0]  # health, metrics… are not mirrored
+    assert "proxy_pass http://mlcd_shadow$request_uri;" in text
+    assert "internal;" in text
+
+
+def test_single_and_invalid_specs(tmp_path: Path) -> None:
+    text = render(RouterSpec(port=9, mode="single", primary=(Backend(1001, 5),)), tmp_path)
+    assert "server 127.0.0.1:1001 max_fails" in text  # no weight with one server
+    with pytest.raises(ValueError, match="backend"):
+        render(RouterSpec(port=9, mode="single", primary=()), tmp_path)
+    with pytest.raises(ValueError, match="shadow"):
+        render(RouterSpec(port=9, mode="mirror", primary=(Backend(1),)), tmp_path)
+
+
+# ---------------------------------------------------------------------- state and lock
+
+
+def test_state_round_trip(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "staging", "p")
+    state = store.load()
+    assert state.stable is None
+    arm = Arm("v1", "img@sha256:1", "c1", 1234, "blue")
+    state.stable = arm
+    state.rollout = Rollout(
+        "v2",
+        "img@sha256:2",
+        "canary",
+        "paused",
+        candidate=Arm("v2", "i", "c2", 1, "green"),
+        weight=10,
+    )
+    state.record("paused", "v2", detail="why")
+    store.save(state)
+    again = store.load()
+    assert again.stable == arm
+    assert again.rollout is not None and again.rollout.candidate is not None
+    assert again.rollout.candidate.container == "c2"
+    assert again.history[-1]["event"] == "paused"
+    assert EnvState.from_json(json.loads(store.path.read_text())).stable == arm
+
+
+def test_lock_refuses_a_live_holder_and_names_it(tmp_path: Path) -> None:
+    first = EnvLock(tmp_path, "staging")
+    first.acquire("mlcd deploy staging")
+    try:
+        with pytest.raises(GateFailed, match=f"locked by pid {os.getpid()}"):
+            EnvLock(tmp_path, "staging").acquire("mlcd deploy staging")
+        holder = EnvLock(tmp_path, "staging").peek()
+        assert holder is not None and holder.command == "mlcd deploy staging"
+    finally:
+        first.release()
+    assert EnvLock(tmp_path, "staging").peek() is None
+
+
+def test_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    # a lock file written by a process that is gone (its flock died with it)
+    (tmp_path / "lock").write_text(
+        json.dumps(
+            {"pid": 999999, "start": "1", "host": "h", "command": "mlcd deploy", "acquired": "t"}
+        )
+    )
+    lock = EnvLock(tmp_path, "staging")
+    lock.acquire("mlcd status staging")
+    assert lock.previous is not None and lock.previous.pid == 999999
+    assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_process_start_identifies_this_process() -> None:
+    assert process_start(os.getpid())
+    assert process_start(2**22 + 12345) is None
