@@ -133,6 +133,9 @@ def _dockerfile(ctx: Context, opts: ScanOptions, repo: Path) -> Path | None:
         named = build.details.get("dockerfile")
         if isinstance(named, str) and Path(named).is_file():
             return Path(named).resolve()
+        shipped = ctx.out / "build" / "context" / "Dockerfile"
+        if shipped.is_file():
+            return shipped.resolve()
     for folder in (ctx.loaded.root, repo):
         candidate = folder / "Dockerfile"
         if candidate.is_file():

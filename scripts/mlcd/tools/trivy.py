@@ -266,31 +266,43 @@ def scan_image(
 ) -> ImageScan:
     """Vulnerabilities, secrets and misconfigurations in the image's layers and config, from
     the local Docker engine (nothing is pulled), plus its CycloneDX SBOM."""
+    args = [
+        "image",
+        "--no-progress",
+        "--image-src",
+        "docker",
+        "--cache-dir",
+        str(db.cache_dir),
+        "--cache-backend",
+        "memory",
+        "--skip-db-update",
+        "--skip-java-db-update",
+        "--offline-scan",
+        "--skip-check-update",
+        "--list-all-pkgs",
+        "--scanners",
+        "vuln,secret,misconfig",
+        "--image-config-scanners",
+        "misconfig,secret",
+    ]
     with _workdir() as tmp:
-        report = _run_json(
-            trivy,
-            [
-                "image",
-                "--no-progress",
-                "--image-src",
-                "docker",
-                "--cache-dir",
-                str(db.cache_dir),
-                "--cache-backend",
-                "memory",
-                "--skip-db-update",
-                "--skip-java-db-update",
-                "--offline-scan",
-                "--skip-check-update",
-                "--list-all-pkgs",
-                "--scanners",
-                "vuln,secret,misconfig",
-                "--image-config-scanners",
-                "misconfig,secret",
-                image,
-            ],
-            tmp / "image.json",
-        )
+        try:
+            report = _run_json(trivy, [*args, image], tmp / "image.json")
+        except UserInputError:
+            # `name@sha256:<image ID>` (what `mlcd build` records for a local build) is not a
+            # reference the engine knows until the image is pushed; its image ID is.
+            name, _, digest = image.partition("@")
+            try:
+                if not (name and digest.startswith("sha256:")):
+                    raise
+                report = _run_json(trivy, [*args, digest], tmp / "image.json")
+            except UserInputError:
+                raise UserInputError(
+                    f"image {image} is not in the local Docker engine (mlcd scans local "
+                    "images and pulls nothing)",
+                    hint="build it first (`mlcd build`), `docker pull` it, or pass --image "
+                    "with an image that `docker image ls` shows",
+                ) from None
         findings = parse_report(report, target=label)
         results = report.get("Results") or []
         packages = sum(len(r.get("Packages") or []) for r in results if isinstance(r, dict))
