@@ -51,9 +51,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("MLCD_FORMAT", "text"),
         help="text for people, json for tools (default: text)",
     )
-    group.add_argument(
-        "--verbose", "-v", action="store_true", help="show a traceback on failures"
-    )
+    group.add_argument("--verbose", "-v", action="store_true", help="show a traceback on failures")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
             command.name,
             help=command.help,
             description=command.description,
-            epilog="example:\n" + "\n".join(f"  {line}" for line in command.example.splitlines())
-            + "\n\n" + _EXIT_CODES,
+            epilog="example:\n"
+            + "\n".join(f"  {line}" for line in command.example.splitlines())
+            + "\n\n"
+            + _EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.add_arguments(child)
@@ -91,10 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlcdError as exc:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
-        print(exc.render(), file=sys.stderr)
+        sys.stderr.write(exc.render() + "\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("mlcd: interrupted", file=sys.stderr)
+        sys.stderr.write("mlcd: interrupted\n")
         return 130
 
 

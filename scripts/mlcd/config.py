@@ -33,7 +33,10 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 def parse_duration(value: object) -> float:
     """Turn ``30s``, ``2m``, ``500ms``, ``1h`` or a number of seconds into seconds."""
     if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like 30s, 2m, 500ms")
+        # pydantic turns only ValueError into a positioned validation error, not TypeError
+        raise ValueError(  # noqa: TRY004
+            "a duration is a number of seconds or a string like 30s, 2m, 500ms"
+        )
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
@@ -87,7 +90,9 @@ class LintSection(Section):
     bandit_severity: Literal["low", "medium", "high"] = Field(
         "medium", description="bandit findings at or above this severity fail the gate"
     )
-    ruff_format: bool = Field(True, description="also require `ruff format --check` to pass")
+    ruff_format: bool = Field(
+        default=True, description="also require `ruff format --check` to pass"
+    )
 
 
 class TestSection(Section):
@@ -161,10 +166,8 @@ class ScanSection(Section):
     severity: Literal["UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = Field(
         "HIGH", description="the lowest severity that fails the gate"
     )
-    ignore_unfixed: bool = Field(True, description="ignore vulnerabilities with no fix yet")
-    ignore_file: str = Field(
-        ".mlcd-ignore.yaml", description="suppressions with reason and expiry"
-    )
+    ignore_unfixed: bool = Field(default=True, description="ignore vulnerabilities with no fix yet")
+    ignore_file: str = Field(".mlcd-ignore.yaml", description="suppressions with reason and expiry")
     db: str | None = Field(
         None, description="Trivy cache folder holding db/trivy.db, for offline scans"
     )
@@ -371,15 +374,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key `{key}`", mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key `{key}`", mark)
         seen.add(key)
     loader.flatten_mapping(node)
-    return dict(loader.construct_pairs(node))  # type: ignore[no-untyped-call]
+    return dict(loader.construct_pairs(node))
 
 
 _UniqueKeyLoader.add_constructor(
@@ -505,7 +506,8 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise UserInputError(f"cannot read config file {file}: {exc}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        # _UniqueKeyLoader is a SafeLoader subclass: no arbitrary objects are built.
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  # nosec B506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)

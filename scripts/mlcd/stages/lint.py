@@ -50,14 +50,18 @@ def _body(ctx: Context) -> StageOutcome:
     bandit_findings = bandit.scan(paths, cwd=root)
 
     threshold = bandit.SEVERITIES.index(cfg.bandit_severity)
-    bandit_failing = [f for f in bandit_findings if bandit.SEVERITIES.index(f.severity) >= threshold]
+    bandit_failing = [
+        f for f in bandit_findings if bandit.SEVERITIES.index(f.severity) >= threshold
+    ]
 
     ruff_run = SarifRun("ruff", _pkg_version("ruff"), "https://docs.astral.sh/ruff/")
     for f in ruff_findings:
         ruff_run.add_rule(f.code, short=f.message, help_uri=f.url, level="error")
         ruff_run.results.append(SarifResult(f.code, "error", f.message, f.path, f.line, f.column))
     for path in unformatted:
-        ruff_run.add_rule("format", short="file is not formatted as `ruff format` would", level="error")
+        ruff_run.add_rule(
+            "format", short="file is not formatted as `ruff format` would", level="error"
+        )
         ruff_run.results.append(
             SarifResult("format", "error", "would be reformatted by `ruff format`", path)
         )

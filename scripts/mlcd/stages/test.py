@@ -49,7 +49,10 @@ def _body(ctx: Context) -> StageOutcome:
             f"pytest found no tests in {', '.join(cfg.paths)}",
             hint="a test stage with no tests checks nothing: add tests or fix test.paths",
         )
-    counts = {k: sum(c.outcome == k for c in outcome.cases) for k in ("passed", "failed", "error", "skipped")}
+    counts = {
+        k: sum(c.outcome == k for c in outcome.cases)
+        for k in ("passed", "failed", "error", "skipped")
+    }
     coverage = outcome.coverage_percent
     reasons = [f"FAILED {c.name}: {c.message}".rstrip(": ") for c in outcome.failed]
     low_coverage = coverage is not None and coverage < cfg.min_coverage
@@ -72,7 +75,15 @@ def _body(ctx: Context) -> StageOutcome:
         md.append("")
     md.append(f"Coverage: **{cov_text}** (minimum {cfg.min_coverage:g}%)")
     if outcome.failed and outcome.output_tail:
-        md += ["", "<details><summary>pytest output</summary>", "", "```", outcome.output_tail, "```", "</details>"]
+        md += [
+            "",
+            "<details><summary>pytest output</summary>",
+            "",
+            "```",
+            outcome.output_tail,
+            "```",
+            "</details>",
+        ]
     return StageOutcome(
         status="fail" if failed else "pass",
         summary=summary,

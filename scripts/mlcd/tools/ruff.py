@@ -59,13 +59,16 @@ def format_check(paths: list[Path], *, cwd: Path) -> list[Path]:
     result = run(argv, cwd=cwd, timeout=600)
     if result.returncode not in (0, 1):
         raise _failure("ruff format", result.stderr)
-    files = []
-    for line in result.stdout.splitlines():
-        if line.startswith("Would reformat: "):
-            files.append((cwd / line.removeprefix("Would reformat: ").strip()).resolve())
-    return files
+    prefix = "Would reformat: "
+    return [
+        (cwd / line.removeprefix(prefix).strip()).resolve()
+        for line in result.stdout.splitlines()
+        if line.startswith(prefix)
+    ]
 
 
 def _failure(what: str, stderr: str) -> UserInputError:
     first = next((line for line in stderr.splitlines() if line.strip()), "no message")
-    return UserInputError(f"{what} could not run: {first}", hint="check lint.paths and ruff's config")
+    return UserInputError(
+        f"{what} could not run: {first}", hint="check lint.paths and ruff's config"
+    )
