@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from mlcd.errors import UserInputError
 
@@ -48,7 +56,20 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# In the JSON Schema a duration is what a user may write: seconds, or a string with a unit.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": _DURATION.pattern},
+            ],
+            "description": "seconds, or a number with a unit: 500ms, 30s, 2m, 1h",
+        }
+    ),
+]
 
 
 def _kebab(name: str) -> str:
@@ -107,6 +128,10 @@ class TestSection(Section):
 
 class Bound(Section):
     """A bound on a metric: `min`, `max` or both."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["min"]}, {"required": ["max"]}]}
+    )
 
     min: float | None = Field(None, description="the metric must be at least this")
     max: float | None = Field(None, description="the metric must be at most this")
