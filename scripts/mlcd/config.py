@@ -529,12 +529,14 @@ def _yaml_error(file: Path, text: str, exc: yaml.YAMLError) -> UserInputError:
     )
 
 
-def _reference_problems(data: dict[str, Any], positions: _Positions, file: Path) -> list[str]:
+def _reference_problems(
+    data: dict[str, Any], positions: _Positions, file: Path
+) -> list[tuple[int, int, str]]:
     """Checks across sections: every environment that `requires` names exists, no cycles."""
     envs = data.get("environments")
     if not isinstance(envs, dict):
         return []
-    problems: list[str] = []
+    problems: list[tuple[int, int, str]] = []
     graph: dict[str, list[str]] = {}
     for name, env in envs.items():
         requires = env.get("requires") if isinstance(env, dict) else None
@@ -546,17 +548,21 @@ def _reference_problems(data: dict[str, Any], positions: _Positions, file: Path)
             pos = positions.find(loc, key=False)
             where = f"{file}:{pos.line}:{pos.column}: {_dotted(loc)}"
             if req == name:
-                problems.append(f"{where}: environment `{name}` cannot require itself")
+                text = f"{where}: environment `{name}` cannot require itself"
             elif req not in envs:
                 known = ", ".join(f"`{e}`" for e in envs) or "none"
-                problems.append(f"{where}: names unknown environment `{req}` (known: {known})")
+                text = f"{where}: names unknown environment `{req}` (known: {known})"
+            else:
+                continue
+            problems.append((pos.line, pos.column, text))
     cycle = _find_cycle(graph)
     if cycle:
         pos = positions.find(("environments", cycle[0], "requires"), key=True)
-        problems.append(
+        text = (
             f"{file}:{pos.line}:{pos.column}: environments.{cycle[0]}.requires: "
             f"the requirements form a cycle ({' → '.join(cycle)})"
         )
+        problems.append((pos.line, pos.column, text))
     return problems
 
 
@@ -630,8 +636,8 @@ def load_config(path: str | Path) -> LoadedConfig:
         config = Config.model_validate(data)
     except ValidationError as exc:
         described.extend(_describe(e, positions, file) for e in exc.errors())
+    described += _reference_problems(data, positions, file)
     problems = [text for _, _, text in sorted(described)]
-    problems += _reference_problems(data, positions, file)
     if problems or config is None:
         count = len(problems)
         raise UserInputError(
