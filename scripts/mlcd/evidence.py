@@ -86,7 +86,8 @@ class StageResult:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 in UTC with milliseconds, so that stages started in one second still sort."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -20,7 +20,7 @@ def render_markdown(bundle: Bundle, *, title: str = "mlcd report") -> str:
         return "\n".join(lines) + "\n"
     lines += ["| stage | outcome | time | summary |", "|---|---|---:|---|"]
     for r in results:
-        summary = r.summary.replace("|", "\\|")
+        summary = " ".join(r.summary.split()).replace("|", "\\|")
         lines.append(
             f"| {r.stage} | {status_icon(r.status)} {r.status} | {r.duration_s:.1f}s | {summary} |"
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
 from mlcd.cli import main
 from mlcd.config import (
     Config,
@@ -18,7 +19,6 @@ from mlcd.config import (
     parse_duration,
 )
 from mlcd.errors import UserInputError
-
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "model" / "mlcd.yaml"
