@@ -95,7 +95,8 @@ def format_check(paths: list[Path], *, cwd: Path) -> list[Unformatted]:
 
 
 def _failure(what: str, stderr: str) -> UserInputError:
-    first = next((line for line in stderr.splitlines() if line.strip()), "no message")
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()][:3]
+    first = "; ".join(lines) or "no message"
     return UserInputError(
         f"{what} could not run: {first}", hint="check lint.paths and ruff's config"
     )
