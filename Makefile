@@ -11,7 +11,7 @@ MLCD := $(VENV)/bin/mlcd
 STAMP := $(VENV)/.mlcd-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup system venv demo test lint unit integration schema clean
+.PHONY: help setup system venv demo test lint unit integration schema docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -48,6 +48,9 @@ test: setup lint ## the whole suite: lint, unit and integration tests
 
 schema: venv ## regenerate schema/mlcd.schema.json from the code
 	$(MLCD) validate --print-schema > schema/mlcd.schema.json
+
+docs: schema ## regenerate docs/cli.md and docs/configuration.md (and the schema) from the code
+	$(PY) scripts/gen_docs.py
 
 clean: ## remove run folders and caches (keeps the virtualenv)
 	rm -rf .mlcd .mlcd-registry .pytest_cache .mypy_cache .ruff_cache

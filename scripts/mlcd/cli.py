@@ -36,12 +36,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--config",
         type=Path,
+        metavar="PATH",
         default=Path(os.environ.get("MLCD_CONFIG", "mlcd.yaml")),
         help="the project's config file (default: mlcd.yaml; env MLCD_CONFIG)",
     )
     group.add_argument(
         "--out",
         type=Path,
+        metavar="DIR",
         default=Path(os.environ.get("MLCD_OUT", ".mlcd")),
         help="the run folder for the evidence bundle (default: .mlcd; env MLCD_OUT)",
     )

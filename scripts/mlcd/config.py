@@ -314,7 +314,9 @@ class Config(Section):
     image: ImageSection = Field(default_factory=ImageSection)
     scan: ScanSection = Field(default_factory=ScanSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
-    environments: dict[str, EnvironmentSection] = Field(default_factory=dict)
+    environments: dict[str, EnvironmentSection] = Field(
+        default_factory=dict, description="where releases are rolled out, by name"
+    )
 
     @property
     def image_name(self) -> str:
@@ -648,9 +650,41 @@ def load_config(path: str | Path) -> LoadedConfig:
     return LoadedConfig(config=config, path=file.resolve(), sha256=digest)
 
 
+def _factory_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    """pydantic leaves out defaults made by a factory; add the plain ones (lists, mappings)
+    so that editors and the docs show them. Whole sections stay without one."""
+    seen: set[type[BaseModel]] = set()
+
+    def visit(current: type[BaseModel], node: dict[str, Any]) -> None:
+        if current in seen:
+            return
+        seen.add(current)
+        properties = node.get("properties", {})
+        for name, info in current.model_fields.items():
+            prop = properties.get(info.alias or name)
+            if prop is None:
+                continue
+            if info.default_factory is not None and "default" not in prop:
+                value = info.default_factory()  # type: ignore[call-arg]
+                if isinstance(value, list | dict):
+                    prop["default"] = value
+            for arg in _models_in(info.annotation):
+                visit(arg, schema["$defs"].get(arg.__name__, {}))
+
+    visit(model, schema)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation refers to (through Optional, list, dict, …)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of `mlcd.yaml`, generated from the models above."""
     schema = Config.model_json_schema(by_alias=True, mode="validation")
+    _factory_defaults(Config, schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://github.com/org/mlcd/schema/mlcd.schema.json"
     schema["title"] = "mlcd.yaml"
