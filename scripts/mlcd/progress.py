@@ -84,7 +84,9 @@ class StageProgress:
             with self._lock:
                 detail = self._detail
             elapsed = fmt_seconds(time.monotonic() - self._start)
-            line = f"  {_SPINNER[frame % len(_SPINNER)]} {self._stage:<27} {elapsed:>7}  {detail}"
+            # the stage name and the time sit where the outcome line will put them
+            spin = _SPINNER[frame % len(_SPINNER)]
+            line = f"  {spin:<8} {self._stage:<20} {elapsed:>7}  {detail}"
             self.stream.write("\r\x1b[2K" + line[:160])
             self.stream.flush()
             frame += 1
