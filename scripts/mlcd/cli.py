@@ -12,7 +12,7 @@ from pathlib import Path
 from mlcd import __version__, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
-from mlcd.stages import lint, test, train, validate
+from mlcd.stages import evaluate, lint, test, train, validate
 
 # The commands, in the order `mlcd --help` lists them. Only commands that work are listed.
 COMMANDS: list[Command] = [
@@ -20,6 +20,7 @@ COMMANDS: list[Command] = [
     lint.COMMAND,
     test.COMMAND,
     train.COMMAND,
+    evaluate.COMMAND,
     pipeline.COMMAND,
     report.COMMAND,
 ]

@@ -72,10 +72,9 @@ def _fit(estimator: Any, features: Any, target: Any, text: str) -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             estimator.fit(features, target)
-    except Exception as exc:  # the user's estimator failed on the user's data
+    except Exception as exc:  # noqa: BLE001 - the user's estimator failed on the user's data
         raise UserInputError(
-            f"model.entrypoint: fitting `{text}` on model.data raised "
-            f"{type(exc).__name__}: {exc}",
+            f"model.entrypoint: fitting `{text}` on model.data raised {type(exc).__name__}: {exc}",
             hint="check that the pipeline handles every column type in the data "
             "(e.g. encode text columns)",
         ) from None
@@ -166,7 +165,7 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
     write_json_atomic(meta_path, meta)
 
     n_classes = len(meta["classes"]) if meta.get("classes") else None
-    what = f"{meta['estimator']} on {meta['train_rows']} rows × {len(features)} features"
+    what = f"{meta['estimator']} on {meta['train_rows']} rows, {len(features)} features"
     if reused_from:
         summary = f"reused {reused_from} from the registry ({what}); no fit"
     else:
@@ -187,7 +186,7 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
         f"| estimator | `{meta['estimator']}` from `{cfg.entrypoint}` |",
         f"| params | `{json.dumps(meta['params'], sort_keys=True)}` |",
         f"| data | `{cfg.data}` ({meta['rows']} rows, sha256 `{data_sha256[:12]}`) |",
-        f"| split | {meta['train_rows']} train / {meta['holdout_rows']} held out, seed {cfg.seed} |",
+        f"| split | {meta['train_rows']} train, {meta['holdout_rows']} held out, seed {cfg.seed} |",
         f"| fit time | {meta['fit_seconds']:.3f}s{' (reused)' if reused_from else ''} |",
         f"| fingerprint | `{fp[:16]}` |",
     ]
