@@ -82,6 +82,8 @@ def mermaid_chart(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
     who = f"candidate (bars) vs champion {champion} (line)" if champion else "candidate"
     rows = [
         "```mermaid",
+        '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "'
+        + f'{_CANDIDATE}, {_CHAMPION}"' + "}}}}%%",
         "xychart-beta",
         f'    title "{who}"',
         "    x-axis [" + ", ".join(f'"{k}"' for k in shown) + "]",

@@ -591,11 +591,11 @@ def _register(
 ) -> dict[str, Any]:
     fingerprint = str(meta.get("fingerprint", ""))
     earlier = registry.find_by_fingerprint(fingerprint) if fingerprint else None
-    if earlier is not None and earlier.model_sha256 == meta.get("model_sha256"):
+    if earlier is not None:
         return {
             "registered": False,
             "version": earlier.version,
-            "reason": f"the same model is already {earlier.version}",
+            "reason": f"a model from the same data, code and params is {earlier.version}",
             "registry": registry.location,
         }
     version = registry.register(
