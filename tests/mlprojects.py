@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-CLASSIFIER_CODE = '''
+CLASSIFIER_CODE = """
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -23,17 +23,22 @@ from sklearn.preprocessing import StandardScaler
 def build_model(C=1.0, max_iter=1000):
     return Pipeline([("scale", StandardScaler()),
                      ("classify", LogisticRegression(C=C, max_iter=max_iter))])
-'''
+"""
 
-REGRESSOR_CODE = '''
+REGRESSOR_CODE = """
+from sklearn.compose import make_column_transformer
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 
 def build_model(alpha=1.0):
-    return Pipeline([("scale", StandardScaler()), ("regress", Ridge(alpha=alpha))])
-'''
+    prepare = make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore"), ["sex"]),
+        (StandardScaler(), ["age", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]),
+    )
+    return Pipeline([("prepare", prepare), ("regress", Ridge(alpha=alpha))])
+"""
 
 
 def classification_frame(rows: int | None = None) -> pd.DataFrame:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from mlcd import cli, modelio
+
 from tests.mlprojects import classification_frame, result, write_project
 
 
@@ -30,17 +30,35 @@ def test_train_writes_model_metadata_and_holdout(tmp_path: Path) -> None:
     assert train(config, out) == 0
     folder = out / "train"
     meta = json.loads((folder / "model.json").read_text())
-    for key in ("name", "task", "target", "features", "classes", "params", "data_sha256",
-                "rows", "seed", "test_size", "git_sha", "versions", "fit_seconds",
-                "fingerprint", "trusted_types"):
+    for key in (
+        "name",
+        "task",
+        "target",
+        "features",
+        "classes",
+        "params",
+        "data_sha256",
+        "rows",
+        "seed",
+        "test_size",
+        "git_sha",
+        "versions",
+        "fit_seconds",
+        "fingerprint",
+        "trusted_types",
+    ):
         assert key in meta, key
     assert meta["classes"] == [0, 1]
     assert meta["git_sha"] == "a" * 40
     assert [f["name"] for f in meta["features"]] == [
-        "mean radius", "mean texture", "mean smoothness", "worst area"
+        "mean radius",
+        "mean texture",
+        "mean smoothness",
+        "worst area",
     ]
     radius = meta["features"][0]
-    assert radius["dtype"] == "float64" and radius["min"] < radius["max"]
+    assert radius["dtype"] == "float64"
+    assert radius["min"] < radius["max"]
     assert meta["versions"]["scikit-learn"]
     holdout = pd.read_csv(folder / "holdout.csv")
     assert list(holdout.columns) == [*(f["name"] for f in meta["features"]), "diagnosis"]
@@ -49,12 +67,21 @@ def test_train_writes_model_metadata_and_holdout(tmp_path: Path) -> None:
     assert 0.55 < holdout["diagnosis"].mean() < 0.7
     model = modelio.load_model(folder / "model.skops")
     assert list(model.predict(holdout.drop(columns="diagnosis").head(3))) in (
-        [0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1], [1, 0, 0], [1, 0, 1], [1, 1, 0], [1, 1, 1]
+        [0, 0, 0],
+        [0, 0, 1],
+        [0, 1, 0],
+        [0, 1, 1],
+        [1, 0, 0],
+        [1, 0, 1],
+        [1, 1, 0],
+        [1, 1, 1],
     )
     res = result(out, "train")
     assert res["status"] == "pass"
     assert res["artifacts"] == {
-        "model": "train/model.skops", "metadata": "train/model.json", "holdout": "train/holdout.csv"
+        "model": "train/model.skops",
+        "metadata": "train/model.json",
+        "holdout": "train/holdout.csv",
     }
 
 
@@ -141,7 +168,9 @@ def test_missing_target_column(tmp_path: Path, capsys: pytest.CaptureFixture[str
     frame = classification_frame().rename(columns={"diagnosis": "diagnosys"})
     config = write_project(tmp_path / "p", frame=frame)
     rc = train(config, tmp_path / "out")
-    _fails_with(capsys, 2, rc, "model.target", "`diagnosis`", "train.csv", "did you mean `diagnosys`")
+    _fails_with(
+        capsys, 2, rc, "model.target", "`diagnosis`", "train.csv", "did you mean `diagnosys`"
+    )
     assert result(tmp_path / "out", "train")["status"] == "error"
 
 
@@ -189,14 +218,26 @@ def test_target_with_one_class(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_entrypoint_file_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_project(tmp_path / "p", model={"entrypoint": "nothere.py:build_model"})
-    _fails_with(capsys, 2, train(config, tmp_path / "out"), "model.entrypoint", "nothere.py",
-                "does not exist")
+    _fails_with(
+        capsys,
+        2,
+        train(config, tmp_path / "out"),
+        "model.entrypoint",
+        "nothere.py",
+        "does not exist",
+    )
 
 
 def test_entrypoint_function_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_project(tmp_path / "p", model={"entrypoint": "train.py:make_model"})
-    _fails_with(capsys, 2, train(config, tmp_path / "out"), "model.entrypoint",
-                "no function `make_model`", "build_model")
+    _fails_with(
+        capsys,
+        2,
+        train(config, tmp_path / "out"),
+        "model.entrypoint",
+        "no function `make_model`",
+        "build_model",
+    )
 
 
 def test_entrypoint_module_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -214,8 +255,14 @@ def test_entrypoint_returns_no_estimator(
 ) -> None:
     code = "def build_model():\n    return {'model': 'logistic'}\n"
     config = write_project(tmp_path / "p", code=code)
-    _fails_with(capsys, 2, train(config, tmp_path / "out"), "model.entrypoint",
-                "returned a dict", "not a scikit-learn estimator")
+    _fails_with(
+        capsys,
+        2,
+        train(config, tmp_path / "out"),
+        "model.entrypoint",
+        "returned a dict",
+        "not a scikit-learn estimator",
+    )
 
 
 def test_entrypoint_returns_a_regressor_for_classification(
