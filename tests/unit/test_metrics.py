@@ -91,3 +91,10 @@ def test_labels_are_matched_as_text_and_numbers() -> None:
     assert list(m.encode_labels([1, 0, "1", 1.0], [0, 1])) == [1, 0, 1, 1]
     with pytest.raises(KeyError):
         m.encode_labels(["cat"], [0, 1])
+
+
+def test_rankdata_matches_scipy() -> None:
+    from scipy.stats import rankdata
+
+    values = np.array([0.3, 0.1, 0.3, 0.9, 0.1, 0.1, 0.5])
+    assert (m.rankdata(values) == rankdata(values)).all()
