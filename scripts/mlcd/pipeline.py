@@ -13,7 +13,7 @@ from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageResult, utc_now, write_json_atomic
 from mlcd.progress import StageProgress, fmt_seconds
-from mlcd.stages import lint, test
+from mlcd.stages import evaluate, lint, test, train
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ def steps(_ctx: Context) -> list[Step]:
     return [
         Step("lint", lint.stage),
         Step("test", test.stage),
+        Step("train", train.stage),
+        Step("evaluate", evaluate.stage),
     ]
 
 
