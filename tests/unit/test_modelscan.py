@@ -235,6 +235,18 @@ def test_skops_untrusted_and_dangerous_types(tmp_path: Path, models: dict[str, A
     assert (finding.id, finding.package) == (RULE_UNTRUSTED_TYPE, "mycompany.features.scale")
 
 
+def test_skops_types_the_loader_trusts_pass(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """A tree needs sklearn.tree._tree.Tree, outside skops's defaults but on the loader's
+    list (mlcd.modelio.TRUSTED_TYPES), so the scanner accepts it as the loader would."""
+    x, y = data
+    path = tmp_path / "forest.skops"
+    sio.dump(RandomForestClassifier(n_estimators=2, random_state=0).fit(x, y), path)
+    assert "sklearn.tree._tree.Tree" in sio.get_untrusted_types(file=path)
+    assert scan_model_file(path) == []
+
+
 def test_damaged_skops_is_a_finding(tmp_path: Path, models: dict[str, Any]) -> None:
     path = tmp_path / "model.skops"
     sio.dump(models["logistic"], path)

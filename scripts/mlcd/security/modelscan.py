@@ -17,7 +17,6 @@ import ast
 import bz2
 import contextlib
 import gzip
-import importlib
 import lzma
 import struct
 import zipfile
@@ -25,6 +24,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlcd.modelio import TRUSTED_TYPES
 from mlcd.security import allowlist
 from mlcd.security.findings import Finding
 from mlcd.security.picklescan import PickleReadError, Readable, walk
@@ -48,12 +48,8 @@ _ZLIB_JOBLIB = b"ZF"  # joblib's own zlib container: b"ZF" + 19-byte length + zl
 
 
 def trusted_types() -> frozenset[str]:
-    """The extra skops types the loader (`mlcd.modelio.TRUSTED_TYPES`) accepts."""
-    try:
-        module = importlib.import_module("mlcd.modelio")
-    except ImportError:
-        return frozenset()
-    return frozenset(str(t) for t in getattr(module, "TRUSTED_TYPES", ()))
+    """The extra skops types the loader accepts: `mlcd.modelio.TRUSTED_TYPES`, one list."""
+    return frozenset(TRUSTED_TYPES)
 
 
 def _finding(rule: str, severity: str, title: str, shown: str, package: str = "") -> Finding:
