@@ -439,7 +439,7 @@ def parse_report(report: dict[str, Any], *, target: str) -> list[Finding]:
                     package=where,
                     path=where,
                     line=int(cause.get("StartLine") or 0),
-                    match=str(misconf.get("Message") or "")[:200],
+                    match=redact(str(misconf.get("Message") or "")),
                     url=str(misconf.get("PrimaryURL") or ""),
                 )
             )
