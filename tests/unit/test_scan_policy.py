@@ -190,7 +190,7 @@ def test_model_findings_fail_whatever_the_severity_threshold() -> None:
     [
         f'TOKEN = "{TOKEN}"',
         f"export GH={TOKEN} # ci",
-        "aws_key=AKIAIOSFODNN7EXAMPLE1",
+        "aws_key=AKIA" + "IOSFODNN7EXAMPLE1",
         "x = 'Zm9vYmFyYmF6cXV4cXV1eGZvb2JhcmJhenF1eA=='",
     ],
 )

@@ -434,7 +434,9 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
         what += f", {n_models} model file{'s' * (n_models != 1)}"
     if verdict.failing:
         header = (
-            f"{len(verdict.failing)} finding{'s' * (len(verdict.failing) != 1)} fail the gate ("
+            f"{len(verdict.failing)} "
+            + ("finding fails" if len(verdict.failing) == 1 else "findings fail")
+            + " the gate ("
             + ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITIES) if counts.get(s))
             + ")"
         )
