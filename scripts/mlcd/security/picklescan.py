@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
 _CHUNK = 1 << 20
 _SIMPLE_DTYPE = re.compile(r"^[<>|=]?[a-zA-Z]\d*$")
 _WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
@@ -365,6 +363,8 @@ def _dtype_info(dtype: Any) -> tuple[int, bool]:
     code = dtype.args[0]
     state = dtype.state
     elsize = state[5] if isinstance(state, tuple) and len(state) > 5 else -1
+    import numpy as np  # only joblib files need it; keeps `mlcd` quick to start
+
     try:
         parsed = np.dtype(code)
     except TypeError:
