@@ -427,7 +427,13 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
     artifacts["findings"] = ctx.bundle.relative(findings_path)
 
     counts = Counter(j.finding.severity for j in verdict.failing)
-    scanned = [p.label.split(" ")[0] for p in parts if p.scanned]
+    words = {
+        "image": "image",
+        "dockerfile": "Dockerfile",
+        "repository": "repository",
+        "clair": "Clair report",
+    }
+    scanned = [words.get(p.name, p.name) for p in parts if p.scanned]
     n_models = sum(p.name == "model" and p.scanned for p in parts)
     what = ", ".join(dict.fromkeys(s for s in scanned if s != "model"))
     if n_models:
