@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlcd.sarif import SARIF_SCHEMA, SARIF_VERSION
@@ -58,6 +59,13 @@ def _fingerprint(judged: Judged) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _artifact(uri: str) -> dict[str, str]:
+    """A path in the repository is relative to %SRCROOT%; one outside it is a file: URI."""
+    if uri.startswith("/"):
+        return {"uri": Path(uri).as_uri()}
+    return {"uri": uri, "uriBaseId": "%SRCROOT%"}
+
+
 def _result(judged: Judged, rule_index: int, fallback_uri: Mapping[str, str]) -> dict[str, Any]:
     f = judged.finding
     in_repo = bool(f.path) and not f.target.startswith(("image", "clair"))
@@ -76,7 +84,7 @@ def _result(judged: Judged, rule_index: int, fallback_uri: Mapping[str, str]) ->
         "locations": [
             {
                 "physicalLocation": {
-                    "artifactLocation": {"uri": uri or "mlcd.yaml", "uriBaseId": "%SRCROOT%"},
+                    "artifactLocation": _artifact(uri or "mlcd.yaml"),
                     "region": region,
                 }
             }
