@@ -33,20 +33,15 @@ def read_table(path: Path, *, key: str = "model.data") -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise UserInputError(f"{key}: data file {path} is empty (0 bytes)")
     suffix = path.suffix.lower()
+    if suffix not in _PARQUET + _CSV:
+        raise UserInputError(
+            f"{key}: {path} has suffix `{suffix}`; mlcd reads .csv and .parquet files"
+        )
     try:
-        if suffix in _PARQUET:
-            frame = pd.read_parquet(path)
-        elif suffix in _CSV:
-            frame = pd.read_csv(path)
-        else:
-            raise UserInputError(
-                f"{key}: {path} has suffix `{suffix}`; mlcd reads .csv and .parquet files"
-            )
-    except UserInputError:
-        raise
+        frame = pd.read_parquet(path) if suffix in _PARQUET else pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise UserInputError(f"{key}: data file {path} is empty (no header, no rows)") from None
-    except Exception as exc:  # pandas/pyarrow raise many kinds on a malformed file
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many kinds
         raise UserInputError(
             f"{key}: cannot read {path} ({type(exc).__name__}: {exc})".rstrip()
         ) from None
@@ -152,10 +147,9 @@ def _text_column_problems(series: pd.Series, column: str, path: Path) -> list[st
         bad_rows = [int(series.index.get_loc(i)) for i in values.index[bad_mask][:_SHOWN]]
         shown = ", ".join(repr(str(v)) for v in values[bad_mask][:_SHOWN])
         count = int(bad_mask.sum())
-        return [
-            f"{column} is numeric but holds {count} text value{'s' * (count != 1)} "
-            f"({shown} at {_where(path, bad_rows)})"
-        ]
+        plural = "s" * (count != 1)
+        where = _where(path, bad_rows)
+        return [f"{column} is numeric but holds {count} text value{plural} ({shown} at {where})"]
     return []
 
 

@@ -65,13 +65,17 @@ def _on_path(folder: Path) -> Iterator[None]:
             sys.path.remove(entry)
 
 
+def _not_python(file: Path) -> UserInputError:
+    return UserInputError(f"{KEY}: cannot import {file} as Python")
+
+
 def _import(entry: Entrypoint, root: Path) -> ModuleType:
     try:
         if entry.file is not None:
             name = entry.file.stem
             spec = importlib.util.spec_from_file_location(name, entry.file)
             if spec is None or spec.loader is None:
-                raise UserInputError(f"{KEY}: cannot import {entry.file} as Python")
+                raise _not_python(entry.file)  # noqa: TRY301 - re-raised as is below
             module = importlib.util.module_from_spec(spec)
             with _on_path(entry.file.parent):
                 sys.modules[name] = module
@@ -87,7 +91,7 @@ def _import(entry: Entrypoint, root: Path) -> ModuleType:
             hint="a module entrypoint is imported with the config's folder on sys.path; "
             "check the name, or use `path/to/file.py:function`",
         ) from None
-    except Exception as exc:  # the user's module raised while being imported
+    except Exception as exc:  # noqa: BLE001 - the user's module raised while being imported
         raise UserInputError(
             f"{KEY}: importing `{entry.module}` raised {type(exc).__name__}: {exc}"
         ) from None
@@ -97,9 +101,7 @@ def load_function(entry: Entrypoint, root: Path) -> Callable[..., Any]:
     module = _import(entry, root)
     function = getattr(module, entry.function, None)
     if function is None:
-        public = sorted(
-            n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-        )
+        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise UserInputError(
             f"{KEY}: `{entry.module}` has no function `{entry.function}`",
             hint=f"callables defined there: {', '.join(public) or 'none'}",
@@ -120,11 +122,13 @@ def build(entry: Entrypoint, root: Path, params: dict[str, Any], task: str) -> A
         raise UserInputError(
             f"{KEY}: `{entry.text}` rejected model.params {params}: {exc}"
         ) from None
-    except Exception as exc:  # the user's function raised
+    except Exception as exc:  # noqa: BLE001 - the user's function raised
         raise UserInputError(
             f"{KEY}: `{entry.text}(**model.params)` raised {type(exc).__name__}: {exc}"
         ) from None
-    missing = [m for m in ("fit", "predict", "get_params") if not callable(getattr(estimator, m, None))]
+    missing = [
+        m for m in ("fit", "predict", "get_params") if not callable(getattr(estimator, m, None))
+    ]
     if missing:
         raise UserInputError(
             f"{KEY}: `{entry.text}` returned a {type(estimator).__name__}, not a scikit-learn "

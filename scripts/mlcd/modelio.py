@@ -9,6 +9,8 @@ scanner and `mlcd evaluate` all load through `load_model`.
 from __future__ import annotations
 
 import hashlib
+import re
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,12 +46,67 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_ID = re.compile(rb'("__id__": |"file": ")(\d{6,})')
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _reproducible(raw: bytes) -> bytes:
+    """The same skops archive with stable bytes.
+
+    skops names arrays and objects by `id()` (memory addresses, new in every process) and
+    stamps the time on each zip entry. Renumbering the ids in order of appearance and fixing
+    the timestamps makes the same model give the same file, hence the same sha256 (and the
+    same image digest downstream).
+    """
+    import io
+
+    source = zipfile.ZipFile(io.BytesIO(raw))
+    schema = source.read("schema.json")
+    numbers: dict[bytes, bytes] = {}
+    for match in _ID.finditer(schema):
+        numbers.setdefault(match.group(2), str(len(numbers) + 1).encode())
+
+    def rename(match: re.Match[bytes]) -> bytes:
+        return match.group(1) + numbers[match.group(2)]
+
+    def new_name(name: str) -> str:
+        stem, dot, ext = name.partition(".")
+        return numbers.get(stem.encode(), stem.encode()).decode() + dot + ext
+
+    target = io.BytesIO()
+    with zipfile.ZipFile(target, "w") as out:
+        for info in sorted(source.infolist(), key=lambda i: new_name(i.filename).zfill(40)):
+            data = source.read(info)
+            name = new_name(info.filename)
+            if name == "schema.json":
+                data = _ID.sub(rename, data)
+            entry = zipfile.ZipInfo(name, date_time=_EPOCH)
+            entry.compress_type = info.compress_type
+            entry.external_attr = 0o644 << 16
+            out.writestr(entry, data)
+    return target.getvalue()
+
+
 def save_model(model: Any, path: Path) -> list[str]:
-    """Save a fitted estimator with skops; return the non-default types it needs to load."""
+    """Save a fitted estimator with skops; return the non-default types it needs to load.
+
+    The file's bytes are made reproducible when both it and skops's own file load back to
+    objects that serialise to the same stable bytes; otherwise skops's own bytes are kept.
+    """
     import skops.io as sio
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    sio.dump(model, path)
+    raw = sio.dumps(model)
+    data = raw
+    try:
+        stable = _reproducible(raw)
+        needed = sio.get_untrusted_types(data=stable)
+        again = _reproducible(sio.dumps(sio.loads(stable, trusted=needed)))
+        if again == stable == _reproducible(sio.dumps(sio.loads(raw, trusted=needed))):
+            data = stable
+    except Exception:  # noqa: BLE001, S110 - keep skops's own bytes when anything differs
+        pass
+    path.write_bytes(data)
     return sorted(sio.get_untrusted_types(file=path))
 
 
@@ -60,7 +117,7 @@ def needed_types(path: Path) -> list[str]:
     _check_file(path)
     try:
         return sorted(sio.get_untrusted_types(file=path))
-    except Exception as exc:  # skops raises many kinds on a damaged file
+    except Exception as exc:  # noqa: BLE001 - skops raises many kinds on a damaged file
         raise GateFailed(
             f"{path}: not a readable skops model file ({type(exc).__name__}: {exc})",
             hint="models are saved by `mlcd train` with skops; pickle files are not accepted",
@@ -91,7 +148,7 @@ def load_model(path: Path, extra_trusted: Iterable[str] = ()) -> Any:
         )
     try:
         return sio.load(path, trusted=needed)
-    except Exception as exc:  # a file whose content does not match its schema
+    except Exception as exc:  # noqa: BLE001 - content that does not match its schema
         raise GateFailed(
             f"{path}: the skops model file could not be loaded ({type(exc).__name__}: {exc})"
         ) from None

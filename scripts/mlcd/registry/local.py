@@ -195,7 +195,9 @@ class LocalRegistry(ModelRegistry):
 
     def alias_history(self, name: str) -> list[dict[str, str]]:
         entry = self._aliases_raw().get(name) or {}
-        return [{"version": str(h["version"]), "at": str(h["at"])} for h in entry.get("history", [])]
+        return [
+            {"version": str(h["version"]), "at": str(h["at"])} for h in entry.get("history", [])
+        ]
 
     def attach(self, version: str, key: str, value: Any) -> ModelVersion:
         with self._locked():
@@ -227,7 +229,7 @@ class LocalRegistry(ModelRegistry):
             write_json_atomic(path, data)
             return self._load(folder)
 
-    def model_file(self, version: str, workdir: Path) -> Path:
+    def model_file(self, version: str, workdir: Path) -> Path:  # noqa: ARG002 - kept locally
         folder = self._folder(version)
         record = self._load(folder)
         path = folder / MODEL_FILE

@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, dataset, entrypoint, modelio
+from mlcd import __version__, entrypoint, modelio
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
@@ -72,10 +72,9 @@ def _fit(estimator: Any, features: Any, target: Any, text: str) -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             estimator.fit(features, target)
-    except Exception as exc:  # the user's estimator failed on the user's data
+    except Exception as exc:  # noqa: BLE001 - the user's estimator failed on the user's data
         raise UserInputError(
-            f"model.entrypoint: fitting `{text}` on model.data raised "
-            f"{type(exc).__name__}: {exc}",
+            f"model.entrypoint: fitting `{text}` on model.data raised {type(exc).__name__}: {exc}",
             hint="check that the pipeline handles every column type in the data "
             "(e.g. encode text columns)",
         ) from None
@@ -83,6 +82,8 @@ def _fit(estimator: Any, features: Any, target: Any, text: str) -> float:
 
 
 def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
+    from mlcd import dataset  # pandas: only when training
+
     cfg = ctx.config.model
     root = ctx.loaded.root
     entry = entrypoint.parse(cfg.entrypoint, root)
@@ -166,7 +167,7 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
     write_json_atomic(meta_path, meta)
 
     n_classes = len(meta["classes"]) if meta.get("classes") else None
-    what = f"{meta['estimator']} on {meta['train_rows']} rows × {len(features)} features"
+    what = f"{meta['estimator']} on {meta['train_rows']} rows, {len(features)} features"
     if reused_from:
         summary = f"reused {reused_from} from the registry ({what}); no fit"
     else:
@@ -187,7 +188,7 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
         f"| estimator | `{meta['estimator']}` from `{cfg.entrypoint}` |",
         f"| params | `{json.dumps(meta['params'], sort_keys=True)}` |",
         f"| data | `{cfg.data}` ({meta['rows']} rows, sha256 `{data_sha256[:12]}`) |",
-        f"| split | {meta['train_rows']} train / {meta['holdout_rows']} held out, seed {cfg.seed} |",
+        f"| split | {meta['train_rows']} train, {meta['holdout_rows']} held out, seed {cfg.seed} |",
         f"| fit time | {meta['fit_seconds']:.3f}s{' (reused)' if reused_from else ''} |",
         f"| fingerprint | `{fp[:16]}` |",
     ]
