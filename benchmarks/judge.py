@@ -126,7 +126,7 @@ def simulate(
 
 
 def run_many(
-    scenario: Scenario, runs: int, intervals: int, per_interval: int, weight: float, seed: int
+    scenario: Scenario, *, runs: int, intervals: int, per_interval: int, weight: float, seed: int
 ) -> dict[str, object]:
     rng = random.Random(f"{seed}-{scenario.name}")
     results = [simulate(rng, scenario, intervals, per_interval, weight) for _ in range(runs)]
@@ -155,6 +155,13 @@ SCENARIOS = [
 ]
 
 
+def _pair(row: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    mlcd, fixed = row["mlcd"], row["fixed"]
+    if not isinstance(mlcd, dict) or not isinstance(fixed, dict):
+        raise TypeError("a figure row holds two dicts")
+    return mlcd, fixed
+
+
 def _share(value: object) -> str:
     return f"{float(str(value)):6.1%}"
 
@@ -178,24 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     clock = time.monotonic()
-    aa = run_many(
-        Scenario("A/A", BASE, BASE),
-        args.runs,
-        args.intervals,
-        args.requests,
-        args.weight,
-        args.seed,
-    )
-    aa_low = run_many(
-        Scenario("A/A at 100 req/interval", BASE, BASE),
-        args.runs,
-        args.intervals,
-        100,
-        args.weight,
-        args.seed,
-    )
+    common = {
+        "runs": args.runs,
+        "intervals": args.intervals,
+        "weight": args.weight,
+        "seed": args.seed,
+    }
+    aa = run_many(Scenario("A/A", BASE, BASE), per_interval=args.requests, **common)
+    aa_low = run_many(Scenario("A/A at 100 req/interval", BASE, BASE), per_interval=100, **common)
     regressions = [
-        run_many(s, args.regression_runs, args.max_intervals, args.requests, args.weight, args.seed)
+        run_many(
+            s,
+            runs=args.regression_runs,
+            intervals=args.max_intervals,
+            per_interval=args.requests,
+            weight=args.weight,
+            seed=args.seed,
+        )
         for s in SCENARIOS
     ]
     elapsed = time.monotonic() - clock
@@ -220,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  {'streams':<28}{'mlcd judge':>12}{'fixed thresholds':>18}")
     for row in (aa, aa_low):
-        mlcd, fixed = row["mlcd"], row["fixed"]
-        assert isinstance(mlcd, dict) and isinstance(fixed, dict)
+        mlcd, fixed = _pair(row)
         print(
             f"  {row['scenario']!s:<28}{_share(mlcd['rollback_share']):>12}"
             f"{_share(fixed['rollback_share']):>18}"
@@ -236,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'requests':>10}"
     )
     for row in regressions:
-        mlcd, fixed = row["mlcd"], row["fixed"]
-        assert isinstance(mlcd, dict) and isinstance(fixed, dict)
+        mlcd, fixed = _pair(row)
         print(
             f"  {row['scenario']!s:<28}{_share(mlcd['rollback_share']):>12}"
             f"{_requests(mlcd['median_requests']):>10}{_share(fixed['rollback_share']):>14}"

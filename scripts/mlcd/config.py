@@ -238,11 +238,9 @@ class ShadowSection(Section):
 
     duration: Duration = Field(60.0, description="how long to mirror before judging")
     interval: Duration = Field(10.0, description="analysis interval while mirroring")
-    min_requests: int = Field(
-        100, ge=0, description="paired requests before an interval can pass"
-    )
+    min_requests: int = Field(100, ge=0, description="paired requests before an interval can pass")
     promote: bool = Field(
-        True, description="switch traffic to the shadow when it passes (false: only judge it)"
+        default=True, description="switch to the shadow when it passes (false: only judge it)"
     )
     max_disagreement: float = Field(
         0.05, ge=0, le=1, description="classification: largest share of differing predictions"

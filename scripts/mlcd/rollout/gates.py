@@ -84,7 +84,7 @@ def _scan_attachment(record: ModelVersion) -> bool | None:
         if isinstance(scan.get("passed"), bool):
             return bool(scan["passed"])
         if "status" in scan:
-            return scan["status"] == "pass"
+            return bool(scan["status"] == "pass")
     if isinstance(scan, str):
         return scan == "pass"
     return None

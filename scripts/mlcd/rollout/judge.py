@@ -18,7 +18,7 @@ after every interval (the share of `alpha` each gets is in `ALPHA_SHARES`):
 - **error rate, absolute** — the same kind of mixture test of "canary error rate ≤
   `max-error-rate`" (a supermartingale under that hypothesis), so the absolute limit fails on
   evidence, not on two unlucky requests.
-- **latency** — a one-sided Mann–Whitney rank test of the canary's latencies against the
+- **latency** — a one-sided Mann-Whitney rank test of the canary's latencies against the
   stable's latencies scaled by ``1 + max-latency-increase`` (the effect-size tolerance, in
   the spirit of Kayenta's judge); its level at the k-th look is ``a·6/(π²k²)`` (the levels
   sum to ``a``), so repeated looks stay valid; plus the absolute p99 limit.
@@ -405,18 +405,20 @@ def judge(
         if p_lat < level:
             failures.append(
                 f"canary latency is more than {limits.max_latency_increase:.0%} above stable "
-                f"(Mann–Whitney p={p_lat:.2g} < {level:.2g}; p50 "
+                f"(Mann-Whitney p={p_lat:.2g} < {level:.2g}; p50 "
                 f"{metrics['canary_p50_ms']} vs {metrics['stable_p50_ms']} ms)"
             )
         else:
             reasons.append(
                 f"latency within {limits.max_latency_increase:.0%} of stable "
-                f"(Mann–Whitney p={p_lat:.2g})"
+                f"(Mann-Whitney p={p_lat:.2g})"
             )
 
     # 4. predictions: paired (shadow) or distributions (canary)
     if pairs is not None:
-        s = _paired(s, pairs, limits, metrics, reasons, failures)
+        s = _paired(
+            s, pairs=pairs, limits=limits, metrics=metrics, reasons=reasons, failures=failures
+        )
     else:
         s = _distribution(s, limits, metrics, reasons, failures)
 
@@ -475,6 +477,7 @@ def _distribution(
 
 def _paired(
     s: JudgeState,
+    *,
     pairs: Sequence[tuple[float | str, float | str]],
     limits: Limits,
     metrics: dict[str, float | int | None],

@@ -143,7 +143,13 @@ def _service(
 
 
 def render(
-    project: str, env: str, section: EnvironmentSection, version: str, image: str, strategy: str
+    project: str,
+    env: str,
+    section: EnvironmentSection,
+    *,
+    version: str,
+    image: str,
+    strategy: str,
 ) -> list[dict[str, Any]]:
     """The objects of one rollout, in the order they are applied."""
     if strategy == "shadow":
@@ -293,7 +299,14 @@ def deploy(
     folder: Path,
     details: dict[str, Any],
 ) -> StageOutcome:
-    objects = render(ctx.config.project, env, section, release.version, release.image, strategy)
+    objects = render(
+        ctx.config.project,
+        env,
+        section,
+        version=release.version,
+        image=release.image,
+        strategy=strategy,
+    )
     problems = [p for obj in objects for p in validate_custom(obj)]
     if problems:
         raise UserInputError("the rendered Argo Rollouts objects are invalid", problems=problems)

@@ -109,9 +109,7 @@ class LoadGenerator:
         self._stop.clear()
         self._started = time.monotonic()
         for index in range(self.workers):
-            thread = threading.Thread(
-                target=self._work, args=(index,), daemon=True, name=f"mlcd-load-{index}"
-            )
+            thread = threading.Thread(target=self._work, daemon=True, name=f"mlcd-load-{index}")
             thread.start()
             self._threads.append(thread)
 
@@ -135,7 +133,7 @@ class LoadGenerator:
                 return number
             self._stop.wait(min(delay, 0.2))
 
-    def _work(self, index: int) -> None:
+    def _work(self) -> None:
         conns: dict[int, http.client.HTTPConnection] = {}
         while (number := self._ticket()) is not None:
             body = self.bodies[number % len(self.bodies)]

@@ -26,6 +26,7 @@ from mlcd.rollout.loadgen import LoadGenerator
 from mlcd.rollout.metrics import (
     ArmReader,
     MetricsError,
+    Recent,
     common_windows,
     http_get,
     pair_predictions,
@@ -327,10 +328,8 @@ class LocalController:
                 self._measure("fail", [why], {}, label)
                 return _Analysis("failed", why, run.record("fail"), judge_state)
             try:
-                if not baseline_ok:
-                    raise MetricsError("no baseline reading of the arms' metrics")
-                stable_window, stable_recent = readers[0].interval()
-                cand_window, cand_recent = readers[1].interval()
+                stable_window, stable_recent = self._read(readers[0], baseline_ok)
+                cand_window, cand_recent = self._read(readers[1], baseline_ok)
             except MetricsError as exc:
                 run = run.record("error")
                 self._measure("error", [str(exc)], {}, label)
@@ -359,6 +358,12 @@ class LocalController:
                 return _Analysis("paused", f"{run.explain()}; last: {why}", run, judge_state)
             if last == "pass" and time.monotonic() - started >= duration:
                 return _Analysis("pass", run.explain(), run, judge_state)
+
+    @staticmethod
+    def _read(reader: ArmReader, baseline_ok: bool) -> tuple[ArmWindow, list[Recent]]:
+        if not baseline_ok:
+            raise MetricsError("no baseline reading of the arms' metrics")
+        return reader.interval()
 
     def _measure(
         self, outcome: str, reasons: list[str], metrics: dict[str, Any], label: str
@@ -444,7 +449,8 @@ class LocalController:
         cfg = section.canary
         stable = self.state.stable
         rollout = self.state.rollout
-        assert stable is not None and rollout is not None  # noqa: S101
+        assert stable is not None  # noqa: S101 - deploy() checked it
+        assert rollout is not None  # noqa: S101
         steps = [w for w in cfg.steps if 0 < w < 100]
         a = section.analysis
         run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
@@ -605,7 +611,8 @@ class LocalController:
         """Send all traffic to the candidate; the old stable is retired."""
         st = self.state
         rollout = st.rollout
-        assert rollout is not None and rollout.candidate is not None  # noqa: S101
+        assert rollout is not None  # noqa: S101 - callers check
+        assert rollout.candidate is not None  # noqa: S101
         candidate = rollout.candidate
         old = st.stable
         self.route_to(candidate)

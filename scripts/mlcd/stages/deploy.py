@@ -262,7 +262,8 @@ def _progress_printer(ctx: Context) -> None:
         start = time.monotonic()
 
         def show(message: str) -> None:
-            print(f"  [{time.monotonic() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+            sys.stderr.write(f"  [{time.monotonic() - start:6.1f}s] {message}\n")
+            sys.stderr.flush()
 
         ctx.progress = show
 

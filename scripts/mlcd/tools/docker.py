@@ -81,7 +81,7 @@ def host_port(name: str, container_port: int) -> int:
         raise _fail(f"port {name}", result)
     for line in result.stdout.splitlines():
         host, _, port = line.strip().rpartition(":")
-        if host in ("127.0.0.1", "0.0.0.0") and port.isdigit():  # noqa: S104 - parsed, not bound
+        if host == "127.0.0.1" and port.isdigit():  # run_container publishes on 127.0.0.1
             return int(port)
     raise EnvironmentMissing(f"container {name} publishes no port for {container_port}")
 

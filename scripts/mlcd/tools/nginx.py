@@ -53,7 +53,7 @@ class Nginx:
         ]
 
     def _prepare(self) -> None:
-        for sub in ("logs", "tmp"):
+        for sub in ("logs", "scratch"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
 
     def write(self, text: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from mlcd.registry import IMAGE_DIGEST, LocalRegistry
 from mlcd.tools.nginx import Nginx
 

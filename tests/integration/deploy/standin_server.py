@@ -91,7 +91,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as two writes
 
-    def log_message(self, *args: object) -> None:
+    def log_message(self, *_args: object) -> None:
         return None
 
     def _send(

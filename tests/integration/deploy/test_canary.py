@@ -1,4 +1,4 @@
-"""Canary: a release failing on ~5% of requests is rolled back by itself; stable keeps all traffic."""
+"""Canary: a release failing on ~5% of requests is rolled back; stable keeps all traffic."""
 
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ def test_too_few_requests_is_inconclusive_and_pauses(
     assert again.returncode == 1
     assert "paused for a decision" in again.stderr + again.stdout
     status = project.mlcd("status", "staging")
-    assert "paused" in status.stdout and "waiting for" in status.stdout
+    assert "paused" in status.stdout
+    assert "waiting for" in status.stdout
     # abort: stable serves all traffic again
     aborted = project.mlcd("abort", "staging")
     assert aborted.returncode == 0, aborted.stderr
@@ -81,7 +82,7 @@ def test_killed_canary_container_leads_to_rollback(
         wait_for(canary_up, 60, "the canary step")
         candidate = project.state_json("staging")["rollout"]["candidate"]["container"]
         subprocess.run(["docker", "kill", candidate], check=True, capture_output=True)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -161,4 +162,5 @@ def test_production_requires_staging(make_project: Any, standin_images: dict[str
     bad = project.release(standin_images["clean"], scan="fail")
     done = project.mlcd("deploy", "staging", "--release", bad)
     assert done.returncode == 1
-    assert "scan of" in done.stdout and "failed" in done.stdout
+    assert "scan of" in done.stdout
+    assert "failed" in done.stdout

@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
 from mlcd.config import EnvironmentSection
 from mlcd.context import Context
 from mlcd.errors import UserInputError
@@ -114,6 +115,10 @@ def test_nothing_released_is_an_input_error(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- kubernetes
 
 
+def _render(section: EnvironmentSection, strategy: str) -> list[dict[str, Any]]:
+    return kubernetes.render("p", "staging", section, version="v1", image=IMAGE, strategy=strategy)
+
+
 @pytest.mark.parametrize("strategy", ["canary", "blue-green"])
 def test_rendered_objects_are_valid(strategy: str) -> None:
     section = EnvironmentSection.model_validate(
@@ -123,7 +128,9 @@ def test_rendered_objects_are_valid(strategy: str) -> None:
             "kubernetes": {"namespace": "models", "replicas": 3},
         }
     )
-    objects = kubernetes.render("breast-cancer", "production", section, "v7", IMAGE, strategy)
+    objects = kubernetes.render(
+        "breast-cancer", "production", section, version="v7", image=IMAGE, strategy=strategy
+    )
     kinds = [o["kind"] for o in objects]
     assert kinds == ["Service", "Service", "AnalysisTemplate", "Rollout"]
     for obj in objects:
@@ -134,7 +141,8 @@ def test_rendered_objects_are_valid(strategy: str) -> None:
     container = rollout["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == IMAGE
     template = json.dumps(objects[2])
-    assert "result[0] <= 0.02" in template and "result[0] <= 80" in template
+    assert "result[0] <= 0.02" in template
+    assert "result[0] <= 80" in template
     needed = 200 if strategy == "canary" else section.blue_green.min_requests
     assert f"result[0] >= {needed}" in template
     assert '"failureLimit": 1' in template
@@ -154,7 +162,7 @@ def test_rendered_objects_are_valid(strategy: str) -> None:
 
 def test_the_pod_template_is_a_valid_pod_spec() -> None:
     section = EnvironmentSection()
-    rollout = kubernetes.render("p", "staging", section, "v1", IMAGE, "canary")[-1]
+    rollout = _render(section, "canary")[-1]
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -166,20 +174,20 @@ def test_the_pod_template_is_a_valid_pod_spec() -> None:
 
 def test_schema_rejects_broken_rollouts() -> None:
     section = EnvironmentSection()
-    rollout = kubernetes.render("p", "staging", section, "v1", IMAGE, "canary")[-1]
+    rollout = _render(section, "canary")[-1]
     rollout["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 150}]
     assert kubernetes.validate_custom(rollout)
-    bg = kubernetes.render("p", "staging", section, "v1", IMAGE, "blue-green")[-1]
+    bg = _render(section, "blue-green")[-1]
     del bg["spec"]["strategy"]["blueGreen"]["activeService"]
     assert any("activeService" in p for p in kubernetes.validate_custom(bg))
-    template = kubernetes.render("p", "staging", section, "v1", IMAGE, "canary")[2]
+    template = _render(section, "canary")[2]
     template["spec"]["metrics"][0]["provider"] = {}
     assert kubernetes.validate_custom(template)
 
 
 def test_shadow_on_kubernetes_is_refused() -> None:
     with pytest.raises(UserInputError, match="shadow"):
-        kubernetes.render("p", "staging", EnvironmentSection(), "v1", IMAGE, "shadow")
+        _render(EnvironmentSection(), "shadow")
 
 
 # ---------------------------------------------------------------------- wiring

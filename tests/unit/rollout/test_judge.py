@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass
 
 import pytest
+
 from mlcd.rollout.judge import (
     AnalysisRun,
     ArmWindow,

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from mlcd.errors import GateFailed
 from mlcd.rollout.metrics import (
     MetricsError,
@@ -184,7 +185,8 @@ def test_state_round_trip(tmp_path: Path) -> None:
     store.save(state)
     again = store.load()
     assert again.stable == arm
-    assert again.rollout is not None and again.rollout.candidate is not None
+    assert again.rollout is not None
+    assert again.rollout.candidate is not None
     assert again.rollout.candidate.container == "c2"
     assert again.history[-1]["event"] == "paused"
     assert EnvState.from_json(json.loads(store.path.read_text())).stable == arm
@@ -197,7 +199,8 @@ def test_lock_refuses_a_live_holder_and_names_it(tmp_path: Path) -> None:
         with pytest.raises(GateFailed, match=f"locked by pid {os.getpid()}"):
             EnvLock(tmp_path, "staging").acquire("mlcd deploy staging")
         holder = EnvLock(tmp_path, "staging").peek()
-        assert holder is not None and holder.command == "mlcd deploy staging"
+        assert holder is not None
+        assert holder.command == "mlcd deploy staging"
     finally:
         first.release()
     assert EnvLock(tmp_path, "staging").peek() is None
@@ -212,7 +215,8 @@ def test_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     )
     lock = EnvLock(tmp_path, "staging")
     lock.acquire("mlcd status staging")
-    assert lock.previous is not None and lock.previous.pid == 999999
+    assert lock.previous is not None
+    assert lock.previous.pid == 999999
     assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
     lock.release()
 
