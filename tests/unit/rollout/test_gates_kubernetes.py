@@ -224,3 +224,60 @@ def test_cli_lists_the_commands() -> None:
 
     names = {c.name for c in cli.COMMANDS}
     assert {"deploy", "status", "rollback", "promote", "abort"} <= names
+
+
+def test_kubernetes_deploy_writes_valid_manifests_and_applies_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _project(
+        tmp_path,
+        {
+            "staging": {
+                "target": "kubernetes",
+                "strategy": "canary",
+                "kubernetes": {"context": "prod", "namespace": "ml"},
+            }
+        },
+    )
+    _register(tmp_path)
+    monkeypatch.setenv("GITHUB_SHA", "0" * 40)  # no git subprocess in unit tests
+    applied: list[tuple[Path, str | None, str]] = []
+
+    def fake_apply(folder: Path, *, context: str | None, namespace: str) -> str:
+        applied.append((folder, context, namespace))
+        return "rollout.argoproj.io/p-staging created"
+
+    monkeypatch.setattr(kubernetes.kubectl, "apply", fake_apply)
+    result = deploy.stage(ctx, "staging")
+    assert result.status == "pass"
+    assert result.details["outcome"] == "applied"
+    folder, context, namespace = applied[0]
+    assert (context, namespace) == ("prod", "ml")
+    files = sorted(folder.glob("*.yaml"))
+    assert [f.name.split("-")[1] for f in files] == [
+        "service",
+        "service",
+        "analysistemplate",
+        "rollout",
+    ]
+    for path in files:
+        obj = yaml.safe_load(path.read_text())
+        assert kubernetes.validate_custom(obj) == []
+
+
+def test_kubectl_failure_is_an_environment_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlcd.errors import EnvironmentMissing
+    from mlcd.tools import kubectl
+    from mlcd.tools.base import ToolResult
+
+    monkeypatch.setattr(kubectl, "find_program", lambda *_a, **_k: "/usr/bin/kubectl")
+    monkeypatch.setattr(
+        kubectl,
+        "run",
+        lambda argv, **_k: ToolResult(tuple(argv), 1, "", "connection refused"),
+    )
+    with pytest.raises(EnvironmentMissing, match="connection refused") as info:
+        kubectl.apply(Path("m"), context="x", namespace="n")
+    assert info.value.exit_code == 3
+    assert info.value.hint
+    assert "Argo Rollouts CRDs" in info.value.hint
