@@ -39,6 +39,7 @@ class Nginx:
         self.conf = self.prefix / "nginx.conf"
         self.pidfile = self.prefix / "nginx.pid"
         self.error_log = self.prefix / "logs" / "error.log"
+        self._retiring: set[int] = set()  # workers of earlier configurations
 
     def _argv(self, *extra: str) -> list[str]:
         return [
@@ -99,6 +100,7 @@ class Nginx:
                 self.write(previous)
             raise self._failure("configuration test", checked)
         if self.running():
+            self._retiring |= self.workers()
             result = run(self._argv("-s", "reload"), timeout=30)
             if result.returncode != 0:
                 raise self._failure("reload", result)
@@ -116,29 +118,36 @@ class Nginx:
                 )
             time.sleep(0.05)
 
-    def old_workers(self) -> int:
-        """Worker processes of this nginx still finishing requests after a reload."""
+    def workers(self) -> set[int]:
+        """The pids of the master's worker processes (old ones still finishing included)."""
         master = self.master_pid()
         if master is None:
-            return 0
-        count = 0
+            return set()
+        found: set[int] = set()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 stat = (entry / "stat").read_text("utf-8")
-                cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
             fields = stat.rsplit(")", 1)[-1].split()
-            if len(fields) > 1 and fields[1] == str(master) and b"shutting down" in cmdline:
-                count += 1
-        return count
+            if len(fields) > 1 and fields[1] == str(master):
+                found.add(int(entry.name))
+        return found
 
     def wait_drained(self, timeout: float = 30.0) -> bool:
-        """Wait until the workers of earlier configurations have finished; True if they did."""
+        """Wait until the workers that ran before the last reloads have exited.
+
+        After `nginx -s reload` the old workers finish their requests, then exit; until they
+        have, they may still talk to the old upstream, so a container is removed only after
+        this returns. True when they all exited within `timeout`.
+        """
         deadline = time.monotonic() + timeout
-        while self.old_workers():
+        while self._retiring:
+            self._retiring &= self.workers()
+            if not self._retiring:
+                break
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
