@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.request
-from collections import Counter
+import json
 from typing import Any
 
+from tests.integration.deploy.helpers import ROW, post
 
-def _hit(url: str, n: int) -> Counter[int]:
-    body = b'{"records": [{"a": 15.0, "b": 1.0}]}'
-    seen: Counter[int] = Counter()
-    for _ in range(n):
-        req = urllib.request.Request(
-            url + "/predict", data=body, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                seen[resp.status] += 1
-        except urllib.error.HTTPError as exc:
-            seen[exc.code] += 1
-    return seen
+MIN_REQUESTS = 150
 
 
 def test_failing_canary_is_rolled_back(make_project: Any, standin_images: dict[str, str]) -> None:
@@ -27,7 +15,7 @@ def test_failing_canary_is_rolled_back(make_project: Any, standin_images: dict[s
         {
             "staging": {
                 "strategy": "canary",
-                "canary": {"steps": [50, 100], "interval": "2s", "min-requests": 150},
+                "canary": {"steps": [50, 100], "interval": "2s", "min-requests": MIN_REQUESTS},
                 "analysis": {
                     "max-error-rate": 0.01,
                     "max-p99-latency-ms": 2000,
@@ -37,20 +25,41 @@ def test_failing_canary_is_rolled_back(make_project: Any, standin_images: dict[s
             }
         }
     )
-    stable = project.release(standin_images["good"])
+    stable = project.release(standin_images["good"])  # 0.5 % errors
     done = project.mlcd("deploy", "staging", "--release", stable)
     assert done.returncode == 0, done.stderr
-    bad = project.release(standin_images["fail5"])
+    bad = project.release(standin_images["fail5"])  # 5 % errors
     done = project.mlcd("deploy", "staging", "--release", bad)
-    print(done.stderr)
     assert done.returncode == 1, done.stdout + done.stderr
+    assert "rolled back" in done.stdout
     result = project.result("deploy-staging")
+    assert result["status"] == "fail"
     assert result["details"]["outcome"] == "rolled back"
     measurements = result["details"]["measurements"]
     print([(m["outcome"], m["metrics"].get("canary_requests")) for m in measurements])
+    # rolled back at most two intervals after the canary reached min-requests (or before)
+    reached = next(
+        (
+            i
+            for i, m in enumerate(measurements)
+            if m["metrics"].get("step_requests", 0) >= MIN_REQUESTS
+        ),
+        len(measurements) - 1,
+    )
+    assert measurements[-1]["outcome"] == "fail"
+    assert len(measurements) - 1 <= reached + 2
+    # traffic went back to stable before the candidate was removed
     state = project.state_json("staging")
     assert state["stable"]["version"] == stable
     assert state["rollout"] is None
     events = [h["event"] for h in state["history"]]
     assert events.index("traffic on stable") < events.index("candidate removed")
-    assert _hit(project.url("staging"), 50)[200] == 50 or True
+    # and every answer now comes from stable
+    body = json.dumps({"records": [ROW]}).encode()
+    versions = set()
+    for _ in range(100):
+        status, data, _ = post(project.ports["staging"], body)
+        if status == 200:
+            versions.add(json.loads(data)["model_version"])
+    assert versions == {stable}
+    assert project.containers() == [state["stable"]["container"]]
