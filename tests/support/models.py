@@ -82,3 +82,46 @@ def make_model_dir(folder: Path, kind: str = "logreg", *, trees: int = 10, name:
     holdout["target"] = y_test
     holdout.to_csv(folder / "holdout.csv", index=False)
     return folder
+
+
+def make_project(
+    root: Path, *, project: str, kind: str = "logreg", trees: int = 10, registry: str = ""
+) -> Path:
+    """A project folder with mlcd.yaml and a bundle (`.mlcd/train`) as `mlcd train` leaves it.
+
+    Returns the config path. The image goes to `registry` (default 127.0.0.1:5000).
+    """
+    from mlcd.evidence import Bundle, StageResult, utc_now
+
+    root.mkdir(parents=True, exist_ok=True)
+    host = registry or "127.0.0.1:5000"
+    (root / "train.py").write_text("def build_model():\n    return None\n", "utf-8")
+    (root / "data.csv").write_text("a,target\n1,0\n", "utf-8")
+    config = root / "mlcd.yaml"
+    config.write_text(
+        "version: 1\n"
+        f"project: {project}\n"
+        "model: {task: classification, entrypoint: train.py:build_model, data: data.csv, "
+        "target: target}\n"
+        f"image: {{name: {host}/{project}, base: local/python:3.11-bookworm}}\n"
+        "registry: {backend: local, path: .mlcd-registry}\n",
+        "utf-8",
+    )
+    bundle = Bundle(root / ".mlcd")
+    make_model_dir(bundle.stage_dir("train"), kind, trees=trees, name=project)
+    bundle.write(
+        StageResult(
+            stage="train",
+            status="pass",
+            started=utc_now(),
+            duration_s=0.1,
+            summary="fixture",
+            artifacts={
+                "model": "train/model.skops",
+                "metadata": "train/model.json",
+                "holdout": "train/holdout.csv",
+            },
+        ),
+        "",
+    )
+    return config
