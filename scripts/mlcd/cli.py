@@ -12,13 +12,15 @@ from pathlib import Path
 from mlcd import __version__, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
-from mlcd.stages import build, lint, serve, test, validate
+from mlcd.stages import build, evaluate, lint, serve, test, train, validate
 
 # The commands, in the order `mlcd --help` lists them. Only commands that work are listed.
 COMMANDS: list[Command] = [
     validate.COMMAND,
     lint.COMMAND,
     test.COMMAND,
+    train.COMMAND,
+    evaluate.COMMAND,
     build.COMMAND,
     serve.COMMAND,
     pipeline.COMMAND,

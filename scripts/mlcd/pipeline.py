@@ -12,7 +12,7 @@ from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageResult, utc_now, write_json_atomic
 from mlcd.progress import StageProgress, fmt_seconds
-from mlcd.stages import build, lint, test
+from mlcd.stages import build, evaluate, lint, test, train
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ def steps(_ctx: Context) -> list[Step]:
     return [
         Step("lint", lint.stage),
         Step("test", test.stage),
-        # train and evaluate (the training issue) come here, before build
+        Step("train", train.stage),
+        Step("evaluate", evaluate.stage),
         Step("build", build.stage),
     ]
 
