@@ -12,7 +12,7 @@ from pathlib import Path
 from mlcd import __version__, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
-from mlcd.stages import build, evaluate, lint, serve, test, train, validate
+from mlcd.stages import build, evaluate, lint, release, serve, test, train, validate
 
 # The commands, in the order `mlcd --help` lists them. Only commands that work are listed.
 COMMANDS: list[Command] = [
@@ -22,6 +22,7 @@ COMMANDS: list[Command] = [
     train.COMMAND,
     evaluate.COMMAND,
     build.COMMAND,
+    release.COMMAND,
     serve.COMMAND,
     pipeline.COMMAND,
     report.COMMAND,

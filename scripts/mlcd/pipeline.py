@@ -12,7 +12,7 @@ from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageResult, utc_now, write_json_atomic
 from mlcd.progress import StageProgress, fmt_seconds
-from mlcd.stages import build, evaluate, lint, test, train
+from mlcd.stages import build, evaluate, lint, release, test, train
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ def steps(_ctx: Context) -> list[Step]:
         Step("train", train.stage),
         Step("evaluate", evaluate.stage),
         Step("build", build.stage),
+        # scan (the scan issue) comes here, between build and release
+        Step("release", release.stage),
     ]
 
 

@@ -146,7 +146,9 @@ class ServedModel:
         self.feature_names = [f.name for f in self.features]
         self.feature_index = {name: i for i, name in enumerate(self.feature_names)}
         self.numeric = all(f.numeric for f in self.features)
-        self.version = version or str(meta.get("version") or "0.0.0+local")
+        fingerprint = str(meta.get("fingerprint") or "")[:12]
+        default = f"0.0.0+{fingerprint}" if fingerprint else "0.0.0+local"
+        self.version = version or str(meta.get("version") or default)
         self.allow_nan = _allows_nan(estimator)
         self.has_proba = self.task == "classification" and hasattr(estimator, "predict_proba")
         self.proba_argmax = (

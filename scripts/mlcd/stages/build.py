@@ -99,8 +99,9 @@ def prepare_context(
 ) -> dict[str, Any]:
     """Fill the build context; files that did not change are left alone."""
     wheels = folder / "wheels"
+    app = folder / "app"
     model = folder / "model"
-    for sub in (wheels, model):
+    for sub in (wheels, app, model):
         sub.mkdir(parents=True, exist_ok=True)
     pins = wheelhouse.parse_lock(wheelhouse.lock_text())
     progress(f"wheelhouse: {len(pins)} locked wheels (cache {cache})")
@@ -113,10 +114,12 @@ def prepare_context(
     (wheels / "requirements.txt").write_text(
         "".join(f"{p.name}=={p.version} --hash=sha256:{p.sha256}\n" for p in pins), "utf-8"
     )
-    own = wheelhouse.build_self_wheel(wheels)
-    keep.add(own.name)
     for stale in wheels.iterdir():
         if stale.name not in keep:
+            stale.unlink()
+    own = wheelhouse.build_self_wheel(app)
+    for stale in app.iterdir():
+        if stale != own:
             stale.unlink()
     for name in ("model.skops", "model.json"):
         _copy_if_changed(model_dir / name, model / name)
