@@ -165,10 +165,9 @@ class App:
             since = float(since_raw) if since_raw not in (None, "") else None
         except ValueError:
             return error_response(400, "limit must be an integer and since a number", route)
-        if not 0 <= limit <= self.recent.capacity * self.recent.workers:
-            return error_response(
-                400, f"limit must be 0 to {self.recent.capacity * self.recent.workers}", route
-            )
+        if limit < 0:
+            return error_response(400, "limit must be 0 or more", route)
+        limit = min(limit, self.recent.capacity * self.recent.workers)
         records = self.recent.recent(limit, since)
         return Response(200, json_body({"predictions": records}), JSON, route)
 
