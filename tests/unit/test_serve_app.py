@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from mlcd.serve.app import App
 from mlcd.serve.model import ServedModel, load
+
 from tests.support.models import make_model_dir
 
 
@@ -106,7 +106,8 @@ def test_value_errors_name_the_row_and_feature(app: App, rows: list[list[float]]
         status, data = post(app, json.dumps({"instances": [rows[0], row]}).encode())
         assert status == 422, bad
         assert words in data["error"], (bad, data)
-        assert "row 1" in data["error"] and names[3] in data["error"]
+        assert "row 1" in data["error"]
+        assert names[3] in data["error"]
 
 
 def test_missing_and_unknown_names_are_listed(app: App, rows: list[list[float]]) -> None:
@@ -143,7 +144,8 @@ def test_routes(app: App) -> None:
     assert wrong.status == 405
     assert (b"allow", b"POST") in wrong.headers
     card = json.loads(app.handle_now("GET", "/v1/metadata").body)
-    assert card["name"] == "breast-cancer" and card["version"] == "1.2.3"
+    assert card["name"] == "breast-cancer"
+    assert card["version"] == "1.2.3"
     assert len(card["features"]) == 30
     meta = json.loads(app.handle_now("GET", "/v2/models/breast-cancer").body)
     assert meta["inputs"][0]["shape"] == [-1, 30]
@@ -215,7 +217,8 @@ def test_metrics_and_recent_predictions(model_dir: Path, rows: list[list[float]]
         "predictions"
     ]
     assert [r["request_id"] for r in recent] == ["r3", "r4", "bad"]  # bounded: 3, newest last
-    assert recent[0]["status"] == 200 and recent[-1]["status"] == 400
+    assert recent[0]["status"] == 200
+    assert recent[-1]["status"] == 400
     assert (
         recent[0]["predictions"]
         == application.model.estimator.predict(np.asarray(rows[:2])).tolist()

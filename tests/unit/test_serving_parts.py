@@ -7,11 +7,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
+from mlcd import releases
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.image import wheelhouse
 from mlcd.registry import LocalRegistry
-from mlcd import releases
 from mlcd.serve.metrics import RecentBuffer, regression_buckets
 from mlcd.serve.settings import from_env
 from mlcd.stages.release import evidence_tarball
@@ -48,7 +47,7 @@ def test_the_lock_matches_constraints_and_holds_only_runtime_packages() -> None:
 
 
 def test_a_bad_lock_line_is_named() -> None:
-    with pytest.raises(UserInputError, match="lock.txt:2"):
+    with pytest.raises(UserInputError, match=r"lock\.txt:2"):
         wheelhouse.parse_lock("# c\nnumpy>=1\n", "lock.txt")
 
 
@@ -58,7 +57,8 @@ def test_own_wheel_is_reproducible_and_complete(tmp_path: Path) -> None:
     assert first == second
     with zipfile.ZipFile(tmp_path / "a" / next((tmp_path / "a").iterdir()).name) as archive:
         names = archive.namelist()
-    assert "mlcd/serve/server.py" in names and "mlcd/data/Dockerfile" in names
+    assert "mlcd/serve/server.py" in names
+    assert "mlcd/data/Dockerfile" in names
     assert "mlcd/data/serve-requirements.txt" in names
     assert not [n for n in names if "__pycache__" in n]
     assert any(n.endswith(".dist-info/RECORD") for n in names)
@@ -72,13 +72,15 @@ def test_recent_buffer_wraps_and_truncates() -> None:
     ring.add({"request_id": "big", "predictions": list(range(2000)), "status": 200, "time": 9.0})
     got = ring.recent(100)
     assert [r["request_id"] for r in got] == [f"r{i}" for i in range(6)] + ["big"]
-    assert got[-1]["predictions"] is None and got[-1]["truncated"] is True
+    assert got[-1]["predictions"] is None
+    assert got[-1]["truncated"] is True
     assert [r["request_id"] for r in ring.recent(2)] == ["r5", "big"]
     assert [r["request_id"] for r in ring.recent(100, since=4.0)] == ["r5", "big"]
 
 
 def test_regression_buckets() -> None:
-    assert regression_buckets(0, 20)[0] == 1.0 and regression_buckets(0, 20)[-1] == 20.0
+    assert regression_buckets(0, 20)[0] == 1.0
+    assert regression_buckets(0, 20)[-1] == 20.0
     assert 0.0 in regression_buckets(None, None)
 
 
@@ -105,9 +107,9 @@ def test_release_versions(tmp_path: Path) -> None:
     assert releases.get(registry, "0.1.9").image_id.endswith("b" * 64)
     assert releases.find_by_image(registry, "b" * 64).version == "0.1.9"  # type: ignore[union-attr]
     assert releases.find_by_image(registry, "d" * 64) is None
-    with pytest.raises(UserInputError, match="no release 2.0.0"):
+    with pytest.raises(UserInputError, match=r"no release 2\.0\.0"):
         releases.get(registry, "2.0.0")
-    with pytest.raises(UserInputError, match="MAJOR.MINOR.PATCH"):
+    with pytest.raises(UserInputError, match=r"MAJOR\.MINOR\.PATCH"):
         releases.parse_version("v1")
 
 
