@@ -11,7 +11,7 @@ MLCD := $(VENV)/bin/mlcd
 STAMP := $(VENV)/.mlcd-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup system venv demo test lint unit integration schema clean
+.PHONY: help setup system venv demo test lint unit integration schema serve-lock bench-serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -48,6 +48,12 @@ test: setup lint ## the whole suite: lint, unit and integration tests
 
 schema: venv ## regenerate schema/mlcd.schema.json from the code
 	$(MLCD) validate --print-schema > schema/mlcd.schema.json
+
+serve-lock: venv ## regenerate the serving image's hashed wheel lock from constraints.txt
+	$(PY) -m mlcd.image.wheelhouse constraints.txt scripts/mlcd/data/serve-requirements.txt
+
+bench-serve: setup ## mlcd's model server against in-process predict, FastAPI, MLflow, BentoML (wrk)
+	$(PY) benchmarks/serve.py
 
 clean: ## remove run folders and caches (keeps the virtualenv)
 	rm -rf .mlcd .mlcd-registry .pytest_cache .mypy_cache .ruff_cache

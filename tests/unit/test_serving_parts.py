@@ -158,3 +158,13 @@ def test_docker_missing_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(EnvironmentMissing, match="docker"):
         docker.ping()
+
+
+def test_cgroup_cpu_limit(tmp_path: Path) -> None:
+    from mlcd.serve.settings import cgroup_cpu_limit
+
+    assert cgroup_cpu_limit(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_limit(tmp_path) == 2

@@ -37,16 +37,37 @@ class ServeSettings:
         if self.workers > 0:
             return self.workers
         try:
-            return max(1, len(os.sched_getaffinity(0)))
+            cores = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
-            return max(1, os.cpu_count() or 1)
+            cores = os.cpu_count() or 1
+        quota = cgroup_cpu_limit()
+        return max(1, min(cores, quota) if quota else cores)
 
     def with_options(self, **changes: Any) -> ServeSettings:
         """A copy with the options that were given (None means: keep)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-# env var -> (field, parser)
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The CPU quota of this container (docker --cpus), rounded up; None when unlimited."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+            if quota == "max":
+                return None
+            return max(1, math.ceil(int(quota) / int(period)))
+        v1 = root / "cpu" / "cpu.cfs_quota_us"
+        if v1.is_file():
+            quota_us = int(v1.read_text())
+            period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+            return None if quota_us <= 0 else max(1, math.ceil(quota_us / period_us))
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+# env var -> field
 ENV: dict[str, str] = {
     "MLCD_MODEL_DIR": "model_dir",
     "MLCD_HOST": "host",
