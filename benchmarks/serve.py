@@ -173,7 +173,7 @@ import mlflow.sklearn
 folder, out = sys.argv[1], sys.argv[2]
 model = sio.load(folder + "/model.skops",
                  trusted=json.load(open(folder + "/model.json"))["trusted_types"])
-mlflow.sklearn.save_model(model, out)
+mlflow.sklearn.save_model(model, out, serialization_format="cloudpickle")
 """
 
 
@@ -273,6 +273,9 @@ def start(  # noqa: PLR0917 - a benchmark helper
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
     }
+    peer = name.removesuffix("-2w")
+    if peer in venvs:  # mlflow starts `uvicorn` from PATH
+        env["PATH"] = f"{venvs[peer] / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     logfile = work / f"{name}-{model}.log"
     kind = "native"
     if name == "mlcd":
@@ -311,10 +314,11 @@ def start(  # noqa: PLR0917 - a benchmark helper
                     str(model_dir),
                     str(saved),
                 ],
-                check=True,
+                check=False,
                 capture_output=True,
+                text=True,
                 timeout=300,
-            )
+            ).check_returncode()
         argv = [
             str(venvs["mlflow"] / "bin" / "mlflow"),
             "models",
@@ -442,7 +446,11 @@ def main() -> int:
             for name in servers:
                 if name != "mlcd" and name.removesuffix("-2w") not in venvs:
                     continue
-                run = start(name, model, model_dir, work, bodies, venvs)
+                try:
+                    run = start(name, model, model_dir, work, bodies, venvs)
+                except (subprocess.CalledProcessError, OSError) as exc:
+                    notes.append(f"{name} ({model}) could not be prepared: {exc}")
+                    continue
                 try:
                     if not wait_up(run, run.body["1"]):
                         tail = run.logfile.read_text(errors="replace")[-400:] if run.logfile else ""

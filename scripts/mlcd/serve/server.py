@@ -154,8 +154,12 @@ class Connection(asyncio.Protocol):
         self.started = time.perf_counter()
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
         self.head_size += len(url)
+        if self.head_size > _MAX_HEAD_BYTES:
+            if not self.closing:
+                self._fail(431, f"request line over {_MAX_HEAD_BYTES} bytes")
+            return
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value)
