@@ -16,7 +16,7 @@ import yaml
 from mlcd import metrics as m
 
 if TYPE_CHECKING:
-    from mlcd.stages.evaluate import Scored
+    from mlcd.evaluation import Scored
 
 _PRETTY = {
     "accuracy": "Accuracy",
@@ -31,6 +31,9 @@ _PRETTY = {
 }
 _CANDIDATE = "#1f77b4"
 _CHAMPION = "#ff7f0e"
+_PALETTE = f"{_CANDIDATE}, {_CHAMPION}"
+# Mermaid's init directive: the chart's bars and line in the plots' colours
+_THEME = '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + _PALETTE + '"}}}}%%'
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -82,8 +85,7 @@ def mermaid_chart(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
     who = f"candidate (bars) vs champion {champion} (line)" if champion else "candidate"
     rows = [
         "```mermaid",
-        '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "'
-        + f'{_CANDIDATE}, {_CHAMPION}"' + "}}}}%%",
+        _THEME,
         "xychart-beta",
         f'    title "{who}"',
         "    x-axis [" + ", ".join(f'"{k}"' for k in shown) + "]",

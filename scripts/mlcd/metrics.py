@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -74,6 +73,13 @@ def _safe_div(num: FloatArray, den: FloatArray) -> FloatArray:
 def confusion(truth: IntArray, labels: IntArray, k: int) -> IntArray:
     flat = np.bincount(truth * k + labels, minlength=k * k)
     return flat.reshape(k, k).astype(np.int64)
+
+
+def rankdata(values: FloatArray) -> FloatArray:
+    """Ranks from 1, ties sharing their average rank (scipy.stats.rankdata's default)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    average = np.cumsum(counts) - (counts - 1) / 2
+    return np.asarray(average[inverse.reshape(-1)], dtype=np.float64)
 
 
 def _binary_auc(positive: npt.NDArray[np.bool_], score: FloatArray) -> float:

@@ -94,7 +94,8 @@ def test_build_yields_a_small_non_root_healthy_labelled_image(project: Project) 
     assert result["status"] == "pass"
     details = result["details"]
     assert isinstance(details, dict)
-    assert details["image"] == f"{project.name}@{details['image_id']}"
+    assert details["image"] == details["tag"]
+    assert details["digest"] == f"{project.name}@{details['image_id']}"
     assert details["size_bytes"] < 400e6
     assert details["user"] == "10001:10001"
     contract = details["contract"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlcd import metrics as m
 from sklearn import metrics as sk
+
+from mlcd import metrics as m
 
 
 def _binary(seed: int = 0, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -91,3 +92,10 @@ def test_labels_are_matched_as_text_and_numbers() -> None:
     assert list(m.encode_labels([1, 0, "1", 1.0], [0, 1])) == [1, 0, 1, 1]
     with pytest.raises(KeyError):
         m.encode_labels(["cat"], [0, 1])
+
+
+def test_rankdata_matches_scipy() -> None:
+    from scipy.stats import rankdata
+
+    values = np.array([0.3, 0.1, 0.3, 0.9, 0.1, 0.1, 0.5])
+    assert (m.rankdata(values) == rankdata(values)).all()

@@ -8,8 +8,8 @@
 3. The contract test (`image/contract.py`): the container answers the held-out rows
    exactly as the model does in process, becomes healthy, and runs as a non-root user.
 
-Writes `build/result.json` with `details.image` (`name@sha256:…`, the image's content
-digest), `details.tag`, size and labels.
+Writes `build/result.json` with `details.image` (the local tag `name:build-<id12>`),
+`details.image_id` and `details.digest` (`name@sha256:<content digest>`), size, labels.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     labels = dict(config.get("Labels") or {})
     size = int(info.get("Size") or 0)
     size_mb = round(size / 1e6, 1)
-    image = f"{name}@{built.image_id}"
+    image = tag  # resolvable on this engine (docker, trivy); the registry digest comes at release
 
     over = f" - over the {MAX_IMAGE_MB} MB goal" if size_mb >= MAX_IMAGE_MB else ""
     healthcheck = "yes" if config.get("Healthcheck") else "no"
@@ -233,6 +233,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     details = {
         "image": image,
         "image_id": built.image_id,
+        "digest": f"{name}@{built.image_id}",
         "tag": tag,
         "name": name,
         "size_bytes": size,
@@ -256,7 +257,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     md = [f"### {'✅' if status == 'pass' else '❌'} build: {summary}", ""]
     md += ["| | |", "|---|---|"]
     md += [
-        f"| image | `{image}` |",
+        f"| image | `{image}` (`{built.image_id}`) |",
         f"| size | {size_mb} MB |",
         f"| base | `{base}` |",
         (

@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, dataset, entrypoint, modelio
+from mlcd import __version__, entrypoint, modelio
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
@@ -82,6 +82,8 @@ def _fit(estimator: Any, features: Any, target: Any, text: str) -> float:
 
 
 def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
+    from mlcd import dataset  # pandas: only when training
+
     cfg = ctx.config.model
     root = ctx.loaded.root
     entry = entrypoint.parse(cfg.entrypoint, root)
