@@ -13,7 +13,7 @@ from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageResult, utc_now, write_json_atomic
 from mlcd.progress import StageProgress, fmt_seconds
-from mlcd.stages import deploy, evaluate, lint, scan, test, train
+from mlcd.stages import build, deploy, evaluate, lint, release, scan, test, train
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ def steps(ctx: Context) -> list[Step]:
         Step("test", test.stage),
         Step("train", train.stage),
         Step("evaluate", evaluate.stage),
+        Step("build", build.stage),
         Step("scan", scan.stage),
+        Step("release", release.stage),
         # one deploy step per environment, each after the environments it requires
         *(_deploy_step(env) for env in deploy.ordered_envs(ctx)),
     ]

@@ -134,11 +134,11 @@ class LocalController:
         name = self.container_name(version, color)
         self.progress(f"starting {name} from {image}")
         docker.ensure_image(image)
-        docker.remove(name)
-        docker.run_container(
-            name,
+        docker.remove_container(name)
+        container = docker.run_detached(
             image,
-            container_port=CONTAINER_PORT,
+            name=name,
+            ports={CONTAINER_PORT: 0},
             env={"MLCD_PORT": str(CONTAINER_PORT), "MLCD_MODEL_VERSION": version},
             labels={
                 "mlcd.project": self.spec.project,
@@ -151,7 +151,7 @@ class LocalController:
             version=version,
             image=image,
             container=name,
-            port=docker.host_port(name, CONTAINER_PORT),
+            port=container.ports[CONTAINER_PORT],
             color=color,
         )
         self.wait_ready(arm)
@@ -173,8 +173,8 @@ class LocalController:
             if checks % 10 == 0 and not docker.running(arm.container):
                 break
             time.sleep(0.2)
-        logs = docker.logs(arm.container)
-        docker.remove(arm.container)
+        logs = docker.logs(arm.container, tail=20)
+        docker.remove_container(arm.container)
         raise GateFailed(
             f"{arm.container} ({arm.version}) did not become ready: {last}",
             problems=[f"log: {line}" for line in logs.splitlines()[-10:]],
@@ -184,7 +184,7 @@ class LocalController:
     def drop(self, arm: Arm) -> None:
         """Remove an arm's container once no router worker may still be talking to it."""
         self.nginx.wait_drained()
-        docker.remove(arm.container)
+        docker.remove_container(arm.container)
 
     # ------------------------------------------------------------------ router
 
