@@ -12,10 +12,14 @@ Each gate's reason goes into the deploy evidence.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tarfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from mlcd import releases
 from mlcd.config import LoadedConfig
 from mlcd.errors import UserInputError
 from mlcd.evidence import Bundle, utc_now
@@ -28,8 +32,9 @@ HEALTHY = "healthy"
 class Release:
     """What a rollout needs to know about a release."""
 
-    version: str
+    version: str  # the release version (0.1.0, …), or a model version released the old way
     image: str
+    model_version: str
     evaluate_passed: bool | None
     evaluate_source: str
     scan_passed: bool | None
@@ -44,15 +49,13 @@ class GateReport:
     failures: list[str]
 
 
-def _bundle_release(bundle: Bundle) -> tuple[str, str] | None:
+def _bundle_release(bundle: Bundle) -> dict[str, Any] | None:
     result = bundle.read("release")
     if result is None or result.status != "pass":
         return None
-    version = result.details.get("version")
-    image = result.details.get("image")
-    if not version or not image:
+    if not result.details.get("version") or not result.details.get("image"):
         return None
-    return str(version), str(image)
+    return result.details
 
 
 def _image_of(record: ModelVersion, image_name: str) -> str | None:
@@ -65,17 +68,55 @@ def _image_of(record: ModelVersion, image_name: str) -> str | None:
     return f"{image_name}@{bare}"
 
 
-def _verdict_file(bundle: Bundle) -> bool | None:
+def _verdict_data(data: Any) -> bool | None:
+    if isinstance(data, dict) and isinstance(data.get("passed"), bool):
+        return bool(data["passed"])
+    return None
+
+
+def _status_data(data: Any) -> bool | None:
+    if isinstance(data, dict) and data.get("status") in ("pass", "fail", "error", "skipped"):
+        return bool(data["status"] == "pass")
+    return None
+
+
+def _from_bundle(bundle: Bundle) -> tuple[bool | None, bool | None]:
     path = bundle.root / "evaluate" / "verdict.json"
+    evaluate: bool | None = None
     if path.is_file():
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            evaluate = _verdict_data(json.loads(path.read_text("utf-8")))
+    if evaluate is None:
+        result = bundle.read("evaluate")
+        evaluate = None if result is None else result.status == "pass"
+    scan = bundle.read("scan")
+    return evaluate, (None if scan is None else scan.status == "pass")
+
+
+def _from_evidence(tarball: Path) -> tuple[bool | None, bool | None]:
+    """The verdict and scan result inside a release's evidence bundle (evidence.tar.gz)."""
+
+    def member(archive: tarfile.TarFile, name: str) -> Any:
         try:
-            data = json.loads(path.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError):
+            handle = archive.extractfile(f"evidence/{name}")
+        except KeyError:
             return None
-        if isinstance(data, dict) and isinstance(data.get("passed"), bool):
-            return bool(data["passed"])
-    result = bundle.read("evaluate")
-    return None if result is None else result.status == "pass"
+        if handle is None:
+            return None
+        with handle:
+            try:
+                return json.loads(handle.read().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return None
+
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            evaluate = _verdict_data(member(archive, "evaluate/verdict.json"))
+            if evaluate is None:
+                evaluate = _status_data(member(archive, "evaluate/result.json"))
+            return evaluate, _status_data(member(archive, "scan/result.json"))
+    except (OSError, tarfile.TarError):
+        return None, None
 
 
 def _scan_attachment(record: ModelVersion) -> bool | None:
@@ -83,8 +124,7 @@ def _scan_attachment(record: ModelVersion) -> bool | None:
     if isinstance(scan, dict):
         if isinstance(scan.get("passed"), bool):
             return bool(scan["passed"])
-        if "status" in scan:
-            return bool(scan["status"] == "pass")
+        return _status_data(scan)
     if isinstance(scan, str):
         return scan == "pass"
     return None
@@ -93,59 +133,86 @@ def _scan_attachment(record: ModelVersion) -> bool | None:
 def resolve_release(
     loaded: LoadedConfig, bundle: Bundle, registry: ModelRegistry, wanted: str | None
 ) -> Release:
-    """The release to deploy: `wanted`, else the run folder's release, else the newest one."""
+    """The release to deploy: `wanted`, else the run folder's release, else the newest one.
+
+    Releases are the model registry's (`mlcd.releases`: a semantic version, its image by
+    digest, its model version and its evidence bundle); a model version with an
+    `image_digest` attachment and no release record is accepted as a release of itself.
+    """
     in_bundle = _bundle_release(bundle)
-    version: str
-    image: str | None = None
-    from_bundle = False
-    if wanted:
-        version = wanted
-        if in_bundle and in_bundle[0] == wanted:
-            image, from_bundle = in_bundle[1], True
-    elif in_bundle:
-        version, image = in_bundle
-        from_bundle = True
-    else:
-        released = [v for v in registry.versions() if v.image_digest]
-        if not released:
-            raise UserInputError(
-                f"there is no release to deploy: no release/result.json in {bundle.root} and "
-                f"no version with an image in the model registry ({registry.location})",
-                hint="run `mlcd release` first, or pass --release VERSION",
-            )
-        version = released[-1].version
-    record = registry.get(version)  # exit 2 naming the versions there are
-    if image is None:
-        image = _image_of(record, loaded.config.image_name)
-    if image is None:
-        raise UserInputError(
-            f"version {version} has no released image (no image_digest in the registry)",
-            hint=f"run `mlcd release` for {version}, or deploy a released version",
+    evidence: str | None = None
+    if wanted and releases.SEMVER.match(wanted):
+        rel = releases.get(registry, wanted)  # exit 2 naming the releases there are
+        version, image, model_version, evidence = (
+            rel.version,
+            rel.image,
+            rel.model_version,
+            rel.evidence,
         )
-    if from_bundle:
-        evaluate_passed = _verdict_file(bundle)
-        evaluate_source = f"{bundle.root}/evaluate"
-        scan = bundle.read("scan")
-        scan_passed = None if scan is None else scan.status == "pass"
-        scan_source = f"{bundle.root}/scan/result.json"
-        if scan_passed is None:
-            scan_passed, scan_source = _scan_attachment(record), "the model registry"
-        if evaluate_passed is None and record.verdict is not None:
-            evaluate_passed = bool(record.verdict.get("passed"))
-            evaluate_source = "the model registry"
+    elif wanted:
+        record = registry.get(wanted)  # exit 2 naming the versions there are
+        image_of = _image_of(record, loaded.config.image_name)
+        if image_of is None:
+            raise UserInputError(
+                f"version {wanted} has no released image (no release and no image_digest "
+                "in the registry)",
+                hint=f"run `mlcd release` for {wanted}, or deploy a released version",
+            )
+        version, image, model_version = wanted, image_of, wanted
+    elif in_bundle is not None:
+        version, image = str(in_bundle["version"]), str(in_bundle["image"])
+        model_version = str(in_bundle.get("model_version") or version)
+        evidence = str(in_bundle.get("evidence") or "") or None
     else:
-        evaluate_passed = None if record.verdict is None else bool(record.verdict.get("passed"))
+        newest = releases.latest(registry)
+        if newest is not None:
+            version, image, model_version, evidence = (
+                newest.version,
+                newest.image,
+                newest.model_version,
+                newest.evidence,
+            )
+        else:
+            legacy = [v for v in registry.versions() if v.image_digest]
+            if not legacy:
+                raise UserInputError(
+                    f"there is no release to deploy: no release/result.json in {bundle.root} "
+                    f"and no release in the model registry ({registry.location})",
+                    hint="run `mlcd release` first, or pass --release VERSION",
+                )
+            record = legacy[-1]
+            version = model_version = record.version
+            image = _image_of(record, loaded.config.image_name) or ""
+    record = registry.get(model_version)
+    if in_bundle is not None and str(in_bundle["version"]) == version:
+        evaluate_passed, scan_passed = _from_bundle(bundle)
+        evaluate_source = scan_source = f"the run folder {bundle.root}"
+    elif evidence and Path(evidence).is_file():
+        evaluate_passed, scan_passed = _from_evidence(Path(evidence))
+        evaluate_source = scan_source = f"the release's evidence bundle {evidence}"
+    else:
+        evaluate_passed = scan_passed = None
+        evaluate_source = scan_source = "the model registry"
+    if evaluate_passed is None and record.verdict is not None:
+        evaluate_passed = _verdict_data(record.verdict)
         evaluate_source = "the model registry"
-        scan_passed, scan_source = _scan_attachment(record), "the model registry"
-    deployments = record.attachments.get(DEPLOYMENTS, [])
+    if scan_passed is None:
+        scan_passed = _scan_attachment(record)
+        scan_source = "the model registry"
+    deployments = [
+        d
+        for d in record.attachments.get(DEPLOYMENTS, [])
+        if isinstance(d, dict) and (d.get("release") == version or d.get("image") == image)
+    ]
     return Release(
         version=version,
         image=image,
+        model_version=model_version,
         evaluate_passed=evaluate_passed,
         evaluate_source=evaluate_source,
         scan_passed=scan_passed,
         scan_source=scan_source,
-        deployments=[d for d in deployments if isinstance(d, dict)],
+        deployments=deployments,
     )
 
 
@@ -179,21 +246,28 @@ def check(release: Release, env: str, requires: list[str]) -> GateReport:
 
 def record_deployment(
     registry: ModelRegistry,
-    version: str,
+    release: Release,
     env: str,
     *,
     strategy: str,
-    image: str,
     champion: bool,
 ) -> None:
-    """Attach `{env, status: healthy, …}` to the version; move `champion` when asked."""
+    """Append `{env, status: healthy, release, image, …}` to the model version's
+    `deployments`; point `champion` at the model version when asked (production)."""
     registry.append(
-        version,
+        release.model_version,
         DEPLOYMENTS,
-        {"env": env, "status": HEALTHY, "at": utc_now(), "strategy": strategy, "image": image},
+        {
+            "env": env,
+            "status": HEALTHY,
+            "at": utc_now(),
+            "strategy": strategy,
+            "release": release.version,
+            "image": release.image,
+        },
     )
     if champion:
-        registry.set_alias(CHAMPION, version)
+        registry.set_alias(CHAMPION, release.model_version)
 
 
 __all__ = ["Release", "check", "open_registry", "record_deployment", "resolve_release"]

@@ -235,16 +235,15 @@ def _deploy_body(
             raise
         if result.result in ("promoted", "deployed"):
             gates.record_deployment(
-                registry,
-                release.version,
-                env,
-                strategy=chosen,
-                image=release.image,
-                champion=env == "production",
+                registry, release, env, strategy=chosen, champion=env == "production"
             )
             notes.append(
                 f"recorded {release.version} live and healthy in {env} in the registry"
-                + ("; champion is now " + release.version if env == "production" else "")
+                + (
+                    f"; champion is now model {release.model_version}"
+                    if env == "production"
+                    else ""
+                )
             )
     finally:
         ctl.lock.release()
@@ -312,17 +311,13 @@ def _decision(
             live = ctl.state.stable
             if name in ("rollback", "promote") and live is not None:
                 registry = open_registry(ctx.loaded)
+                release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, live.version)
                 if name == "promote":
                     gates.record_deployment(
-                        registry,
-                        live.version,
-                        env,
-                        strategy="promote",
-                        image=live.image,
-                        champion=env == "production",
+                        registry, release, env, strategy="promote", champion=env == "production"
                     )
                 elif env == "production":
-                    registry.set_alias(CHAMPION, live.version)
+                    registry.set_alias(CHAMPION, release.model_version)
         finally:
             ctl.lock.release()
         if name != "promote" and result.result == "rolled back":

@@ -8,12 +8,14 @@ state folder, model registry and free router ports, and leaves no container or n
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlcd import releases
 from mlcd.registry import IMAGE_DIGEST, LocalRegistry
 from mlcd.tools.nginx import Nginx
 
@@ -123,18 +126,48 @@ class Project:
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
 
     def release(self, image: str, *, scan: str = "pass", passed: bool = True) -> str:
-        """Register a version with this image, a verdict and a scan result; return it."""
+        """Record a release of this image as `mlcd release` does; return its version.
+
+        A model version is registered with the verdict; the release (0.1.0, 0.1.1, …) is
+        appended to its `releases` with an evidence bundle holding the verdict and the scan.
+        """
+        registry = self.registry
         model = self.root / "model.bin"
         model.write_bytes(uuid.uuid4().bytes)
-        record = self.registry.register(
+        verdict = {"passed": passed, "checks": []}
+        record = registry.register(
             model_file=model,
             metadata={"fingerprint": uuid.uuid4().hex},
             metrics={},
-            verdict={"passed": passed, "checks": []},
+            verdict=verdict,
         )
-        self.registry.attach(record.version, IMAGE_DIGEST, image)
-        self.registry.attach(record.version, "scan", {"status": scan})
-        return record.version
+        version = releases.next_version(registry)
+        evidence = self.root / "releases" / version / "evidence.tar.gz"
+        evidence.parent.mkdir(parents=True)
+        with tarfile.open(evidence, "w:gz") as archive:
+            for name, data in (
+                ("evaluate/verdict.json", verdict),
+                ("scan/result.json", {"stage": "scan", "status": scan}),
+            ):
+                raw = json.dumps(data).encode()
+                info = tarfile.TarInfo(f"evidence/{name}")
+                info.size = len(raw)
+                archive.addfile(info, io.BytesIO(raw))
+        registry.append(
+            record.version,
+            releases.RELEASES,
+            {
+                "version": version,
+                "model_version": record.version,
+                "image": image,
+                "image_id": "sha256:" + uuid.uuid4().hex * 2,
+                "evidence_digest": "sha256:x",
+                "evidence": str(evidence),
+                "released": "2026-01-01T00:00:00Z",
+            },
+        )
+        registry.attach(record.version, IMAGE_DIGEST, image)
+        return version
 
     def env(self) -> dict[str, str]:
         out = dict(os.environ)

@@ -55,14 +55,10 @@ def test_release_from_the_registry_and_gates(tmp_path: Path) -> None:
     report = gates.check(release, "production", ["staging"])
     assert not report.passed
     assert "never been live and healthy in staging" in report.failures[0]
-    gates.record_deployment(
-        registry, version, "staging", strategy="canary", image=IMAGE, champion=False
-    )
+    gates.record_deployment(registry, release, "staging", strategy="canary", champion=False)
     release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, version)
     assert gates.check(release, "production", ["staging"]).passed
-    gates.record_deployment(
-        registry, version, "production", strategy="blue-green", image=IMAGE, champion=True
-    )
+    gates.record_deployment(registry, release, "production", strategy="blue-green", champion=True)
     assert registry.aliases()[CHAMPION] == version
 
 
