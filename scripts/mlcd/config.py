@@ -215,6 +215,9 @@ class CanarySection(Section):
     min_requests: int = Field(
         200, ge=0, description="requests on the canary before a step can pass"
     )
+    min_intervals: int = Field(
+        2, ge=1, description="analysis intervals a step lasts at least before it can pass"
+    )
 
 
 class BlueGreenSection(Section):

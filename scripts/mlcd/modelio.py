@@ -22,6 +22,9 @@ from mlcd.errors import GateFailed, UserInputError
 # runs no code of the file's choosing when it is built.
 TRUSTED_TYPES: tuple[str, ...] = (
     "collections.OrderedDict",
+    # mlcd's own fault-injection transformers for rollout drills (mlcd/rollout/faults.py)
+    "mlcd.rollout.faults.FailSome",
+    "mlcd.rollout.faults.SlowDown",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",

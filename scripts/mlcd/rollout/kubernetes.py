@@ -175,7 +175,10 @@ def render(
         for weight in cfg.steps:
             if weight >= 100:
                 continue
-            steps += [{"setWeight": weight}, {"pause": {"duration": _duration(cfg.interval)}}]
+            steps += [
+                {"setWeight": weight},
+                {"pause": {"duration": _duration(cfg.interval * cfg.min_intervals)}},
+            ]
         strategy_spec: dict[str, Any] = {
             "canary": {
                 "stableService": f"{name}-stable",

@@ -301,6 +301,7 @@ class LocalController:
         paired: bool,
         label: str,
         like_for_like: bool = False,
+        min_intervals: int = 1,
     ) -> _Analysis:
         limits = limits_for(self.spec.section, self.spec.task, min_requests)
         readers = (ArmReader(stable.port), ArmReader(candidate.port))
@@ -310,6 +311,7 @@ class LocalController:
         baseline_ok = False
         last: Outcome = "inconclusive"
         why = ""
+        measured = 0
         while True:
             if not baseline_ok:
                 try:
@@ -356,7 +358,12 @@ class LocalController:
                 return _Analysis("failed", f"{run.explain()}; last: {why}", run, judge_state)
             if phase == "inconclusive":
                 return _Analysis("paused", f"{run.explain()}; last: {why}", run, judge_state)
-            if last == "pass" and time.monotonic() - started >= duration:
+            measured += 1
+            if (
+                last == "pass"
+                and measured >= min_intervals
+                and time.monotonic() - started >= duration
+            ):
                 return _Analysis("pass", run.explain(), run, judge_state)
 
     @staticmethod
@@ -480,6 +487,7 @@ class LocalController:
                     judge_state=jstate,
                     paired=False,
                     label=f"canary {weight}%",
+                    min_intervals=cfg.min_intervals,
                 )
                 run, jstate = result.run, result.judge_state
                 if result.verdict == "failed":

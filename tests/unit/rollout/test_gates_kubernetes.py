@@ -146,9 +146,9 @@ def test_rendered_objects_are_valid(strategy: str) -> None:
         steps = rollout["spec"]["strategy"]["canary"]["steps"]
         assert steps == [
             {"setWeight": 10},
-            {"pause": {"duration": "30s"}},
+            {"pause": {"duration": "60s"}},
             {"setWeight": 50},
-            {"pause": {"duration": "30s"}},
+            {"pause": {"duration": "60s"}},
         ]
     else:
         bg = rollout["spec"]["strategy"]["blueGreen"]
