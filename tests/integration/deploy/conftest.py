@@ -86,6 +86,42 @@ def free_port() -> int:
 
 
 @dataclass
+class Spawned:
+    """A background mlcd process and the files its output goes to."""
+
+    proc: subprocess.Popen[str]
+    out_file: Path
+    err_file: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"mlcd did not finish within {timeout}s; its log:\n"
+                + self.err_file.read_text()[-3000:]
+            ) from None
+        return self.out_file.read_text(), self.err_file.read_text()
+
+
+@dataclass
 class Project:
     """A throwaway model project with a registry, a run folder and its own ports."""
 
@@ -93,6 +129,7 @@ class Project:
     name: str
     envs: dict[str, Any]
     ports: dict[str, int] = field(default_factory=dict)
+    logs: int = 0
 
     @property
     def config(self) -> Path:
@@ -199,14 +236,16 @@ class Project:
             check=False,
         )
 
-    def spawn(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(*args),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env(),
-        )
+    def spawn(self, *args: str) -> Spawned:
+        """Start mlcd in the background; its output goes to files (a pipe could fill up)."""
+        self.logs += 1
+        out = self.root / f"spawn-{self.logs}.out"
+        err = self.root / f"spawn-{self.logs}.err"
+        with out.open("w") as stdout, err.open("w") as stderr:
+            proc = subprocess.Popen(
+                self.argv(*args), stdout=stdout, stderr=stderr, text=True, env=self.env()
+            )
+        return Spawned(proc, out, err)
 
     def state_json(self, env: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.state / env / "state.json").read_text())
