@@ -74,30 +74,70 @@ def _evaluate(root: Path) -> None:
         "confidence": 0.95,
         "holdout_rows": 114,
         "bootstrap_samples": 1000,
-        "metrics": {"accuracy": 0.9737, "precision": 0.9589, "recall": 1.0, "f1": 0.9793,
-                    "roc_auc": 0.996, "log_loss": 0.1225},  # fmt: skip
+        "metrics": {
+            "accuracy": 0.9737,
+            "precision": 0.9589,
+            "recall": 1.0,
+            "f1": 0.9793,
+            "roc_auc": 0.996,
+            "log_loss": 0.1225,
+        },
         "intervals": {"accuracy": [0.9471, 1.0], "roc_auc": [0.9875, 1.0], "f1": [0.954, 1.0]},
         "champion_metrics": {"accuracy": 0.9825, "roc_auc": 0.9954, "f1": 0.9861},
         "checks": [
-            {"kind": "threshold", "metric": "accuracy", "bound": "≥ 0.92", "passed": True,
-             "value": 0.9737, "line": "accuracy 0.9737 meets ≥ 0.92"},
-            {"kind": "threshold", "metric": "roc_auc", "bound": "≥ 0.97", "passed": True,
-             "value": 0.996, "line": "roc_auc 0.9960 meets ≥ 0.97"},
-            {"kind": "champion", "metric": "roc_auc", "bound": "worse by ≤ 0.01", "passed": True,
-             "value": 0.996, "line": "roc_auc 0.9960 vs champion v1 0.9954: within 0.01"},
-        ],  # fmt: skip
+            {
+                "kind": "threshold",
+                "metric": "accuracy",
+                "bound": "≥ 0.92",
+                "passed": True,
+                "value": 0.9737,
+                "line": "accuracy 0.9737 meets ≥ 0.92",
+            },
+            {
+                "kind": "threshold",
+                "metric": "roc_auc",
+                "bound": "≥ 0.97",
+                "passed": True,
+                "value": 0.996,
+                "line": "roc_auc 0.9960 meets ≥ 0.97",
+            },
+            {
+                "kind": "champion",
+                "metric": "roc_auc",
+                "bound": "worse by ≤ 0.01",
+                "passed": True,
+                "value": 0.996,
+                "line": "roc_auc 0.9960 vs champion v1 0.9954: within 0.01",
+            },
+        ],
         "comparison": {
             "status": "compared",
             "champion": "v1",
             "reason": "compared with champion v1 on the same 114 held-out rows",
             "rows": [
-                {"metric": "roc_auc", "candidate": 0.996, "champion": 0.9954,
-                 "difference": 0.0006, "interval": [-0.0033, 0.0062], "gated": True,
-                 "passed": True, "max_regression": 0.01, "worse_by": -0.0006},
-                {"metric": "accuracy", "candidate": 0.9737, "champion": 0.9825,
-                 "difference": -0.0088, "interval": [-0.0263, 0.0], "gated": False,
-                 "passed": True, "max_regression": None, "worse_by": 0.0088},
-            ],  # fmt: skip
+                {
+                    "metric": "roc_auc",
+                    "candidate": 0.996,
+                    "champion": 0.9954,
+                    "difference": 0.0006,
+                    "interval": [-0.0033, 0.0062],
+                    "gated": True,
+                    "passed": True,
+                    "max_regression": 0.01,
+                    "worse_by": -0.0006,
+                },
+                {
+                    "metric": "accuracy",
+                    "candidate": 0.9737,
+                    "champion": 0.9825,
+                    "difference": -0.0088,
+                    "interval": [-0.0263, 0.0],
+                    "gated": False,
+                    "passed": True,
+                    "max_regression": None,
+                    "worse_by": 0.0088,
+                },
+            ],
         },
         "slices": [],
         "model": {"fingerprint": "f" * 64, "sha256": "a" * 64},
@@ -129,8 +169,13 @@ def _evaluate(root: Path) -> None:
 def _train(root: Path) -> None:
     folder = root / "train"
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"name": "breast-cancer", "task": "classification", "estimator": "Pipeline",
-            "target": "diagnosis", "classes": [0, 1]}  # fmt: skip
+    meta = {
+        "name": "breast-cancer",
+        "task": "classification",
+        "estimator": "Pipeline",
+        "target": "diagnosis",
+        "classes": [0, 1],
+    }
     (folder / "model.json").write_text(json.dumps(meta), "utf-8")
     _write(
         root,
@@ -164,9 +209,16 @@ def _build(root: Path) -> None:
             "build_seconds": 38.2,
             "cached_steps": 2,
             "steps": 25,
-            "contract": {"skipped": False, "passed": True, "rows": 114, "agree": 114,
-                         "ready_seconds": 1.16, "health": "healthy", "user": "10001:10001",
-                         "problems": []},  # fmt: skip
+            "contract": {
+                "skipped": False,
+                "passed": True,
+                "rows": 114,
+                "agree": 114,
+                "ready_seconds": 1.16,
+                "health": "healthy",
+                "user": "10001:10001",
+                "problems": [],
+            },
         },
     )
 
@@ -180,19 +232,41 @@ def _scan(root: Path) -> None:
         json.dumps({"bomFormat": "CycloneDX", "components": components}), "utf-8"
     )
     suppressed = {
-        "kind": "vulnerability", "id": "CVE-2030-0001", "severity": "CRITICAL",
-        "title": "openssl: crafted", "target": "image", "source": "trivy", "package": "openssl",
-        "installed": "3.0.1", "fixed": "3.0.2", "gate": "suppressed",
-        "suppressed_by": {"id": "CVE-2030-0001", "package": "openssl",
-                          "reason": "not reachable: no TLS in the server", "expires": "2030-06-30",
-                          "owner": "ml-platform", "where": ".mlcd-ignore.yaml:3"},
-    }  # fmt: skip
+        "kind": "vulnerability",
+        "id": "CVE-2030-0001",
+        "severity": "CRITICAL",
+        "title": "openssl: crafted",
+        "target": "image",
+        "source": "trivy",
+        "package": "openssl",
+        "installed": "3.0.1",
+        "fixed": "3.0.2",
+        "gate": "suppressed",
+        "suppressed_by": {
+            "id": "CVE-2030-0001",
+            "package": "openssl",
+            "reason": "not reachable: no TLS in the server",
+            "expires": "2030-06-30",
+            "owner": "ml-platform",
+            "where": ".mlcd-ignore.yaml:3",
+        },
+    }
     findings = [suppressed] + [
-        {"kind": "vulnerability", "id": f"CVE-2030-{i:04d}", "severity": sev, "title": "t",
-         "target": "image", "source": "trivy", "package": "libx", "installed": "1",
-         "fixed": "", "gate": "below" if sev != "HIGH" else "unfixed", "suppressed_by": None}
+        {
+            "kind": "vulnerability",
+            "id": f"CVE-2030-{i:04d}",
+            "severity": sev,
+            "title": "t",
+            "target": "image",
+            "source": "trivy",
+            "package": "libx",
+            "installed": "1",
+            "fixed": "",
+            "gate": "below" if sev != "HIGH" else "unfixed",
+            "suppressed_by": None,
+        }
         for i, sev in enumerate(["HIGH", "MEDIUM", "MEDIUM", "LOW", "LOW", "LOW"], 2)
-    ]  # fmt: skip
+    ]
     (folder / "findings.json").write_text(json.dumps({"findings": findings}), "utf-8")
     _write(
         root,
@@ -201,24 +275,49 @@ def _scan(root: Path) -> None:
         "pass",
         "no finding fails the gate (7 found); 1 suppressed; scanned image, Dockerfile",
         metrics={
-            "findings": 7, "failing": 0, "suppressed": 1, "expired_ignores": 0, "unfixed": 1,
-            "below_threshold": 5, "severity_critical": 1, "severity_high": 1,
-            "severity_medium": 2, "severity_low": 3, "severity_unknown": 0,
-            "sarif_results": 7, "sarif_dropped": 0, "image_packages": 141,
-        },  # fmt: skip
+            "findings": 7,
+            "failing": 0,
+            "suppressed": 1,
+            "expired_ignores": 0,
+            "unfixed": 1,
+            "below_threshold": 5,
+            "severity_critical": 1,
+            "severity_high": 1,
+            "severity_medium": 2,
+            "severity_low": 3,
+            "severity_unknown": 0,
+            "sarif_results": 7,
+            "sarif_dropped": 0,
+            "image_packages": 141,
+        },
         artifacts={"sbom": "scan/sbom.cdx.json", "findings": "scan/findings.json"},
         details={
             "image": f"127.0.0.1:5000/breast-cancer@{IMAGE_ID}",
             "image_os": "debian 12.7",
             "trivy_version": "0.76.0",
             "parts": [
-                {"name": "image", "target": "image", "scanned": True, "reason": "",
-                 "seconds": 4.1, "findings": 7},
-                {"name": "model", "target": "model files", "scanned": False,
-                 "reason": "skipped: no model file", "seconds": 0, "findings": 0},
-            ],  # fmt: skip
-            "policy": {"severity": "HIGH", "ignore_unfixed": True,
-                       "ignore_file": ".mlcd-ignore.yaml"},  # fmt: skip
+                {
+                    "name": "image",
+                    "target": "image",
+                    "scanned": True,
+                    "reason": "",
+                    "seconds": 4.1,
+                    "findings": 7,
+                },
+                {
+                    "name": "model",
+                    "target": "model files",
+                    "scanned": False,
+                    "reason": "skipped: no model file",
+                    "seconds": 0,
+                    "findings": 0,
+                },
+            ],
+            "policy": {
+                "severity": "HIGH",
+                "ignore_unfixed": True,
+                "ignore_file": ".mlcd-ignore.yaml",
+            },
             "ignores": {"entries": 1, "expired": [], "unused": []},
         },
     )
@@ -255,25 +354,33 @@ def measurement(phase: str, outcome: str, totals: dict[str, Any], second: int) -
     }
 
 
-def _arms(cr: int, ce: int, sr: int, se: int, cp99: float, sp99: float) -> dict[str, Any]:
-    return {"canary_requests": cr, "canary_errors": ce, "stable_requests": sr,
-            "stable_errors": se, "canary_p99_ms": cp99, "stable_p99_ms": sp99,
-            "canary_p50_ms": cp99 / 3, "stable_p50_ms": sp99 / 3}  # fmt: skip
+def _arms(cr: int, ce: int, sr: int, se: int, *, p99: tuple[float, float]) -> dict[str, Any]:
+    cp99, sp99 = p99
+    return {
+        "canary_requests": cr,
+        "canary_errors": ce,
+        "stable_requests": sr,
+        "stable_errors": se,
+        "canary_p99_ms": cp99,
+        "stable_p99_ms": sp99,
+        "canary_p50_ms": cp99 / 3,
+        "stable_p50_ms": sp99 / 3,
+    }
 
 
 def _deploy(root: Path, env: str, minute: int) -> None:
     if env == "staging":
         strategy, outcome = "canary", "promoted"
         steps = [
-            measurement("canary 10%", "inconclusive", _arms(48, 0, 452, 1, 9.5, 8.8), 10),
-            measurement("canary 10%", "pass", _arms(101, 1, 905, 2, 11.0, 9.1), 20),
-            measurement("canary 50%", "pass", _arms(352, 2, 1160, 3, 12.4, 9.6), 30),
+            measurement("canary 10%", "inconclusive", _arms(48, 0, 452, 1, p99=(9.5, 8.8)), 10),
+            measurement("canary 10%", "pass", _arms(101, 1, 905, 2, p99=(11.0, 9.1)), 20),
+            measurement("canary 50%", "pass", _arms(352, 2, 1160, 3, p99=(12.4, 9.6)), 30),
         ]
     else:
         strategy, outcome = "blue-green", "promoted"
         steps = [
-            measurement("preview", "pass", _arms(210, 0, 205, 0, 14.0, 13.2), 40),
-            measurement("preview", "pass", _arms(420, 1, 410, 0, 15.2, 13.9), 50),
+            measurement("preview", "pass", _arms(210, 0, 205, 0, p99=(14.0, 13.2)), 40),
+            measurement("preview", "pass", _arms(420, 1, 410, 0, p99=(15.2, 13.9)), 50),
         ]
     _write(
         root,
