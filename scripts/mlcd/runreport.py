@@ -132,9 +132,15 @@ class RunView:
 
 
 def _planned(bundle: Bundle, run: Mapping[str, Any], planned: Sequence[str] | None) -> list[str]:
-    if planned:
-        return list(planned)
-    names = list(PIPELINE)
+    """The rows of the stage table: the planned stages (`mlcd run`'s steps for the config),
+    every stage of the full pipeline in its place, and the environments the run or the
+    folder names."""
+    names = list(planned or ())
+    for index, stage in enumerate(PIPELINE):
+        if stage in names:
+            continue
+        before = [names.index(s) for s in PIPELINE[:index] if s in names]
+        names.insert(max(before) + 1 if before else 0, stage)
     recorded = [str(_dict(r).get("stage", "")) for r in _list(run.get("stages"))]
     found = sorted(
         p.parent.name for p in bundle.root.glob("deploy-*/result.json") if p.parent.is_dir()

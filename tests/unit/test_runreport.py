@@ -188,10 +188,17 @@ def test_results_of_an_earlier_run_are_marked(tmp_path: Path) -> None:
 
 def test_planned_stages_set_the_rows(tmp_path: Path) -> None:
     bundle = write_bundle(tmp_path / "run", ["lint", "deploy-staging"])
-    view = collect(bundle, ["lint", "test", "deploy-staging", "deploy-qa"])
+    view = collect(bundle, ["lint", "test", "custom", "deploy-staging", "deploy-qa"])
     assert [(r.name, r.status) for r in view.rows] == [
         ("lint", "pass"),
         ("test", "not run"),
+        # the rest of the pipeline is always listed, each stage in its place
+        ("train", "not run"),
+        ("evaluate", "not run"),
+        ("build", "not run"),
+        ("scan", "not run"),
+        ("release", "not run"),
+        ("custom", "not run"),
         ("deploy-staging", "pass"),
         ("deploy-qa", "not run"),
     ]
@@ -322,7 +329,8 @@ def test_report_html_lists_the_configs_stages(
     write_bundle(tmp_path / "run", ["lint"])
     assert main(["report", "--html", "--out", str(tmp_path / "run"), "--config", str(project)]) == 0
     page = (tmp_path / "run" / REPORT_FILE).read_text()
-    assert rows(page) == {"lint": "passed", "custom": "not run"}
+    assert list(rows(page)) == [*STAGES[:7], "custom"]
+    assert rows(page)["custom"] == "not run"
 
 
 def test_mlcd_run_writes_the_report(
@@ -334,7 +342,8 @@ def test_mlcd_run_writes_the_report(
     assert run(project) == 0
     page = project.parent / "out" / REPORT_FILE
     assert f"report: {page}" in capsys.readouterr().out
-    assert rows(page.read_text()) == {"lint": "passed", "test": "passed"}
+    table = rows(page.read_text())
+    assert (table["lint"], table["test"], table["release"]) == ("passed", "passed", "not run")
     assert "Passed: every gate said yes" in page.read_text()
 
 
