@@ -1,0 +1,1 @@
+"""Scanning and compliance: findings, the one policy, the ignore file, the model scanner."""

@@ -1,0 +1,302 @@
+"""The model-artifact scanner: what a model file would import when loaded, found without
+loading it.
+
+- skops files: `skops.io.get_untrusted_types(file=…)` lists the types the file needs
+  without building any of them; each must be trusted by skops or on the loader's list
+  (`trusted_types()`, the same list `mlcd.modelio` loads with).
+- pickle and joblib files (also gzip/bz2/xz/zlib-compressed joblib, zip containers such
+  as PyTorch checkpoints, and pickles hidden in zip members or NumPy object arrays): read
+  opcode by opcode (`picklescan`), every imported global checked against `allowlist`.
+
+A file that cannot be read, or ends early, is a finding, never a crash.
+"""
+
+from __future__ import annotations
+
+import ast
+import bz2
+import contextlib
+import gzip
+import lzma
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlcd.modelio import TRUSTED_TYPES
+from mlcd.security import allowlist
+from mlcd.security.findings import Finding
+from mlcd.security.picklescan import PickleReadError, Readable, walk
+
+SOURCE = "mlcd-model-scan"
+MODEL_SUFFIXES = (".skops", ".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".npy", ".bin")
+RULE_DANGEROUS = "MLCD-MODEL-DANGEROUS-GLOBAL"
+RULE_UNTRUSTED = "MLCD-MODEL-UNTRUSTED-GLOBAL"
+RULE_UNTRUSTED_TYPE = "MLCD-MODEL-UNTRUSTED-TYPE"
+RULE_UNREADABLE = "MLCD-MODEL-UNREADABLE"
+RULES = {
+    RULE_DANGEROUS: "a model file imports a callable that can run commands, open files or "
+    "sockets, or evaluate code when the file is loaded",
+    RULE_UNTRUSTED: "a pickle-based model file imports a callable that is not on the "
+    "allow-list of data-only callables",
+    RULE_UNTRUSTED_TYPE: "a skops model file needs a type that neither skops nor mlcd's "
+    "loader trusts",
+    RULE_UNREADABLE: "a model file could not be read to the end, so its safety is unknown",
+}
+_ZLIB_JOBLIB = b"ZF"  # joblib's own zlib container: b"ZF" + 19-byte length + zlib stream
+
+
+def trusted_types() -> frozenset[str]:
+    """The extra skops types the loader accepts: `mlcd.modelio.TRUSTED_TYPES`, one list."""
+    return frozenset(TRUSTED_TYPES)
+
+
+def _finding(rule: str, severity: str, title: str, shown: str, package: str = "") -> Finding:
+    return Finding(
+        kind="model",
+        id=rule,
+        severity=severity,
+        title=title,
+        target=f"model {shown}",
+        source=SOURCE,
+        package=package or shown,
+        path=shown,
+        blocking=True,
+    )
+
+
+def _global_findings(
+    qualified: set[str], dynamic: set[str], shown: str, where: str
+) -> list[Finding]:
+    out = []
+    for name in sorted(qualified):
+        if allowlist.is_safe(name):
+            continue
+        label = allowlist.display_name(name)
+        if allowlist.is_dangerous(name):
+            out.append(
+                _finding(
+                    RULE_DANGEROUS,
+                    "CRITICAL",
+                    f"{where} imports {label}, which can run code of the file's choosing "
+                    "when it is loaded",
+                    shown,
+                    name,
+                )
+            )
+        else:
+            out.append(
+                _finding(
+                    RULE_UNTRUSTED,
+                    "HIGH",
+                    f"{where} imports {label}, which is not on the allow-list of "
+                    "data-only callables",
+                    shown,
+                    name,
+                )
+            )
+    out.extend(
+        _finding(
+            RULE_DANGEROUS,
+            "CRITICAL",
+            f"{where} imports a global it computes at load time ({name}); no safe model does that",
+            shown,
+            name,
+        )
+        for name in sorted(dynamic)
+    )
+    return out
+
+
+def _scan_pickle_stream(stream: Readable, shown: str, where: str) -> list[Finding]:
+    try:
+        result = walk(stream)
+    except PickleReadError as exc:
+        return [
+            _finding(RULE_UNREADABLE, "HIGH", f"{where} is not a readable pickle: {exc}", shown)
+        ]
+    static = {i.qualified for i in result.imports if not i.dynamic}
+    dynamic = {i.qualified for i in result.imports if i.dynamic}
+    return _global_findings(static, dynamic, shown, where)
+
+
+def _scan_npy(stream: Readable, shown: str, where: str) -> list[Finding]:
+    """A .npy array: only an object array carries a pickle (after the header)."""
+    magic = stream.read(8)
+    if len(magic) < 8 or not magic.startswith(b"\x93NUMPY"):
+        return [_finding(RULE_UNREADABLE, "HIGH", f"{where}: not a NumPy .npy file", shown)]
+    major = magic[6]
+    size_bytes = stream.read(2 if major == 1 else 4)
+    if len(size_bytes) not in (2, 4):
+        return [_finding(RULE_UNREADABLE, "HIGH", f"{where}: truncated .npy header", shown)]
+    size = struct.unpack("<H" if major == 1 else "<I", size_bytes)[0]
+    header = stream.read(size)
+    try:
+        meta = ast.literal_eval(header.decode("latin1"))
+        descr = str(meta["descr"])
+    except (ValueError, SyntaxError, KeyError, TypeError):
+        return [_finding(RULE_UNREADABLE, "HIGH", f"{where}: unreadable .npy header", shown)]
+    if "O" not in descr:
+        return []
+    return _scan_pickle_stream(stream, shown, f"{where} (object array)")
+
+
+def _is_pickle_start(head: bytes) -> bool:
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _scan_zip(path: Path, shown: str) -> list[Finding]:
+    findings: list[Finding] = []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                where = f"{shown}!{info.filename}"
+                with archive.open(info) as member:
+                    head = member.read(8)
+                with archive.open(info) as member:
+                    if _is_pickle_start(head) or info.filename.endswith((".pkl", ".pickle")):
+                        findings += _scan_pickle_stream(member, shown, where)
+                    elif head.startswith(b"\x93NUMPY"):
+                        findings += _scan_npy(member, shown, where)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+        findings.append(
+            _finding(RULE_UNREADABLE, "HIGH", f"{shown}: damaged zip container ({exc})", shown)
+        )
+    return findings
+
+
+def _scan_skops(path: Path, shown: str) -> list[Finding]:
+    try:
+        import skops.io as sio
+
+        needed = sorted(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # noqa: BLE001 - skops raises many kinds on a damaged file
+        return [
+            _finding(
+                RULE_UNREADABLE,
+                "HIGH",
+                f"{shown}: not a readable skops file ({type(exc).__name__}: {exc})",
+                shown,
+            )
+        ]
+    extra = trusted_types()
+    findings = []
+    for name in needed:
+        if name in extra:
+            continue
+        label = allowlist.display_name(name)
+        dangerous = allowlist.is_dangerous(name)
+        findings.append(
+            _finding(
+                RULE_DANGEROUS if dangerous else RULE_UNTRUSTED_TYPE,
+                "CRITICAL" if dangerous else "HIGH",
+                f"{shown} needs {label}, which "
+                + (
+                    "can run code of the file's choosing when it is loaded"
+                    if dangerous
+                    else "neither skops nor mlcd's loader trusts"
+                ),
+                shown,
+                name,
+            )
+        )
+    # a skops file holds JSON and .npy members; a pickle in it is never legitimate
+    findings += [f for f in _scan_zip(path, shown) if f.id != RULE_UNREADABLE]
+    return findings
+
+
+@contextlib.contextmanager
+def _decompressed(path: Path, head: bytes) -> Iterator[Readable]:
+    """The file's content as a stream, decompressing joblib's compressed formats."""
+    if head.startswith(b"\x1f\x8b"):
+        with gzip.open(path, "rb") as handle:
+            yield handle
+    elif head.startswith(b"BZh"):
+        with bz2.open(path, "rb") as handle:
+            yield handle
+    elif head.startswith((b"\xfd7zXZ", b"]\x00\x00")):
+        with lzma.open(path, "rb") as handle:
+            yield handle
+    elif head.startswith(_ZLIB_JOBLIB):
+        with path.open("rb") as raw:
+            raw.read(2 + 19)
+            yield _ZlibStream(raw)
+    elif head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
+        with path.open("rb") as raw:
+            yield _ZlibStream(raw)
+    else:
+        with path.open("rb") as handle:
+            yield handle
+
+
+class _ZlibStream:
+    """Forward-only reads of a zlib stream."""
+
+    def __init__(self, raw: Readable) -> None:
+        self.raw = raw
+        self.inflater = zlib.decompressobj()
+        self.buffer = b""
+
+    def _fill(self, size: int) -> None:
+        while size < 0 or len(self.buffer) < size:
+            chunk = self.raw.read(1 << 16)
+            if not chunk:
+                self.buffer += self.inflater.flush()
+                return
+            self.buffer += self.inflater.decompress(chunk)
+
+    def read(self, size: int = -1, /) -> bytes:
+        self._fill(size)
+        if size < 0:
+            data, self.buffer = self.buffer, b""
+        else:
+            data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def readline(self, size: int = -1, /) -> bytes:
+        out = bytearray()
+        while size < 0 or len(out) < size:
+            char = self.read(1)
+            if not char:
+                break
+            out += char
+            if char == b"\n":
+                break
+        return bytes(out)
+
+
+def scan_model_file(path: Path, *, shown: str | None = None) -> list[Finding]:
+    """Every finding for one model file (empty: nothing it imports is a concern)."""
+    label = shown or str(path)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        return [_finding(RULE_UNREADABLE, "HIGH", f"{label}: cannot be read ({exc})", label)]
+    if not head:
+        return [_finding(RULE_UNREADABLE, "HIGH", f"{label}: the file is empty", label)]
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        if path.suffix == ".skops" or _has_member(path, "schema.json"):
+            return _scan_skops(path, label)
+        return _scan_zip(path, label)
+    if head.startswith(b"\x93NUMPY"):
+        with path.open("rb") as handle:
+            return _scan_npy(handle, label, label)
+    try:
+        with _decompressed(path, head) as stream:
+            return _scan_pickle_stream(stream, label, label)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        return [
+            _finding(RULE_UNREADABLE, "HIGH", f"{label}: cannot be decompressed ({exc})", label)
+        ]
+
+
+def _has_member(path: Path, name: str) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return name in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
