@@ -232,6 +232,10 @@ def verdict(view: RunView) -> Verdict:
             headline = f"Passed: release {version} is ready to deploy"
         else:
             headline = "Passed: every gate said yes"
+        missing = [r.name for r in view.rows if r.status == "not run"]
+        if missing and not live:
+            headline = "Passed so far: every stage that ran said yes"
+            counted += "; not run: " + ", ".join(missing)
         return Verdict("pass", headline, counted)
     culprit = next((r for r in ran if r.name == stopped), None) or failed or errored
     where = f" at {culprit.name}" if culprit else ""
@@ -648,7 +652,8 @@ def _model(view: RunView) -> str:
         left.append(
             "<ul class='checks'>" + "".join(f"<li>{e(r)}</li>" for r in evaluate.reasons) + "</ul>"
         )
-    if comparison.get("status") != "compared" and comparison.get("reason"):
+    said = any(_dict(c).get("kind") == "champion" for c in checks)
+    if comparison.get("status") != "compared" and comparison.get("reason") and not said:
         left.append(f"<p><b>Champion:</b> {e(str(comparison['reason']))}</p>")
     chart = metric_chart(
         metrics, intervals, champion_metrics, _thresholds(checks), champion_name=champion

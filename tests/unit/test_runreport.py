@@ -344,10 +344,18 @@ def test_mlcd_run_writes_the_report(
     assert f"report: {page}" in capsys.readouterr().out
     table = rows(page.read_text())
     assert (table["lint"], table["test"], table["release"]) == ("passed", "passed", "not run")
-    assert "Passed: every gate said yes" in page.read_text()
+    assert "Passed so far: every stage that ran said yes" in page.read_text()
+    assert "2 of 2 stages passed; not run: train, evaluate, build, scan, release" in page.read_text()
 
 
 def test_write_html_makes_the_folder(tmp_path: Path) -> None:
     path = write_html(tmp_path / "new" / "out")
     assert path.is_file()
     assert path.name == REPORT_FILE
+
+
+def test_a_release_without_a_deployment_is_ready_to_deploy(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "run", STAGES[:7])
+    judged = verdict(collect(bundle, planned=STAGES[:7]))
+    assert (judged.status, judged.headline) == ("pass", "Passed: release 0.1.1 is ready to deploy")
+    assert judged.detail == "7 of 7 stages passed"
