@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from mlcd.serve.app import App
 from mlcd.serve.model import ServedModel, load
-
 from tests.support.models import make_model_dir
 
 

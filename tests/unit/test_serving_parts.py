@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from mlcd import releases
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.image import wheelhouse
