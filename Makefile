@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # benchmarks/ is linted once it exists (ruff fails on a path that does not)
 LINT_PATHS := scripts tests $(wildcard benchmarks)
 
-.PHONY: help setup system venv js demo test lint unit integration schema docs clean
+.PHONY: help setup system venv js demo test lint unit integration schema docs serve-lock bench-serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -61,6 +61,12 @@ schema: venv ## regenerate schema/mlcd.schema.json from the code
 
 docs: schema ## regenerate docs/cli.md and docs/configuration.md (and the schema) from the code
 	$(PY) scripts/gen_docs.py
+
+serve-lock: venv ## regenerate the serving image's hashed wheel lock from constraints.txt
+	$(PY) -m mlcd.image.wheelhouse constraints.txt scripts/mlcd/data/serve-requirements.txt
+
+bench-serve: setup ## mlcd's model server against in-process predict, FastAPI, MLflow, BentoML (wrk)
+	$(PY) benchmarks/serve.py
 
 clean: ## remove run folders and caches (keeps the virtualenv)
 	rm -rf .mlcd .mlcd-registry .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ from pathlib import Path
 from mlcd import __version__, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
-from mlcd.stages import evaluate, lint, scan, test, train, validate
+from mlcd.stages import build, evaluate, lint, release, scan, serve, test, train, validate
 
 # The commands, in the order `mlcd --help` lists them. Only commands that work are listed.
 COMMANDS: list[Command] = [
@@ -21,7 +21,10 @@ COMMANDS: list[Command] = [
     test.COMMAND,
     train.COMMAND,
     evaluate.COMMAND,
+    build.COMMAND,
     scan.COMMAND,
+    release.COMMAND,
+    serve.COMMAND,
     pipeline.COMMAND,
     report.COMMAND,
 ]

@@ -14,7 +14,7 @@ from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageResult, utc_now, write_json_atomic
 from mlcd.progress import StageProgress, fmt_seconds
-from mlcd.stages import evaluate, lint, scan, test, train
+from mlcd.stages import build, evaluate, lint, release, scan, test, train
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ def steps(_ctx: Context) -> list[Step]:
         Step("test", test.stage),
         Step("train", train.stage),
         Step("evaluate", evaluate.stage),
+        Step("build", build.stage),
         Step("scan", scan.stage),
+        Step("release", release.stage),
     ]
 
 

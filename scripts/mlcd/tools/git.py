@@ -27,3 +27,21 @@ def toplevel(cwd: Path) -> Path:
     """The repository root, or `cwd` itself when it is not in a repository."""
     top = _git(["rev-parse", "--show-toplevel"], cwd)
     return Path(top).resolve() if top else cwd.resolve()
+
+
+def commit_time(cwd: Path) -> str | None:
+    """The HEAD commit's time, ISO 8601 in UTC (reproducible image `created` labels)."""
+    stamp = _git(["log", "-1", "--format=%ct"], cwd)
+    if stamp is None or not stamp.isdigit():
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(int(stamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def remote_url(cwd: Path) -> str | None:
+    """The `origin` remote (GITHUB_SERVER_URL/GITHUB_REPOSITORY in Actions), if any."""
+    server, repo = os.environ.get("GITHUB_SERVER_URL"), os.environ.get("GITHUB_REPOSITORY")
+    if server and repo:
+        return f"{server}/{repo}"
+    return _git(["config", "--get", "remote.origin.url"], cwd)

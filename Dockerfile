@@ -1,0 +1,1 @@
+scripts/mlcd/data/Dockerfile

@@ -1,0 +1,363 @@
+"""Routes of the model server, apart from sockets: request in, response out.
+
+`App.handle` answers every route at once except the two prediction routes, for which it
+returns a `PredictJob` that the server batches with others (`server.Batcher`) and
+finishes with `App.finish`. `App.handle_now` does both in one call (tests, tools).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from mlcd import __version__
+from mlcd.serve.metrics import SCORE_BUCKETS_PROBA as PROBA_BUCKETS
+from mlcd.serve.metrics import Layout, Metrics, RecentBuffer, regression_buckets
+from mlcd.serve.model import BatchOutput, ModelError, ServedModel
+from mlcd.serve.schema import ClientError, Parsed, parse_predict, parse_v2
+
+JSON = b"application/json"
+TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+
+R_PREDICT = "/predict"
+R_V2_INFER = "/v2/models/{name}/infer"
+R_V2_MODEL = "/v2/models/{name}"
+R_V2_MODEL_READY = "/v2/models/{name}/ready"
+ROUTES: tuple[str, ...] = (
+    R_PREDICT,
+    R_V2_INFER,
+    R_V2_MODEL,
+    R_V2_MODEL_READY,
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/metadata",
+    "/v1/recent-predictions",
+    "other",
+)
+_GET_ROUTES = {
+    "/v2": "/v2",
+    "/v2/health/live": "/v2/health/live",
+    "/v2/health/ready": "/v2/health/ready",
+    "/healthz": "/healthz",
+    "/readyz": "/readyz",
+    "/metrics": "/metrics",
+    "/v1/metadata": "/v1/metadata",
+    "/v1/recent-predictions": "/v1/recent-predictions",
+}
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    route: str = "other"
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class PredictJob:
+    """A validated prediction request waiting for its batch."""
+
+    route: str
+    parsed: Parsed
+    request_id: str
+    started: float
+    output: BatchOutput | None = None
+    error: str | None = None
+
+
+def json_body(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False, default=str).encode()
+
+
+def error_response(status: int, message: str, route: str = "other") -> Response:
+    return Response(status, json_body({"error": message}), JSON, route)
+
+
+class App:
+    """The routes, the model and the shared metrics of one worker."""
+
+    def __init__(
+        self,
+        model: ServedModel,
+        *,
+        workers: int = 1,
+        recent_capacity: int = 10_000,
+    ) -> None:
+        self.model = model
+        if model.task == "classification":
+            buckets: tuple[float, ...] = PROBA_BUCKETS
+        else:
+            target = model.meta.get("target_range") or {}
+            buckets = regression_buckets(target.get("min"), target.get("max"))
+        self.layout = Layout(ROUTES, model.classes, buckets)
+        self.metrics = Metrics(self.layout, workers, name=model.name, version=model.version)
+        self.recent = RecentBuffer(recent_capacity, workers)
+        self.ready = False
+        self.draining = False
+        self._card = json_body(model.card())
+        self._v2_meta = json_body(self._v2_model_metadata())
+        self._proba_outputs = model.has_proba
+
+    def bind(self, worker: int) -> None:
+        self.metrics.bind(worker)
+        self.recent.bind(worker)
+
+    # ----------------------------------------------------------------- routing
+
+    def handle(
+        self, method: str, target: str, body: bytes, request_id: str, started: float
+    ) -> Response | PredictJob:
+        path, _, query = target.partition("?")
+        if path == R_PREDICT:
+            if method != "POST":
+                return self._not_allowed(R_PREDICT, "POST")
+            try:
+                return PredictJob(R_PREDICT, parse_predict(self.model, body), request_id, started)
+            except ClientError as exc:
+                return error_response(exc.status, exc.message, R_PREDICT)
+        if path.startswith("/v2/models/"):
+            return self._v2_model_route(method, path, body, request_id, started)
+        route = _GET_ROUTES.get(path)
+        if route is None:
+            return error_response(404, f"no route {path[:100]!r}; see GET /v1/metadata", "other")
+        if method not in ("GET", "HEAD"):
+            return self._not_allowed(route, "GET")
+        return self._get(route, query)
+
+    def _not_allowed(self, route: str, allowed: str) -> Response:
+        response = error_response(405, f"{route} takes {allowed}", route)
+        response.headers.append((b"allow", allowed.encode()))
+        return response
+
+    def _get(self, route: str, query: str) -> Response:
+        if route in ("/healthz", "/v2/health/live"):
+            body = b'{"status":"ok"}' if route == "/healthz" else b'{"live":true}'
+            return Response(200, body, JSON, route)
+        if route in ("/readyz", "/v2/health/ready"):
+            ok = self.ready and not self.draining
+            state = "ready" if ok else ("draining" if self.draining else "loading")
+            state_data: dict[str, Any] = {"status": state} if route == "/readyz" else {"ready": ok}
+            return Response(200 if ok else 503, json_body(state_data), JSON, route)
+        if route == "/metrics":
+            return Response(200, self.metrics.render().encode(), TEXT, route)
+        if route == "/v1/metadata":
+            return Response(200, self._card, JSON, route)
+        if route == "/v2":
+            info = {"name": "mlcd", "version": __version__, "extensions": []}
+            return Response(200, json_body(info), JSON, route)
+        return self._recent(query)
+
+    def _recent(self, query: str) -> Response:
+        route = "/v1/recent-predictions"
+        params = parse_qs(query, keep_blank_values=True)
+        try:
+            limit = int(params.get("limit", ["100"])[-1])
+            since_raw = params.get("since", [None])[-1]
+            since = float(since_raw) if since_raw not in (None, "") else None
+        except ValueError:
+            return error_response(400, "limit must be an integer and since a number", route)
+        if limit < 0:
+            return error_response(400, "limit must be 0 or more", route)
+        limit = min(limit, self.recent.capacity * self.recent.workers)
+        records = self.recent.recent(limit, since)
+        return Response(200, json_body({"predictions": records}), JSON, route)
+
+    def _v2_model_route(
+        self, method: str, path: str, body: bytes, request_id: str, started: float
+    ) -> Response | PredictJob:
+        parts = path[len("/v2/models/") :].split("/")
+        name = parts[0]
+        rest = parts[1:]
+        if len(rest) >= 2 and rest[0] == "versions":  # /versions/{v}/…
+            rest = rest[2:]
+        route = {(): R_V2_MODEL, ("ready",): R_V2_MODEL_READY, ("infer",): R_V2_INFER}.get(
+            tuple(rest)
+        )
+        if route is None:
+            return error_response(404, f"no route {path[:100]!r}", "other")
+        if name != self.model.name:
+            return error_response(
+                404, f"unknown model {name[:100]!r}; this server serves {self.model.name!r}", route
+            )
+        if route == R_V2_INFER:
+            if method != "POST":
+                return self._not_allowed(route, "POST")
+            try:
+                return PredictJob(route, parse_v2(self.model, body), request_id, started)
+            except ClientError as exc:
+                return error_response(exc.status, exc.message, route)
+        if method not in ("GET", "HEAD"):
+            return self._not_allowed(route, "GET")
+        if route == R_V2_MODEL_READY:
+            ok = self.ready and not self.draining
+            return Response(200 if ok else 503, json_body({"name": name, "ready": ok}), JSON, route)
+        return Response(200, self._v2_meta, JSON, route)
+
+    def _v2_model_metadata(self) -> dict[str, Any]:
+        m = self.model
+        outputs = [{"name": "predict", "datatype": self._label_datatype(), "shape": [-1]}]
+        if m.has_proba:
+            outputs.append(
+                {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(m.classes)]}
+            )
+        return {
+            "name": m.name,
+            "versions": [m.version],
+            "platform": "sklearn",
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "datatype": "FP64" if m.numeric else "BYTES",
+                    "shape": [-1, m.n_features],
+                    "parameters": {"features": m.feature_names},
+                }
+            ],
+            "outputs": outputs,
+        }
+
+    def _label_datatype(self) -> str:
+        kind = self.model.classes_array.dtype.kind if self.model.task == "classification" else "f"
+        return {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}.get(kind, "BYTES")
+
+    # ------------------------------------------------------------- predictions
+
+    def finish(self, job: PredictJob) -> Response:
+        """The response of a job whose batch has run (or failed)."""
+        latency = time.perf_counter() - job.started
+        if job.output is None:
+            response = error_response(500, f"the model failed: {job.error}", job.route)
+            self._remember(job, response.status, None, latency)
+            return response
+        out = job.output
+        try:
+            if job.parsed.kind == "v2":
+                body = self._v2_body(job, out)
+            else:
+                data: dict[str, Any] = {"predictions": out.predictions}
+                if out.probabilities is not None:
+                    data["probabilities"] = out.probabilities
+                data["model_version"] = self.model.version
+                body = json_body(data)
+        except ValueError:  # NaN or infinity out of the model: its fault, not the client's
+            job.error = "the model returned a value that is not a finite number"
+            job.output = None
+            return self.finish(job)
+        self.metrics.observe_predictions(out.labels, out.scores)
+        self._remember(job, 200, out.predictions, latency)
+        return Response(200, body, JSON, job.route)
+
+    def _v2_body(self, job: PredictJob, out: BatchOutput) -> bytes:
+        n = len(out.predictions)
+        wanted = job.parsed.v2_outputs
+        outputs: list[dict[str, Any]] = []
+        if wanted is None or "predict" in wanted:
+            outputs.append(
+                {
+                    "name": "predict",
+                    "shape": [n],
+                    "datatype": self._label_datatype(),
+                    "data": out.predictions,
+                }
+            )
+        if out.probabilities is not None and (wanted is None or "predict_proba" in wanted):
+            flat = [p for row in out.probabilities for p in row]
+            outputs.append(
+                {
+                    "name": "predict_proba",
+                    "shape": [n, len(self.model.classes)],
+                    "datatype": "FP64",
+                    "data": flat,
+                }
+            )
+        return json_body(
+            {
+                "model_name": self.model.name,
+                "model_version": self.model.version,
+                "id": job.parsed.v2_id or job.request_id,
+                "outputs": outputs,
+            }
+        )
+
+    def _remember(
+        self, job: PredictJob, status: int, predictions: list[Any] | None, latency: float
+    ) -> None:
+        self.recent.add(
+            {
+                "request_id": job.request_id,
+                "predictions": predictions,
+                "status": status,
+                "latency_ms": round(latency * 1000, 3),
+                "time": time.time(),
+                "route": job.route,
+            }
+        )
+
+    def remember_error(self, route: str, request_id: str, status: int, started: float) -> None:
+        """Client errors on prediction routes are kept too (the judge counts them)."""
+        if route in (R_PREDICT, R_V2_INFER):
+            latency = time.perf_counter() - started
+            self.recent.add(
+                {
+                    "request_id": request_id,
+                    "predictions": None,
+                    "status": status,
+                    "latency_ms": round(latency * 1000, 3),
+                    "time": time.time(),
+                    "route": route,
+                }
+            )
+
+    def run_batch(self, jobs: list[PredictJob]) -> None:
+        """Predict the rows of several jobs in one call; on failure, each job alone."""
+        import numpy as np
+
+        if len(jobs) == 1:
+            self._run_one(jobs[0])
+            return
+        rows = np.concatenate([j.parsed.rows for j in jobs], axis=0)
+        try:
+            out = self.model.predict(rows)
+        except ModelError:
+            for job in jobs:
+                self._run_one(job)
+            return
+        start = 0
+        for job in jobs:
+            n = len(job.parsed.rows)
+            end = start + n
+            job.output = BatchOutput(
+                predictions=out.predictions[start:end],
+                probabilities=None if out.probabilities is None else out.probabilities[start:end],
+                scores=out.scores[start:end],
+                labels=out.labels[start:end],
+            )
+            start = end
+
+    def _run_one(self, job: PredictJob) -> None:
+        try:
+            job.output = self.model.predict(job.parsed.rows)
+        except ModelError as exc:
+            job.error = str(exc)[:500]
+
+    def handle_now(
+        self, method: str, target: str, body: bytes = b"", request_id: str = "test"
+    ) -> Response:
+        """Answer any request in one call, predicting inline (no batching)."""
+        started = time.perf_counter()
+        result = self.handle(method, target, body, request_id, started)
+        if isinstance(result, PredictJob):
+            self.run_batch([result])
+            result = self.finish(result)
+        elif result.status >= 400:
+            self.remember_error(result.route, request_id, result.status, started)
+        self.metrics.observe_request(result.route, result.status, time.perf_counter() - started)
+        return result

@@ -1,0 +1,301 @@
+"""The served model: `model.skops` + `model.json` from a folder, and batched prediction."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mlcd.errors import EnvironmentMissing, UserInputError
+
+Task = Literal["classification", "regression"]
+MODEL_FILE = "model.skops"
+META_FILE = "model.json"
+
+_CATEGORICAL_DTYPES = {"object", "category", "string", "str"}
+# Final estimators whose `predict` is, by construction, the class of the largest
+# `predict_proba`: for them one `predict_proba` call gives both answers.
+_PROBA_ARGMAX = {
+    "LogisticRegression",
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "DecisionTreeClassifier",
+    "ExtraTreeClassifier",
+    "HistGradientBoostingClassifier",
+}
+
+warnings.filterwarnings("ignore", message="X does not have valid feature names")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column, from model.json's `features`."""
+
+    name: str
+    dtype: str
+    categories: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def numeric(self) -> bool:
+        return self.categories is None and self.dtype.lower() not in _CATEGORICAL_DTYPES
+
+
+@dataclass
+class BatchOutput:
+    """What one predict call returns, per row."""
+
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+    scores: list[float]
+    labels: list[int] = field(default_factory=list)  # class index per row (classification)
+
+
+class ModelError(Exception):
+    """The estimator raised: a 500 for the request, never a crash."""
+
+
+def _load_meta(folder: Path) -> dict[str, Any]:
+    path = folder / META_FILE
+    try:
+        meta = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(
+            f"no {META_FILE} in the model folder {folder}",
+            hint="point MLCD_MODEL_DIR (or --model-dir) at the folder `mlcd train` wrote "
+            "(.mlcd/train)",
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"{path}: unreadable model metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UserInputError(f"{path}: model metadata must be a JSON object")
+    return meta
+
+
+def _features(meta: dict[str, Any], path: Path) -> list[Feature]:
+    raw = meta.get("features")
+    if not isinstance(raw, list) or not raw:
+        raise UserInputError(f"{path}: `features` must be a non-empty list")
+    features = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise UserInputError(f"{path}: features[{index}] needs a string `name`")
+        cats = item.get("categories")
+        features.append(
+            Feature(
+                name=item["name"],
+                dtype=str(item.get("dtype") or "float64"),
+                categories=tuple(cats) if isinstance(cats, list) else None,
+                min=_num(item.get("min")),
+                max=_num(item.get("max")),
+            )
+        )
+    names = [f.name for f in features]
+    if len(set(names)) != len(names):
+        raise UserInputError(f"{path}: feature names are not unique")
+    return features
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _final_estimator(estimator: Any) -> Any:
+    while hasattr(estimator, "steps"):
+        estimator = estimator.steps[-1][1]
+    return estimator
+
+
+def _allows_nan(estimator: Any) -> bool:
+    try:
+        from sklearn.utils import get_tags
+
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
+
+
+def _jsonable(values: NDArray[Any]) -> list[Any]:
+    out: list[Any] = values.tolist()
+    return out
+
+
+class ServedModel:
+    """A fitted estimator with its schema. `predict` takes a 2-D array of rows."""
+
+    def __init__(self, estimator: Any, meta: dict[str, Any], *, version: str = "") -> None:
+        path = Path(str(meta.get("_path", META_FILE)))
+        self.estimator = estimator
+        self.meta = meta
+        self.name = str(meta.get("name") or "model")
+        task = meta.get("task")
+        if task not in ("classification", "regression"):
+            raise UserInputError(f"{path}: `task` must be classification or regression")
+        self.task: Task = task
+        self.features = _features(meta, path)
+        self.feature_names = [f.name for f in self.features]
+        self.feature_index = {name: i for i, name in enumerate(self.feature_names)}
+        self.numeric = all(f.numeric for f in self.features)
+        fingerprint = str(meta.get("fingerprint") or "")[:12]
+        default = f"0.0.0+{fingerprint}" if fingerprint else "0.0.0+local"
+        self.version = version or str(meta.get("version") or default)
+        self.allow_nan = _allows_nan(estimator)
+        self.has_proba = self.task == "classification" and hasattr(estimator, "predict_proba")
+        self.proba_argmax = (
+            self.has_proba and type(_final_estimator(estimator)).__name__ in _PROBA_ARGMAX
+        )
+        classes = getattr(estimator, "classes_", None)
+        if classes is None:
+            classes = getattr(_final_estimator(estimator), "classes_", None)
+        if self.task == "classification":
+            if classes is None:
+                raise UserInputError(f"{path}: a classification model without `classes_`")
+            self.classes_array: NDArray[Any] = np.asarray(classes)
+        else:
+            self.classes_array = np.asarray([])
+        self.classes: list[Any] = _jsonable(self.classes_array)
+        self.binary = len(self.classes) == 2
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    def frame(self, rows: NDArray[Any]) -> Any:
+        """The estimator's input: the array itself, or a DataFrame when a column is text."""
+        if self.numeric:
+            return rows
+        import pandas as pd  # only models with text columns need pandas in the image
+
+        return pd.DataFrame(rows, columns=self.feature_names)
+
+    def predict(self, rows: NDArray[Any]) -> BatchOutput:
+        """Predict a batch; any exception of the estimator becomes `ModelError`."""
+        try:
+            x = self.frame(rows)
+            if self.task == "regression":
+                values = np.asarray(self.estimator.predict(x), dtype=np.float64).reshape(-1)
+                preds = _jsonable(values)
+                return BatchOutput(predictions=preds, probabilities=None, scores=preds)
+            if self.has_proba:
+                proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
+                if self.proba_argmax:
+                    index = proba.argmax(axis=1)
+                    labels = self.classes_array.take(index)
+                else:
+                    labels = np.asarray(self.estimator.predict(x))
+                    index = np.searchsorted(self.classes_array, labels)
+                scores = proba[:, 1] if self.binary else proba.max(axis=1)
+                return BatchOutput(
+                    predictions=_jsonable(labels),
+                    probabilities=_jsonable(proba),
+                    scores=_jsonable(scores),
+                    labels=_jsonable(index),
+                )
+            labels = np.asarray(self.estimator.predict(x))
+            index = np.searchsorted(self.classes_array, labels)
+            return BatchOutput(
+                predictions=_jsonable(labels),
+                probabilities=None,
+                scores=[1.0] * len(labels),
+                labels=_jsonable(index),
+            )
+        except Exception as exc:
+            raise ModelError(f"{type(exc).__name__}: {exc}") from exc
+
+    def warm_up(self) -> None:
+        """One prediction on a plausible row, so that the first request is not slow."""
+        row: list[Any] = []
+        for f in self.features:
+            if not f.numeric:
+                row.append(f.categories[0] if f.categories else "")
+            elif f.min is not None and f.max is not None:
+                row.append((f.min + f.max) / 2)
+            else:
+                row.append(0.0)
+        dtype = np.float64 if self.numeric else object
+        self.predict(np.asarray([row], dtype=dtype))
+
+    def card(self) -> dict[str, Any]:
+        """Model-card data for GET /v1/metadata."""
+        keep = (
+            "name",
+            "task",
+            "target",
+            "features",
+            "classes",
+            "params",
+            "data_sha256",
+            "rows",
+            "seed",
+            "test_size",
+            "git_sha",
+            "versions",
+            "fingerprint",
+            "metrics",
+            "created",
+        )
+        card = {k: self.meta[k] for k in keep if k in self.meta}
+        card.update(
+            {
+                "name": self.name,
+                "version": self.version,
+                "task": self.task,
+                "classes": self.classes if self.task == "classification" else None,
+                "estimator": type(_final_estimator(self.estimator)).__name__,
+                "accepts_nan": self.allow_nan,
+            }
+        )
+        return card
+
+
+def load(folder: Path, *, version: str = "") -> ServedModel:
+    """Load `model.skops` with the types `model.json` trusts; exit 2 on a bad folder."""
+    meta = _load_meta(folder)
+    meta["_path"] = str(folder / META_FILE)
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise UserInputError(
+            f"no {MODEL_FILE} in the model folder {folder}",
+            hint="point MLCD_MODEL_DIR (or --model-dir) at the folder `mlcd train` wrote",
+        )
+    trusted = meta.get("trusted_types") or []
+    if not isinstance(trusted, list) or not all(isinstance(t, str) for t in trusted):
+        raise UserInputError(f"{folder / META_FILE}: `trusted_types` must be a list of strings")
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise EnvironmentMissing(
+            "the Python package `skops` is not installed", hint="pip install skops"
+        ) from None
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # noqa: BLE001 - a damaged file, whatever skops says
+        raise UserInputError(f"{path}: not a readable skops file ({exc})") from None
+    unexpected = sorted(set(untrusted) - set(trusted))
+    if unexpected:
+        raise UserInputError(
+            f"{path} needs types that {META_FILE} does not trust: {', '.join(unexpected)}",
+            hint="retrain with `mlcd train`, which records the types the model needs",
+        )
+    try:
+        estimator = sio.load(path, trusted=list(trusted))
+    except Exception as exc:  # noqa: BLE001 - same: report, never trace back
+        raise UserInputError(
+            f"{path}: cannot load the model ({type(exc).__name__}: {exc})"
+        ) from None
+    return ServedModel(estimator, meta, version=version)
+
+
+def feature_summary(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")

@@ -1,0 +1,360 @@
+"""Request validation: bodies of /predict and /v2/.../infer become a 2-D array of rows.
+
+Every client mistake raises `ClientError` with a 4xx status and a message that says what
+is wrong and where (row, feature). Nothing here may raise anything else for any input.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mlcd.serve.model import ServedModel, feature_summary
+
+_NUMBER_TYPES = {int, float}
+MAX_ROWS = 100_000
+
+V2_NUMERIC = {
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+}
+
+
+class ClientError(Exception):
+    """A client's mistake: a 4xx status with a message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Parsed:
+    """A validated request: rows in model column order."""
+
+    rows: NDArray[Any]
+    kind: str  # "instances" | "records" | "v2"
+    v2_id: str | None = None
+    v2_outputs: list[str] | None = None
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON document of a body, or a 400 that says why not."""
+    if not body or not body.strip():
+        raise ClientError(400, 'empty body: send JSON such as {"instances": [[1.0, 2.0, …]]}')
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ClientError(
+            400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError) as exc:  # e.g. integers with too many digits, deep nesting
+        raise ClientError(400, f"malformed JSON: {str(exc)[:200] or type(exc).__name__}") from None
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if _json_ok(value) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "…"
+
+
+def _json_ok(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _bad_value(model: ServedModel, row: int, col: int, value: Any) -> ClientError:
+    feature = model.features[col]
+    where = f"row {row}, feature `{feature.name}` (column {col})"
+    if value is None:
+        if model.allow_nan:  # pragma: no cover - None is accepted then
+            return ClientError(422, f"{where}: unexpected null")
+        return ClientError(422, f"{where}: null (a missing value), and this model cannot take one")
+    if feature.numeric:
+        if isinstance(value, str):
+            return ClientError(422, f"{where}: expected a number, got text {_describe(value)}")
+        return ClientError(
+            422, f"{where}: expected a number, got {type(value).__name__} {_describe(value)}"
+        )
+    return ClientError(
+        422, f"{where}: expected one of {feature.categories}, got {_describe(value)}"
+    )
+
+
+def _check_numeric_row(model: ServedModel, index: int, row: Sequence[Any]) -> None:
+    for col, value in enumerate(row):
+        if type(value) not in _NUMBER_TYPES and not (value is None and model.allow_nan):
+            raise _bad_value(model, index, col, value)
+
+
+def _check_category_row(model: ServedModel, index: int, row: Sequence[Any]) -> None:
+    for col, (feature, value) in enumerate(zip(model.features, row, strict=True)):
+        if feature.numeric:
+            if type(value) not in _NUMBER_TYPES and not (value is None and model.allow_nan):
+                raise _bad_value(model, index, col, value)
+            if (
+                type(value) is float
+                and not math.isfinite(value)
+                and not (math.isnan(value) and model.allow_nan)
+            ):
+                raise _non_finite(model, index, col, value)
+        elif feature.categories is not None:
+            if value not in feature.categories or type(value) is bool:
+                raise _bad_value(model, index, col, value)
+        elif not isinstance(value, str):
+            raise _bad_value(model, index, col, value)
+
+
+def _non_finite(model: ServedModel, row: int, col: int, value: float) -> ClientError:
+    name = model.features[col].name
+    what = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if math.isnan(value):
+        return ClientError(
+            422,
+            f"row {row}, feature `{name}` (column {col}): NaN, and this model cannot take "
+            "missing values",
+        )
+    return ClientError(
+        422, f"row {row}, feature `{name}` (column {col}): {what} is not a finite number"
+    )
+
+
+def _record_to_row(model: ServedModel, index: int, record: dict[Any, Any]) -> list[Any]:
+    names = model.feature_index
+    if len(record) != len(names) or any(k not in names for k in record):
+        unknown = [str(k) for k in record if k not in names]
+        missing = [n for n in model.feature_names if n not in record]
+        parts = []
+        if unknown:
+            hint = ""
+            close = difflib.get_close_matches(unknown[0], model.feature_names, n=1, cutoff=0.6)
+            if close:
+                hint = f" (did you mean `{close[0]}`?)"
+            parts.append(f"unknown feature(s): {feature_summary(unknown)}{hint}")
+        if missing:
+            parts.append(f"missing feature(s): {feature_summary(missing)}")
+        raise ClientError(422, f"row {index}: " + "; ".join(parts))
+    return [record[n] for n in model.feature_names]
+
+
+def _rows_from_list(model: ServedModel, items: list[Any], kind: str) -> NDArray[Any]:
+    if not items:
+        raise ClientError(422, f"`{kind}` is empty: send at least one row")
+    if len(items) > MAX_ROWS:
+        raise ClientError(413, f"{len(items)} rows in one request; at most {MAX_ROWS}")
+    n = model.n_features
+    rows: list[Sequence[Any]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, list):
+            if len(item) != n:
+                raise ClientError(
+                    422,
+                    f"row {index} has {len(item)} value{'s' * (len(item) != 1)}, and the model "
+                    f"takes {n} features: {feature_summary(model.feature_names)}",
+                )
+            rows.append(item)
+        elif isinstance(item, dict):
+            rows.append(_record_to_row(model, index, item))
+        else:
+            raise ClientError(
+                422,
+                f"row {index} is {type(item).__name__} {_describe(item)}; "
+                f"a row is a list of {n} values or an object of feature: value",
+            )
+    return _to_array(model, rows)
+
+
+def _to_array(model: ServedModel, rows: Sequence[Sequence[Any]]) -> NDArray[Any]:
+    if not model.numeric:
+        for index, row in enumerate(rows):
+            _check_category_row(model, index, row)
+        return np.asarray(rows, dtype=object).reshape(len(rows), model.n_features)
+    for index, row in enumerate(rows):
+        _check_numeric_row(model, index, row)
+    try:
+        array = np.asarray(rows, dtype=np.float64)
+    except (OverflowError, ValueError, TypeError):
+        for index, row in enumerate(rows):
+            for col, value in enumerate(row):
+                if type(value) is int and not -1e308 < value < 1e308:
+                    raise ClientError(
+                        422,
+                        f"row {index}, feature `{model.features[col].name}` (column {col}): "
+                        "the number is too large",
+                    ) from None
+        raise ClientError(422, "the rows cannot be read as numbers") from None
+    array = array.reshape(len(rows), model.n_features)
+    if not np.isfinite(array).all():
+        bad = ~np.isfinite(array)
+        if model.allow_nan:
+            bad &= ~np.isnan(array)
+        if bad.any():
+            row_i, col_i = (int(v) for v in np.argwhere(bad)[0])
+            raise _non_finite(model, row_i, col_i, float(array[row_i, col_i]))
+    return array
+
+
+def parse_predict(model: ServedModel, body: bytes) -> Parsed:
+    """`{"instances": [[…], …]}` or `{"records": [{name: value}, …]}`."""
+    doc = parse_json(body)
+    if not isinstance(doc, dict):
+        raise ClientError(
+            422,
+            'the body must be a JSON object with "instances" or "records", got '
+            + type(doc).__name__,
+        )
+    has_instances, has_records = "instances" in doc, "records" in doc
+    if has_instances == has_records:
+        raise ClientError(
+            422,
+            'send exactly one of "instances" (a list of rows, each a list of '
+            f'{model.n_features} values) or "records" (a list of objects feature: value)',
+        )
+    kind = "instances" if has_instances else "records"
+    items = doc[kind]
+    if not isinstance(items, list):
+        raise ClientError(422, f"`{kind}` must be a list of rows, got {type(items).__name__}")
+    if kind == "records" and not all(isinstance(i, dict) for i in items):
+        bad = next(i for i, item in enumerate(items) if not isinstance(item, dict))
+        raise ClientError(422, f"records[{bad}] must be an object of feature: value")
+    return Parsed(_rows_from_list(model, items, kind), kind)
+
+
+def _flatten(data: Any, depth: int = 0) -> list[Any]:
+    if depth > 8:
+        raise ClientError(422, "`data` is nested too deeply")
+    if not isinstance(data, list):
+        return [data]
+    if data and all(not isinstance(d, list) for d in data):
+        return data
+    out: list[Any] = []
+    for item in data:
+        out.extend(_flatten(item, depth + 1))
+    return out
+
+
+def _shape(value: Any, where: str) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > 2
+        or not all(type(v) is int and v >= 0 for v in value)
+    ):
+        raise ClientError(422, f"{where}.shape must be a list of 1 or 2 non-negative integers")
+    return list(value)
+
+
+def parse_v2(model: ServedModel, body: bytes) -> Parsed:
+    """An Open Inference Protocol (v2) infer request.
+
+    Either one input of shape [N, F] (row-major `data`, flat or nested), or one input per
+    feature named after it, each of shape [N] or [N, 1].
+    """
+    doc = parse_json(body)
+    if not isinstance(doc, dict):
+        raise ClientError(422, "the body must be a JSON object with `inputs`")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ClientError(422, "`inputs` must be a non-empty list of tensors")
+    req_id = doc.get("id")
+    outputs = doc.get("outputs")
+    wanted: list[str] | None = None
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
+            raise ClientError(422, "`outputs` must be a list of objects with a `name`")
+        wanted = [o["name"] for o in outputs]
+        unknown = [w for w in wanted if w not in ("predict", "predict_proba")]
+        if unknown:
+            raise ClientError(
+                422, f"unknown output(s) {unknown}; this model has predict and predict_proba"
+            )
+    tensors = []
+    for i, tensor in enumerate(inputs):
+        where = f"inputs[{i}]"
+        if not isinstance(tensor, dict):
+            raise ClientError(422, f"{where} must be an object with name, shape, datatype, data")
+        for key in ("name", "shape", "datatype", "data"):
+            if key not in tensor:
+                raise ClientError(422, f"{where} has no `{key}`")
+        if not isinstance(tensor["name"], str):
+            raise ClientError(422, f"{where}.name must be a string")
+        shape = _shape(tensor["shape"], where)
+        datatype = tensor["datatype"]
+        if not isinstance(datatype, str) or datatype not in (*V2_NUMERIC, "BYTES"):
+            raise ClientError(422, f"{where}.datatype {_describe(datatype)} is not a v2 datatype")
+        data = _flatten(tensor["data"])
+        expected = shape[0] * (shape[1] if len(shape) == 2 else 1)
+        if len(data) != expected:
+            raise ClientError(
+                422, f"{where}: shape {shape} needs {expected} values, `data` has {len(data)}"
+            )
+        tensors.append((tensor["name"], shape, data))
+    n = model.n_features
+    if len(tensors) == 1 and tensors[0][0] not in model.feature_index:
+        _, shape, data = tensors[0]
+        width = shape[1] if len(shape) == 2 else shape[0]
+        count = shape[0] if len(shape) == 2 else 1
+        if width != n:
+            raise ClientError(
+                422,
+                f"inputs[0] has {width} columns (shape {shape}); the model takes {n} "
+                f"features: {feature_summary(model.feature_names)}",
+            )
+        if count == 0:
+            raise ClientError(422, "inputs[0] has no rows")
+        if count > MAX_ROWS:
+            raise ClientError(413, f"{count} rows in one request; at most {MAX_ROWS}")
+        rows = [data[r * n : (r + 1) * n] for r in range(count)]
+    else:
+        by_name = {}
+        for name, shape, data in tensors:
+            if name not in model.feature_index:
+                close = difflib.get_close_matches(name, model.feature_names, n=1, cutoff=0.6)
+                hint = f" (did you mean `{close[0]}`?)" if close else ""
+                raise ClientError(422, f"input `{name}` is not a feature of the model{hint}")
+            if len(shape) == 2 and shape[1] != 1:
+                raise ClientError(422, f"input `{name}`: a feature column has shape [N] or [N, 1]")
+            by_name[name] = data
+        missing = [f for f in model.feature_names if f not in by_name]
+        if missing:
+            raise ClientError(422, f"missing input(s): {feature_summary(missing)}")
+        lengths = {len(d) for d in by_name.values()}
+        if len(lengths) != 1:
+            raise ClientError(422, "the feature inputs have different numbers of rows")
+        count = lengths.pop()
+        if count == 0:
+            raise ClientError(422, "the inputs have no rows")
+        if count > MAX_ROWS:
+            raise ClientError(413, f"{count} rows in one request; at most {MAX_ROWS}")
+        columns = [by_name[f] for f in model.feature_names]
+        rows = [list(r) for r in zip(*columns, strict=True)]
+    parsed = Parsed(_to_array(model, rows), "v2", v2_outputs=wanted)
+    if isinstance(req_id, str):
+        parsed.v2_id = req_id[:200]
+    return parsed

@@ -1,0 +1,327 @@
+"""`mlcd build`: the serving image, built hermetically, then contract-tested.
+
+1. The build context (`<out>/build/context/`): the Dockerfile, `model/` (model.skops and
+   model.json from `mlcd train`), `wheels/` (the locked wheelhouse, verified by sha256,
+   cached on the host, plus a wheel of mlcd itself).
+2. `docker build --network none` (nothing is downloaded while building; an unchanged
+   rebuild is all cache hits and yields the same image).
+3. The contract test (`image/contract.py`): the container answers the held-out rows
+   exactly as the model does in process, becomes healthy, and runs as a non-root user.
+
+Writes `build/result.json` with `details.image` (the local tag `name:build-<id12>`),
+`details.image_id` and `details.digest` (`name@sha256:<content digest>`), size, labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mlcd import __version__
+from mlcd.context import Command, Context
+from mlcd.errors import EnvironmentMissing, UserInputError
+from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
+from mlcd.image import contract, wheelhouse
+from mlcd.tools import docker
+from mlcd.tools.git import commit_time, head_sha, remote_url
+
+STAGE = "build"
+MAX_IMAGE_MB = 400
+BASE_HINT = (
+    "no image can be pulled here? make a local base: sudo bash scripts/setup/base-image.sh "
+    "(local/python:3.11-bookworm) and set image.base in mlcd.yaml to it"
+)
+
+
+def train_files(ctx: Context, *, by: str) -> tuple[Path, Path]:
+    """The model folder (model.skops + model.json) and holdout.csv that `mlcd train` wrote."""
+    train = ctx.bundle.require("train", by=by)
+    root = ctx.bundle.root
+
+    def artifact(keys: tuple[str, ...], default: str) -> Path:
+        for key in keys:
+            if key in train.artifacts:
+                path = Path(train.artifacts[key])
+                return path if path.is_absolute() else root / path
+        return root / default
+
+    model = artifact(("model",), "train/model.skops")
+    meta = artifact(("metadata", "model_json", "meta"), "train/model.json")
+    holdout = artifact(("holdout",), "train/holdout.csv")
+    for path in (model, meta, holdout):
+        if not path.is_file():
+            raise UserInputError(
+                f"`mlcd {by}` needs {path}, which `mlcd train` should have written",
+                hint="run `mlcd train` again with the same --out",
+            )
+    if meta.parent != model.parent:
+        raise UserInputError(f"{model} and {meta} must be in the same folder")
+    return model.parent, holdout
+
+
+def _metrics_sha256(ctx: Context) -> str:
+    evaluate = ctx.bundle.read("evaluate")
+    if evaluate is None:
+        return "none"
+    canonical = json.dumps(evaluate.metrics, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _dockerfile(explicit: str | None) -> Path:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise UserInputError(f"--dockerfile {explicit}: no such file")
+        return path
+    return Path(str(resources.files("mlcd").joinpath("data", "Dockerfile")))
+
+
+def _copy_if_changed(source: Path, target: Path) -> None:
+    if (
+        target.is_file()
+        and target.stat().st_size == source.stat().st_size
+        and (target.read_bytes() == source.read_bytes())
+    ):
+        return
+    shutil.copyfile(source, target)
+
+
+def prepare_context(
+    folder: Path, model_dir: Path, dockerfile: Path, cache: Path, progress: Any
+) -> dict[str, Any]:
+    """Fill the build context; files that did not change are left alone."""
+    wheels = folder / "wheels"
+    app = folder / "app"
+    model = folder / "model"
+    for sub in (wheels, app, model):
+        sub.mkdir(parents=True, exist_ok=True)
+    pins = wheelhouse.parse_lock(wheelhouse.lock_text())
+    progress(f"wheelhouse: {len(pins)} locked wheels (cache {cache})")
+    found = wheelhouse.ensure_wheels(pins, cache)
+    keep = {"requirements.txt"}
+    for pin in pins:
+        source = found[pin.sha256]
+        keep.add(source.name)
+        _copy_if_changed(source, wheels / source.name)
+    (wheels / "requirements.txt").write_text(
+        "".join(f"{p.name}=={p.version} --hash=sha256:{p.sha256}\n" for p in pins), "utf-8"
+    )
+    for stale in wheels.iterdir():
+        if stale.name not in keep:
+            stale.unlink()
+    own = wheelhouse.build_self_wheel(app)
+    for stale in app.iterdir():
+        if stale != own:
+            stale.unlink()
+    for name in ("model.skops", "model.json"):
+        _copy_if_changed(model_dir / name, model / name)
+    for stale in model.iterdir():
+        if stale.name not in ("model.skops", "model.json"):
+            stale.unlink()
+    _copy_if_changed(dockerfile, folder / "Dockerfile")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return {"wheels": len(pins) + 1, "context_bytes": size}
+
+
+def _ensure_base(base: str) -> None:
+    if docker.image_exists(base):
+        return
+    try:
+        docker.pull(base, timeout=600)
+    except EnvironmentMissing as exc:
+        raise EnvironmentMissing(
+            f"the base image {base} is not on this machine and cannot be pulled ({exc.message})",
+            hint=BASE_HINT,
+        ) from None
+
+
+def _created(root: Path, model_dir: Path) -> str:
+    stamp = commit_time(root)
+    if stamp:
+        return stamp
+    mtime = (model_dir / "model.skops").stat().st_mtime
+    return datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
+    cfg = ctx.config
+    root = ctx.loaded.root
+    model_dir, holdout = train_files(ctx, by=STAGE)
+    meta = json.loads((model_dir / "model.json").read_text("utf-8"))
+    ctx.progress("checking the Docker engine")
+    engine = docker.ping()
+    base = args.base or cfg.image.base
+    _ensure_base(base)
+    folder = ctx.bundle.stage_dir(STAGE) / "context"
+    cache = Path(args.wheel_cache) if args.wheel_cache else wheelhouse.default_cache()
+    context_info = prepare_context(
+        folder, model_dir, _dockerfile(args.dockerfile), cache, ctx.progress
+    )
+
+    fingerprint = str(meta.get("fingerprint") or "")
+    model_version = str(
+        meta.get("version") or (f"0.0.0+{fingerprint[:12]}" if fingerprint else "0.0.0")
+    )
+    build_args = {
+        "BASE_IMAGE": base,
+        "MLCD_VERSION": __version__,
+        "MLCD_REVISION": head_sha(root),
+        "MLCD_CREATED": _created(root, model_dir),
+        "MLCD_SOURCE": remote_url(root) or "unknown",
+        "MODEL_NAME": str(meta.get("name") or cfg.project),
+        "MODEL_VERSION": model_version,
+        "MODEL_DATA_SHA256": str(meta.get("data_sha256") or "unknown"),
+        "MODEL_METRICS_SHA256": _metrics_sha256(ctx),
+    }
+    ctx.progress(f"docker build --network none (base {base})")
+    clock = time.monotonic()
+    built = docker.build(folder, dockerfile=folder / "Dockerfile", build_args=build_args)
+    build_seconds = round(time.monotonic() - clock, 1)
+    name = cfg.image_name
+    tag = f"{name}:build-{built.image_id.removeprefix('sha256:')[:12]}"
+    docker.tag(built.image_id, tag)
+    info = docker.inspect_image(built.image_id) or {}
+    config = info.get("Config") or {}
+    labels = dict(config.get("Labels") or {})
+    size = int(info.get("Size") or 0)
+    size_mb = round(size / 1e6, 1)
+    image = tag  # resolvable on this engine (docker, trivy); the registry digest comes at release
+
+    over = f" - over the {MAX_IMAGE_MB} MB goal" if size_mb >= MAX_IMAGE_MB else ""
+    healthcheck = "yes" if config.get("Healthcheck") else "no"
+    reasons = [
+        f"image {tag} ({size_mb} MB{over})",
+        (
+            f"built in {build_seconds} s, {built.seconds_cached_steps}/{built.steps} steps "
+            "from cache, network none"
+        ),
+        f"user {config.get('User') or 'root'}, healthcheck {healthcheck}",
+    ]
+    contract_details: dict[str, Any] = {"skipped": True}
+    status = "pass"
+    if args.skip_contract:
+        reasons.append("contract test skipped (--skip-contract)")
+    else:
+        outcome = contract.run_contract(built.image_id, model_dir, holdout, progress=ctx.progress)
+        contract_details = {
+            "skipped": False,
+            "passed": outcome.passed,
+            "rows": outcome.rows,
+            "agree": outcome.agree,
+            "ready_seconds": outcome.ready_seconds,
+            "health": outcome.health,
+            "user": outcome.user,
+            "problems": outcome.problems,
+        }
+        if outcome.passed:
+            reasons.append(
+                f"contract: {outcome.agree}/{outcome.rows} held-out predictions equal in "
+                f"process; ready in {outcome.ready_seconds} s; {outcome.health}"
+            )
+        else:
+            status = "fail"
+            reasons.append(f"contract test failed ({outcome.agree}/{outcome.rows} agree)")
+            reasons += [f"contract: {p}" for p in outcome.problems]
+    details = {
+        "image": image,
+        "image_id": built.image_id,
+        "digest": f"{name}@{built.image_id}",
+        "tag": tag,
+        "name": name,
+        "size_bytes": size,
+        "size_mb": size_mb,
+        "labels": labels,
+        "user": config.get("User") or "",
+        "base_image": base,
+        "build_seconds": build_seconds,
+        "cached_steps": built.seconds_cached_steps,
+        "steps": built.steps,
+        "docker_engine": engine,
+        "model_version": model_version,
+        "contract": contract_details,
+        **context_info,
+    }
+    folder_out = ctx.bundle.stage_dir(STAGE)
+    (folder_out / "build.log").write_text(built.log, "utf-8")
+    write_json_atomic(folder_out / "image.json", details)
+    verdict = ", contract passed" if status == "pass" else ", contract FAILED"
+    summary = f"{tag} ({size_mb} MB)" + ("" if args.skip_contract else verdict)
+    md = [f"### {'✅' if status == 'pass' else '❌'} build: {summary}", ""]
+    md += ["| | |", "|---|---|"]
+    md += [
+        f"| image | `{image}` (`{built.image_id}`) |",
+        f"| size | {size_mb} MB |",
+        f"| base | `{base}` |",
+        (
+            f"| build | {build_seconds} s ({built.seconds_cached_steps}/{built.steps} cached), "
+            "network none |"
+        ),
+        f"| user | `{details['user']}` |",
+    ]
+    md += ["", *[f"- {r}" for r in reasons]]
+    return StageOutcome(
+        status=status,  # type: ignore[arg-type]
+        summary=summary,
+        reasons=reasons,
+        metrics={"image_mb": size_mb, "build_seconds": build_seconds},
+        artifacts={
+            "image": ctx.bundle.relative(folder_out / "image.json"),
+            "log": ctx.bundle.relative(folder_out / "build.log"),
+        },
+        details=details,
+        markdown="\n".join(md) + "\n",
+    )
+
+
+def stage(ctx: Context, args: argparse.Namespace | None = None) -> StageResult:
+    options = args or argparse.Namespace(
+        base=None,
+        dockerfile=None,
+        wheel_cache=None,
+        skip_contract=os.environ.get("MLCD_SKIP_CONTRACT") == "1",
+    )
+    return ctx.run_stage(STAGE, lambda: _body(ctx, options))
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", default=None, help="base image (default: image.base)")
+    parser.add_argument(
+        "--dockerfile", default=None, help="another Dockerfile (default: mlcd's own)"
+    )
+    parser.add_argument(
+        "--wheel-cache",
+        default=None,
+        help="where downloaded wheels are kept (default: $MLCD_CACHE/wheels or "
+        "~/.cache/mlcd/wheels)",
+    )
+    parser.add_argument(
+        "--skip-contract",
+        action="store_true",
+        help="do not start the image to compare its predictions (not for releases)",
+    )
+
+
+def _run(ctx: Context, args: argparse.Namespace) -> int:
+    return ctx.conclude(stage(ctx, args))
+
+
+COMMAND = Command(
+    name="build",
+    help="builds the serving image hermetically; outputs name@sha256:digest",
+    description="Prepare the build context (model, metadata, the locked wheelhouse), build "
+    "the serving image with --network none, then run the contract test: the container must "
+    "become ready and healthy, run as a non-root user and answer the held-out rows exactly "
+    "as the model does in process. Writes build/result.json (image digest, tag, size, "
+    "labels). Fails (exit 1) when the contract test fails.",
+    example="mlcd build --config model/mlcd.yaml\nmlcd build --format json | jq -r .details.image",
+    add_arguments=_arguments,
+    run=_run,
+)

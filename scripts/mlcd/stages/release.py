@@ -1,0 +1,243 @@
+"""`mlcd release`: push the built image by digest, record the release, keep the evidence.
+
+1. Gates: the build passed (its contract test included); evaluate and scan, when they ran,
+   passed; evaluate registered the model (the release belongs to that model version).
+2. The same image released before? Then that release is the answer (exit 0).
+3. The version: `--version`, or the next patch after the highest release; an existing
+   version is never reused, in the model registry or as a tag in the image registry.
+4. The evidence bundle (this run's folder, without the build context) as a reproducible
+   tar.gz; its sha256 is the evidence digest.
+5. `docker push name:VERSION`; the registry's digest gives `name@sha256:…`, which is
+   pulled back to prove the registry serves it by digest.
+6. The model registry records version, image digest and evidence digest (`mlcd.releases`);
+   the local backend also stores the bundle beside the version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from mlcd import releases
+from mlcd.context import Command, Context
+from mlcd.errors import GateFailed, UserInputError
+from mlcd.evidence import StageOutcome, StageResult, utc_now, write_json_atomic
+from mlcd.registry import EVIDENCE_DIGEST, IMAGE_DIGEST, LocalRegistry, open_registry
+from mlcd.tools import docker
+from mlcd.tools import registry as oci
+
+STAGE = "release"
+_EXCLUDE_TOP = {"release"}
+_EXCLUDE_PATHS = ("build/context",)
+
+
+def evidence_tarball(bundle_root: Path, target: Path) -> str:
+    """A byte-reproducible tar.gz of the bundle; returns its sha256."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for path in sorted(bundle_root.rglob("*")):
+            rel = path.relative_to(bundle_root).as_posix()
+            if rel.split("/")[0] in _EXCLUDE_TOP or any(
+                rel == p or rel.startswith(p + "/") for p in _EXCLUDE_PATHS
+            ):
+                continue
+            if not path.is_file() or path.is_symlink():
+                continue
+            info = tarfile.TarInfo(f"evidence/{rel}")
+            data = path.read_bytes()
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            archive.addfile(info, io.BytesIO(data))
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, compresslevel=6) as zipped:
+        zipped.write(buffer.getvalue())
+    content = packed.getvalue()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+def _gates(ctx: Context) -> tuple[dict[str, Any], str]:
+    build = ctx.bundle.require("build", by=STAGE)
+    if build.status != "pass":
+        raise GateFailed(f"the build did not pass, so there is nothing to release: {build.summary}")
+    if build.details.get("contract", {}).get("skipped"):
+        raise GateFailed(
+            "the build skipped its contract test (--skip-contract); a release needs it",
+            hint="run `mlcd build` without --skip-contract",
+        )
+    for name in ("evaluate", "scan"):
+        result = ctx.bundle.read(name)
+        if result is not None and result.status != "pass":
+            raise GateFailed(f"{name} did not pass ({result.summary}); nothing is released")
+    evaluate = ctx.bundle.require("evaluate", by=STAGE)
+    registered = evaluate.details.get("registry") or {}
+    model_version = registered.get("version")
+    if not model_version:
+        raise UserInputError(
+            "evaluate did not register the model in the model registry, so the release has "
+            "no model version to belong to",
+            hint="run `mlcd evaluate` without --no-register",
+        )
+    return build.details, str(model_version)
+
+
+def _already(release: releases.Release, wanted: str | None) -> StageOutcome:
+    if wanted and wanted != release.version:
+        raise UserInputError(
+            f"this image is already release {release.version}; it cannot also be {wanted}",
+            hint="a release is one image; rebuild to release something new",
+        )
+    summary = f"already released as {release.version} ({release.image})"
+    return StageOutcome(
+        status="pass",
+        summary=summary,
+        reasons=[
+            f"image {release.image_id} was released as {release.version} on {release.released}",
+            f"model version {release.model_version}; evidence {release.evidence_digest}",
+        ],
+        details={**release.to_json(), "existing": True},
+        markdown=f"### ✅ release: {summary}\n",
+    )
+
+
+def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
+    build, model_version = _gates(ctx)
+    registry = open_registry(ctx.loaded)
+    registry.get(model_version)  # exit 2 if the registry lost it
+    image_id = str(build["image_id"])
+    name = str(build.get("name") or ctx.config.image_name)
+    ctx.progress("checking the Docker engine")
+    docker.ping()
+    if docker.inspect_image(image_id) is None:
+        raise UserInputError(
+            f"the built image {image_id[:19]}… is not on this Docker engine",
+            hint="run `mlcd build` again with the same --out",
+        )
+    existing = releases.find_by_image(registry, image_id)
+    if existing is not None:
+        return _already(existing, args.version)
+    version = args.version or releases.next_version(registry)
+    releases.parse_version(version)
+    for release in releases.all_releases(registry):
+        if release.version == version:
+            raise UserInputError(
+                f"release {version} exists already ({release.image}); a version is never "
+                "overwritten",
+                hint=f"leave out --version for the next patch ({releases.next_version(registry)})",
+            )
+    taken = oci.tag_digest(name, version)
+    if taken is not None:
+        raise UserInputError(
+            f"the image registry already has {name}:{version} ({taken}), which this model "
+            f"registry ({registry.location}) does not know; a version is never overwritten",
+            hint="pass --version with an unused version, or use the registry that released it",
+        )
+
+    folder = ctx.bundle.stage_dir(STAGE)
+    ctx.progress("packing the evidence bundle")
+    tarball = folder / "evidence.tar.gz"
+    evidence_digest = evidence_tarball(ctx.bundle.root, tarball)
+
+    ref = f"{name}:{version}"
+    ctx.progress(f"docker push {ref}")
+    docker.tag(image_id, ref)
+    manifest = docker.push(ref)
+    image = f"{name}@{manifest}"
+    ctx.progress(f"docker pull {image} (by digest)")
+    docker.pull(image)
+
+    stored = str(tarball)
+    if isinstance(registry, LocalRegistry):
+        home = registry.root / "releases" / version
+        home.mkdir(parents=True, exist_ok=True)
+        target = home / "evidence.tar.gz"
+        shutil.copyfile(tarball, target)
+        target.chmod(0o444)
+        stored = str(target)
+    record = releases.Release(
+        version=version,
+        model_version=model_version,
+        image=image,
+        image_id=image_id,
+        evidence_digest=evidence_digest,
+        evidence=stored,
+        released=utc_now(),
+    )
+    registry.append(model_version, releases.RELEASES, record.to_json())
+    model = registry.get(model_version)
+    if IMAGE_DIGEST not in model.attachments:
+        registry.attach(model_version, IMAGE_DIGEST, image)
+    if EVIDENCE_DIGEST not in model.attachments:
+        registry.attach(model_version, EVIDENCE_DIGEST, evidence_digest)
+    if isinstance(registry, LocalRegistry):
+        write_json_atomic(registry.root / "releases" / version / "release.json", record.to_json())
+
+    summary = f"{version}: {image}"
+    reasons = [
+        f"pushed {ref} and pulled it back by digest {manifest}",
+        f"model version {model_version} in the registry ({registry.location})",
+        f"evidence bundle {evidence_digest} ({tarball.stat().st_size} bytes) stored at {stored}",
+    ]
+    details = {**record.to_json(), "existing": False, "tag": ref, "registry": registry.location}
+    md = [
+        f"### ✅ release {version}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| image | `{image}` |",
+        f"| model version | {model_version} |",
+        f"| evidence | `{evidence_digest}` |",
+    ]
+    write_json_atomic(folder / "release.json", details)
+    return StageOutcome(
+        status="pass",
+        summary=summary,
+        reasons=reasons,
+        artifacts={
+            "evidence": ctx.bundle.relative(tarball),
+            "release": ctx.bundle.relative(folder / "release.json"),
+        },
+        details=details,
+        markdown="\n".join(md) + "\n",
+    )
+
+
+def stage(ctx: Context, args: argparse.Namespace | None = None) -> StageResult:
+    options = args or argparse.Namespace(version=None)
+    return ctx.run_stage(STAGE, lambda: _body(ctx, options))
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--version",
+        default=None,
+        help="the release version, MAJOR.MINOR.PATCH (default: next patch; first 0.1.0)",
+    )
+
+
+def _run(ctx: Context, args: argparse.Namespace) -> int:
+    return ctx.conclude(stage(ctx, args))
+
+
+COMMAND = Command(
+    name="release",
+    help="pushes the image by digest, publishes model + evidence, assigns the version",
+    description="Release what `mlcd build` built: check that build (with its contract "
+    "test), evaluate and scan passed, assign the version (the next patch unless --version), "
+    "push the image and pull it back by digest, and record version, image digest and "
+    "evidence digest in the model registry, with the evidence bundle. Releasing the same "
+    "image again answers the existing version (exit 0); a version is never overwritten.",
+    example="mlcd release --config model/mlcd.yaml\nmlcd release --version 1.0.0 --format json",
+    add_arguments=_arguments,
+    run=_run,
+)

@@ -1,0 +1,287 @@
+"""The Docker adapter: images (build, inspect, tag, push, pull, save, remove) and containers
+(run detached with published ports, inspect, health, logs, stop, kill, remove).
+
+Every call goes through `tools.base.run`. A missing client or an engine that does not
+answer is exit 3 with how to start it; a failing command raises `DockerError` (exit 3 as
+well: the environment did not do what was asked) carrying Docker's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlcd.errors import EnvironmentMissing
+from mlcd.tools.base import ToolResult, find_program, run
+
+INSTALL_HINT = "install Docker: sudo bash scripts/setup/apt.sh (Debian package docker.io)"
+START_HINT = (
+    "start the Docker engine: sudo bash scripts/setup/docker.sh (or `make setup`); "
+    "elsewhere: sudo systemctl start docker"
+)
+_NOT_RUNNING = (
+    "cannot connect to the docker daemon",
+    "is the docker daemon running",
+    "error during connect",
+    "docker.sock: connect",
+    "permission denied while trying to connect",
+)
+_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+class DockerError(EnvironmentMissing):
+    """A docker command failed; the message carries Docker's own words."""
+
+
+@dataclass(frozen=True)
+class BuildOutput:
+    image_id: str  # sha256:… (the image's config digest)
+    log: str
+    seconds_cached_steps: int = 0
+    steps: int = 0
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    ports: dict[int, int] = field(default_factory=dict)  # container port -> host port
+
+
+def _docker() -> str:
+    return find_program("docker", hint=INSTALL_HINT)
+
+
+def _first_error(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [
+        line
+        for line in lines
+        if not line.startswith(
+            (
+                "DEPRECATED",
+                "BuildKit is",
+                "environment-variable",
+                "Install the buildx",
+                "https://docs.docker.com",
+            )
+        )
+    ]
+    return (useful or lines or ["no message"])[-1][:500]
+
+
+def call(
+    args: Sequence[str],
+    *,
+    timeout: float = 300,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    what: str | None = None,
+) -> ToolResult:
+    """`docker ARGS…`; exit 3 when the engine is unreachable, DockerError on failure."""
+    result = run([_docker(), *args], timeout=timeout, env=env)
+    if result.returncode != 0:
+        lowered = result.stderr.lower()
+        if any(marker in lowered for marker in _NOT_RUNNING):
+            raise EnvironmentMissing(
+                f"the Docker engine does not answer ({_first_error(result.stderr)})",
+                hint=START_HINT,
+            )
+        if check:
+            raise DockerError(
+                f"`docker {what or ' '.join(args[:2])}` failed: {_first_error(result.stderr)}"
+            )
+    return result
+
+
+def ping() -> str:
+    """The engine's version, or exit 3 saying how to start it."""
+    result = call(["version", "--format", "{{.Server.Version}}"], timeout=30, check=False)
+    if result.returncode != 0 or not result.stdout.strip():
+        raise EnvironmentMissing(
+            f"the Docker engine does not answer ({_first_error(result.stderr)})", hint=START_HINT
+        )
+    return result.stdout.strip()
+
+
+# ------------------------------------------------------------------------ images
+
+
+def build(
+    context: Path,
+    *,
+    dockerfile: Path,
+    tags: Sequence[str] = (),
+    build_args: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    network: str | None = "none",
+    timeout: float = 1800,
+) -> BuildOutput:
+    """`docker build` with the classic builder (works with and without buildx)."""
+    with tempfile.TemporaryDirectory(prefix="mlcd-build-") as tmp:
+        iidfile = Path(tmp) / "iid"
+        args = ["build", "--file", str(dockerfile), "--iidfile", str(iidfile)]
+        if network:
+            args += ["--network", network]
+        for key, value in (build_args or {}).items():
+            args += ["--build-arg", f"{key}={value}"]
+        for key, value in (labels or {}).items():
+            args += ["--label", f"{key}={value}"]
+        for tag in tags:
+            args += ["--tag", tag]
+        args.append(str(context))
+        result = call(args, timeout=timeout, env={"DOCKER_BUILDKIT": "0"}, check=False)
+        if result.returncode != 0 or not iidfile.is_file():
+            tail = "\n".join(result.stdout.splitlines()[-15:])
+            raise DockerError(
+                f"docker build failed: {_first_error(result.stderr or result.stdout)}",
+                problems=[tail] if tail else [],
+            )
+        image_id = iidfile.read_text("utf-8").strip()
+    steps = len(re.findall(r"^Step \d+/\d+", result.stdout, re.MULTILINE))
+    cached = result.stdout.count("Using cache")
+    return BuildOutput(image_id, result.stdout, cached, steps)
+
+
+def inspect_image(ref: str) -> dict[str, Any] | None:
+    """`docker image inspect` as a dict, or None when there is no such image."""
+    result = call(["image", "inspect", ref], timeout=60, check=False)
+    if result.returncode != 0:
+        return None
+    data = json.loads(result.stdout)
+    return data[0] if data else None
+
+
+def image_exists(ref: str) -> bool:
+    return inspect_image(ref) is not None
+
+
+def tag(source: str, target: str) -> None:
+    call(["tag", source, target], timeout=60)
+
+
+def push(ref: str, *, timeout: float = 1200) -> str:
+    """Push a tag; returns the registry's manifest digest (sha256:…)."""
+    result = call(["push", ref], timeout=timeout, check=False)
+    if result.returncode != 0:
+        message = _first_error(result.stderr or result.stdout)
+        raise EnvironmentMissing(
+            f"docker push {ref} failed: {message}",
+            hint="start the local registry: sudo bash scripts/setup/registry.sh (127.0.0.1:5000), "
+            "or log in to the configured registry",
+        )
+    found: list[str] = _DIGEST.findall(result.stdout)
+    if not found:
+        raise DockerError(f"docker push {ref} printed no digest")
+    return found[-1]
+
+
+def pull(ref: str, *, timeout: float = 1200) -> None:
+    result = call(["pull", ref], timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise EnvironmentMissing(
+            f"docker pull {ref} failed: {_first_error(result.stderr or result.stdout)}",
+            hint="check that the registry runs (sudo bash scripts/setup/registry.sh) and "
+            "holds the image",
+        )
+
+
+def save(ref: str, path: Path, *, timeout: float = 600) -> Path:
+    call(["save", "--output", str(path), ref], timeout=timeout)
+    return path
+
+
+def remove_image(ref: str, *, force: bool = False) -> bool:
+    args = ["image", "rm", *(["--force"] if force else []), ref]
+    return call(args, timeout=120, check=False).returncode == 0
+
+
+# -------------------------------------------------------------------- containers
+
+
+def run_detached(
+    image: str,
+    *,
+    name: str,
+    ports: Mapping[int, int] | None = None,
+    env: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    network: str | None = None,
+    extra: Sequence[str] = (),
+    command: Sequence[str] = (),
+    bind: str = "127.0.0.1",
+) -> Container:
+    """`docker run -d`; ports map container port -> host port (0: a free one) on `bind`."""
+    args = ["run", "--detach", "--name", name]
+    for container_port, wanted in (ports or {}).items():
+        host = f"{bind}:{wanted}:" if wanted else f"{bind}::"
+        args += ["--publish", f"{host}{container_port}"]
+    for key, value in (env or {}).items():
+        args += ["--env", f"{key}={value}"]
+    for key, value in (labels or {}).items():
+        args += ["--label", f"{key}={value}"]
+    if network:
+        args += ["--network", network]
+    args += [*extra, image, *command]
+    result = call(args, timeout=120, what=f"run {image}")
+    container_id = result.stdout.strip().splitlines()[-1]
+    published = {p: host_port(container_id, p) for p in (ports or {})}
+    return Container(container_id, name, published)
+
+
+def host_port(container: str, port: int) -> int:
+    """The host port that a container port is published on."""
+    result = call(["port", container, f"{port}/tcp"], timeout=30)
+    for line in result.stdout.splitlines():
+        tail = line.rsplit(":", 1)[-1].strip()
+        if tail.isdigit():
+            return int(tail)
+    raise DockerError(f"container {container[:12]} publishes no port for {port}")
+
+
+def inspect_container(ref: str) -> dict[str, Any] | None:
+    result = call(["container", "inspect", ref], timeout=60, check=False)
+    if result.returncode != 0:
+        return None
+    data = json.loads(result.stdout)
+    return data[0] if data else None
+
+
+def health(ref: str) -> str:
+    """`starting`, `healthy`, `unhealthy`, `none` (no HEALTHCHECK) or `exited`/`missing`."""
+    data = inspect_container(ref)
+    if data is None:
+        return "missing"
+    state = data.get("State") or {}
+    if not state.get("Running"):
+        return "exited"
+    return str((state.get("Health") or {}).get("Status") or "none")
+
+
+def logs(ref: str, *, tail: int | None = 200) -> str:
+    args = ["logs", *(["--tail", str(tail)] if tail else []), ref]
+    result = call(args, timeout=60, check=False)
+    return result.stdout + result.stderr
+
+
+def stop(ref: str, *, timeout_s: int = 10) -> None:
+    call(["stop", "--time", str(timeout_s), ref], timeout=timeout_s + 60, check=False)
+
+
+def kill(ref: str, *, signal_name: str = "TERM") -> None:
+    call(["kill", "--signal", signal_name, ref], timeout=60, check=False)
+
+
+def wait(ref: str, *, timeout: float = 120) -> int:
+    result = call(["wait", ref], timeout=timeout, check=False)
+    out = result.stdout.strip()
+    return int(out) if out.lstrip("-").isdigit() else -1
+
+
+def remove_container(ref: str, *, force: bool = True) -> None:
+    call(["rm", *(["--force"] if force else []), ref], timeout=120, check=False)
