@@ -21,7 +21,7 @@ from mlcd.context import Command, Context
 from mlcd.errors import UserInputError
 from mlcd.evidence import write_json_atomic
 from mlcd.github import comment as comment_mod
-from mlcd.github import publish
+from mlcd.github import publish, step_outputs
 from mlcd.tools.git import head_sha
 from mlcd.tools.github import GitHub
 
@@ -33,11 +33,14 @@ def _client() -> GitHub:
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
-        choices=("comment", "release", "deployment"),
+        choices=("comment", "release", "deployment", "outputs"),
         help="what to do on GitHub",
     )
     parser.add_argument(
-        "environment", nargs="?", default=None, help="deployment: the environment (e.g. staging)"
+        "target",
+        nargs="?",
+        default=None,
+        help="deployment: the environment (e.g. staging); outputs: the stage (e.g. lint)",
     )
     parser.add_argument(
         "--state",
@@ -123,7 +126,7 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _deployment(ctx: Context, args: argparse.Namespace) -> int:
-    environment = args.environment
+    environment = args.target
     if not environment:
         raise UserInputError(
             "`mlcd github deployment` needs the environment",
@@ -162,7 +165,19 @@ def _deployment(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _outputs(ctx: Context, args: argparse.Namespace) -> int:
+    if not args.target:
+        raise UserInputError(
+            "`mlcd github outputs` needs the stage", hint="mlcd github outputs lint"
+        )
+    values = step_outputs.write(ctx.bundle, args.target, os.environ)
+    _emit(ctx, dict(values), f"{args.target}: {values.get('status')} (step outputs written)")
+    return 0
+
+
 def _run(ctx: Context, args: argparse.Namespace) -> int:
+    if args.action == "outputs":
+        return _outputs(ctx, args)
     if args.action == "comment":
         return _comment(ctx, args)
     if args.action == "release":
@@ -177,7 +192,9 @@ COMMAND = Command(
     "(verdict, metric chart, scan counts, image, artifact links). `release` publishes the "
     "version `mlcd release` assigned as a GitHub release with the model card, metrics, "
     "verdict, SBOM and evidence archive. `deployment ENV --state S` records a deployment of "
-    "that version to ENV. Needs GITHUB_REPOSITORY and GITHUB_TOKEN (GITHUB_API_URL optional).",
+    "that version to ENV. `outputs STAGE` writes a stage's result to $GITHUB_OUTPUT and its "
+    "summary to $GITHUB_STEP_SUMMARY (used by the composite actions). "
+    "Needs GITHUB_REPOSITORY and GITHUB_TOKEN (GITHUB_API_URL optional).",
     example="mlcd github comment --out .mlcd\nmlcd github release\n"
     "mlcd github deployment staging --state in_progress\n"
     "mlcd github deployment staging --state success",
