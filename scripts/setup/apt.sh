@@ -42,12 +42,12 @@ export DEBIAN_FRONTEND=noninteractive
 say "apt-get update (missing: ${missing[*]})"
 # A third-party source that cannot be reached makes apt-get update fail although the
 # Debian lists are fine; carry on and let apt-get install be the judge.
-if ! apt-get update -qq >/tmp/mlcd-apt-update.log 2>&1; then
+if ! apt-get update -qq >/tmp/mlcd-apt-update.log 2>&1 {MLCD_LOCK_FD}>&-; then
 	say "apt-get update reported errors (see /tmp/mlcd-apt-update.log); trying the install anyway"
 fi
 say "apt-get install ${missing[*]}"
 if ! apt-get install -y -qq -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 \
-	"${missing[@]}" >/tmp/mlcd-apt-install.log 2>&1; then
+	"${missing[@]}" >/tmp/mlcd-apt-install.log 2>&1 {MLCD_LOCK_FD}>&-; then
 	tail -n 20 /tmp/mlcd-apt-install.log >&2
 	die 3 "apt-get install failed (last lines above, full log: /tmp/mlcd-apt-install.log); the Debian mirror must be reachable and the packages must exist in its lists (Debian 12 bookworm)"
 fi

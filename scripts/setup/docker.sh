@@ -32,7 +32,8 @@ log=/var/log/mlcd-dockerd.log
 { : >>"$log"; } 2>/dev/null || log=${TMPDIR:-/tmp}/mlcd-dockerd.log
 say "starting $DOCKERD (log: $log)"
 printf '\n=== %s mlcd setup starts dockerd ===\n' "$(date -Is)" >>"$log"
-setsid nohup "$DOCKERD" >>"$log" 2>&1 </dev/null &
+# The daemon must not inherit the lock's file descriptor (it would hold the lock forever).
+setsid nohup "$DOCKERD" >>"$log" 2>&1 </dev/null {MLCD_LOCK_FD}>&- &
 pid=$!
 
 deadline=$((SECONDS + TIMEOUT))

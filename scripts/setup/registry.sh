@@ -76,7 +76,8 @@ http:
 CONF
 
 say "starting docker-registry on $ADDR (storage: $DIR/storage, log: $LOG)"
-setsid nohup docker-registry serve "$CONFIG" >>"$LOG" 2>&1 </dev/null &
+# The daemon must not inherit the lock's file descriptor (it would hold the lock forever).
+setsid nohup docker-registry serve "$CONFIG" >>"$LOG" 2>&1 </dev/null {MLCD_LOCK_FD}>&- &
 pid=$!
 echo "$pid" >"$PIDFILE"
 
