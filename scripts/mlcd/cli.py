@@ -12,13 +12,15 @@ from pathlib import Path
 from mlcd import __version__, github, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
-from mlcd.stages import lint, test, validate
+from mlcd.stages import evaluate, lint, test, train, validate
 
 # The commands, in the order `mlcd --help` lists them. Only commands that work are listed.
 COMMANDS: list[Command] = [
     validate.COMMAND,
     lint.COMMAND,
     test.COMMAND,
+    train.COMMAND,
+    evaluate.COMMAND,
     pipeline.COMMAND,
     report.COMMAND,
     github.COMMAND,
@@ -37,12 +39,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--config",
         type=Path,
+        metavar="PATH",
         default=Path(os.environ.get("MLCD_CONFIG", "mlcd.yaml")),
         help="the project's config file (default: mlcd.yaml; env MLCD_CONFIG)",
     )
     group.add_argument(
         "--out",
         type=Path,
+        metavar="DIR",
         default=Path(os.environ.get("MLCD_OUT", ".mlcd")),
         help="the run folder for the evidence bundle (default: .mlcd; env MLCD_OUT)",
     )
@@ -52,9 +56,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("MLCD_FORMAT", "text"),
         help="text for people, json for tools (default: text)",
     )
-    group.add_argument(
-        "--verbose", "-v", action="store_true", help="show a traceback on failures"
-    )
+    group.add_argument("--verbose", "-v", action="store_true", help="show a traceback on failures")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
             command.name,
             help=command.help,
             description=command.description,
-            epilog="example:\n" + "\n".join(f"  {line}" for line in command.example.splitlines())
-            + "\n\n" + _EXIT_CODES,
+            epilog="example:\n"
+            + "\n".join(f"  {line}" for line in command.example.splitlines())
+            + "\n\n"
+            + _EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.add_arguments(child)
@@ -92,10 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlcdError as exc:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
-        print(exc.render(), file=sys.stderr)
+        sys.stderr.write(exc.render() + "\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("mlcd: interrupted", file=sys.stderr)
+        sys.stderr.write("mlcd: interrupted\n")
         return 130
 
 

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from mlcd.errors import UserInputError
 
@@ -34,7 +42,10 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 def parse_duration(value: object) -> float:
     """Turn ``30s``, ``2m``, ``500ms``, ``1h`` or a number of seconds into seconds."""
     if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like 30s, 2m, 500ms")
+        # pydantic turns only ValueError into a positioned validation error, not TypeError
+        raise ValueError(  # noqa: TRY004
+            "a duration is a number of seconds or a string like 30s, 2m, 500ms"
+        )
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
@@ -46,7 +57,20 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# In the JSON Schema a duration is what a user may write: seconds, or a string with a unit.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": _DURATION.pattern},
+            ],
+            "description": "seconds, or a number with a unit: 500ms, 30s, 2m, 1h",
+        }
+    ),
+]
 
 
 def _kebab(name: str) -> str:
@@ -88,7 +112,9 @@ class LintSection(Section):
     bandit_severity: Literal["low", "medium", "high"] = Field(
         "medium", description="bandit findings at or above this severity fail the gate"
     )
-    ruff_format: bool = Field(True, description="also require `ruff format --check` to pass")
+    ruff_format: bool = Field(
+        default=True, description="also require `ruff format --check` to pass"
+    )
 
 
 class TestSection(Section):
@@ -103,6 +129,10 @@ class TestSection(Section):
 
 class Bound(Section):
     """A bound on a metric: `min`, `max` or both."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["min"]}, {"required": ["max"]}]}
+    )
 
     min: float | None = Field(None, description="the metric must be at least this")
     max: float | None = Field(None, description="the metric must be at most this")
@@ -162,10 +192,8 @@ class ScanSection(Section):
     severity: Literal["UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL"] = Field(
         "HIGH", description="the lowest severity that fails the gate"
     )
-    ignore_unfixed: bool = Field(True, description="ignore vulnerabilities with no fix yet")
-    ignore_file: str = Field(
-        ".mlcd-ignore.yaml", description="suppressions with reason and expiry"
-    )
+    ignore_unfixed: bool = Field(default=True, description="ignore vulnerabilities with no fix yet")
+    ignore_file: str = Field(".mlcd-ignore.yaml", description="suppressions with reason and expiry")
     db: str | None = Field(
         None, description="Trivy cache folder holding db/trivy.db, for offline scans"
     )
@@ -287,17 +315,9 @@ class Config(Section):
     image: ImageSection = Field(default_factory=ImageSection)
     scan: ScanSection = Field(default_factory=ScanSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
-    environments: dict[str, EnvironmentSection] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _requires_known(self) -> Config:
-        for name, env in self.environments.items():
-            for req in env.requires:
-                if req not in self.environments:
-                    raise ValueError(f"environments.{name}.requires names unknown `{req}`")
-                if req == name:
-                    raise ValueError(f"environments.{name} cannot require itself")
-        return self
+    environments: dict[str, EnvironmentSection] = Field(
+        default_factory=dict, description="where releases are rolled out, by name"
+    )
 
     @property
     def image_name(self) -> str:
@@ -339,6 +359,8 @@ class _Positions:
     def __init__(self, root: yaml.Node | None) -> None:
         self.keys: dict[tuple[str | int, ...], _Pos] = {}
         self.values: dict[tuple[str | int, ...], _Pos] = {}
+        # (key path, where it is repeated, where it first was): YAML would keep the last.
+        self.duplicates: list[tuple[tuple[str | int, ...], _Pos, _Pos]] = []
         if root is not None:
             self._walk(root, ())
 
@@ -347,9 +369,10 @@ class _Positions:
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key = str(key_node.value)
-                self.keys[(*path, key)] = _Pos(
-                    key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                )
+                pos = _Pos(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if (*path, key) in self.keys:
+                    self.duplicates.append(((*path, key), pos, self.keys[(*path, key)]))
+                self.keys[(*path, key)] = pos  # the last one wins, as in the loaded data
                 self._walk(value_node, (*path, key))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
@@ -365,30 +388,6 @@ class _Positions:
             if prefix in self.keys:
                 return self.keys[prefix]
         return _Pos(1, 1)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
-        if key in seen:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key `{key}`", mark
-            )
-        seen.add(key)
-    loader.flatten_mapping(node)
-    return dict(loader.construct_pairs(node))  # type: ignore[no-untyped-call]
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
 
 
 def _field_type(model: type[BaseModel], key: str) -> Any:
@@ -494,6 +493,108 @@ def _describe(error: Any, positions: _Positions, file: Path) -> tuple[int, int, 
     return pos.line, pos.column, f"{file}:{pos.line}:{pos.column}: {_dotted(loc)}: {message}"
 
 
+_KEY_LINE = re.compile(r"^(\s*)(?:-\s+)?([A-Za-z0-9_.-]+)\s*:")
+
+
+def _path_near(text: str, line: int) -> str | None:
+    """The key path around a line, from indentation (for YAML that does not parse)."""
+    stack: list[tuple[int, str]] = []
+    for raw in text.splitlines()[:line]:
+        match = _KEY_LINE.match(raw)
+        if match is None:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+    return ".".join(key for _, key in stack) or None
+
+
+def _yaml_error(file: Path, text: str, exc: yaml.YAMLError) -> UserInputError:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if mark is None:
+        return UserInputError(f"{file}: invalid YAML: {problem}")
+    line, column = mark.line + 1, mark.column + 1
+    near = _path_near(text, line)
+    message = f"{file}:{line}:{column}: "
+    if near:
+        message += f"{near}: "
+    message += "invalid YAML: "
+    if context:
+        message += context
+        if context_mark is not None:
+            message += f" (from line {context_mark.line + 1}, column {context_mark.column + 1})"
+        message += ", "
+    message += problem
+    return UserInputError(
+        message, hint="check the indentation, quotes and brackets at that line and just above"
+    )
+
+
+def _reference_problems(
+    data: dict[str, Any], positions: _Positions, file: Path
+) -> list[tuple[int, int, str]]:
+    """Checks across sections: every environment that `requires` names exists, no cycles."""
+    envs = data.get("environments")
+    if not isinstance(envs, dict):
+        return []
+    problems: list[tuple[int, int, str]] = []
+    graph: dict[str, list[str]] = {}
+    for name, env in envs.items():
+        requires = env.get("requires") if isinstance(env, dict) else None
+        if not isinstance(requires, list):
+            continue
+        graph[str(name)] = [str(r) for r in requires]
+        for index, req in enumerate(requires):
+            loc: tuple[str | int, ...] = ("environments", str(name), "requires", index)
+            pos = positions.find(loc, key=False)
+            where = f"{file}:{pos.line}:{pos.column}: {_dotted(loc)}"
+            if req == name:
+                text = f"{where}: environment `{name}` cannot require itself"
+            elif req not in envs:
+                known = ", ".join(f"`{e}`" for e in envs) or "none"
+                text = f"{where}: names unknown environment `{req}` (known: {known})"
+            else:
+                continue
+            problems.append((pos.line, pos.column, text))
+    cycle = _find_cycle(graph)
+    if cycle:
+        pos = positions.find(("environments", cycle[0], "requires"), key=True)
+        text = (
+            f"{file}:{pos.line}:{pos.column}: environments.{cycle[0]}.requires: "
+            f"the requirements form a cycle ({' → '.join(cycle)})"
+        )
+        problems.append((pos.line, pos.column, text))
+    return problems
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle in `requires` (as a path that ends where it starts), or None."""
+    done: set[str] = set()
+
+    def visit(node: str, trail: list[str]) -> list[str] | None:
+        if node in trail:
+            return [*trail[trail.index(node) :], node]
+        if node in done:
+            return None
+        for nxt in graph.get(node, []):
+            if nxt != node:  # a self-reference is reported on its own
+                found = visit(nxt, [*trail, node])
+                if found:
+                    return found
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        found = visit(start, [])
+        if found:
+            return found
+    return None
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     """Read and validate a config file; raise UserInputError listing every problem."""
     file = Path(path)
@@ -504,40 +605,89 @@ def load_config(path: str | Path) -> LoadedConfig:
             f"config file {file} not found",
             hint="run from the project folder or pass --config PATH",
         ) from None
+    except IsADirectoryError:
+        raise UserInputError(
+            f"config path {file} is a folder", hint=f"pass the file: --config {file}/mlcd.yaml"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"cannot read config file {file}: {exc}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserInputError(
-            f"{where}: invalid YAML: {problem}", hint="check indentation and quoting there"
-        ) from None
+        raise _yaml_error(file, text, exc) from None
     if data is None:
-        raise UserInputError(f"{file}:1:1: the config file is empty")
+        raise UserInputError(
+            f"{file}:1:1: the config file is empty",
+            hint="start from the example in the docs (docs/configuration.md)",
+        )
     if not isinstance(data, dict):
         raise UserInputError(f"{file}:1:1: the config must be a mapping of keys to values")
     positions = _Positions(node)
+    described: list[tuple[int, int, str]] = []
+    for loc, pos, first in positions.duplicates:
+        described.append(
+            (
+                pos.line,
+                pos.column,
+                (
+                    f"{file}:{pos.line}:{pos.column}: {_dotted(loc)}: duplicate key "
+                    f"`{loc[-1]}` (first at line {first.line}); remove one"
+                ),
+            )
+        )
+    config: Config | None = None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        described = sorted(_describe(e, positions, file) for e in exc.errors())
-        problems = [text for _, _, text in described]
+        described.extend(_describe(e, positions, file) for e in exc.errors())
+    described += _reference_problems(data, positions, file)
+    problems = [text for _, _, text in sorted(described)]
+    if problems or config is None:
         count = len(problems)
         raise UserInputError(
             f"{file}: {count} problem{'s' if count != 1 else ''} in the config",
             problems=problems,
-        ) from None
+        )
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return LoadedConfig(config=config, path=file.resolve(), sha256=digest)
+
+
+def _factory_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    """pydantic leaves out defaults made by a factory; add the plain ones (lists, mappings)
+    so that editors and the docs show them. Whole sections stay without one."""
+    seen: set[type[BaseModel]] = set()
+
+    def visit(current: type[BaseModel], node: dict[str, Any]) -> None:
+        if current in seen:
+            return
+        seen.add(current)
+        properties = node.get("properties", {})
+        for name, info in current.model_fields.items():
+            prop = properties.get(info.alias or name)
+            if prop is None:
+                continue
+            if info.default_factory is not None and "default" not in prop:
+                value = info.default_factory()  # type: ignore[call-arg]
+                if isinstance(value, list | dict):
+                    prop["default"] = value
+            for arg in _models_in(info.annotation):
+                visit(arg, schema["$defs"].get(arg.__name__, {}))
+
+    visit(model, schema)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation refers to (through Optional, list, dict, …)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
 
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of `mlcd.yaml`, generated from the models above."""
     schema = Config.model_json_schema(by_alias=True, mode="validation")
+    _factory_defaults(Config, schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://github.com/org/mlcd/schema/mlcd.schema.json"
     schema["title"] = "mlcd.yaml"

@@ -79,7 +79,10 @@ class Context:
         for reason in result.reasons[:15]:
             print(f"  - {reason}", file=self.stream)
         if len(result.reasons) > 15:
-            print(f"  … {len(result.reasons) - 15} more in {self.out / result.stage}", file=self.stream)
+            print(
+                f"  … {len(result.reasons) - 15} more in {self.out / result.stage}",
+                file=self.stream,
+            )
 
 
 @dataclass(frozen=True)

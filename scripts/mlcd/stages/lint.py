@@ -25,6 +25,13 @@ def _pkg_version(name: str) -> str:
         return "unknown"
 
 
+def _rule_name(url: str | None) -> str | None:
+    """ruff's rule name (`unused-import`) from its documentation address."""
+    if not url:
+        return None
+    return url.rstrip("/").rsplit("/", 1)[-1] or None
+
+
 def lint_paths(ctx: Context) -> list[Path]:
     paths = []
     for rel in ctx.config.lint.paths:
@@ -50,16 +57,24 @@ def _body(ctx: Context) -> StageOutcome:
     bandit_findings = bandit.scan(paths, cwd=root)
 
     threshold = bandit.SEVERITIES.index(cfg.bandit_severity)
-    bandit_failing = [f for f in bandit_findings if bandit.SEVERITIES.index(f.severity) >= threshold]
+    bandit_failing = [
+        f for f in bandit_findings if bandit.SEVERITIES.index(f.severity) >= threshold
+    ]
 
     ruff_run = SarifRun("ruff", _pkg_version("ruff"), "https://docs.astral.sh/ruff/")
     for f in ruff_findings:
-        ruff_run.add_rule(f.code, short=f.message, help_uri=f.url, level="error")
+        ruff_run.add_rule(
+            f.code, short=_rule_name(f.url) or f.message, help_uri=f.url, level="error"
+        )
         ruff_run.results.append(SarifResult(f.code, "error", f.message, f.path, f.line, f.column))
-    for path in unformatted:
-        ruff_run.add_rule("format", short="file is not formatted as `ruff format` would", level="error")
+    for item in unformatted:
+        ruff_run.add_rule(
+            "format", short="file is not formatted as `ruff format` would", level="error"
+        )
         ruff_run.results.append(
-            SarifResult("format", "error", "would be reformatted by `ruff format`", path)
+            SarifResult(
+                "format", "error", "would be reformatted by `ruff format`", item.path, item.line
+            )
         )
     bandit_run = SarifRun("bandit", _pkg_version("bandit"), "https://bandit.readthedocs.io/")
     for b in bandit_findings:
@@ -89,7 +104,7 @@ def _body(ctx: Context) -> StageOutcome:
 
     listed: list[str] = []
     listed += [f"ruff {f.code} {where(f.path, f.line)}: {f.message}" for f in ruff_findings]
-    listed += [f"ruff format {where(p, 1)}: would be reformatted" for p in unformatted]
+    listed += [f"ruff format {where(u.path, u.line)}: would be reformatted" for u in unformatted]
     listed += [
         f"bandit {b.test_id} ({b.severity}) {where(b.path, b.line)}: {b.message}"
         for b in bandit_failing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from mlcd.context import Command, Context, no_arguments
@@ -21,6 +22,15 @@ def _coverage_sources(ctx: Context) -> list[Path]:
     if module.endswith(".py"):
         return [ctx.loaded.resolve(module).parent]
     return [ctx.loaded.root]
+
+
+def _percent(value: float | None, minimum: float) -> str:
+    """One decimal; a figure below the minimum is cut, never rounded up to it."""
+    if value is None:
+        return "n/a"
+    if value < minimum:
+        value = math.floor(value * 10) / 10
+    return f"{value:.1f}%"
 
 
 def _body(ctx: Context) -> StageOutcome:
@@ -43,24 +53,31 @@ def _body(ctx: Context) -> StageOutcome:
         cov_sources=_coverage_sources(ctx),
         junit=junit,
         cov_json=cov_json,
+        cov_exclude=paths,
     )
     if outcome.returncode == 5 or not outcome.cases:
         raise UserInputError(
             f"pytest found no tests in {', '.join(cfg.paths)}",
             hint="a test stage with no tests checks nothing: add tests or fix test.paths",
         )
-    counts = {k: sum(c.outcome == k for c in outcome.cases) for k in ("passed", "failed", "error", "skipped")}
+    counts = {
+        k: sum(c.outcome == k for c in outcome.cases)
+        for k in ("passed", "failed", "error", "skipped")
+    }
     coverage = outcome.coverage_percent
     reasons = [f"FAILED {c.name}: {c.message}".rstrip(": ") for c in outcome.failed]
-    low_coverage = coverage is not None and coverage < cfg.min_coverage
+    gated = cfg.min_coverage > 0
+    low_coverage = gated and (coverage is None or coverage < cfg.min_coverage)
+    cov_text = _percent(coverage, cfg.min_coverage)
     if coverage is None:
-        reasons.append("coverage: no figure (coverage did not measure anything)")
+        reasons.append(
+            "coverage: no figure (nothing measured outside the tests; see test.coverage-source)"
+        )
     elif low_coverage:
-        reasons.append(f"coverage {coverage:.1f}% < minimum {cfg.min_coverage:g}%")
+        reasons.append(f"coverage {cov_text} < minimum {cfg.min_coverage:g}%")
     else:
-        reasons.append(f"coverage {coverage:.1f}% ≥ minimum {cfg.min_coverage:g}%")
-    failed = bool(outcome.failed) or low_coverage or coverage is None
-    cov_text = f"{coverage:.1f}%" if coverage is not None else "n/a"
+        reasons.append(f"coverage {cov_text} ≥ minimum {cfg.min_coverage:g}%")
+    failed = bool(outcome.failed) or low_coverage
     summary = (
         f"{counts['passed']} passed, {counts['failed']} failed, {counts['error']} errors, "
         f"{counts['skipped']} skipped; coverage {cov_text} (min {cfg.min_coverage:g}%)"
@@ -72,7 +89,15 @@ def _body(ctx: Context) -> StageOutcome:
         md.append("")
     md.append(f"Coverage: **{cov_text}** (minimum {cfg.min_coverage:g}%)")
     if outcome.failed and outcome.output_tail:
-        md += ["", "<details><summary>pytest output</summary>", "", "```", outcome.output_tail, "```", "</details>"]
+        md += [
+            "",
+            "<details><summary>pytest output</summary>",
+            "",
+            "```",
+            outcome.output_tail,
+            "```",
+            "</details>",
+        ]
     return StageOutcome(
         status="fail" if failed else "pass",
         summary=summary,

@@ -39,7 +39,8 @@ COMMAND = Command(
     help="check mlcd.yaml against the schema",
     description="Check the config file. Every problem is listed at once with file:line:column "
     "and the key path; an unknown key suggests the closest known one. Exit 2 when invalid.",
-    example="mlcd validate --config model/mlcd.yaml\nmlcd validate --print-schema > mlcd.schema.json",
+    example="mlcd validate --config model/mlcd.yaml\n"
+    "mlcd validate --print-schema > mlcd.schema.json",
     add_arguments=_arguments,
     run=_run,
 )

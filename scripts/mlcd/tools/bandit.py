@@ -35,19 +35,17 @@ def scan(paths: list[Path], *, cwd: Path) -> list[BanditFinding]:
     except json.JSONDecodeError:
         first = next((ln for ln in result.stderr.splitlines() if ln.strip()), "no output")
         raise EnvironmentMissing(f"bandit failed: {first}") from None
-    findings = []
-    for item in data.get("results", []):
-        findings.append(
-            BanditFinding(
-                test_id=str(item["test_id"]),
-                test_name=str(item.get("test_name", "")),
-                message=str(item.get("issue_text", "")),
-                severity=str(item.get("issue_severity", "LOW")).lower(),
-                confidence=str(item.get("issue_confidence", "LOW")).lower(),
-                path=(cwd / item["filename"]).resolve(),
-                line=int(item.get("line_number", 1)),
-                column=int(item.get("col_offset", 0)) + 1,
-                url=item.get("more_info"),
-            )
+    return [
+        BanditFinding(
+            test_id=str(item["test_id"]),
+            test_name=str(item.get("test_name", "")),
+            message=str(item.get("issue_text", "")),
+            severity=str(item.get("issue_severity", "LOW")).lower(),
+            confidence=str(item.get("issue_confidence", "LOW")).lower(),
+            path=(cwd / item["filename"]).resolve(),
+            line=int(item.get("line_number", 1)),
+            column=int(item.get("col_offset", 0)) + 1,
+            url=item.get("more_info"),
         )
-    return findings
+        for item in data.get("results", [])
+    ]

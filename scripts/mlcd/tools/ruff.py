@@ -53,19 +53,50 @@ def check(paths: list[Path], *, cwd: Path) -> list[RuffFinding]:
     return findings
 
 
-def format_check(paths: list[Path], *, cwd: Path) -> list[Path]:
-    """Files that `ruff format --check` would reformat."""
-    argv = [*python_module_argv("ruff"), "format", "--check", "--no-cache", *map(str, paths)]
-    result = run(argv, cwd=cwd, timeout=600)
+@dataclass(frozen=True)
+class Unformatted:
+    """A file `ruff format` would change, and the first line it would change."""
+
+    path: Path
+    line: int = 1
+
+
+def format_check(paths: list[Path], *, cwd: Path) -> list[Unformatted]:
+    """Files that `ruff format --check` would reformat.
+
+    Newer ruff reports them as JSON (with the first changed line); older ruff has no
+    `--output-format` for `format` and prints `Would reformat: PATH` lines instead.
+    """
+    base = [*python_module_argv("ruff"), "format", "--check", "--no-cache"]
+    result = run([*base, "--output-format=json", *map(str, paths)], cwd=cwd, timeout=600)
+    if result.returncode == 2 and "--output-format" in result.stderr:
+        result = run([*base, *map(str, paths)], cwd=cwd, timeout=600)
+        if result.returncode not in (0, 1):
+            raise _failure("ruff format", result.stderr)
+        prefix = "Would reformat: "
+        return [
+            Unformatted((cwd / line.removeprefix(prefix).strip()).resolve())
+            for line in result.stdout.splitlines()
+            if line.startswith(prefix)
+        ]
     if result.returncode not in (0, 1):
         raise _failure("ruff format", result.stderr)
-    files = []
-    for line in result.stdout.splitlines():
-        if line.startswith("Would reformat: "):
-            files.append((cwd / line.removeprefix("Would reformat: ").strip()).resolve())
-    return files
+    try:
+        items = json.loads(result.stdout or "[]")
+    except json.JSONDecodeError as exc:
+        raise EnvironmentMissing(f"ruff format printed output mlcd cannot read ({exc})") from None
+    return [
+        Unformatted(
+            (cwd / item["filename"]).resolve(),
+            int((item.get("location") or {}).get("row", 1)),
+        )
+        for item in items
+    ]
 
 
 def _failure(what: str, stderr: str) -> UserInputError:
-    first = next((line for line in stderr.splitlines() if line.strip()), "no message")
-    return UserInputError(f"{what} could not run: {first}", hint="check lint.paths and ruff's config")
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()][:3]
+    first = "; ".join(lines) or "no message"
+    return UserInputError(
+        f"{what} could not run: {first}", hint="check lint.paths and ruff's config"
+    )

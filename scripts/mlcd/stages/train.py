@@ -1,0 +1,260 @@
+"""`mlcd train`: load and check the data, split it (seeded), fit `build_model(**params)`, save.
+
+Writes `train/model.skops` (skops), `train/model.json` (metadata, see docs/internals.md)
+and `train/holdout.csv` (the held-out rows: features in model order, then the target).
+With `--reuse`, a model registered earlier from the same data, code and params (same
+fingerprint) is taken from the registry instead of being fitted again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from mlcd import __version__, entrypoint, modelio
+from mlcd.context import Command, Context
+from mlcd.errors import GateFailed, UserInputError
+from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
+from mlcd.registry import open_registry
+
+STAGE = "train"
+MODEL_FILE = "model.skops"
+META_FILE = "model.json"
+HOLDOUT_FILE = "holdout.csv"
+_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "skops")
+
+
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "mlcd": __version__}
+    for name in _LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def fingerprint(
+    *, data_sha256: str, code_sha256: str, cfg: dict[str, Any], versions: dict[str, str]
+) -> str:
+    """The identity of a training run: same data, code, params and libraries → same model."""
+    basis = {
+        "data": data_sha256,
+        "code": code_sha256,
+        "model": cfg,
+        "libraries": {k: v for k, v in versions.items() if k != "mlcd"},
+    }
+    text = json.dumps(basis, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _seed_estimator(estimator: Any, seed: int) -> list[str]:
+    """Give every unset `random_state` in the estimator (and its steps) the seed."""
+    params = estimator.get_params(deep=True)
+    unset = sorted(k for k, v in params.items() if k.endswith("random_state") and v is None)
+    if unset:
+        estimator.set_params(**dict.fromkeys(unset, seed))
+    return unset
+
+
+def _fit(estimator: Any, features: Any, target: Any, text: str) -> float:
+    clock = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator.fit(features, target)
+    except Exception as exc:  # noqa: BLE001 - the user's estimator failed on the user's data
+        raise UserInputError(
+            f"model.entrypoint: fitting `{text}` on model.data raised {type(exc).__name__}: {exc}",
+            hint="check that the pipeline handles every column type in the data "
+            "(e.g. encode text columns)",
+        ) from None
+    return round(time.perf_counter() - clock, 4)
+
+
+def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
+    from mlcd import dataset  # pandas: only when training
+
+    cfg = ctx.config.model
+    root = ctx.loaded.root
+    entry = entrypoint.parse(cfg.entrypoint, root)
+    data_path = ctx.loaded.resolve(cfg.data)
+    ctx.progress(f"reading {cfg.data}")
+    frame = dataset.read_table(data_path)
+    dataset.check_frame(frame, data_path, target=cfg.target, task=cfg.task)
+    data_sha256 = modelio.file_sha256(data_path)
+    versions = library_versions()
+    fp = fingerprint(
+        data_sha256=data_sha256,
+        code_sha256=entrypoint.code_sha256(entry, root),
+        cfg=cfg.model_dump(mode="json"),
+        versions=versions,
+    )
+    parts = dataset.split(
+        frame, target=cfg.target, task=cfg.task, test_size=cfg.test_size, seed=cfg.seed
+    )
+    features = [str(c) for c in frame.columns if c != cfg.target]
+    folder = ctx.bundle.stage_dir(STAGE)
+    model_path, meta_path, holdout_path = (
+        folder / MODEL_FILE,
+        folder / META_FILE,
+        folder / HOLDOUT_FILE,
+    )
+    parts.holdout[[*features, cfg.target]].to_csv(holdout_path, index=False)
+
+    reused_from: str | None = None
+    if reuse:
+        registry = open_registry(ctx.loaded)
+        earlier = registry.find_by_fingerprint(fp)
+        if earlier is not None:
+            ctx.progress(f"reusing {earlier.version} from {registry.location}")
+            shutil.copyfile(registry.model_file(earlier.version, folder), model_path)
+            model_path.chmod(0o644)
+            meta = dict(earlier.metadata)
+            meta["git_sha"] = ctx.inputs["git_sha"]
+            meta["reused_from"] = earlier.version
+            reused_from = earlier.version
+    if reused_from is None:
+        estimator = entrypoint.build(entry, root, dict(cfg.params), cfg.task)
+        seeded = _seed_estimator(estimator, cfg.seed)
+        ctx.progress(f"fitting on {len(parts.train)} rows")
+        x_train = parts.train[features]
+        y_train = parts.train[cfg.target]
+        fit_seconds = _fit(estimator, x_train, y_train, cfg.entrypoint)
+        trusted = modelio.save_model(estimator, model_path)
+        refused = modelio.refused_types(model_path)
+        if refused:
+            raise GateFailed(
+                f"the fitted model needs {len(refused)} type(s) that mlcd does not trust, so "
+                "evaluate and the server would refuse to load it",
+                problems=[f"untrusted type: {t}" for t in refused],
+                hint="build the model from scikit-learn parts (no custom classes)",
+            )
+        classes = getattr(estimator, "classes_", None)
+        meta = {
+            "name": ctx.config.project,
+            "task": cfg.task,
+            "target": cfg.target,
+            "estimator": type(estimator).__name__,
+            "entrypoint": cfg.entrypoint,
+            "features": dataset.feature_schema(x_train),
+            "classes": [_label(c) for c in classes] if classes is not None else None,
+            "params": dict(cfg.params),
+            "seeded_params": seeded,
+            "data": cfg.data,
+            "data_sha256": data_sha256,
+            "rows": len(frame),
+            "train_rows": len(parts.train),
+            "holdout_rows": len(parts.holdout),
+            "seed": cfg.seed,
+            "test_size": cfg.test_size,
+            "git_sha": ctx.inputs["git_sha"],
+            "versions": versions,
+            "fit_seconds": fit_seconds,
+            "fingerprint": fp,
+            "trusted_types": trusted,
+            "model_sha256": modelio.file_sha256(model_path),
+        }
+    write_json_atomic(meta_path, meta)
+
+    n_classes = len(meta["classes"]) if meta.get("classes") else None
+    what = f"{meta['estimator']} on {meta['train_rows']} rows, {len(features)} features"
+    if reused_from:
+        summary = f"reused {reused_from} from the registry ({what}); no fit"
+    else:
+        summary = f"fitted {what} in {meta['fit_seconds']:.2f}s"
+    reasons = [
+        f"data {cfg.data}: {meta['rows']} rows, sha256 {data_sha256[:12]}…",
+        f"split seed {cfg.seed}: {meta['train_rows']} train, {meta['holdout_rows']} held out"
+        + (" (stratified)" if cfg.task == "classification" else ""),
+        f"fingerprint {fp[:12]}…",
+    ]
+    if n_classes:
+        reasons.append(f"{n_classes} classes: {', '.join(map(str, meta['classes']))}")
+    md = [
+        f"### ✅ train: {summary}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| estimator | `{meta['estimator']}` from `{cfg.entrypoint}` |",
+        f"| params | `{json.dumps(meta['params'], sort_keys=True)}` |",
+        f"| data | `{cfg.data}` ({meta['rows']} rows, sha256 `{data_sha256[:12]}`) |",
+        f"| split | {meta['train_rows']} train, {meta['holdout_rows']} held out, seed {cfg.seed} |",
+        f"| fit time | {meta['fit_seconds']:.3f}s{' (reused)' if reused_from else ''} |",
+        f"| fingerprint | `{fp[:16]}` |",
+    ]
+    return StageOutcome(
+        status="pass",
+        summary=summary,
+        reasons=reasons,
+        metrics={
+            "rows": meta["rows"],
+            "train_rows": meta["train_rows"],
+            "holdout_rows": meta["holdout_rows"],
+            "features": len(features),
+        },
+        artifacts={
+            "model": ctx.bundle.relative(model_path),
+            "metadata": ctx.bundle.relative(meta_path),
+            "holdout": ctx.bundle.relative(holdout_path),
+        },
+        details={
+            "fingerprint": fp,
+            "fit_seconds": meta["fit_seconds"],
+            "reused_from": reused_from,
+            "model_sha256": meta["model_sha256"],
+        },
+        markdown="\n".join(md) + "\n",
+    )
+
+
+def _label(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
+def stage(ctx: Context, *, reuse: bool | None = None) -> StageResult:
+    if reuse is None:
+        reuse = os.environ.get("MLCD_REUSE", "").lower() in ("1", "true", "yes")
+    return ctx.run_stage(STAGE, lambda: _body(ctx, reuse=reuse))
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        default=None,
+        help="skip the fit when the registry holds a model with the same fingerprint "
+        "(data, code, params, libraries); env MLCD_REUSE=1",
+    )
+
+
+def _run(ctx: Context, args: argparse.Namespace) -> int:
+    return ctx.conclude(stage(ctx, reuse=args.reuse))
+
+
+def train_paths(folder: Path) -> tuple[Path, Path, Path]:
+    """The model, metadata and holdout files in a run's train folder."""
+    return folder / MODEL_FILE, folder / META_FILE, folder / HOLDOUT_FILE
+
+
+COMMAND = Command(
+    name="train",
+    help="load and check the data, split it, fit build_model(**params), save the model",
+    description="Read model.data (CSV or Parquet), check it, make a seeded split "
+    "(stratified for classification), fit the estimator that model.entrypoint returns and "
+    "save train/model.skops (skops), train/model.json (metadata) and train/holdout.csv.",
+    example="mlcd train --config model/mlcd.yaml\nmlcd train --reuse   # skip the fit if the "
+    "registry has this fingerprint",
+    add_arguments=_arguments,
+    run=_run,
+)

@@ -1,0 +1,30 @@
+"""Integration fixtures: small projects on disk, in a git repository, run with real tools."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+Project = Callable[[dict[str, str]], Path]
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Project:
+    """Write files (path → text) under tmp_path/repo/proj in a fresh git repository and
+    return the project folder; the repository root is its parent."""
+
+    def make(files: dict[str, str]) -> Path:
+        repo = tmp_path / "repo"
+        project = repo / "proj"
+        for name, text in files.items():
+            path = project / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text), "utf-8")
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        return project
+
+    return make
