@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.tools.github import GitHub, GitHubApiError
-
 from tests.fakes.github_api import FakeGitHub, mounted_session
 
 TOKEN = "ghs_unitTestTokenABCDEFGHIJKLMNOP0123"  # noqa: S105 - the fake's token

@@ -7,12 +7,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from mlcd import cli
 from mlcd import github as github_cmd
 from mlcd.evidence import Bundle, StageResult, write_json_atomic
 from mlcd.github import comment
 from mlcd.tools.github import GitHub
-
 from tests.fakes.github_api import FakeGitHub, mounted_session
 
 TOKEN = "ghs_commandTestTokenABCDEFGHIJ012345"  # noqa: S105 - the fake's token
