@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlcd.registry import LocalRegistry
 from PIL import Image
 
+from mlcd.registry import LocalRegistry
 from tests.integration.browser import dump_dom, screenshot
 
 ROOT = Path(__file__).resolve().parents[2]

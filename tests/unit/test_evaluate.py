@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from mlcd import cli
 from mlcd.registry import LocalRegistry
-
 from tests.mlprojects import result, write_project
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlcd import metrics as m
 from sklearn import metrics as sk
+
+from mlcd import metrics as m
 
 
 def _binary(seed: int = 0, n: int = 200) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io as sio
-from mlcd import modelio
-from mlcd.errors import GateFailed, UserInputError
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+
+from mlcd import modelio
+from mlcd.errors import GateFailed, UserInputError
 
 
 class Custom:

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from mlcd.config import load_config
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.registry import (
@@ -17,7 +18,6 @@ from mlcd.registry import (
     local_path,
     open_registry,
 )
-
 from tests.mlprojects import write_project
 
 

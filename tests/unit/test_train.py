@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlcd import cli, modelio
 
+from mlcd import cli, modelio
 from tests.mlprojects import classification_frame, result, write_project
 
 
