@@ -79,9 +79,7 @@ class GitHub:
                 hint="set GITHUB_REPOSITORY=owner/name (GitHub Actions sets it for you)",
             )
         if not self.token:
-            raise EnvironmentMissing(
-                "no GitHub token to call the GitHub API with", hint=_AUTH_HINT
-            )
+            raise EnvironmentMissing("no GitHub token to call the GitHub API with", hint=_AUTH_HINT)
 
     # ------------------------------------------------------------------ construction
 
