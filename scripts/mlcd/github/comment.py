@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ def _number(value: object) -> float | None:
 
 
 def _fmt(value: object) -> str:
+    if value is None or value == "":
+        return "—"
     number = _number(value)
     if number is None:
         return _cell(value)
@@ -108,6 +111,15 @@ def _verdict(bundle: Bundle) -> list[dict[str, Any]]:
     return [c for c in checks or [] if isinstance(c, dict)]
 
 
+def _lower_bound(check: Mapping[str, Any]) -> float | None:
+    """A check's lower bound: a number with kind `min`, or a bound written `≥ x` / `>= x`."""
+    bound = check.get("bound")
+    if check.get("kind") == "min":
+        return _number(bound)
+    match = re.match(r"^\s*(?:≥|>=)\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$", str(bound or ""))
+    return float(match.group(1)) if match else None
+
+
 def verdict_table(checks: list[dict[str, Any]]) -> list[str]:
     if not checks:
         return []
@@ -116,7 +128,7 @@ def verdict_table(checks: list[dict[str, Any]]) -> list[str]:
         passed = check.get("passed")
         icon = "✅" if passed is True else "❌" if passed is False else "•"
         lines.append(
-            f"| {_cell(check.get('kind', ''))} | {_cell(check.get('metric', ''))} | "
+            f"| {_cell(check.get('kind', ''))} | {_cell(check.get('metric') or '—')} | "
             f"{_fmt(check.get('value', ''))} | {_fmt(check.get('bound', ''))} | {icon} |"
         )
     return lines
@@ -130,8 +142,8 @@ def metric_chart(metrics: Mapping[str, Any], checks: list[dict[str, Any]]) -> li
     values = [float(metrics[k]) for k in names]
     bounds: dict[str, float] = {}
     for check in checks:
-        bound = _number(check.get("bound"))
-        if check.get("kind") in ("min", "threshold-min", "threshold") and bound is not None:
+        bound = _lower_bound(check)
+        if bound is not None and check.get("metric"):
             bounds.setdefault(str(check.get("metric")), bound)
     low = min([0.0, *values, *bounds.values()])
     high = max([1.0, *values, *bounds.values()])
