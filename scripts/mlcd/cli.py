@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlcd import __version__, pipeline, report
+from mlcd import __version__, github, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
 from mlcd.stages import build, evaluate, lint, release, scan, serve, test, train, validate
@@ -27,6 +27,7 @@ COMMANDS: list[Command] = [
     serve.COMMAND,
     pipeline.COMMAND,
     report.COMMAND,
+    github.COMMAND,
 ]
 
 _EXIT_CODES = """exit codes:
