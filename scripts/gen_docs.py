@@ -254,9 +254,7 @@ def config_reference_markdown() -> str:
     schema = json_schema()
     out: list[str] = []
     _section(schema, "", schema, out)
-    lines = []
-    for line in out:
-        lines.append("#" + line if line.startswith("## ") else line)
+    lines = ["#" + line if line.startswith("## ") else line for line in out]
     return "\n".join(lines).strip("\n") + "\n"
 
 
@@ -273,7 +271,7 @@ def workflow_interface_markdown() -> str:
     out = ["#### Inputs", "", "| input | type | default | what |", "|---|---|---|---|"]
     for name, spec in (call.get("inputs") or {}).items():
         default = spec.get("default", "")
-        shown = f"`{json.dumps(default)}`" if default != "" else "`\"\"`"
+        shown = f"`{json.dumps(default)}`" if default != "" else '`""`'
         required = " (required)" if spec.get("required") else ""
         out.append(
             f"| `{name}` | {spec.get('type', 'string')} | {shown} | "
