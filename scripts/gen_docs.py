@@ -278,11 +278,11 @@ def workflow_interface_markdown() -> str:
             f"{_cell(spec.get('description', ''))}{required} |"
         )
     out += ["", "#### Secrets", "", "| secret | required | what |", "|---|---|---|"]
-    for name, spec in (call.get("secrets") or {}).items():
-        spec = spec or {}
+    for name, secret in (call.get("secrets") or {}).items():
+        about = secret or {}
         out.append(
-            f"| `{name}` | {'yes' if spec.get('required') else 'no'} | "
-            f"{_cell(spec.get('description', ''))} |"
+            f"| `{name}` | {'yes' if about.get('required') else 'no'} | "
+            f"{_cell(about.get('description', ''))} |"
         )
     out += ["", "#### Outputs", "", "| output | what |", "|---|---|"]
     for name, spec in (call.get("outputs") or {}).items():
