@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlcd import __version__, pipeline, report
+from mlcd import __version__, github, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
 from mlcd.stages import (
@@ -39,6 +39,7 @@ COMMANDS: list[Command] = [
     *deploy.COMMANDS,
     pipeline.COMMAND,
     report.COMMAND,
+    github.COMMAND,
 ]
 
 _EXIT_CODES = """exit codes:

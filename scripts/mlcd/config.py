@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -335,7 +336,9 @@ class Config(Section):
 
     @property
     def image_name(self) -> str:
-        return self.image.name or f"127.0.0.1:5000/{self.project}"
+        """MLCD_IMAGE (the workflow's `image` input), else image.name, else a local default."""
+        override = os.environ.get("MLCD_IMAGE")
+        return override or self.image.name or f"127.0.0.1:5000/{self.project}"
 
 
 @dataclass(frozen=True)

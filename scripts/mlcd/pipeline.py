@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlcd import runreport
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageResult, utc_now, write_json_atomic
@@ -182,6 +183,7 @@ def _finish(
             "stages": records,
         },
     )
+    report = runreport.write_html(ctx.out, [s.name for s in steps(ctx)])
     if ctx.fmt == "json":
         print(
             json.dumps(
@@ -190,6 +192,7 @@ def _finish(
                     "exit_code": exit_code,
                     "stopped_at": stopped_at,
                     "stages": records,
+                    "report": str(report),
                 },
                 indent=2,
             ),
@@ -220,7 +223,7 @@ def _finish(
     verdict = "passed" if exit_code == 0 else f"stopped at {stopped_at}" if stopped_at else "failed"
     print(
         f"\nrun {verdict} in {fmt_seconds(duration)} (exit {exit_code}); evidence in "
-        f"{ctx.out}/ (mlcd report --out {ctx.out})",
+        f"{ctx.out}/; report: {report}",
         file=out,
     )
     return exit_code

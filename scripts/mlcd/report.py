@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlcd import runreport
 from mlcd.context import Command, Context
+from mlcd.errors import MlcdError
 from mlcd.evidence import Bundle, status_icon
 
 MARKER = "<!-- mlcd-report -->"
@@ -36,9 +38,39 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--output", "-o", type=Path, default=None, help="write the report to this file too"
     )
     parser.add_argument("--title", default="mlcd report", help="the report's heading")
+    parser.add_argument(
+        "--html",
+        action="store_true",
+        help="write the one-page HTML report <out>/report.html (and --output) instead of "
+        "printing Markdown",
+    )
+
+
+def planned_stages(ctx: Context) -> list[str] | None:
+    """The stages `mlcd run` would run with this config, or None without a usable config."""
+    from mlcd import pipeline
+
+    if not ctx.config_path.is_file():
+        return None
+    try:
+        return [step.name for step in pipeline.steps(ctx)]
+    except MlcdError:
+        return None
+
+
+def _html(ctx: Context, args: argparse.Namespace) -> int:
+    path = runreport.write_html(ctx.out, planned_stages(ctx))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_bytes(path.read_bytes())
+        path = args.output
+    print(f"report: {path}", file=ctx.stream)
+    return 0
 
 
 def _run(ctx: Context, args: argparse.Namespace) -> int:
+    if args.html:
+        return _html(ctx, args)
     text = render_markdown(ctx.bundle, title=args.title)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -53,8 +85,12 @@ COMMAND = Command(
     name="report",
     help="render the evidence of a run as Markdown",
     description="Render every stage result in the run folder (--out) as one Markdown "
-    "document: an overview table, then each stage's summary. Also written to <out>/report.md.",
-    example='mlcd report --out .mlcd > comment.md\nmlcd report -o "$GITHUB_STEP_SUMMARY"',
+    "document: an overview table, then each stage's summary. Also written to <out>/report.md. "
+    "With --html, write <out>/report.html instead: one self-contained page with the verdict, "
+    "the stages, the model's metrics and plots against the champion, the scan, the image and "
+    "the rollout timeline of each environment (`mlcd run` writes it at its end).",
+    example='mlcd report --out .mlcd > comment.md\nmlcd report -o "$GITHUB_STEP_SUMMARY"\n'
+    "mlcd report --html --out .mlcd",
     add_arguments=_arguments,
     run=_run,
 )

@@ -1,4 +1,5 @@
-"""Headless Chromium for the render tests: a screenshot, or the DOM after scripts ran."""
+"""Headless Chromium for the render tests: a screenshot, or the DOM after scripts ran, and
+pixel counts of a colour in a screenshot."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 FLAGS = [
     "--headless",
@@ -46,3 +50,10 @@ def dump_dom(page: Path, *, budget_ms: int = 10000) -> str:
     done = _run([f"--virtual-time-budget={budget_ms}", "--dump-dom"], page)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     return done.stdout.decode()
+
+
+def colour_pixels(png: Path, rgb: tuple[int, int, int], tolerance: int = 30) -> int:
+    """How many pixels of the screenshot are within `tolerance` of `rgb` on every channel."""
+    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    near = np.abs(pixels - np.array(rgb, dtype=np.int16)) <= tolerance
+    return int(near.all(axis=2).sum())

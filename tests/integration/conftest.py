@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.example_runs import Runs, train_and_evaluate_twice
+
 Project = Callable[[dict[str, str]], Path]
 
 
@@ -28,3 +30,9 @@ def make_project(tmp_path: Path) -> Project:
         return project
 
     return make
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """The example trained and evaluated twice, the second time against a champion."""
+    return train_and_evaluate_twice(tmp_path_factory.mktemp("example"))

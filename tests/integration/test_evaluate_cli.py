@@ -1,7 +1,7 @@
 """`mlcd train && mlcd evaluate` through the real CLI, and the reports in headless Chromium.
 
-One session-scoped run of the example project (twice, the second against a champion) feeds
-every test here; Mermaid comes from the npm registry (tests/js, `npm ci`).
+One session-scoped run of the example project (twice, the second against a champion; the
+`runs` fixture) feeds every test here; Mermaid comes from the npm registry (tests/js, `npm ci`).
 """
 
 from __future__ import annotations
@@ -12,55 +12,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from mlcd.registry import LocalRegistry
-from tests.integration.browser import dump_dom, screenshot
+from tests.integration.browser import colour_pixels, dump_dom, screenshot
+from tests.integration.example_runs import Runs, mlcd
 
 ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "tests" / "js"
-MLCD = [sys.executable, "-m", "mlcd"]
-
-
-@dataclass(frozen=True)
-class Runs:
-    project: Path
-    first: Path  # no champion yet
-    second: Path  # the first run's model is the champion
-    seconds: float  # wall time of the first `train && evaluate`
-
-
-def _mlcd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MLCD, *args], capture_output=True, text=True, env=env, timeout=300, check=False
-    )
-
-
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
-    base = tmp_path_factory.mktemp("example")
-    project = base / "model"
-    shutil.copytree(ROOT / "model", project, ignore=shutil.ignore_patterns(".mlcd*"))
-    env = {**os.environ, "MLCD_REGISTRY_PATH": str(base / "registry")}
-    config = str(project / "mlcd.yaml")
-    first, second = base / "first", base / "second"
-    clock = time.monotonic()
-    for step in ("train", "evaluate"):
-        done = _mlcd(step, "--config", config, "--out", str(first), env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
-    seconds = time.monotonic() - clock
-    LocalRegistry(base / "registry").set_alias("champion", "v1")
-    for step in ("train", "evaluate"):
-        done = _mlcd(step, "--config", config, "--out", str(second), env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
-    return Runs(project, first, second, seconds)
 
 
 def test_two_runs_give_identical_metrics(runs: Runs) -> None:
@@ -82,8 +42,8 @@ def test_json_output_and_exit_code_of_a_failed_gate(runs: Runs, tmp_path: Path) 
     (runs.project / "strict.yaml").write_text(strict)
     env = {**os.environ, "MLCD_REGISTRY_PATH": str(tmp_path / "registry")}
     args = ["--config", str(runs.project / "strict.yaml"), "--out", str(tmp_path / "out")]
-    assert _mlcd("train", *args, env=env).returncode == 0
-    done = _mlcd("evaluate", *args, "--format", "json", env=env)
+    assert mlcd("train", *args, env=env).returncode == 0
+    done = mlcd("evaluate", *args, "--format", "json", env=env)
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == "fail"
@@ -91,24 +51,18 @@ def test_json_output_and_exit_code_of_a_failed_gate(runs: Runs, tmp_path: Path) 
     assert "Traceback" not in done.stderr
 
 
-def _colour_pixels(png: Path, rgb: tuple[int, int, int], tolerance: int = 30) -> int:
-    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
-    near = np.abs(pixels - np.array(rgb, dtype=np.int16)) <= tolerance
-    return int(near.all(axis=2).sum())
-
-
 def test_report_html_shows_the_plots_in_chromium(runs: Runs, tmp_path: Path) -> None:
     page = runs.second / "evaluate/report.html"
     shot = screenshot(page, tmp_path / "report.png")
     # the candidate's curves are matplotlib blue, the champion's orange, the confusion
     # matrix's darkest cell navy: none of these colours is in the page's text or tables
-    assert _colour_pixels(shot, (31, 119, 180)) > 400
-    assert _colour_pixels(shot, (255, 127, 14)) > 400
-    assert _colour_pixels(shot, (8, 48, 107)) > 2000
+    assert colour_pixels(shot, (31, 119, 180)) > 400
+    assert colour_pixels(shot, (255, 127, 14)) > 400
+    assert colour_pixels(shot, (8, 48, 107)) > 2000
     # the same page without its images has none of them: the pixels come from the plots
     bare = tmp_path / "bare.html"
     bare.write_text(re.sub(r'<img src="data:image/png;base64,[^"]*"', "<img", page.read_text()))
-    assert _colour_pixels(screenshot(bare, tmp_path / "bare.png"), (31, 119, 180)) < 50
+    assert colour_pixels(screenshot(bare, tmp_path / "bare.png"), (31, 119, 180)) < 50
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,14 @@ def _local(loaded: LoadedConfig) -> ModelRegistry:
     return LocalRegistry(local_path(loaded))
 
 
-BACKENDS: dict[str, Callable[[LoadedConfig], ModelRegistry]] = {"local": _local}
+def _github(loaded: LoadedConfig) -> ModelRegistry:
+    from mlcd.registry.github import GitHubRegistry
+    from mlcd.tools.github import GitHub
+
+    return GitHubRegistry(GitHub.from_env(), loaded.config.project)
+
+
+BACKENDS: dict[str, Callable[[LoadedConfig], ModelRegistry]] = {"local": _local, "github": _github}
 
 
 def open_registry(loaded: LoadedConfig) -> ModelRegistry:

@@ -1,0 +1,270 @@
+"""The GitHub registry backend: model versions are GitHub releases of the repository.
+
+Layout on GitHub::
+
+    release  <project>-v<N>                 one per version, created once (immutable)
+      body   … <!-- mlcd-record {json} -->   version, metadata, metrics, verdict, digests
+      asset  model.skops                     the model file (checked by sha256 on download)
+      asset  <extra files>                   registered with the version
+      asset  attachments.json                facts added later (replaced as a whole)
+
+The champion is not stored: it is the version of the latest *successful* GitHub deployment to
+`production` with task `deploy:model` (what `mlcd github deployment production` records), so
+the Environments page and the registry can never disagree. Other aliases are not kept by this
+backend. Configured like every GitHub call (GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_TOKEN).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlcd.errors import GateFailed, UserInputError
+from mlcd.evidence import utc_now
+from mlcd.modelio import file_sha256
+from mlcd.registry.base import CHAMPION, ModelRegistry, ModelVersion
+from mlcd.tools.github import DEPLOYMENT_TASK, GitHub, GitHubApiError
+
+MODEL_FILE = "model.skops"
+ATTACHMENTS = "attachments.json"
+PRODUCTION = "production"
+_RECORD = re.compile(r"<!-- mlcd-record (\{.*\}) -->", re.DOTALL)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class GitHubRegistry(ModelRegistry):
+    """A registry in a repository's GitHub releases and deployments."""
+
+    backend = "github"
+
+    def __init__(self, gh: GitHub, project: str, *, production: str = PRODUCTION) -> None:
+        self.gh = gh
+        self.project = project
+        self.production = production
+        self._tag = re.compile(rf"^{re.escape(project)}-v([1-9][0-9]*)$")
+
+    @property
+    def location(self) -> str:
+        return f"GitHub releases of {self.gh.repository}"
+
+    # ------------------------------------------------------------------ helpers
+
+    def tag(self, version: str) -> str:
+        if not re.fullmatch(r"v[1-9][0-9]*", version):
+            raise UserInputError(f"`{version}` is not a model version (they look like v1, v2, …)")
+        return f"{self.project}-{version}"
+
+    def _releases(self) -> list[tuple[int, dict[str, Any]]]:
+        found = []
+        for release in self.gh.releases():
+            match = self._tag.match(str(release.get("tag_name", "")))
+            if match and not release.get("draft"):
+                found.append((int(match.group(1)), release))
+        return sorted(found, key=lambda item: item[0])
+
+    def _download(self, asset: Mapping[str, Any]) -> bytes:
+        response = self.gh.request(
+            "GET", str(asset["url"]), headers={"Accept": "application/octet-stream"}
+        )
+        return response.content
+
+    def _asset(self, release: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+        for asset in release.get("assets") or []:
+            if asset.get("name") == name:
+                return dict(asset)
+        return None
+
+    def _load(self, release: Mapping[str, Any]) -> ModelVersion:
+        match = _RECORD.search(str(release.get("body") or ""))
+        if match is None:
+            raise UserInputError(
+                f"model registry: release {release.get('tag_name')} of {self.gh.repository} "
+                "has no mlcd record in its description",
+                hint="it was not made by mlcd; delete it or give it another tag",
+            )
+        record = json.loads(match.group(1))
+        attachments: dict[str, Any] = {}
+        asset = self._asset(release, ATTACHMENTS)
+        if asset is not None:
+            loaded = json.loads(self._download(asset) or b"{}")
+            attachments = loaded if isinstance(loaded, dict) else {}
+        return ModelVersion(
+            version=str(record["version"]),
+            created=str(record["created"]),
+            fingerprint=str(record.get("fingerprint", "")),
+            model_sha256=str(record["model_sha256"]),
+            metadata=dict(record.get("metadata") or {}),
+            metrics=dict(record.get("metrics") or {}),
+            verdict=record.get("verdict"),
+            files=[str(f) for f in record.get("files", [])],
+            attachments=attachments,
+        )
+
+    def _release(self, version: str) -> dict[str, Any]:
+        release = self.gh.release_by_tag(self.tag(version))
+        if release is None:
+            known = ", ".join(f"v{n}" for n, _ in self._releases()[-10:]) or "none yet"
+            raise UserInputError(
+                f"model registry ({self.location}) has no version {version}",
+                hint=f"versions there: {known}",
+            )
+        return release
+
+    # ------------------------------------------------------------------ interface
+
+    def register(
+        self,
+        *,
+        model_file: Path,
+        metadata: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        verdict: Mapping[str, Any] | None,
+        files: Mapping[str, Path] | None = None,
+    ) -> ModelVersion:
+        extra = dict(files or {})
+        for name in extra:
+            if name in (MODEL_FILE, ATTACHMENTS) or not _NAME.match(name):
+                raise UserInputError(f"model registry: `{name}` cannot be a version's file name")
+        if not model_file.is_file():
+            raise UserInputError(f"model registry: model file {model_file} does not exist")
+        number = max((n for n, _ in self._releases()), default=0) + 1
+        for _attempt in range(5):
+            version = f"v{number}"
+            record = {
+                "version": version,
+                "created": utc_now(),
+                "fingerprint": str(metadata.get("fingerprint", "")),
+                "model_sha256": file_sha256(model_file),
+                "metadata": dict(metadata),
+                "metrics": dict(metrics),
+                "verdict": dict(verdict) if verdict is not None else None,
+                "files": [MODEL_FILE, *sorted(extra)],
+            }
+            body = (
+                f"Model **{self.project} {version}** (registered by mlcd).\n\n"
+                f"<!-- mlcd-record {json.dumps(record, sort_keys=True, default=str)} -->\n"
+            )
+            try:
+                release = self.gh.request(
+                    "POST",
+                    self.gh.repo_path("releases"),
+                    json_body={
+                        "tag_name": self.tag(version),
+                        "name": f"{self.project} {version}",
+                        "body": body,
+                        "draft": False,
+                        "prerelease": False,
+                        "make_latest": "false",
+                    },
+                ).json()
+            except GitHubApiError as exc:
+                if exc.status == 422:  # another run took this number
+                    number += 1
+                    continue
+                raise
+            self.gh.upload_asset(release, model_file, name=MODEL_FILE)
+            for name, path in extra.items():
+                self.gh.upload_asset(release, path, name=name)
+            return self.get(version)
+        raise GateFailed(f"model registry: could not claim a version number at {self.location}")
+
+    def get(self, version: str) -> ModelVersion:
+        return self._load(self._release(version))
+
+    def versions(self) -> list[ModelVersion]:
+        return [self._load(release) for _, release in self._releases()]
+
+    def set_alias(self, name: str, version: str) -> None:
+        if name != CHAMPION:
+            raise UserInputError(
+                f"the github registry backend keeps no alias `{name}`",
+                hint="its only alias is `champion`: the version live in production",
+            )
+        self._release(version)  # the champion follows the production deployment itself
+
+    def _successful(self, environment: str) -> list[dict[str, str]]:
+        """Successful deployments of versions to `environment`, newest first."""
+        found = []
+        for deployment in self.gh.deployments(environment=environment, task=DEPLOYMENT_TASK):
+            payload = deployment.get("payload")
+            if isinstance(payload, str):
+                try:
+                    payload = json.loads(payload)
+                except ValueError:
+                    payload = {}
+            if not isinstance(payload, dict) or payload.get("project") not in (None, self.project):
+                continue
+            states = [s.get("state") for s in self.gh.deployment_statuses(int(deployment["id"]))]
+            if "success" in states and payload.get("version"):
+                found.append(
+                    {
+                        "version": str(payload["version"]),
+                        "at": str(deployment.get("created_at", "")),
+                        "live": "yes" if states and states[0] == "success" else "no",
+                    }
+                )
+        return found
+
+    def aliases(self) -> dict[str, str]:
+        live = [d for d in self._successful(self.production) if d["live"] == "yes"]
+        return {CHAMPION: live[0]["version"]} if live else {}
+
+    def alias_history(self, name: str) -> list[dict[str, str]]:
+        if name != CHAMPION:
+            return []
+        return [
+            {"version": d["version"], "at": d["at"]}
+            for d in reversed(self._successful(self.production))
+        ]
+
+    def _write_attachments(self, version: str, change: Any) -> ModelVersion:
+        release = self._release(version)
+        current = self._load(release)
+        attachments = dict(current.attachments)
+        change(attachments)
+        with tempfile.TemporaryDirectory(prefix="mlcd-attach-") as tmp:
+            path = Path(tmp) / ATTACHMENTS
+            path.write_text(json.dumps(attachments, indent=2, sort_keys=True, default=str))
+            self.gh.upload_asset(release, path, name=ATTACHMENTS, content_type="application/json")
+        return self.get(version)
+
+    def attach(self, version: str, key: str, value: Any) -> ModelVersion:
+        def change(attachments: dict[str, Any]) -> None:
+            if key in attachments and attachments[key] != value:
+                raise UserInputError(
+                    f"model registry: {version} already has {key} = {attachments[key]!r}; "
+                    "an attachment is never changed"
+                )
+            attachments[key] = value
+
+        return self._write_attachments(version, change)
+
+    def append(self, version: str, key: str, item: Any) -> ModelVersion:
+        def change(attachments: dict[str, Any]) -> None:
+            existing = attachments.get(key, [])
+            if not isinstance(existing, list):
+                raise UserInputError(f"model registry: {version} {key} is not a list")
+            attachments[key] = [*existing, item]
+
+        return self._write_attachments(version, change)
+
+    def model_file(self, version: str, workdir: Path) -> Path:
+        release = self._release(version)
+        record = self._load(release)
+        asset = self._asset(release, MODEL_FILE)
+        if asset is None:
+            raise UserInputError(f"model registry: {version} has no {MODEL_FILE} asset")
+        workdir.mkdir(parents=True, exist_ok=True)
+        target = workdir / f"{self.project}-{version}-{MODEL_FILE}"
+        target.write_bytes(self._download(asset))
+        if file_sha256(target) != record.model_sha256:
+            target.unlink()
+            raise GateFailed(
+                f"model registry: the {MODEL_FILE} of {version} downloaded from GitHub does not "
+                "match its recorded sha256; it will not be loaded"
+            )
+        return target

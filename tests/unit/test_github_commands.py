@@ -1,0 +1,262 @@
+"""`mlcd github comment|release|deployment` on a made-up bundle, against the in-process fake."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mlcd import cli
+from mlcd import github as github_cmd
+from mlcd.evidence import Bundle, StageResult, write_json_atomic
+from mlcd.github import comment
+from mlcd.tools.github import GitHub
+from tests.fakes.github_api import FakeGitHub, mounted_session
+
+TOKEN = "ghs_commandTestTokenABCDEFGHIJ012345"  # noqa: S105 - the fake's token
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _result(stage: str, status: str = "pass", **kw: object) -> StageResult:
+    return StageResult(
+        stage=stage,
+        status=status,
+        started=f"2026-01-01T00:00:0{len(stage) % 9}Z",
+        duration_s=1.5,
+        summary=f"{stage} summary",
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+def make_bundle(root: Path, *, release: bool = True) -> Bundle:
+    bundle = Bundle(root)
+    bundle.write(_result("lint"), "### lint ok\n")
+    bundle.write(_result("test"), "")
+    bundle.write(_result("train"), "")
+    write_json_atomic(
+        root / "train" / "model.json",
+        {"task": "classification", "rows": 569, "features": [{"name": "radius"}]},
+    )
+    bundle.write(_result("evaluate", metrics={"accuracy": 0.95, "roc_auc": 0.99}), "")
+    write_json_atomic(
+        root / "evaluate" / "verdict.json",
+        {
+            "passed": True,
+            "checks": [
+                {"metric": "accuracy", "value": 0.95, "bound": 0.92, "kind": "min", "passed": True},
+                {"metric": "roc_auc", "value": 0.99, "bound": 0.97, "kind": "min", "passed": True},
+            ],
+        },
+    )
+    bundle.write(
+        _result(
+            "build",
+            details={"image": "127.0.0.1:5000/bc@sha256:" + "a" * 64, "size_bytes": 210_000_000},
+        ),
+        "",
+    )
+    (root / "scan").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / "scan" / "sbom.cdx.json", {"bomFormat": "CycloneDX"})
+    bundle.write(
+        _result(
+            "scan",
+            metrics={"critical": 0, "high": 0, "medium": 3},
+            artifacts={"sbom": "scan/sbom.cdx.json"},
+        ),
+        "",
+    )
+    if release:
+        bundle.write(
+            _result(
+                "release", details={"version": "3", "image": "127.0.0.1:5000/bc@sha256:" + "a" * 64}
+            ),
+            "",
+        )
+    return bundle
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeGitHub:
+    fake = FakeGitHub(token=TOKEN)
+    monkeypatch.setenv("GITHUB_SHA", SHA)
+    monkeypatch.setenv("GITHUB_REPOSITORY", fake.repository)
+    monkeypatch.setenv("GITHUB_RUN_ID", "42")
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv(
+        "MLCD_ARTIFACTS",
+        "mlcd-scan=https://github.com/a/b/actions/runs/42/artifacts/9\nmlcd-release=\n",
+    )
+    monkeypatch.setattr(
+        github_cmd,
+        "_client",
+        lambda: GitHub(
+            api_url=fake.api_base,
+            repository=fake.repository,
+            token=TOKEN,
+            session=mounted_session(fake),
+            sleep=lambda _s: None,
+        ),
+    )
+    return fake
+
+
+def _event(tmp_path: Path, number: int) -> str:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps({"number": number, "pull_request": {"number": number}}))
+    return str(path)
+
+
+def test_comment_is_posted_once_and_updated(
+    fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path
+) -> None:
+    out = tmp_path / "run"
+    make_bundle(out, release=False)
+    monkeypatch.setenv("GITHUB_EVENT_PATH", _event(tmp_path, 12))
+    args = ["github", "comment", "--out", str(out), "--config", str(repo_root / "model/mlcd.yaml")]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0
+    [posted] = fake.comments[12]
+    body = posted["body"]
+    assert body.startswith(comment.MARKER)
+    assert "every check passed" in body
+    assert "```mermaid" in body
+    assert "xychart-beta" in body
+    assert "| min | accuracy | 0.95 | 0.92 | ✅ |" in body
+    assert "sha256:" in body
+    assert "210.0 MB" in body
+    assert "[mlcd-scan](https://github.com/a/b/actions/runs/42/artifacts/9)" in body
+    assert "mlcd-release" not in body
+    assert "https://github.com/acme/model/actions/runs/42" in body
+    assert len(fake.seen("PATCH", r"/repos/acme/model/issues/comments/\d+")) == 1
+
+
+def test_comment_outside_a_pull_request_is_only_written(
+    fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    make_bundle(out)
+    monkeypatch.delenv("GITHUB_EVENT_PATH", raising=False)
+    assert cli.main(["github", "comment", "--out", str(out)]) == 0
+    assert (out / "github" / "comment.md").is_file()
+    assert fake.requests == []
+
+
+def test_failed_stage_heads_the_comment(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "run", release=False)
+    bundle.write(_result("scan", status="fail"), "")
+    text = comment.render(bundle, comment.RunInfo())
+    assert "❌ blocked at **scan**" in text.splitlines()[1]
+
+
+def test_release_uploads_every_asset(fake: FakeGitHub, tmp_path: Path, repo_root: Path) -> None:
+    out = tmp_path / "run"
+    make_bundle(out)
+    config = str(repo_root / "model/mlcd.yaml")
+    assert cli.main(["github", "release", "--out", str(out), "--config", config]) == 0
+    [release] = fake.releases
+    assert release["tag_name"] == "breast-cancer-v3"
+    assert release["target_commitish"] == SHA
+    names = {a["name"]: a["content_type"] for a in release["assets"]}
+    assert names == {
+        "model-card.md": "text/markdown",
+        "metrics.json": "application/json",
+        "verdict.json": "application/json",
+        "sbom.cdx.json": "application/vnd.cyclonedx+json",
+        "evidence-3.tar.gz": "application/gzip",
+    }
+    archive_id = next(a["id"] for a in release["assets"] if a["name"].endswith(".tar.gz"))
+    archive = tmp_path / "e.tar.gz"
+    archive.write_bytes(fake.asset_content[archive_id])
+    with tarfile.open(archive) as tar:
+        members = tar.getnames()
+    assert "mlcd-evidence/evaluate/verdict.json" in members
+    assert not any("/github/" in m for m in members)
+    # re-running (a retried job) neither duplicates the release nor its assets
+    assert cli.main(["github", "release", "--out", str(out), "--config", config]) == 0
+    assert len(fake.releases) == 1
+    assert len(fake.releases[0]["assets"]) == 5
+
+
+def test_release_without_a_release_stage_is_exit_2(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    make_bundle(out, release=False)
+    code = cli.main(
+        ["github", "release", "--out", str(out), "--config", str(repo_root / "model/mlcd.yaml")]
+    )
+    assert code == 2
+    assert "mlcd release" in capsys.readouterr().err
+
+
+def test_deployment_lifecycle(fake: FakeGitHub, tmp_path: Path, repo_root: Path) -> None:
+    out = tmp_path / "run"
+    make_bundle(out)
+    config = str(repo_root / "model/mlcd.yaml")
+    base = ["github", "deployment", "staging", "--out", str(out), "--config", config]
+    assert cli.main([*base, "--state", "in_progress"]) == 0
+    assert cli.main([*base, "--state", "success", "--url", "http://127.0.0.1:8080"]) == 0
+    [deployment] = fake.deployments
+    assert deployment["environment"] == "staging"
+    assert deployment["task"] == "deploy:model"
+    assert deployment["payload"]["version"] == "3"
+    assert deployment["ref"] == SHA
+    assert [s["state"] for s in fake.statuses[deployment["id"]]] == ["in_progress", "success"]
+    assert fake.statuses[deployment["id"]][1]["environment_url"] == "http://127.0.0.1:8080"
+
+
+def test_deployment_to_an_unknown_environment_is_exit_2(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path
+) -> None:
+    out = tmp_path / "run"
+    make_bundle(out)
+    code = cli.main(
+        [
+            "github",
+            "deployment",
+            "qa",
+            "--out",
+            str(out),
+            "--config",
+            str(repo_root / "model/mlcd.yaml"),
+        ]
+    )
+    assert code == 2
+    assert fake.requests == []
+
+
+def test_missing_token_is_exit_3(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    repo_root: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "run"
+    make_bundle(out)
+    monkeypatch.setenv("GITHUB_SHA", SHA)
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/model")
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("MLCD_GITHUB_TOKEN", raising=False)
+    code = cli.main(
+        ["github", "release", "--out", str(out), "--config", str(repo_root / "model/mlcd.yaml")]
+    )
+    assert code == 3
+    assert "GITHUB_TOKEN" in capsys.readouterr().err
+
+
+def test_pull_request_number_from_event(tmp_path: Path) -> None:
+    assert comment.pull_request_number(_event(tmp_path, 5)) == 5
+    push = tmp_path / "push.json"
+    push.write_text(json.dumps({"ref": "refs/heads/main"}))
+    assert comment.pull_request_number(str(push)) is None
+    assert comment.pull_request_number(None) is None
+
+
+def test_very_long_comment_is_cut_to_fit(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "run")
+    bundle.write(_result("lint"), "x" * 100_000)
+    text = comment.render(bundle, comment.RunInfo())
+    assert len(text) < 65536
+    assert text.rstrip().endswith("</details>")

@@ -1,0 +1,114 @@
+"""The GitHub registry backend against the in-process fake API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlcd.errors import GateFailed, UserInputError
+from mlcd.registry import CHAMPION, IMAGE_DIGEST
+from mlcd.registry.github import GitHubRegistry
+from mlcd.tools.github import GitHub
+from tests.fakes.github_api import FakeGitHub, mounted_session
+
+TOKEN = "ghs_registryTestTokenABCDEFGHIJ0123"  # noqa: S105 - the fake's token
+
+
+@pytest.fixture
+def fake() -> FakeGitHub:
+    return FakeGitHub(token=TOKEN)
+
+
+@pytest.fixture
+def registry(fake: FakeGitHub) -> GitHubRegistry:
+    gh = GitHub(
+        api_url=fake.api_base,
+        repository=fake.repository,
+        token=TOKEN,
+        session=mounted_session(fake),
+        sleep=lambda _s: None,
+    )
+    return GitHubRegistry(gh, "bc")
+
+
+def _model(tmp_path: Path, content: bytes = b"model-bytes") -> Path:
+    path = tmp_path / "model.skops"
+    path.write_bytes(content)
+    return path
+
+
+def test_register_get_and_list(registry: GitHubRegistry, fake: FakeGitHub, tmp_path: Path) -> None:
+    first = registry.register(
+        model_file=_model(tmp_path),
+        metadata={"fingerprint": "f1"},
+        metrics={"accuracy": 0.9},
+        verdict={"passed": True},
+    )
+    second = registry.register(
+        model_file=_model(tmp_path, b"other"), metadata={}, metrics={"accuracy": 0.95}, verdict=None
+    )
+    assert (first.version, second.version) == ("v1", "v2")
+    assert [r["tag_name"] for r in fake.releases] == ["bc-v1", "bc-v2"]
+    assert [v.version for v in registry.versions()] == ["v1", "v2"]
+    assert registry.get("v1").metrics == {"accuracy": 0.9}
+    assert registry.find_by_fingerprint("f1") is not None
+    downloaded = registry.model_file("v2", tmp_path / "work")
+    assert downloaded.read_bytes() == b"other"
+    with pytest.raises(UserInputError, match="no version v9"):
+        registry.get("v9")
+
+
+def test_a_tampered_model_is_refused(
+    registry: GitHubRegistry, fake: FakeGitHub, tmp_path: Path
+) -> None:
+    registry.register(model_file=_model(tmp_path), metadata={}, metrics={}, verdict=None)
+    asset_id = fake.releases[0]["assets"][0]["id"]
+    fake.asset_content[asset_id] = b"evil"
+    with pytest.raises(GateFailed, match="sha256"):
+        registry.model_file("v1", tmp_path / "work")
+
+
+def test_attachments_are_set_once(registry: GitHubRegistry, tmp_path: Path) -> None:
+    registry.register(model_file=_model(tmp_path), metadata={}, metrics={}, verdict=None)
+    registry.attach("v1", IMAGE_DIGEST, "img@sha256:" + "a" * 64)
+    registry.attach("v1", IMAGE_DIGEST, "img@sha256:" + "a" * 64)  # same value: fine
+    with pytest.raises(UserInputError, match="never changed"):
+        registry.attach("v1", IMAGE_DIGEST, "img@sha256:" + "b" * 64)
+    registry.append("v1", "deployments", {"env": "staging"})
+    version = registry.append("v1", "deployments", {"env": "production"})
+    assert len(version.attachments["deployments"]) == 2
+    assert registry.find_by_image_digest("sha256:" + "a" * 64) is not None
+
+
+def test_champion_is_the_latest_successful_production_deployment(
+    registry: GitHubRegistry, tmp_path: Path
+) -> None:
+    for _ in range(3):
+        registry.register(model_file=_model(tmp_path), metadata={}, metrics={}, verdict=None)
+    gh = registry.gh
+    assert registry.alias(CHAMPION) is None
+
+    def deploy(version: str, environment: str, state: str) -> None:
+        made = gh.create_deployment(
+            ref="a" * 40,
+            environment=environment,
+            description=version,
+            payload={"project": "bc", "version": version},
+            production=environment == "production",
+        )
+        gh.create_deployment_status(made["id"], state="in_progress")
+        gh.create_deployment_status(made["id"], state=state)
+
+    deploy("v1", "production", "success")
+    deploy("v3", "staging", "success")  # not production
+    deploy("v2", "production", "failure")  # failed: v1 stays live
+    champion = registry.alias(CHAMPION)
+    assert champion is not None
+    assert champion.version == "v1"
+    deploy("v2", "production", "success")
+    assert registry.aliases() == {CHAMPION: "v2"}
+    assert [h["version"] for h in registry.alias_history(CHAMPION)] == ["v1", "v2"]
+    registry.set_alias(CHAMPION, "v2")  # follows the deployment: nothing to store
+    with pytest.raises(UserInputError, match="no alias"):
+        registry.set_alias("candidate", "v2")
