@@ -265,6 +265,9 @@ class AnalysisSection(Section):
     max_latency_increase: float = Field(
         0.2, ge=0, description="latency effect-size tolerance: canary may be this much slower"
     )
+    min_latency_increase_ms: float = Field(
+        1.0, ge=0, description="latency differences smaller than this (ms) never fail"
+    )
     alpha: float = Field(
         0.05, gt=0, lt=1, description="false-rollback rate of the sequential error test"
     )

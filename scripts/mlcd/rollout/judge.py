@@ -19,9 +19,11 @@ after every interval (the share of `alpha` each gets is in `ALPHA_SHARES`):
   `max-error-rate`" (a supermartingale under that hypothesis), so the absolute limit fails on
   evidence, not on two unlucky requests.
 - **latency** — a one-sided Mann-Whitney rank test of the canary's latencies against the
-  stable's latencies scaled by ``1 + max-latency-increase`` (the effect-size tolerance, in
-  the spirit of Kayenta's judge); its level at the k-th look is ``a·6/(π²k²)`` (the levels
-  sum to ``a``), so repeated looks stay valid; plus the absolute p99 limit.
+  stable's latencies scaled by ``1 + max-latency-increase`` plus ``min-latency-increase-ms``
+  (the effect-size tolerance, in the spirit of Kayenta's judge; the floor keeps a cold
+  container's tens of microseconds from failing a release); its level at the k-th look is
+  ``a·6/(π²k²)`` (the levels sum to ``a``), so repeated looks stay valid; plus the absolute
+  p99 limit.
 - **predictions** — the population stability index between the arms' predicted classes (or
   score histograms for regression); a shift fails only when the PSI is over
   `max-prediction-shift` *and* a chi-square test of homogeneity is significant at the spent
@@ -86,6 +88,7 @@ class Limits:
     max_p99_latency_ms: float = 50.0
     max_prediction_shift: float = 0.1
     max_latency_increase: float = 0.2
+    min_latency_increase_ms: float = 1.0
     alpha: float = 0.05
     max_disagreement: float = 0.05
     max_mean_abs_diff: float | None = None
@@ -399,13 +402,16 @@ def judge(
         looks = s.latency_looks + 1
         s = replace(s, latency_looks=looks)
         scale = 1.0 + limits.max_latency_increase
-        p_lat = mann_whitney_greater(s.canary_latencies, [v * scale for v in s.stable_latencies])
+        floor = limits.min_latency_increase_ms
+        p_lat = mann_whitney_greater(
+            s.canary_latencies, [v * scale + floor for v in s.stable_latencies]
+        )
         level = spent_alpha(limits.alpha * ALPHA_SHARES["latency"], looks)
         metrics["latency_p_value"] = round(p_lat, 6)
         if p_lat < level:
             failures.append(
-                f"canary latency is more than {limits.max_latency_increase:.0%} above stable "
-                f"(Mann-Whitney p={p_lat:.2g} < {level:.2g}; p50 "
+                f"canary latency is more than {limits.max_latency_increase:.0%} "
+                f"(and {floor:g} ms) above stable (Mann-Whitney p={p_lat:.2g} < {level:.2g}; p50 "
                 f"{metrics['canary_p50_ms']} vs {metrics['stable_p50_ms']} ms)"
             )
         else:

@@ -94,6 +94,7 @@ def limits_for(section: EnvironmentSection, task: str, min_requests: int) -> Lim
         max_p99_latency_ms=a.max_p99_latency_ms,
         max_prediction_shift=a.max_prediction_shift,
         max_latency_increase=a.max_latency_increase,
+        min_latency_increase_ms=a.min_latency_increase_ms,
         alpha=a.alpha,
         max_disagreement=section.shadow.max_disagreement,
         max_mean_abs_diff=mad if task == "regression" else None,

@@ -268,3 +268,16 @@ def test_consecutive_errors_reset_by_a_measurement() -> None:
     assert run.errors == 4
     assert run.record("error").phase == "error"
     assert "in a row" in run.record("error").explain()
+
+
+def test_sub_millisecond_latency_differences_never_fail() -> None:
+    # a freshly started container at 0.07 ms against a warm one at 0.05 ms: 40 % slower, but
+    # far below the 1 ms floor
+    canary = ArmWindow(requests=300, latencies_ms=tuple([0.07] * 300))
+    stable = ArmWindow(requests=300, latencies_ms=tuple([0.05] * 300))
+    _, m = judge(JudgeState(), stable, canary, Limits(min_requests=100))
+    assert m.verdict == "pass"
+    _, m = judge(
+        JudgeState(), stable, canary, Limits(min_requests=100, min_latency_increase_ms=0.0)
+    )
+    assert m.verdict == "fail"
