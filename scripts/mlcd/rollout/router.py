@@ -123,6 +123,8 @@ def render(spec: RouterSpec, prefix: Path) -> str:
             "    location = /_mlcd/mirror {",
             "      internal;",
             "      proxy_pass http://mlcd_shadow$request_uri;",
+            # a client that has its (stable) answer and hangs up must not cancel the copy
+            "      proxy_ignore_client_abort on;",
             "      proxy_connect_timeout 1s;",
             "      proxy_read_timeout 10s;",
             "      proxy_next_upstream off;",

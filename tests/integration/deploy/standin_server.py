@@ -178,6 +178,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     port = int(os.environ.get("MLCD_PORT", "8080"))
+    ThreadingHTTPServer.request_queue_size = 256  # the default backlog of 5 drops bursts
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     server.daemon_threads = True
     server.serve_forever()

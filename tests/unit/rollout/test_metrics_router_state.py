@@ -153,6 +153,7 @@ def test_mirror_config_mirrors_inference_routes_only(tmp_path: Path) -> None:
     assert "mirror" not in root.split("}")[0]  # health, metrics… are not mirrored
     assert "proxy_pass http://mlcd_shadow$request_uri;" in text
     assert "internal;" in text
+    assert "proxy_ignore_client_abort on;" in text  # the copy outlives the client
 
 
 def test_single_and_invalid_specs(tmp_path: Path) -> None:
