@@ -276,7 +276,7 @@ class LocalController:
 
     def _ensure_stable_running(self) -> None:
         stable = self.state.stable
-        assert stable is not None  # noqa: S101 - callers check
+        assert stable is not None  # noqa: S101 - callers check  # nosec B101
         if docker.running(stable.container):
             return
         try:
@@ -427,7 +427,7 @@ class LocalController:
             return self._first(version, image)
         color = "green" if st.stable.color == "blue" else "blue"
         candidate = self.start_arm(version, image, color)
-        assert st.rollout is not None  # noqa: S101 - set by begin()
+        assert st.rollout is not None  # noqa: S101 - set by begin()  # nosec B101
         st.rollout.candidate = candidate
         self.save("candidate ready", version, detail=f"{candidate.container} on :{candidate.port}")
         if strategy == "canary":
@@ -457,8 +457,8 @@ class LocalController:
         cfg = section.canary
         stable = self.state.stable
         rollout = self.state.rollout
-        assert stable is not None  # noqa: S101 - deploy() checked it
-        assert rollout is not None  # noqa: S101
+        assert stable is not None  # noqa: S101 - deploy() checked it  # nosec B101
+        assert rollout is not None  # noqa: S101  # nosec B101
         steps = [w for w in cfg.steps if 0 < w < 100]
         a = section.analysis
         run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
@@ -501,7 +501,7 @@ class LocalController:
         section = self.spec.section
         cfg = section.blue_green
         stable = self.state.stable
-        assert stable is not None  # noqa: S101
+        assert stable is not None  # noqa: S101  # nosec B101
         a = section.analysis
         run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
         rps = section.load_test.rps if section.load_test else cfg.rps
@@ -535,7 +535,7 @@ class LocalController:
         section = self.spec.section
         cfg = section.shadow
         stable = self.state.stable
-        assert stable is not None  # noqa: S101
+        assert stable is not None  # noqa: S101  # nosec B101
         a = section.analysis
         run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
         self.route("mirror", (Backend(stable.port),), Backend(candidate.port))
@@ -575,7 +575,7 @@ class LocalController:
 
     def pause(self, explanation: str) -> DeployOutcome:
         rollout = self.state.rollout
-        assert rollout is not None  # noqa: S101
+        assert rollout is not None  # noqa: S101  # nosec B101
         env = self.spec.env
         rollout.phase = "paused"
         rollout.waiting_for = (
@@ -594,7 +594,7 @@ class LocalController:
         """Traffic back to stable first, then the candidate removed."""
         st = self.state
         rollout = st.rollout
-        assert rollout is not None  # noqa: S101
+        assert rollout is not None  # noqa: S101  # nosec B101
         self.save("rolling back", rollout.version, detail=why)
         if st.stable is not None:
             self._ensure_stable_running()
@@ -620,8 +620,8 @@ class LocalController:
         """Send all traffic to the candidate; the old stable is retired."""
         st = self.state
         rollout = st.rollout
-        assert rollout is not None  # noqa: S101 - callers check
-        assert rollout.candidate is not None  # noqa: S101
+        assert rollout is not None  # noqa: S101 - callers check  # nosec B101
+        assert rollout.candidate is not None  # noqa: S101  # nosec B101
         candidate = rollout.candidate
         old = st.stable
         self.route_to(candidate)
