@@ -197,6 +197,12 @@ class ScanSection(Section):
     db: str | None = Field(
         None, description="Trivy cache folder holding db/trivy.db, for offline scans"
     )
+    vulnerability_db: Literal["required", "optional"] = Field(
+        "required",
+        description="`required`: no Trivy vulnerability database (and none downloadable) is "
+        "exit 3; `optional`: the image's vulnerabilities are then not scanned, said loudly in "
+        "the summary, while secrets, misconfigurations, the SBOM and model files still are",
+    )
 
 
 class RegistrySection(Section):

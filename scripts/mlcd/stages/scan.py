@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.context import Command, Context
-from mlcd.errors import UserInputError
+from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
 from mlcd.security import clair, modelscan
 from mlcd.security.findings import SEVERITIES, Finding
@@ -280,9 +280,18 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
     tool = trivy.locate()
     now = trivy.now_utc()
     db = None
+    no_vuln_reason = ""
     if image:
         ctx.progress("Trivy database")
-        db = trivy.ensure_db(tool, _cache_dir(ctx))
+        try:
+            db = trivy.ensure_db(tool, _cache_dir(ctx))
+        except EnvironmentMissing as exc:
+            if ctx.config.scan.vulnerability_db == "required":
+                raise
+            no_vuln_reason = (
+                "vulnerabilities NOT scanned: no Trivy database "
+                f"(scan.vulnerability-db is optional): {exc.message}"
+            )
 
     folder = ctx.bundle.stage_dir(STAGE)
     parts: list[Part] = []
@@ -291,7 +300,7 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
     packages = 0
 
     label = f"image {image}" if image else "image"
-    if image and db is not None:
+    if image:
         ctx.progress(f"trivy image {image}")
         clock = time.monotonic()
         result = trivy.scan_image(tool, image, db, label=label)
@@ -300,6 +309,7 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
                 "image",
                 label,
                 scanned=True,
+                reason=no_vuln_reason,
                 seconds=time.monotonic() - clock,
                 findings=result.findings,
             )
@@ -470,6 +480,9 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
         if j.entry is not None
     ]
     reasons += [f"{p.label}: {p.reason}" for p in parts if not p.scanned]
+    reasons += [f"warning: {p.label}: {p.reason}" for p in parts if p.scanned and p.reason]
+    if no_vuln_reason:
+        summary += "; WARNING: image vulnerabilities not scanned (no Trivy database)"
     if db is not None and db.stale(now):
         reasons.append(f"warning: the Trivy DB is past its next update: {db_line}")
     if sarif.note:

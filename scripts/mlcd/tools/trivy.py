@@ -262,30 +262,31 @@ class ImageScan:
 
 
 def scan_image(
-    trivy: Trivy, image: str, db: TrivyDb, *, label: str, sbom: bool = True
+    trivy: Trivy, image: str, db: TrivyDb | None, *, label: str, sbom: bool = True
 ) -> ImageScan:
     """Vulnerabilities, secrets and misconfigurations in the image's layers and config, from
-    the local Docker engine (nothing is pulled), plus its CycloneDX SBOM."""
-    args = [
-        "image",
-        "--no-progress",
-        "--image-src",
-        "docker",
-        "--cache-dir",
-        str(db.cache_dir),
-        "--cache-backend",
-        "memory",
-        "--skip-db-update",
-        "--skip-java-db-update",
-        "--offline-scan",
-        "--skip-check-update",
-        "--list-all-pkgs",
-        "--scanners",
-        "vuln,secret,misconfig",
-        "--image-config-scanners",
-        "misconfig,secret",
-    ]
+    the local Docker engine (nothing is pulled), plus its CycloneDX SBOM. With no database
+    (`db` None), everything but vulnerabilities."""
     with _workdir() as tmp:
+        args = [
+            "image",
+            "--no-progress",
+            "--image-src",
+            "docker",
+            "--cache-dir",
+            str(db.cache_dir if db is not None else tmp / "cache"),
+            "--cache-backend",
+            "memory",
+            "--skip-db-update",
+            "--skip-java-db-update",
+            "--offline-scan",
+            "--skip-check-update",
+            "--list-all-pkgs",
+            "--scanners",
+            "vuln,secret,misconfig" if db is not None else "secret,misconfig",
+            "--image-config-scanners",
+            "misconfig,secret",
+        ]
         try:
             report = _run_json(trivy, [*args, image], tmp / "image.json")
         except UserInputError:
