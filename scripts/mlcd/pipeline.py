@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -226,7 +227,59 @@ def _finish(
         f"{ctx.out}/; report: {report}",
         file=out,
     )
+    for line in _where_to_look(ctx, {str(rec["stage"]) for rec in records}):
+        print(line, file=out)
     return exit_code
+
+
+def _where_to_look(ctx: Context, ran: set[str]) -> list[str]:
+    """The environments this run deployed to: their URLs, and a request to try on them."""
+    config_arg = f"--config {ctx.config_path}"
+    lines: list[str] = []
+    for env in ctx.config.environments:
+        if f"deploy-{env}" not in ran:
+            continue
+        result = ctx.bundle.read(f"deploy-{env}")
+        if result is None or result.status != "pass":
+            continue
+        router = result.details.get("router")
+        if not isinstance(router, str):
+            continue
+        if not lines:
+            lines.append("\nenvironments:")
+        lines.append(
+            f"  {env:<12} http://{router}/predict  (release {result.details.get('version', '?')};"
+            f" mlcd status {env} {config_arg})"
+        )
+    if lines:
+        url = lines[1].split()[1]
+        body = json.dumps({"instances": [_sample_row(ctx)]}, separators=(",", ":"))
+        lines.append(
+            f"try it:\n  curl -s -X POST {url} -H 'content-type: application/json' -d '{body}'"
+        )
+    return lines
+
+
+def _sample_row(ctx: Context) -> list[object]:
+    """The first held-out row (features only), for the example request."""
+    holdout = ctx.out / "train" / "holdout.csv"
+    try:
+        with holdout.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader)
+            row = next(reader)
+    except (OSError, StopIteration):
+        return []
+    target = ctx.config.model.target
+    values: list[object] = []
+    for name, cell in zip(header, row, strict=False):
+        if name == target:
+            continue
+        try:
+            values.append(float(cell))
+        except ValueError:
+            values.append(cell)
+    return values
 
 
 COMMAND = Command(

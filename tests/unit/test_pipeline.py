@@ -225,3 +225,43 @@ def test_select_rejects_unknown_names_directly() -> None:
     steps = [Step("lint", lambda _ctx: None), Step("test", lambda _ctx: None)]  # type: ignore[arg-type,return-value]
     with pytest.raises(UserInputError, match="unknown stage"):
         pipeline._select(steps, "nope", None)
+
+
+def test_a_run_that_deployed_ends_with_the_urls_and_a_request_to_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GITHUB_SHA", "a" * 40)
+    config = tmp_path / "mlcd.yaml"
+    config.write_text(
+        VALID.split("environments:")[0]
+        + "environments:\n  staging: {}\n  production: {requires: [staging]}\n",
+        "utf-8",
+    )
+    out = tmp_path / "out"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "holdout.csv").write_text("a,b,y\n1.5,2,0\n", "utf-8")
+
+    def deployed(env: str, port: int) -> Behaviour:
+        return lambda: StageOutcome(
+            "pass", "live", details={"router": f"127.0.0.1:{port}", "version": "0.1.3"}
+        )
+
+    use_stages(
+        monkeypatch,
+        **{"deploy-staging": deployed("staging", 8081), "deploy-production": gate("no")},
+    )
+    assert main(["run", "--config", str(config), "--out", str(out), "--keep-going"]) == 1
+    text = capsys.readouterr().out
+    tail = text[text.index("\nenvironments:") :]
+    assert "staging      http://127.0.0.1:8081/predict  (release 0.1.3;" in tail
+    assert f"mlcd status staging --config {config}" in tail
+    assert "production" not in tail  # its deploy failed: no URL to offer
+    assert '-d \'{"instances":[[1.5,2.0]]}\'' in tail  # the first held-out row, no target
+
+
+def test_a_run_without_deploys_names_no_environment(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    use_stages(monkeypatch, lint=ok())
+    assert run(project) == 0
+    assert "environments:" not in capsys.readouterr().out
