@@ -256,7 +256,7 @@ def test_a_run_that_deployed_ends_with_the_urls_and_a_request_to_try(
     assert "staging      http://127.0.0.1:8081/predict  (release 0.1.3;" in tail
     assert f"mlcd status staging --config {config}" in tail
     assert "production" not in tail  # its deploy failed: no URL to offer
-    assert '-d \'{"instances":[[1.5,2.0]]}\'' in tail  # the first held-out row, no target
+    assert "-d '{\"instances\":[[1.5,2.0]]}'" in tail  # the first held-out row, no target
 
 
 def test_a_run_without_deploys_names_no_environment(
