@@ -735,6 +735,14 @@ def severity_bar(counts: Mapping[str, int], *, width: int = 520) -> str:
     return _svg(width, bar_y + bar_h + 34, "".join(parts), "findings by severity")
 
 
+def _target_status(part: dict[str, Any]) -> str:
+    """`scanned`, or why not; a scanned target with a caveat shows it (e.g. no vuln DB)."""
+    reason = e(str(part.get("reason", "")))
+    if not part.get("scanned"):
+        return reason
+    return f"scanned; <b>{reason}</b>" if reason else "scanned"
+
+
 def _scan(view: RunView) -> str:
     scan = view.result("scan")
     intro = (
@@ -781,7 +789,7 @@ def _scan(view: RunView) -> str:
         [
             e(str(_dict(p).get("target", ""))),
             str(_dict(p).get("findings", 0)),
-            "scanned" if _dict(p).get("scanned") else e(str(_dict(p).get("reason", ""))),
+            _target_status(_dict(p)),
         ]
         for p in _list(scan.details.get("parts"))
     ]
