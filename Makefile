@@ -38,8 +38,12 @@ js: $(JS_STAMP) ## Mermaid from npm, for the test that renders the evaluation ch
 
 setup: system venv js ## everything the demo and the tests need
 
+# The local registry's port (scripts/setup/registry.sh); the demo's image follows it.
+MLCD_REGISTRY_PORT ?= 5000
+export MLCD_REGISTRY_PORT
+
 demo: setup ## deliver the example model: lint → test → train → evaluate → build → scan → release → deploy
-	@$(MLCD) run --config model/mlcd.yaml --out .mlcd
+	@MLCD_IMAGE=127.0.0.1:$(MLCD_REGISTRY_PORT)/breast-cancer $(MLCD) run --config model/mlcd.yaml --out .mlcd
 
 lint: venv ## ruff, mypy --strict and bandit on the kit's own code
 	$(VENV)/bin/ruff check $(LINT_PATHS)
