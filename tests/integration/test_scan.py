@@ -119,7 +119,7 @@ CONFIG = """\
 version: 1
 project: scan-test
 model: {{task: classification, entrypoint: "train.py:build_model", data: data.csv, target: y}}
-scan: {{severity: {severity}, ignore-unfixed: true}}
+scan: {{severity: {severity}, ignore-unfixed: true, vulnerability-db: {vulnerability_db}}}
 """
 # A Dockerfile that passes Trivy's checks, so that only the planted findings count.
 DOCKERFILE = """\
@@ -134,11 +134,17 @@ CMD ["python3", "-m", "http.server"]
 def project(tmp_path: Path) -> Callable[..., Path]:
     """A project folder in a fresh git repository: tmp/repo/proj."""
 
-    def make(severity: str = "HIGH", files_: dict[str, str] | None = None) -> Path:
+    def make(
+        severity: str = "HIGH",
+        files_: dict[str, str] | None = None,
+        vulnerability_db: str = "required",
+    ) -> Path:
         repo = tmp_path / "repo"
         proj = repo / "proj"
         proj.mkdir(parents=True)
-        (proj / "mlcd.yaml").write_text(CONFIG.format(severity=severity), "utf-8")
+        (proj / "mlcd.yaml").write_text(
+            CONFIG.format(severity=severity, vulnerability_db=vulnerability_db), "utf-8"
+        )
         (proj / "Dockerfile").write_text(DOCKERFILE, "utf-8")
         for name, text in (files_ or {}).items():
             path = proj / name
@@ -359,6 +365,52 @@ def test_no_database_offline_exits_3_with_the_remedy(
         "actions/cache",
     ):
         assert remedy in done.stderr
+
+
+# a Trivy cache with no database, and a DB registry address nothing listens on, so that the
+# download fails here even on a machine with network
+def _no_database(tmp_path: Path) -> dict[str, str]:
+    return {
+        "MLCD_TRIVY_CACHE": str(tmp_path / "no-db"),
+        "TRIVY_DB_REPOSITORY": "127.0.0.1:1/trivy-db:2",
+    }
+
+
+def test_optional_database_missing_scans_the_rest_and_says_so(
+    project: Callable[..., Path], mlcd: Runner, image: str, tmp_path: Path
+) -> None:
+    """scan.vulnerability-db: optional and no database: exit 0, the summary and the result
+    warn that the image's vulnerabilities were NOT scanned; the SBOM is still written and
+    the image's other checks still run (the planted CRITICAL CVE is not reported: unknown)."""
+    proj = project(vulnerability_db="optional")
+    done = mlcd(proj, "--image", image, env=_no_database(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    data = result(proj)
+    assert data["status"] == "pass"
+    assert "WARNING: image vulnerabilities not scanned (no Trivy database)" in data["summary"]
+    assert any("vulnerabilities NOT scanned" in r for r in data["reasons"]), data["reasons"]
+    summary = (proj / ".mlcd" / "scan" / "summary.md").read_text("utf-8")
+    assert "vulnerabilities NOT scanned" in summary
+    assert "not scanned" in done.stdout + done.stderr
+    assert CVE not in (proj / ".mlcd" / "scan" / "findings.json").read_text("utf-8")
+    # the SBOM of the image is still there, with the image's packages
+    assert data["artifacts"]["sbom"] == "scan/sbom.cdx.json"
+    sbom = json.loads((proj / ".mlcd" / "scan" / "sbom.cdx.json").read_text("utf-8"))
+    assert sbom["bomFormat"] == "CycloneDX"
+    names = {c.get("name") for c in sbom.get("components", [])}
+    assert {"openssl", "scikit-learn"} <= names, sorted(n for n in names if n)
+
+
+def test_required_database_missing_is_exit_3(
+    project: Callable[..., Path], mlcd: Runner, image: str, tmp_path: Path
+) -> None:
+    proj = project(vulnerability_db="required")
+    done = mlcd(proj, "--image", image, env=_no_database(tmp_path))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "no Trivy vulnerability database" in done.stderr
+    assert not (proj / ".mlcd" / "scan" / "sbom.cdx.json").exists()
 
 
 def test_bad_ignore_entry_is_exit_2(project: Callable[..., Path], mlcd: Runner) -> None:

@@ -192,6 +192,8 @@ def _markdown(
         totals.update(counts)
         failing = sum(id(f) in fail_ids for f in part.findings)
         status = "scanned" if part.scanned else _cell(part.reason)
+        if part.scanned and part.reason:  # e.g. "vulnerabilities NOT scanned: no Trivy database…"
+            status += f"; **{_cell(part.reason.split(': ', 1)[0])}**"
         md.append(
             f"| {_cell(part.label)} | "
             + " | ".join(str(counts.get(s, 0)) for s in reversed(SEVERITIES))
