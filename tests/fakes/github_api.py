@@ -93,6 +93,21 @@ def _validation(resource: str, code: str, field_name: str, message: str = "") ->
     )
 
 
+def _valid_tag(tag: str) -> bool:
+    """git check-ref-format's rules for a tag name, which GitHub enforces (422 otherwise)."""
+    bad_chars = set(" ~^:?*[\\") | {chr(c) for c in range(32)} | {"\x7f"}
+    return not (
+        any(ch in bad_chars for ch in tag)
+        or ".." in tag
+        or "@{" in tag
+        or "//" in tag
+        or tag.startswith(("/", "-", "."))
+        or tag.endswith(("/", ".", ".lock"))
+        or "/." in tag
+        or tag == "@"
+    )
+
+
 class FakeGitHub:
     """The fake's state and request handling (thread-safe)."""
 
@@ -278,6 +293,8 @@ class FakeGitHub:
         tag = data.get("tag_name")
         if not tag or not isinstance(tag, str):
             return _validation("Release", "missing_field", "tag_name")
+        if not _valid_tag(tag):
+            return _validation("Release", "invalid", "tag_name", f"{tag} is not a valid tag")
         if any(r["tag_name"] == tag for r in self.releases):
             return _validation("Release", "already_exists", "tag_name")
         for key in ("draft", "prerelease"):

@@ -10,10 +10,23 @@ caller config (short canary):
 - pull_request: every check job passes, the PR comment is posted to the fake, no release;
 - workflow_dispatch: the image is in the local registry, a release and a deployment are on
   the fake, and the canary was promoted in the local staging environment.
+
+A canary needs something to be compared with: before the dispatch run the test makes an
+earlier release of the same project (another `C`, so another model) live in staging with the
+mlcd CLI, as an earlier delivery would have. The vulnerability scan really runs, on a small
+Trivy database the test writes (tests/integration/trivydb.py; the real one cannot be
+downloaded here) with one LOW advisory on openssl, below the caller's policy (CRITICAL).
+
+What a self-hosted runner's environment would hold reaches every job through act's `--env`:
+MLCD_STATE_DIR (the environments' state, outside the workspace that checkout cleans),
+MLCD_TRIVY_CACHE (the database). The model registry is the local backend at an absolute
+path in the caller's mlcd.yaml, so every job of the run sees the same one (on github.com,
+where each job is a fresh machine, the `github` backend plays that part).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -29,7 +42,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from mlcd.tools.nginx import Nginx
 from tests.fakes.github_api import FakeGitHub, serve
+from tests.integration.trivydb import make_trivy_db
 
 ROOT = Path(__file__).resolve().parents[2]
 STUBS = ROOT / "tests/workflows/stubs"
@@ -37,6 +52,8 @@ TOKEN = "ghs_actEndToEndToken0123456789abcdefAB"  # noqa: S105 - the fake's toke
 REPOSITORY = "acme/model"
 REGISTRY = "127.0.0.1:5000"
 ACT_TIMEOUT = 900
+# below the caller's scan.severity (CRITICAL): found and reported, does not fail the gate
+ADVISORY = "CVE-2099-0042"
 
 
 def _act() -> str:
@@ -119,10 +136,35 @@ class Caller:
     artifacts: Path
     image: str
     port: int
+    project: str
+    state: Path
+    trivy_cache: Path
+
+    def env(self) -> dict[str, str]:
+        """What the self-hosted runner's environment holds (act passes it on with --env)."""
+        return {"MLCD_STATE_DIR": str(self.state), "MLCD_TRIVY_CACHE": str(self.trivy_cache)}
+
+
+def _docker_lines(*args: str) -> list[str]:
+    done = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=False, timeout=120
+    )
+    return done.stdout.split()
+
+
+def _clean_up(caller: Caller) -> None:
+    """Stop this test's router, remove its containers and images (only its own)."""
+    for env in ("staging", "production"):
+        Nginx(caller.state / env / "nginx").stop()
+    label = f"label=mlcd.project={caller.project}"
+    for name in _docker_lines("ps", "--all", "--format", "{{.Names}}", "--filter", label):
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+    for tag in _docker_lines("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", caller.image):
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")
-def caller(tmp_path_factory: pytest.TempPathFactory) -> Caller:
+def caller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caller]:
     """A model repository: the example model, a small mlcd.yaml and the caller workflow."""
     repo = tmp_path_factory.mktemp("caller")
     for name in ("train.py", "ruff.toml", "data", "tests"):
@@ -131,11 +173,13 @@ def caller(tmp_path_factory: pytest.TempPathFactory) -> Caller:
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif source.is_file():
             shutil.copy2(source, repo / name)
-    image = f"{REGISTRY}/mlcd-gh-e2e-{uuid.uuid4().hex[:8]}"
+    project = f"gh-e2e-{uuid.uuid4().hex[:8]}"
+    image = f"{REGISTRY}/mlcd-{project}"
     port = _free_port()
     (repo / "mlcd.yaml").write_text(
         (ROOT / "tests/workflows/mlcd.yaml")
         .read_text()
+        .replace("PROJECT_NAME", project)
         .replace("IMAGE_NAME", image)
         .replace("ROUTER_PORT", str(port))
         .replace("REGISTRY_PATH", str(tmp_path_factory.mktemp("model-registry")))
@@ -148,7 +192,26 @@ def caller(tmp_path_factory: pytest.TempPathFactory) -> Caller:
     _git("remote", "add", "origin", f"https://github.com/{REPOSITORY}.git", cwd=repo)
     _git("add", "-A", cwd=repo)
     _git("commit", "-qm", "model", cwd=repo)
-    return Caller(repo, tmp_path_factory.mktemp("artifacts"), image, port)
+    trivy_cache = make_trivy_db(
+        tmp_path_factory.mktemp("trivy-cache"),
+        debian={
+            "openssl": {ADVISORY: {"severity": "LOW", "title": "mlcd e2e flaw", "fixed": "9.9.9-1"}}
+        },
+        pip={},
+    )
+    made = Caller(
+        repo,
+        tmp_path_factory.mktemp("artifacts"),
+        image,
+        port,
+        project,
+        tmp_path_factory.mktemp("state"),
+        trivy_cache,
+    )
+    try:
+        yield made
+    finally:
+        _clean_up(made)
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +252,7 @@ def run_act(
         f"GITHUB_API_URL={fake.api_base}",
         "--env",
         f"MLCD_ACT_ARTIFACTS={caller.artifacts / event}",
+        *(arg for key, value in caller.env().items() for arg in ("--env", f"{key}={value}")),
         "-s",
         f"GITHUB_TOKEN={TOKEN}",
     ]
@@ -253,9 +317,45 @@ def test_pull_request_run_checks_and_comments(
     assert (caller.artifacts / "pull_request" / "sarif" / "mlcd-lint.sarif").is_file()
 
 
+def _mlcd(repo: Path, out: Path, env: dict[str, str], *args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mlcd", *args, "--config", "mlcd.yaml", "--out", str(out)],
+        cwd=repo,
+        env={**os.environ, "NO_COLOR": "1", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"mlcd {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def stable(
+    pull_request_run: subprocess.CompletedProcess[str],
+    caller: Caller,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """An earlier release of the project (C=0.5: another model) live in staging, made with
+    the CLI as an earlier delivery would have made it; returns its release version."""
+    repo = tmp_path_factory.mktemp("earlier") / "repo"
+    shutil.copytree(caller.repo, repo)
+    config = repo / "mlcd.yaml"
+    text = config.read_text()
+    assert "params: {C: 1.0}" in text
+    config.write_text(text.replace("params: {C: 1.0}", "params: {C: 0.5}"))
+    out = repo.parent / "out"
+    env = caller.env()
+    for stage in ("train", "evaluate", "build", "scan", "release"):
+        _mlcd(repo, out, env, stage)
+    _mlcd(repo, out, env, "deploy", "staging")
+    release = json.loads((out / "release" / "result.json").read_text())
+    return str(release["details"]["version"])
+
+
 @pytest.fixture(scope="module")
 def dispatch_run(
-    pull_request_run: subprocess.CompletedProcess[str],
+    stable: str,  # after the pull_request run, which `stable` waits for
     kit: Path,
     caller: Caller,
     fake: FakeGitHub,
@@ -277,7 +377,7 @@ def dispatch_run(
 
 
 def test_dispatch_run_releases_and_deploys(
-    dispatch_run: subprocess.CompletedProcess[str], fake: FakeGitHub, caller: Caller
+    dispatch_run: subprocess.CompletedProcess[str], fake: FakeGitHub, caller: Caller, stable: str
 ) -> None:
     assert dispatch_run.returncode == 0, _tail(dispatch_run)
     bundle = caller.artifacts / "workflow_dispatch" / "mlcd-deploy"
@@ -297,16 +397,41 @@ def test_dispatch_run_releases_and_deploys(
     assert answer.status_code == 200, answer.text
     # a release with its assets, and a deployment whose last status is success
     [published] = fake.releases
-    assert str(version) in published["tag_name"]
-    assets = {a["name"] for a in published["assets"]}
-    assert {"model-card.md", "metrics.json", "verdict.json"} <= assets
-    assert any(a.endswith(".tar.gz") for a in assets)
+    assert published["tag_name"] == f"{caller.project}-v{version}"
+    assets = {a["name"]: a["id"] for a in published["assets"]}
+    assert {"model-card.md", "metrics.json", "verdict.json", "sbom.cdx.json"} <= set(assets)
+    # the evidence asset is the archive the release recorded (its digest)
+    evidence = fake.asset_content[assets[f"evidence-{version}.tar.gz"]]
+    digest = "sha256:" + hashlib.sha256(evidence).hexdigest()
+    assert digest == release["details"]["evidence_digest"]
     [deployment] = fake.deployments
     assert deployment["environment"] == "staging"
     assert deployment["payload"]["version"] == str(version)
     states = [s["state"] for s in fake.statuses[deployment["id"]]]
     assert states == ["in_progress", "success"]
-    # the canary was promoted in the local staging environment
-    deploy = json.loads((bundle / "deploy" / "result.json").read_text())
+    # the canary was promoted in the local staging environment, after analysis against the
+    # earlier release
+    deploy = json.loads((bundle / "deploy-staging" / "result.json").read_text())
     assert deploy["status"] == "pass", deploy
-    assert "promot" in json.dumps(deploy).lower()
+    assert deploy["details"]["outcome"] == "promoted", deploy["details"]
+    assert deploy["details"]["measurements"], deploy["details"]
+    state = json.loads((caller.state / "staging" / "state.json").read_text())
+    assert state["stable"]["version"] == str(version), state
+    assert state["stable"]["image"] == image, state
+    assert state["rollout"] is None
+    assert stable != str(version)
+    assert state["previous"][-1]["version"] == stable, state
+    # the staging router (on the caller's port) answers with the new release
+    header, first = (bundle / "train" / "holdout.csv").read_text().splitlines()[:2]
+    names, values = header.split(",")[:-1], [float(v) for v in first.split(",")[:-1]]
+    answer = requests.post(
+        f"http://127.0.0.1:{caller.port}/predict",
+        json={"records": [dict(zip(names, values, strict=True))]},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"] == str(version)
+    # the vulnerability scan really ran, on the test's database: the LOW advisory is found
+    scan = json.loads((bundle / "scan" / "result.json").read_text())
+    assert scan["status"] == "pass", scan
+    assert ADVISORY in (bundle / "scan" / "findings.json").read_text()

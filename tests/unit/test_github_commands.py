@@ -12,7 +12,7 @@ from mlcd import cli
 from mlcd import github as github_cmd
 from mlcd.evidence import Bundle, StageResult, write_json_atomic
 from mlcd.github import comment
-from mlcd.tools.github import GitHub
+from mlcd.tools.github import GitHub, GitHubApiError
 from tests.fakes.github_api import FakeGitHub, mounted_session
 
 TOKEN = "ghs_commandTestTokenABCDEFGHIJ012345"  # noqa: S105 - the fake's token
@@ -177,6 +177,41 @@ def test_release_uploads_every_asset(fake: FakeGitHub, tmp_path: Path, repo_root
     assert cli.main(["github", "release", "--out", str(out), "--config", config]) == 0
     assert len(fake.releases) == 1
     assert len(fake.releases[0]["assets"]) == 5
+
+
+def test_release_as_mlcd_release_records_it(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path
+) -> None:
+    """`mlcd release` writes details.tag = the image's tag (name:version), which is no git
+    tag; the GitHub release is still tagged <project>-v<version>, and its evidence asset is
+    the archive `mlcd release` stored (the file whose sha256 is the evidence digest)."""
+    out = tmp_path / "run"
+    make_bundle(out)
+    stored = out / "release" / "evidence.tar.gz"
+    stored.write_bytes(b"the release's own evidence archive")
+    image = "127.0.0.1:5000/bc@sha256:" + "a" * 64
+    Bundle(out).write(
+        _result(
+            "release",
+            details={"version": "0.1.1", "image": image, "tag": "127.0.0.1:5000/bc:0.1.1"},
+            artifacts={"evidence": "release/evidence.tar.gz"},
+        ),
+        "",
+    )
+    config = str(repo_root / "model/mlcd.yaml")
+    assert cli.main(["github", "release", "--out", str(out), "--config", config]) == 0
+    [release] = fake.releases
+    assert release["tag_name"] == "breast-cancer-v0.1.1"
+    [archive_id] = [a["id"] for a in release["assets"] if a["name"] == "evidence-0.1.1.tar.gz"]
+    assert fake.asset_content[archive_id] == stored.read_bytes()
+
+
+def test_fake_refuses_a_tag_git_would_refuse(fake: FakeGitHub) -> None:
+    gh = github_cmd._client()  # the fake-backed client of the fixture
+    with pytest.raises(GitHubApiError, match="422") as caught:
+        gh.create_release("127.0.0.1:5000/bc:0.1.1", name="x", body="", target_commitish=None)
+    assert caught.value.exit_code == 2
+    assert fake.releases == []
 
 
 def test_release_without_a_release_stage_is_exit_2(

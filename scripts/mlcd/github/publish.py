@@ -51,7 +51,8 @@ class ReleaseFacts:
 
     @property
     def tag(self) -> str:
-        return str(self.result.details.get("tag") or release_tag(self.project, self.version))
+        # not details["tag"]: that is the image's tag (name:version), which is no git tag
+        return release_tag(self.project, self.version)
 
 
 def release_facts(bundle: Bundle, project: str, *, by: str) -> ReleaseFacts:
@@ -164,8 +165,13 @@ def release_assets(bundle: Bundle, facts: ReleaseFacts) -> list[tuple[Path, str]
     if verdict.is_file():
         assets.append((verdict, "verdict.json"))
     assets.extend((sbom, sbom.name) for sbom in _sboms(bundle))
-    archive = evidence_archive(bundle, folder / f"evidence-{facts.version}.tar.gz")
-    assets.append((archive, archive.name))
+    name = f"evidence-{facts.version}.tar.gz"
+    released = facts.result.artifacts.get("evidence")
+    if released and (bundle.root / released).is_file():
+        # the archive `mlcd release` stored, whose sha256 is the release's evidence_digest
+        assets.append((bundle.root / released, name))
+    else:
+        assets.append((evidence_archive(bundle, folder / name), name))
     return assets
 
 
