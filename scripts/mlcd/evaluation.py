@@ -552,7 +552,7 @@ def body(ctx: Context, *, register: bool) -> StageOutcome:
 
     registered: dict[str, Any] = {"registered": False, "version": None}
     if register and registry is not None:
-        registered = _register(
+        registered = register_candidate(
             registry=registry,
             model_path=model_path,
             meta=meta,
@@ -579,7 +579,7 @@ def body(ctx: Context, *, register: bool) -> StageOutcome:
     )
 
 
-def _register(
+def register_candidate(
     *,
     registry: ModelRegistry,
     model_path: Path,
@@ -588,6 +588,8 @@ def _register(
     verdict: dict[str, Any],
     folder: Path,
 ) -> dict[str, Any]:
+    """Add the evaluated model to the registry (evaluate does; release too, after an
+    evaluate --no-register), unless a version from the same data, code and params exists."""
     fingerprint = str(meta.get("fingerprint", ""))
     earlier = registry.find_by_fingerprint(fingerprint) if fingerprint else None
     if earlier is not None:

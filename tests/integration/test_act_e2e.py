@@ -42,6 +42,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from mlcd.registry import LocalRegistry
 from mlcd.tools.nginx import Nginx
 from tests.fakes.github_api import FakeGitHub, serve
 from tests.integration.trivydb import make_trivy_db
@@ -139,6 +140,7 @@ class Caller:
     project: str
     state: Path
     trivy_cache: Path
+    registry: Path
 
     def env(self) -> dict[str, str]:
         """What the self-hosted runner's environment holds (act passes it on with --env)."""
@@ -173,6 +175,7 @@ def caller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caller]:
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif source.is_file():
             shutil.copy2(source, repo / name)
+    registry = tmp_path_factory.mktemp("model-registry")
     project = f"gh-e2e-{uuid.uuid4().hex[:8]}"
     image = f"{REGISTRY}/mlcd-{project}"
     port = _free_port()
@@ -182,7 +185,7 @@ def caller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caller]:
         .replace("PROJECT_NAME", project)
         .replace("IMAGE_NAME", image)
         .replace("ROUTER_PORT", str(port))
-        .replace("REGISTRY_PATH", str(tmp_path_factory.mktemp("model-registry")))
+        .replace("REGISTRY_PATH", str(registry))
     )
     workflows = repo / ".github/workflows"
     workflows.mkdir(parents=True)
@@ -207,6 +210,7 @@ def caller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caller]:
         project,
         tmp_path_factory.mktemp("state"),
         trivy_cache,
+        registry,
     )
     try:
         yield made
@@ -314,6 +318,8 @@ def test_pull_request_run_checks_and_comments(
     assert "xychart-beta" in body
     assert fake.releases == []
     assert fake.deployments == []
+    # a pull request only reads the model registry
+    assert LocalRegistry(caller.registry).versions() == []
     assert (caller.artifacts / "pull_request" / "sarif" / "mlcd-lint.sarif").is_file()
 
 
@@ -420,6 +426,8 @@ def test_dispatch_run_releases_and_deploys(
     assert state["stable"]["image"] == image, state
     assert state["rollout"] is None
     assert stable != str(version)
+    # the release job registered the evaluated model (evaluate ran with --no-register)
+    assert any("registered the evaluated model" in r for r in release["reasons"]), release
     assert state["previous"][-1]["version"] == stable, state
     # the staging router (on the caller's port) answers with the new release
     header, first = (bundle / "train" / "holdout.csv").read_text().splitlines()[:2]

@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from mlcd import cli
+from mlcd.context import Context
 from mlcd.registry import LocalRegistry
+from mlcd.stages import release
 from tests.mlprojects import result, write_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -313,3 +315,27 @@ def test_tampered_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     sio.dump(Custom(), out / "train/model.skops")
     assert run("evaluate", config, out) == 1
     assert "untrusted type: tests.unit.test_modelio.Custom" in capsys.readouterr().err
+
+
+def test_release_registers_what_evaluate_left_unregistered(tmp_path: Path) -> None:
+    """The GitHub workflow evaluates with --no-register (pull requests write nothing); the
+    release job's `mlcd release` then registers the evaluated model as evaluate would have,
+    and finds it again (same fingerprint) rather than registering twice."""
+    config = write_project(tmp_path / "p", evaluate={"compare-to": "none"})
+    out = tmp_path / "out"
+    assert train_and_evaluate(config, out, "--no-register") == 0
+    ctx = Context(config_path=config, out=out)
+    registry = LocalRegistry(tmp_path / "p" / ".mlcd-registry")
+    assert registry.versions() == []
+    version, how = release._register(ctx, registry)
+    assert (version, how) == (
+        "v1",
+        "registered the evaluated model as v1 (evaluate ran with --no-register)",
+    )
+    [record] = registry.versions()
+    assert record.verdict["passed"] is True
+    assert record.metrics == result(out, "evaluate")["metrics"]
+    again, how = release._register(ctx, registry)
+    assert again == "v1"
+    assert "same data, code and params" in how
+    assert len(registry.versions()) == 1

@@ -1,7 +1,9 @@
 """`mlcd release`: push the built image by digest, record the release, keep the evidence.
 
 1. Gates: the build passed (its contract test included); evaluate and scan, when they ran,
-   passed; evaluate registered the model (the release belongs to that model version).
+   passed. The release belongs to the model version evaluate registered; when evaluate ran
+   with --no-register (the GitHub workflow does, so that pull requests never write to the
+   registry), release registers the evaluated model itself, as evaluate would have.
 2. The same image released before? Then that release is the answer (exit 0).
 3. The version: `--version`, or the next patch after the highest release; an existing
    version is never reused, in the model registry or as a tag in the image registry.
@@ -19,16 +21,24 @@ import argparse
 import gzip
 import hashlib
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
 
-from mlcd import releases
+from mlcd import evaluation, releases
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, utc_now, write_json_atomic
-from mlcd.registry import EVIDENCE_DIGEST, IMAGE_DIGEST, LocalRegistry, open_registry
+from mlcd.registry import (
+    EVIDENCE_DIGEST,
+    IMAGE_DIGEST,
+    LocalRegistry,
+    ModelRegistry,
+    open_registry,
+)
+from mlcd.stages.train import train_paths
 from mlcd.tools import docker
 from mlcd.tools import registry as oci
 
@@ -66,7 +76,7 @@ def evidence_tarball(bundle_root: Path, target: Path) -> str:
     return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
-def _gates(ctx: Context) -> tuple[dict[str, Any], str]:
+def _gates(ctx: Context) -> tuple[dict[str, Any], str | None]:
     build = ctx.bundle.require("build", by=STAGE)
     if build.status != "pass":
         raise GateFailed(f"the build did not pass, so there is nothing to release: {build.summary}")
@@ -82,13 +92,38 @@ def _gates(ctx: Context) -> tuple[dict[str, Any], str]:
     evaluate = ctx.bundle.require("evaluate", by=STAGE)
     registered = evaluate.details.get("registry") or {}
     model_version = registered.get("version")
-    if not model_version:
-        raise UserInputError(
-            "evaluate did not register the model in the model registry, so the release has "
-            "no model version to belong to",
-            hint="run `mlcd evaluate` without --no-register",
-        )
-    return build.details, str(model_version)
+    return build.details, str(model_version) if model_version else None
+
+
+def _register(ctx: Context, registry: ModelRegistry) -> tuple[str, str]:
+    """Register the evaluated model (evaluate ran with --no-register): the model, metadata,
+    metrics and verdict of this run folder, as evaluate registers them."""
+    evaluate = ctx.bundle.require("evaluate", by=STAGE)
+    model_path, meta_path, _ = train_paths(ctx.bundle.root / "train")
+    verdict_path = ctx.bundle.root / "evaluate" / "verdict.json"
+    for path in (model_path, meta_path, verdict_path):
+        if not path.is_file():
+            raise UserInputError(
+                f"{path} is missing, so the evaluated model cannot be registered",
+                hint="run `mlcd train` and `mlcd evaluate` with the same --out first",
+            )
+    verdict = json.loads(verdict_path.read_text("utf-8"))
+    if not verdict.get("passed"):
+        raise GateFailed(f"the evaluation verdict did not pass ({evaluate.summary})")
+    done = evaluation.register_candidate(
+        registry=registry,
+        model_path=model_path,
+        meta=json.loads(meta_path.read_text("utf-8")),
+        metrics=evaluate.metrics,
+        verdict=verdict,
+        folder=ctx.bundle.root / "evaluate",
+    )
+    how = (
+        f"registered the evaluated model as {done['version']} (evaluate ran with --no-register)"
+        if done["registered"]
+        else f"evaluate did not register the model; {done['reason']}"
+    )
+    return str(done["version"]), how
 
 
 def _already(release: releases.Release, wanted: str | None) -> StageOutcome:
@@ -113,7 +148,8 @@ def _already(release: releases.Release, wanted: str | None) -> StageOutcome:
 def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     build, model_version = _gates(ctx)
     registry = open_registry(ctx.loaded)
-    registry.get(model_version)  # exit 2 if the registry lost it
+    if model_version is not None:
+        registry.get(model_version)  # exit 2 if the registry lost it
     image_id = str(build["image_id"])
     name = str(build.get("name") or ctx.config.image_name)
     ctx.progress("checking the Docker engine")
@@ -126,6 +162,9 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     existing = releases.find_by_image(registry, image_id)
     if existing is not None:
         return _already(existing, args.version)
+    registered_how = ""
+    if model_version is None:
+        model_version, registered_how = _register(ctx, registry)
     version = args.version or releases.next_version(registry)
     releases.parse_version(version)
     for release in releases.all_releases(registry):
@@ -185,6 +224,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     summary = f"{version}: {image}"
     reasons = [
         f"pushed {ref} and pulled it back by digest {manifest}",
+        *([registered_how] if registered_how else []),
         f"model version {model_version} in the registry ({registry.location})",
         f"evidence bundle {evidence_digest} ({tarball.stat().st_size} bytes) stored at {stored}",
     ]
