@@ -93,8 +93,19 @@ def test_shadow_is_invisible_to_clients_and_a_disagreeing_one_is_blocked(
     assert state["stable"]["version"] == v1
     assert state["rollout"] is None
     # the mirror must not slow stable's clients: p99 within 10 %, plus 1 ms for the
-    # scheduler noise of a shared 2-core machine at millisecond latencies
-    assert figures["mirror"]["p99"] <= figures["plain"]["p99"] * 1.10 + 1.0
+    # scheduler noise of a shared 2-core machine at millisecond latencies. The rounds were
+    # interleaved; p99 is compared per block of rounds and the median block decides, so a
+    # burst of other work on the machine during one block cannot decide the outcome.
+    blocks = 5
+    size = ROUNDS // blocks
+
+    def block_p99(name: str) -> list[float]:
+        values = lat[name]
+        return [quantile(values[b * size : (b + 1) * size], 0.99) or 0.0 for b in range(blocks)]
+
+    mirror_p99 = statistics.median(block_p99("mirror"))
+    plain_p99 = statistics.median(block_p99("plain"))
+    assert mirror_p99 <= plain_p99 * 1.10 + 1.0, (block_p99("mirror"), block_p99("plain"))
 
 
 def test_identical_shadow_passes_and_is_promoted(
