@@ -213,6 +213,40 @@ def test_a_version_is_never_overwritten(project: Project, tmp_path: Path) -> Non
     assert _manifest_status(project.name, "0.1.0") == 200
 
 
+def test_an_automatic_version_skips_a_tag_another_registry_took(
+    project: Project, tmp_path: Path
+) -> None:
+    project.mlcd("release")  # the project's own release (the same version when it exists)
+    released = project.result("release")["details"]
+    assert isinstance(released, dict)
+    name = str(released["image"]).split("@", 1)[0]
+    nxt = str(released["version"])
+    other = tmp_path / "out"
+    shutil.copytree(project.out, other, ignore=shutil.ignore_patterns("context"))
+    build = json.loads((other / "build" / "result.json").read_text())
+    base = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", "local/python:3.11-bookworm"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # another clone (another model registry) already pushed the next patch's tag
+    major, minor, patch = (int(p) for p in nxt.split("."))
+    foreign = f"{major}.{minor}.{patch + 1}"
+    subprocess.run(["docker", "tag", base, f"{name}:{foreign}"], check=True, timeout=60)
+    subprocess.run(
+        ["docker", "push", f"{name}:{foreign}"], check=True, capture_output=True, timeout=300
+    )
+    build["details"]["image_id"] = base  # a different image than the one released
+    (other / "build" / "result.json").write_text(json.dumps(build))
+    clone = Project(project.root, project.config, other, project.env, project.name)
+    done = clone.mlcd("release", check=False)
+    assert done.returncode == 0, done.stderr
+    details = json.loads((other / "release" / "result.json").read_text())
+    assert details["details"]["version"] == f"{major}.{minor}.{patch + 2}"
+    assert any(f"skipped {foreign}" in r for r in details["reasons"]), details["reasons"]
+
+
 def test_build_without_a_docker_engine_is_exit_3(project: Project, tmp_path: Path) -> None:
     env = {**project.env, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
     clone = Project(project.root, project.config, project.out, env, project.name)

@@ -145,6 +145,9 @@ def _already(release: releases.Release, wanted: str | None) -> StageOutcome:
     )
 
 
+_MAX_SKIPPED = 100
+
+
 def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     build, model_version = _gates(ctx)
     registry = open_registry(ctx.loaded)
@@ -175,6 +178,14 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
                 hint=f"leave out --version for the next patch ({releases.next_version(registry)})",
             )
     taken = oci.tag_digest(name, version)
+    skipped: list[str] = []
+    while taken is not None and not args.version and len(skipped) < _MAX_SKIPPED:
+        # An automatic version whose tag another registry already used (another clone, a
+        # deleted registry folder) moves on to the next free patch instead of overwriting.
+        skipped.append(version)
+        major, minor, patch = releases.parse_version(version)
+        version = f"{major}.{minor}.{patch + 1}"
+        taken = oci.tag_digest(name, version)
     if taken is not None:
         raise UserInputError(
             f"the image registry already has {name}:{version} ({taken}), which this model "
@@ -225,6 +236,17 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     reasons = [
         f"pushed {ref} and pulled it back by digest {manifest}",
         *([registered_how] if registered_how else []),
+        *(
+            [
+                (
+                    f"skipped {', '.join(skipped)}: the image registry already has "
+                    f"{'that tag' if len(skipped) == 1 else 'those tags'} from images this "
+                    "model registry does not know (a version is never overwritten)"
+                )
+            ]
+            if skipped
+            else []
+        ),
         f"model version {model_version} in the registry ({registry.location})",
         f"evidence bundle {evidence_digest} ({tarball.stat().st_size} bytes) stored at {stored}",
     ]
