@@ -452,6 +452,12 @@ class LocalController:
             "here: nothing to compare with)",
         )
 
+    def _analysis_run(self, *, inconclusive_limit: int | None = None) -> AnalysisRun:
+        """A fresh analysis run with the environment's Argo-style limits."""
+        a = self.spec.section.analysis
+        limit = a.inconclusive_limit if inconclusive_limit is None else inconclusive_limit
+        return AnalysisRun(a.failure_limit, limit, a.consecutive_error_limit)
+
     def _canary(self, candidate: Arm) -> DeployOutcome:
         section = self.spec.section
         cfg = section.canary
@@ -460,8 +466,7 @@ class LocalController:
         assert stable is not None  # noqa: S101 - deploy() checked it  # nosec B101
         assert rollout is not None  # noqa: S101  # nosec B101
         steps = [w for w in cfg.steps if 0 < w < 100]
-        a = section.analysis
-        run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
+        run = self._analysis_run()
         jstate = JudgeState()
         load = self._load([self.spec.port], section.load_test.rps if section.load_test else None)
         with load if load is not None else contextlib.nullcontext():
@@ -502,8 +507,7 @@ class LocalController:
         cfg = section.blue_green
         stable = self.state.stable
         assert stable is not None  # noqa: S101  # nosec B101
-        a = section.analysis
-        run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
+        run = self._analysis_run()
         rps = section.load_test.rps if section.load_test else cfg.rps
         load = self._load([stable.port, candidate.port], rps)
         self.save(
@@ -536,8 +540,7 @@ class LocalController:
         cfg = section.shadow
         stable = self.state.stable
         assert stable is not None  # noqa: S101  # nosec B101
-        a = section.analysis
-        run = AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit)
+        run = self._analysis_run()
         self.route("mirror", (Backend(stable.port),), Backend(candidate.port))
         self.save(
             "shadow",
@@ -656,8 +659,7 @@ class LocalController:
         delay = section.blue_green.scale_down_delay
         if delay <= 0:
             return None
-        a = section.analysis
-        run = AnalysisRun(a.failure_limit, 10**6, a.consecutive_error_limit)
+        run = self._analysis_run(inconclusive_limit=10**6)
         limits = limits_for(section, self.spec.task, section.blue_green.min_requests)
         reader = ArmReader(new.port)
         interval = min(section.blue_green.interval, delay)

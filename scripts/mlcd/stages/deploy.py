@@ -432,7 +432,7 @@ DEPLOY = Command(
     "the candidate with the stable version on errors, latency and predictions; a failed "
     "analysis rolls back by itself (exit 1), an inconclusive one past inconclusive-limit "
     "pauses for `mlcd promote` / `mlcd abort` (exit 1, 'paused'). " + _ENV_HELP,
-    example="mlcd deploy staging\nmlcd deploy production --strategy blue-green --release v3",
+    example="mlcd deploy staging\nmlcd deploy production --strategy blue-green --release 0.1.3",
     add_arguments=_deploy_arguments,
     run=_deploy_run,
 )
