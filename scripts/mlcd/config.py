@@ -292,6 +292,9 @@ class LoadTestSection(Section):
     rps: float = Field(gt=0, description="requests per second of held-out rows")
 
 
+DEFAULT_ROUTER_IMAGE = "nginx:1.27"
+
+
 class KubernetesSection(Section):
     """The Kubernetes target (Argo Rollouts)."""
 
@@ -301,6 +304,26 @@ class KubernetesSection(Section):
     prometheus: str = Field(
         "http://prometheus.monitoring:9090", description="Prometheus address for the analysis"
     )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Secrets the pods pull the image with, when the registry needs a login",
+    )
+    timeout: Duration = Field(
+        1800.0, description="how long `mlcd deploy` waits for the Rollout to finish"
+    )
+
+
+class RouterSection(Section):
+    """The traffic router of a docker-host environment (nginx, as a container on the server)."""
+
+    image: str = Field(
+        DEFAULT_ROUTER_IMAGE,
+        min_length=1,
+        description="nginx image the server runs the router from (pulled by the server)",
+    )
+
+
+_SSH_URL = r"^ssh://([A-Za-z0-9._-]+@)?([A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(:[0-9]{1,5})?/?$"
 
 
 class EnvironmentSection(Section):
@@ -312,16 +335,54 @@ class EnvironmentSection(Section):
     requires: list[str] = Field(
         default_factory=list, description="environments a release must have passed first"
     )
-    target: Literal["local", "kubernetes"] = Field("local", description="where it runs")
-    port: int | None = Field(
-        None, ge=1, le=65535, description="router port on 127.0.0.1; default: chosen per env"
+    target: Literal["local", "docker-host", "kubernetes"] = Field(
+        "local",
+        description="where it runs: `local` (this machine), `docker-host` (a server's Docker "
+        "engine over SSH) or `kubernetes` (Argo Rollouts)",
     )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="router port (127.0.0.1 locally, every address of a docker-host); "
+        "default: chosen per env",
+    )
+    host: str | None = Field(
+        None,
+        pattern=_SSH_URL,
+        description="docker-host: the server, ssh://user@server[:port]",
+    )
+    known_hosts: str | None = Field(
+        None,
+        description="docker-host: known_hosts file with the server's host key (else "
+        "MLCD_DEPLOY_KNOWN_HOSTS holds its content); the key is always checked",
+    )
+    key_file: str | None = Field(
+        None,
+        description="docker-host: private SSH key file (else MLCD_DEPLOY_SSH_KEY holds the "
+        "key, else the ssh-agent)",
+    )
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the address clients use (a DNS name or proxy in front); default: "
+        "http://<server>:<port>",
+    )
+    router: RouterSection = Field(default_factory=RouterSection)
     canary: CanarySection = Field(default_factory=CanarySection)
     blue_green: BlueGreenSection = Field(default_factory=BlueGreenSection)
     shadow: ShadowSection = Field(default_factory=ShadowSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     load_test: LoadTestSection | None = Field(None, description="synthetic traffic, if any")
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
+
+    @model_validator(mode="after")
+    def _target_keys(self) -> EnvironmentSection:
+        if self.target == "docker-host" and not self.host:
+            raise ValueError("target docker-host needs `host: ssh://user@server[:port]`")
+        if self.target != "docker-host" and self.host:
+            raise ValueError(f"`host` is for target docker-host (this one is {self.target})")
+        return self
 
 
 class Config(Section):

@@ -11,8 +11,8 @@ For `target: kubernetes` mlcd renders, for each deploy:
 - the `Service`s the strategy names (stable + canary, or active + preview).
 Every object is validated before it is written: the two Argo kinds against the JSON schemas
 kept in `mlcd/data/schemas/`, and the built-in kinds by the tests with kubernetes-validate.
-Then `kubectl apply -f` sends them to the configured context; the cluster's Argo Rollouts
-controller moves the traffic and runs the analysis.
+`mlcd.rollout.targets.kubernetes` applies them with kubectl and waits for the cluster's Argo
+Rollouts controller, which moves the traffic and runs the analysis, to finish.
 """
 
 from __future__ import annotations
@@ -25,12 +25,8 @@ from typing import Any
 import yaml
 
 from mlcd.config import EnvironmentSection
-from mlcd.context import Context
 from mlcd.errors import UserInputError
-from mlcd.evidence import StageOutcome
-from mlcd.rollout.gates import Release
 from mlcd.rollout.state import safe_name
-from mlcd.tools import kubectl
 
 ARGO_API = "argoproj.io/v1alpha1"
 SCHEMAS = {"Rollout": "rollout.schema.json", "AnalysisTemplate": "analysistemplate.schema.json"}
@@ -224,6 +220,11 @@ def render(
                     },
                 },
                 "spec": {
+                    **(
+                        {"imagePullSecrets": [{"name": n} for n in k8s.image_pull_secrets]}
+                        if k8s.image_pull_secrets
+                        else {}
+                    ),
                     "securityContext": {"runAsNonRoot": True},
                     "containers": [
                         {
@@ -290,57 +291,3 @@ def write(objects: list[dict[str, Any]], folder: Path) -> list[Path]:
         path.write_text(yaml.safe_dump(obj, sort_keys=False), "utf-8")
         paths.append(path)
     return paths
-
-
-def deploy(
-    ctx: Context,
-    env: str,
-    section: EnvironmentSection,
-    release: Release,
-    strategy: str,
-    *,
-    folder: Path,
-    details: dict[str, Any],
-) -> StageOutcome:
-    objects = render(
-        ctx.config.project,
-        env,
-        section,
-        version=release.version,
-        image=release.image,
-        strategy=strategy,
-    )
-    problems = [p for obj in objects for p in validate_custom(obj)]
-    if problems:
-        raise UserInputError("the rendered Argo Rollouts objects are invalid", problems=problems)
-    manifests = folder / "manifests"
-    paths = write(objects, manifests)
-    k8s = section.kubernetes
-    ctx.progress(f"kubectl apply -f {manifests}")
-    applied = kubectl.apply(manifests, context=k8s.context, namespace=k8s.namespace)
-    name = object_name(ctx.config.project, env)
-    return StageOutcome(
-        status="pass",
-        summary=f"Rollout {name} ({strategy}) of {release.version} applied to "
-        f"{k8s.context or 'the current context'}; Argo Rollouts drives the traffic and analysis",
-        reasons=[
-            *applied.splitlines(),
-            f"watch it: kubectl argo rollouts get rollout {name} -n {k8s.namespace} -w",
-        ],
-        artifacts={p.name: ctx.bundle.relative(p) for p in paths},
-        details={**details, "outcome": "applied", "rollout": name},
-    )
-
-
-def decide(ctx: Context, env: str, section: EnvironmentSection, command: str) -> StageOutcome:
-    """promote / abort / rollback on Kubernetes: the Argo Rollouts kubectl plugin."""
-    action = {"promote": "promote", "abort": "abort", "rollback": "undo"}[command]
-    name = object_name(ctx.config.project, env)
-    k8s = section.kubernetes
-    out = kubectl.argo(action, name, context=k8s.context, namespace=k8s.namespace)
-    return StageOutcome(
-        status="pass",
-        summary=f"kubectl argo rollouts {action} {name}: done",
-        reasons=out.splitlines(),
-        details={"env": env, "rollout": name},
-    )

@@ -1,4 +1,5 @@
-"""Synthetic traffic: held-out rows sent to 127.0.0.1 at a steady rate, in a bounded loop.
+"""Synthetic traffic: held-out rows sent at a steady rate, in a bounded loop, to 127.0.0.1
+or to the environment's own address on a Docker host.
 
 Like Flagger's load tester, the controller runs one while it analyses a rollout that has
 `load-test: {rps: N}`, so that a staging environment without users has data to judge. Rows
@@ -82,9 +83,11 @@ class LoadGenerator:
         max_seconds: float = 3600.0,
         workers: int = 4,
         id_prefix: str = "mlcd-load",
+        host: str = "127.0.0.1",
     ) -> None:
         if rps <= 0:
             raise ValueError("rps must be positive")
+        self.host = host  # 127.0.0.1, or a deploy target's own address
         self.ports = list(ports)
         self.bodies = [json.dumps({"records": [row]}).encode("utf-8") for row in rows]
         self.rps = rps
@@ -150,7 +153,7 @@ class LoadGenerator:
         for attempt in (1, 2):
             conn = conns.get(port)
             if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn = http.client.HTTPConnection(self.host, port, timeout=10)
                 conns[port] = conn
             try:
                 conn.request(

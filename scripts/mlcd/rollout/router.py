@@ -27,6 +27,15 @@ MAX_BODY = "8m"
 class Backend:
     port: int
     weight: int = 1
+    host: str = "127.0.0.1"  # a container's name when the router runs in a container
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def short(self) -> str:
+        return f":{self.port}" if self.host == "127.0.0.1" else self.address
 
 
 @dataclass(frozen=True)
@@ -39,21 +48,22 @@ class RouterSpec:
     shadow: Backend | None = None
     generation: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    listen: str = "127.0.0.1"  # 0.0.0.0 in a router container on a Docker host
 
     def describe(self) -> str:
         if self.mode == "split":
             total = sum(b.weight for b in self.primary) or 1
-            return ", ".join(f"{100 * b.weight // total}% to :{b.port}" for b in self.primary)
+            return ", ".join(f"{100 * b.weight // total}% to {b.short}" for b in self.primary)
         if self.mode == "mirror" and self.shadow is not None:
-            return f"all to :{self.primary[0].port}, mirrored to :{self.shadow.port}"
-        return f"all to :{self.primary[0].port}"
+            return f"all to {self.primary[0].short}, mirrored to {self.shadow.short}"
+        return f"all to {self.primary[0].short}"
 
 
 def _upstream(name: str, backends: tuple[Backend, ...]) -> list[str]:
     lines = [f"  upstream {name} {{"]
     for backend in backends:
         weight = f" weight={backend.weight}" if len(backends) > 1 else ""
-        lines.append(f"    server 127.0.0.1:{backend.port}{weight} max_fails=1 fail_timeout=5s;")
+        lines.append(f"    server {backend.address}{weight} max_fails=1 fail_timeout=5s;")
     lines += ["    keepalive 32;", "  }"]
     return lines
 
@@ -97,7 +107,7 @@ def render(spec: RouterSpec, prefix: Path) -> str:
         lines += _upstream("mlcd_shadow", (spec.shadow,))
     lines += [
         "  server {",
-        f"    listen 127.0.0.1:{spec.port};",
+        f"    listen {spec.listen}:{spec.port};",
         "    proxy_http_version 1.1;",
         '    proxy_set_header Connection "";',
         "    proxy_set_header Host $host;",

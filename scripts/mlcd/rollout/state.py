@@ -80,6 +80,7 @@ class Rollout:
     owner_pid: int = 0
     owner_start: str = ""
     waiting_for: str = ""
+    owner_host: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Rollout:
@@ -96,6 +97,7 @@ class Rollout:
             owner_pid=int(data.get("owner_pid", 0)),
             owner_start=str(data.get("owner_start", "")),
             waiting_for=str(data.get("waiting_for", "")),
+            owner_host=str(data.get("owner_host", "")),
         )
 
 
@@ -125,6 +127,8 @@ class EnvState:
     router_generation: int = 0
     last_analysis: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    # a release that went live but is not yet recorded in the model registry
+    unrecorded: dict[str, Any] = field(default_factory=dict)
     version: int = STATE_VERSION
 
     def record(self, event: str, version: str | None = None, **detail: Any) -> None:
@@ -153,6 +157,7 @@ class EnvState:
             router_generation=int(data.get("router_generation", 0)),
             last_analysis=dict(data.get("last_analysis", {})),
             history=list(data.get("history", [])),
+            unrecorded=dict(data.get("unrecorded") or {}),
         )
 
 
@@ -186,6 +191,10 @@ class StateStore:
 
 # --------------------------------------------------------------------------------------
 # Lock
+
+
+class LockRefused(GateFailed):
+    """Another live command holds the environment's lock (exit 1; the message names it)."""
 
 
 def process_start(pid: int) -> str | None:
@@ -254,7 +263,7 @@ class EnvLock:
                 os.close(fd)
                 holder = self.read()
                 who = holder.describe() if holder else "another mlcd process"
-                raise GateFailed(
+                raise LockRefused(
                     f"environment `{self.env}` is locked by {who}: one rollout per "
                     "environment at a time",
                     hint=f"wait for it to finish, or see `mlcd status {self.env}`",

@@ -2,9 +2,12 @@
 
 `deploy` checks the gates (release, verdict, scan, `requires:`), takes the environment's lock,
 restores a consistent state if an earlier process was killed, and rolls the release out by
-the environment's strategy on its target: locally (Docker + nginx, `mlcd.rollout.local`) or
-on Kubernetes (Argo Rollouts objects applied with kubectl, `mlcd.rollout.kubernetes`).
-Results go to `<out>/deploy-<env>/` (and `rollback-<env>/`, `promote-<env>/`, `abort-<env>/`).
+the environment's strategy through the environment's target (`mlcd.rollout.targets`): the
+controller (`mlcd.rollout.controller`) drives a `local` or `docker-host` target, and the
+`kubernetes` target hands the rollout to Argo Rollouts and waits for its outcome.
+Results go to `<out>/deploy-<env>/` (and `rollback-<env>/`, `promote-<env>/`, `abort-<env>/`);
+a deploy refused because another one holds the lock writes `deploy-<env>-refused/` instead,
+leaving the running deploy's result alone.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from typing import Any
 
 from mlcd.config import EnvironmentSection
 from mlcd.context import Command, Context
-from mlcd.errors import UserInputError
+from mlcd.errors import MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult
 from mlcd.registry import CHAMPION, open_registry
-from mlcd.rollout import gates, kubernetes
+from mlcd.rollout import gates
+from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec
 from mlcd.rollout.loadgen import holdout_rows
-from mlcd.rollout.local import DeployOutcome, EnvSpec, LocalController
-from mlcd.rollout.state import EnvLock, StateStore
+from mlcd.rollout.state import LockRefused
+from mlcd.rollout.targets import engine_target
+from mlcd.rollout.targets import kubernetes as k8s_target
 
 STRATEGIES = ("canary", "blue-green", "shadow")
 DEFAULT_PORTS = {"staging": 8081, "production": 8082}
@@ -113,19 +118,67 @@ def _rows(ctx: Context, section: EnvironmentSection, strategy: str) -> list[dict
     return holdout_rows(path, ctx.config.model.target)
 
 
-def controller(ctx: Context, env: str, strategy: str | None = None) -> LocalController:
+def refuse_ephemeral(env: str, section: EnvironmentSection) -> None:
+    """A `local` target on a GitHub-hosted runner serves nothing once the job ends."""
+    if section.target == "local" and os.environ.get("RUNNER_ENVIRONMENT") == "github-hosted":
+        raise UserInputError(
+            f"environments.{env} has target `local`, and this is a GitHub-hosted runner: "
+            "everything it would start (containers, router, state) is deleted when the job "
+            "ends, and the release would be recorded as live although nothing serves it",
+            hint=f"give {env} `target: docker-host` with `host: ssh://user@server` (and the "
+            "deploy-ssh-key / deploy-known-hosts secrets) or `target: kubernetes`; `local` is "
+            "for `mlcd run` and self-hosted runners (docs/deploy.md)",
+        )
+
+
+def controller(ctx: Context, env: str, strategy: str | None = None) -> Controller:
     section = env_section(ctx, env)
     chosen = strategy or section.strategy
     spec = EnvSpec(
         project=ctx.config.project,
         env=env,
         section=section,
-        port=router_port(ctx, env),
-        state_dir=state_dir(ctx, env),
         task=ctx.config.model.task,
         rows=_rows(ctx, section, chosen) if strategy is not None else [],
     )
-    return LocalController(spec, ctx.progress)
+    target = engine_target(
+        ctx.config.project,
+        env,
+        section,
+        port=router_port(ctx, env),
+        state_dir=state_dir(ctx, env),
+        root=ctx.loaded.root,
+    )
+    return Controller(spec, target, ctx.progress)
+
+
+def record_pending(ctx: Context, ctl: Controller) -> list[str]:
+    """Record in the model registry a release that went live but was not recorded yet
+    (the deploy that made it live was killed, e.g. during blue/green's post-switch watch)."""
+    st = ctl.state
+    pending = st.unrecorded
+    if not pending or st.rollout is not None:
+        return []
+    if st.stable is None or st.stable.version != pending.get("version"):
+        st.unrecorded = {}
+        ctl.save()
+        return []
+    env = ctl.spec.env
+    registry = open_registry(ctx.loaded)
+    release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, st.stable.version)
+    gates.record_deployment(
+        registry,
+        release,
+        env,
+        strategy=str(pending.get("strategy", "")),
+        champion=env == "production",
+    )
+    st.unrecorded = {}
+    ctl.save("recorded", release.version, detail="live and healthy, in the model registry")
+    return [
+        f"recorded {release.version} live and healthy in {env} in the registry"
+        + (f"; champion is now model {release.model_version}" if env == "production" else "")
+    ]
 
 
 @contextmanager
@@ -148,7 +201,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def _outcome(
     stage: str,
-    ctl: LocalController,
+    ctl: Controller,
     result: DeployOutcome,
     reasons: list[str],
     details: dict[str, Any],
@@ -161,8 +214,9 @@ def _outcome(
         **details,
         "outcome": result.result,
         "live": asdict(state.stable) if state.stable else None,
-        "router": f"127.0.0.1:{ctl.spec.port}",
-        "state_file": str(ctl.store.path),
+        "url": ctl.target.url,
+        "router": ctl.target.url.split("://", 1)[-1],
+        "state_file": ctl.target.state_location,
         "measurements": ctl.measurements,
     }
     if result.waiting_for:
@@ -196,7 +250,11 @@ def _outcome(
 
 
 def _deploy_body(
-    ctx: Context, env: str, strategy: str | None, release_arg: str | None
+    ctx: Context,
+    env: str,
+    strategy: str | None,
+    release_arg: str | None,
+    ctl: Controller | None = None,
 ) -> StageOutcome:
     stage = f"deploy-{env}"
     section = env_section(ctx, env)
@@ -219,41 +277,61 @@ def _deploy_body(
             details={**details, "outcome": "refused by gates"},
         )
     if section.target == "kubernetes":
-        return kubernetes.deploy(
+        return k8s_target.deploy(
             ctx, env, section, release, chosen, folder=ctx.bundle.stage_dir(stage), details=details
         )
-    ctl = controller(ctx, env, chosen)
-    ctl.lock.acquire(f"mlcd deploy {env}")
+    assert ctl is not None  # noqa: S101 - stage() holds the lock of a container target  # nosec B101
+    notes = [*ctl.reconcile(), *record_pending(ctx, ctl)]
     try:
-        notes = ctl.reconcile()
-        try:
-            with _terminate_as_interrupt():
-                result = ctl.deploy(release.version, release.image, chosen)
-        except KeyboardInterrupt:
-            if ctl.state.rollout is not None and ctl.state.rollout.phase == "progressing":
-                ctl.rollback_candidate("interrupted (Ctrl-C or SIGTERM)")
-            raise
-        if result.result in ("promoted", "deployed"):
-            gates.record_deployment(
-                registry, release, env, strategy=chosen, champion=env == "production"
-            )
-            notes.append(
-                f"recorded {release.version} live and healthy in {env} in the registry"
-                + (
-                    f"; champion is now model {release.model_version}"
-                    if env == "production"
-                    else ""
-                )
-            )
-    finally:
-        ctl.lock.release()
+        with _terminate_as_interrupt():
+            result = ctl.deploy(release.version, release.image, chosen)
+    except KeyboardInterrupt:
+        if ctl.state.rollout is not None and ctl.state.rollout.phase == "progressing":
+            ctl.rollback_candidate("interrupted (Ctrl-C or SIGTERM)")
+        raise
+    notes += record_pending(ctx, ctl)
     return _outcome(stage, ctl, result, [*report.reasons, *notes], details)
+
+
+@contextmanager
+def locked(
+    ctx: Context, env: str, command: str, strategy: str | None = None
+) -> Iterator[Controller]:
+    """The environment's controller with its lock held and its state loaded."""
+    ctl = controller(ctx, env, strategy)
+    try:
+        ctl.target.acquire(f"mlcd {command} {env}")
+        try:
+            ctl.load()
+            yield ctl
+        finally:
+            ctl.target.release()
+    finally:
+        ctl.target.close()
+
+
+def _refused(ctx: Context, stage: str, exc: LockRefused) -> StageResult:
+    """A deploy refused by the lock: its own result, the running deploy's left alone."""
+
+    def body() -> StageOutcome:
+        raise exc
+
+    return ctx.run_stage(f"{stage}-refused", body)
 
 
 def stage(
     ctx: Context, env: str, *, strategy: str | None = None, release: str | None = None
 ) -> StageResult:
-    return ctx.run_stage(f"deploy-{env}", lambda: _deploy_body(ctx, env, strategy, release))
+    name = f"deploy-{env}"
+    section = env_section(ctx, env)
+    refuse_ephemeral(env, section)
+    if section.target == "kubernetes":
+        return ctx.run_stage(name, lambda: _deploy_body(ctx, env, strategy, release))
+    try:
+        with locked(ctx, env, "deploy", strategy or section.strategy) as ctl:
+            return ctx.run_stage(name, lambda: _deploy_body(ctx, env, strategy, release, ctl))
+    except LockRefused as exc:
+        return _refused(ctx, name, exc)
 
 
 def _progress_printer(ctx: Context) -> None:
@@ -296,17 +374,16 @@ def _deploy_run(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _decision(
-    ctx: Context, env: str, name: str, act: Callable[[LocalController], DeployOutcome]
+    ctx: Context, env: str, name: str, act: Callable[[Controller], DeployOutcome]
 ) -> StageResult:
     section = env_section(ctx, env)
+    refuse_ephemeral(env, section)
 
     def body() -> StageOutcome:
         if section.target == "kubernetes":
-            return kubernetes.decide(ctx, env, section, name)
-        ctl = controller(ctx, env)
-        ctl.lock.acquire(f"mlcd {name} {env}")
-        try:
-            notes = ctl.reconcile()
+            return k8s_target.decide(ctx, env, section, name)
+        with locked(ctx, env, name) as ctl:
+            notes = [*ctl.reconcile(), *record_pending(ctx, ctl)]
             result = act(ctl)
             live = ctl.state.stable
             if name in ("rollback", "promote") and live is not None:
@@ -318,8 +395,6 @@ def _decision(
                     )
                 elif env == "production":
                     registry.set_alias(CHAMPION, release.model_version)
-        finally:
-            ctl.lock.release()
         if name != "promote" and result.result == "rolled back":
             result.result = "deployed"  # the user asked for it: done
         return _outcome(f"{name}-{env}", ctl, result, notes, {"env": env, "command": name})
@@ -329,17 +404,17 @@ def _decision(
 
 def _rollback_run(ctx: Context, args: argparse.Namespace) -> int:
     _progress_printer(ctx)
-    return ctx.conclude(_decision(ctx, args.env, "rollback", LocalController.rollback_previous))
+    return ctx.conclude(_decision(ctx, args.env, "rollback", Controller.rollback_previous))
 
 
 def _promote_run(ctx: Context, args: argparse.Namespace) -> int:
     _progress_printer(ctx)
-    return ctx.conclude(_decision(ctx, args.env, "promote", LocalController.promote_paused))
+    return ctx.conclude(_decision(ctx, args.env, "promote", Controller.promote_paused))
 
 
 def _abort_run(ctx: Context, args: argparse.Namespace) -> int:
     _progress_printer(ctx)
-    return ctx.conclude(_decision(ctx, args.env, "abort", LocalController.abort))
+    return ctx.conclude(_decision(ctx, args.env, "abort", Controller.abort))
 
 
 # --------------------------------------------------------------------------------------
@@ -349,35 +424,49 @@ def _abort_run(ctx: Context, args: argparse.Namespace) -> int:
 def status(ctx: Context, env: str) -> dict[str, Any]:
     """The environment's state, after restoring it if a killed process left it half-done."""
     section = env_section(ctx, env)
-    folder = state_dir(ctx, env)
+    if section.target == "kubernetes":
+        return k8s_target.status(ctx, env, section)
     notes: list[str] = []
-    holder = EnvLock(folder, env).peek()
-    if section.target == "local" and holder is None:
-        ctl = controller(ctx, env)
-        if ctl.store.path.is_file():
-            ctl.lock.acquire(f"mlcd status {env}")
+    ctl = controller(ctx, env)
+    try:
+        holder = ctl.target.holder()
+        ctl.state = ctl.target.load_state()
+        if holder is None and (ctl.state.stable or ctl.state.rollout or ctl.state.unrecorded):
             try:
-                notes = ctl.reconcile()
-            finally:
-                ctl.lock.release()
-    state = StateStore(folder, env, ctx.config.project).load()
-    data = state.to_json()
+                ctl.target.acquire(f"mlcd status {env}")
+            except LockRefused as exc:  # a deploy started meanwhile
+                holder = exc.message
+            else:
+                try:
+                    ctl.load()
+                    notes = ctl.reconcile()
+                    try:
+                        notes += record_pending(ctx, ctl)
+                    except MlcdError as exc:
+                        notes.append(f"could not record {ctl.state.unrecorded}: {exc.message}")
+                finally:
+                    ctl.target.release()
+        data = ctl.state.to_json()
+        data["target_line"] = ctl.target.describe()
+        data["url"] = ctl.target.url
+    finally:
+        ctl.target.close()
     data["notes"] = notes
     data["target"] = section.target
     data["port"] = router_port(ctx, env)
-    data["busy"] = holder.describe() if holder else None
+    data["busy"] = holder
     return data
 
 
 def _status_text(data: dict[str, Any]) -> list[str]:
     env = data["env"]
-    lines = [f"{env}: {data['target']} target, router 127.0.0.1:{data['port']}"]
+    lines = [f"{env}: {data.get('target_line') or data['target'] + ' target'}"]
     lines += [f"  note: {n}" for n in data["notes"]]
     stable = data.get("stable")
     if stable:
         lines.append(
-            f"  live: {stable['version']} ({stable['container']} on "
-            f":{stable['port']}, {stable['image']})"
+            f"  live: {stable['version']} ({stable['container']}, {stable['image']}) at "
+            f"{data.get('url', '')}"
         )
     else:
         lines.append("  live: nothing yet")

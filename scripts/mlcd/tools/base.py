@@ -75,3 +75,32 @@ def run(
             hint="check that the program is not waiting for input or a network",
         ) from None
     return ToolResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin_pipe: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running program (a tunnel, an attached lock) and return it running.
+
+    Its stdout is discarded and its stderr kept for the caller's error message. With
+    `stdin_pipe`, the caller holds the program's stdin: when the caller dies, even by
+    SIGKILL, the pipe closes and the program sees end of file.
+    """
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    try:
+        return subprocess.Popen(  # nosec B603
+            list(argv),
+            env=full_env,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError as exc:
+        raise EnvironmentMissing(
+            f"cannot start `{argv[0]}`: {exc.strerror}", hint="install it and retry"
+        ) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import EnvironmentMissing, UserInputError
-from mlcd.tools.base import ToolResult, find_program, run
+from mlcd.tools.base import ToolResult, find_program, run, spawn
 
 INSTALL_HINT = "install Docker: sudo bash scripts/setup/apt.sh (Debian package docker.io)"
 START_HINT = (
@@ -31,6 +31,20 @@ _NOT_RUNNING = (
     "docker.sock: connect",
     "permission denied while trying to connect",
 )
+_SSH_FAILURES = {
+    "host key verification failed": "the server's host key is not the one in known-hosts "
+    "(environments.<env>.known-hosts or MLCD_DEPLOY_KNOWN_HOSTS); check it with "
+    "`ssh-keyscan` from a trusted network and update it, never skip the check",
+    "permission denied": "the server refused the SSH key: add its public key to the deploy "
+    "user's authorized_keys, and give mlcd the private key (MLCD_DEPLOY_SSH_KEY, "
+    "environments.<env>.key-file or an ssh-agent)",
+    "could not resolve hostname": "the host name in environments.<env>.host does not resolve",
+    "connection refused": "nothing listens for SSH at environments.<env>.host",
+    "timed out": "the server does not answer on its SSH port (address, firewall)",
+    "no route to host": "the server cannot be reached (address, network)",
+    "docker: command not found": "Docker is not installed on the server (or not on the SSH "
+    "user's PATH)",
+}
 _DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 
@@ -82,11 +96,24 @@ def call(
     env: Mapping[str, str] | None = None,
     check: bool = True,
     what: str | None = None,
+    input_text: str | None = None,
 ) -> ToolResult:
-    """`docker ARGS…`; exit 3 when the engine is unreachable, DockerError on failure."""
-    result = run([_docker(), *args], timeout=timeout, env=env)
+    """`docker ARGS…`; exit 3 when the engine is unreachable, DockerError on failure.
+
+    `env` may point the client at another engine (DOCKER_HOST=ssh://…, `mlcd.tools.ssh`).
+    """
+    result = run([_docker(), *args], timeout=timeout, env=env, input_text=input_text)
     if result.returncode != 0:
         lowered = result.stderr.lower()
+        remote = (env or {}).get("DOCKER_HOST", "")
+        if remote.startswith("ssh://"):
+            for marker, hint in _SSH_FAILURES.items():
+                if marker in lowered and "error response from daemon" not in lowered:
+                    raise EnvironmentMissing(
+                        f"cannot reach the Docker engine on {remote} over SSH "
+                        f"({_first_error(result.stderr)})",
+                        hint=hint,
+                    )
         if any(marker in lowered for marker in _NOT_RUNNING):
             raise EnvironmentMissing(
                 f"the Docker engine does not answer ({_first_error(result.stderr)})",
@@ -97,6 +124,16 @@ def call(
                 f"`docker {what or ' '.join(args[:2])}` failed: {_first_error(result.stderr)}"
             )
     return result
+
+
+def attached(args: Sequence[str], *, env: Mapping[str, str] | None = None) -> Any:
+    """`docker ARGS…` left running with its stdin held by this process (a `Popen`).
+
+    With `docker run -i --rm`, the container lives exactly as long as this process holds the
+    pipe: when it dies (even by SIGKILL) or its SSH connection drops, the container's stdin
+    closes and the container is removed. `DockerHostTarget` takes its lock this way.
+    """
+    return spawn([_docker(), *args], env=env, stdin_pipe=True)
 
 
 def ping() -> str:
@@ -328,3 +365,6 @@ def containers(labels: Mapping[str, str]) -> list[str]:
         args += ["--filter", f"label={key}={value}"]
     result = call(args, timeout=60)
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+first_error = _first_error

@@ -238,15 +238,26 @@ def test_kubernetes_deploy_writes_valid_manifests_and_applies_them(
     _register(tmp_path)
     monkeypatch.setenv("GITHUB_SHA", "0" * 40)  # no git subprocess in unit tests
     applied: list[tuple[Path, str | None, str]] = []
+    from mlcd.tools.kubectl import Cluster
 
-    def fake_apply(folder: Path, *, context: str | None, namespace: str) -> str:
-        applied.append((folder, context, namespace))
+    def fake_apply(self: Cluster, folder: Path) -> str:
+        applied.append((folder, self.context, self.namespace))
         return "rollout.argoproj.io/p-staging created"
 
-    monkeypatch.setattr(kubernetes.kubectl, "apply", fake_apply)
+    healthy = {
+        "metadata": {"generation": 1, "labels": {}},
+        "status": {
+            "observedGeneration": "1",
+            "phase": "Healthy",
+            "currentPodHash": "abc",
+            "stableRS": "abc",
+        },
+    }
+    monkeypatch.setattr(Cluster, "apply", fake_apply)
+    monkeypatch.setattr(Cluster, "get", lambda self, kind, name: healthy)
     result = deploy.stage(ctx, "staging")
     assert result.status == "pass"
-    assert result.details["outcome"] == "applied"
+    assert result.details["outcome"] == "promoted"
     folder, context, namespace = applied[0]
     assert (context, namespace) == ("prod", "ml")
     files = sorted(folder.glob("*.yaml"))
@@ -273,7 +284,7 @@ def test_kubectl_failure_is_an_environment_problem(monkeypatch: pytest.MonkeyPat
         lambda argv, **_k: ToolResult(tuple(argv), 1, "", "connection refused"),
     )
     with pytest.raises(EnvironmentMissing, match="connection refused") as info:
-        kubectl.apply(Path("m"), context="x", namespace="n")
+        kubectl.Cluster(context="x", namespace="n").apply(Path("m"))
     assert info.value.exit_code == 3
     assert info.value.hint
     assert "Argo Rollouts CRDs" in info.value.hint

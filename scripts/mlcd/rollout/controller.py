@@ -1,21 +1,20 @@
-"""The local target: release containers on the Docker engine behind an nginx router.
+"""The rollout controller: the strategies and the judge's calls, once, over a deploy target.
 
-`LocalController` owns one environment: its state file, lock, router and containers. It
-rolls a release out by canary steps, blue/green preview and switch, or shadow mirroring;
-asks the judge every interval; and rolls back on its own when the analysis fails: traffic
-goes back to stable first (the router is reloaded and the old workers drained), then the
-candidate is removed, and every step is written to the state file.
+`Controller` owns one environment through its `Target` (`mlcd.rollout.targets`: local, or a
+Docker host over SSH): the state, the lock, the router and the containers. It rolls a
+release out by canary steps, blue/green preview and switch, or shadow mirroring; asks the
+judge every interval; and rolls back on its own when the analysis fails: traffic goes back
+to stable first (the router is reloaded and the old workers drained), then the candidate is
+removed, and every step is written to the environment's state on the target.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from mlcd.config import EnvironmentSection
@@ -31,22 +30,10 @@ from mlcd.rollout.metrics import (
     http_get,
     pair_predictions,
 )
-from mlcd.rollout.router import Backend, Mode, RouterSpec, render
-from mlcd.rollout.state import (
-    Arm,
-    EnvLock,
-    EnvState,
-    Retired,
-    Rollout,
-    StateStore,
-    holder_alive,
-    process_start,
-    safe_name,
-)
-from mlcd.tools import docker
-from mlcd.tools.nginx import Nginx
+from mlcd.rollout.router import Mode
+from mlcd.rollout.state import Arm, EnvState, Retired, Rollout
+from mlcd.rollout.targets.base import Route, Target
 
-CONTAINER_PORT = 8080
 READY_TIMEOUT = 90.0
 PREVIOUS_KEPT = 10
 Result = Literal["promoted", "rolled back", "paused", "already live", "deployed"]
@@ -59,8 +46,6 @@ class EnvSpec:
     project: str
     env: str
     section: EnvironmentSection
-    port: int
-    state_dir: Path
     task: str = "classification"
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -101,17 +86,19 @@ def limits_for(section: EnvironmentSection, task: str, min_requests: int) -> Lim
     )
 
 
-class LocalController:
-    """Drives one environment on this machine."""
+class Controller:
+    """Drives one environment through its target."""
 
-    def __init__(self, spec: EnvSpec, progress: Callable[[str], None]) -> None:
+    def __init__(self, spec: EnvSpec, target: Target, progress: Callable[[str], None]) -> None:
         self.spec = spec
+        self.target = target
         self.progress = progress
-        self.store = StateStore(spec.state_dir, spec.env, spec.project)
-        self.lock = EnvLock(spec.state_dir, spec.env)
-        self.nginx = Nginx(spec.state_dir / "nginx")
-        self.state: EnvState = self.store.load()
+        self.state: EnvState = EnvState(env=spec.env, project=spec.project)
         self.measurements: list[dict[str, Any]] = []
+
+    def load(self) -> None:
+        """Read the environment's state from the target (after taking its lock)."""
+        self.state = self.target.load_state()
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -122,39 +109,13 @@ class LocalController:
                 f"{event}{f' {version}' if version else ''}"
                 + (f": {detail['detail']}" if "detail" in detail else "")
             )
-        self.store.save(self.state)
-
-    def container_name(self, version: str, color: str) -> str:
-        return "-".join(
-            safe_name(p) for p in ("mlcd", self.spec.project, self.spec.env, version, color)
-        )
+        self.target.save_state(self.state)
 
     # ------------------------------------------------------------------ containers
 
     def start_arm(self, version: str, image: str, color: str) -> Arm:
-        name = self.container_name(version, color)
-        self.progress(f"starting {name} from {image}")
-        docker.ensure_image(image)
-        docker.remove_container(name)
-        container = docker.run_detached(
-            image,
-            name=name,
-            ports={CONTAINER_PORT: 0},
-            env={"MLCD_PORT": str(CONTAINER_PORT), "MLCD_MODEL_VERSION": version},
-            labels={
-                "mlcd.project": self.spec.project,
-                "mlcd.env": self.spec.env,
-                "mlcd.version": version,
-                "mlcd.color": color,
-            },
-        )
-        arm = Arm(
-            version=version,
-            image=image,
-            container=name,
-            port=container.ports[CONTAINER_PORT],
-            color=color,
-        )
+        self.progress(f"starting {version} ({color}) from {image}")
+        arm = self.target.start_arm(version, image, color)
         self.wait_ready(arm)
         return arm
 
@@ -164,18 +125,18 @@ class LocalController:
         checks = 0
         while time.monotonic() < deadline:
             try:
-                status, _ = http_get(arm.port, "/readyz", timeout=2)
+                status, _ = http_get(self.target.arm_port(arm), "/readyz", timeout=2)
                 if status == 200:
                     return
                 last = f"/readyz answered {status}"
             except MetricsError as exc:
                 last = str(exc)
             checks += 1
-            if checks % 10 == 0 and not docker.running(arm.container):
+            if checks % 10 == 0 and not self.target.arm_running(arm):
                 break
             time.sleep(0.2)
-        logs = docker.logs(arm.container, tail=20)
-        docker.remove_container(arm.container)
+        logs = self.target.arm_logs(arm, tail=20)
+        self.target.remove_arm(arm)
         raise GateFailed(
             f"{arm.container} ({arm.version}) did not become ready: {last}",
             problems=[f"log: {line}" for line in logs.splitlines()[-10:]],
@@ -184,45 +145,20 @@ class LocalController:
 
     def drop(self, arm: Arm) -> None:
         """Remove an arm's container once no router worker may still be talking to it."""
-        self.nginx.wait_drained()
-        docker.remove_container(arm.container)
+        self.target.remove_arm(arm)
 
     # ------------------------------------------------------------------ router
 
     def route(
-        self, mode: Mode, primary: tuple[Backend, ...], shadow: Backend | None = None
+        self, mode: Mode, primary: tuple[tuple[Arm, int], ...], shadow: Arm | None = None
     ) -> None:
         self.state.router_generation += 1
-        self.state.router_port = self.spec.port
-        spec = RouterSpec(
-            port=self.spec.port,
-            mode=mode,
-            primary=primary,
-            shadow=shadow,
-            generation=self.state.router_generation,
-            labels={"env": self.spec.env, "project": self.spec.project},
-        )
-        self.nginx.apply(render(spec, self.nginx.prefix))
-        self._wait_generation(self.state.router_generation)
-        self.save("router", detail=spec.describe())
-
-    def _wait_generation(self, generation: int) -> None:
-        deadline = time.monotonic() + 15
-        needle = f'"generation": {generation},'.encode()
-        while time.monotonic() < deadline:
-            with contextlib.suppress(MetricsError):
-                status, body = http_get(self.spec.port, "/_mlcd/router", timeout=2)
-                if status == 200 and needle in body:
-                    return
-            time.sleep(0.05)
-        raise GateFailed(
-            f"the router on 127.0.0.1:{self.spec.port} did not take configuration "
-            f"{generation} within 15 s",
-            hint=f"see {self.nginx.error_log}",
-        )
+        self.state.router_port = self.target.router_address[1]
+        routes = self.target.route(Route(mode, primary, shadow), self.state.router_generation)
+        self.save("router", detail=routes)
 
     def route_to(self, arm: Arm) -> None:
-        self.route("single", (Backend(arm.port),))
+        self.route("single", ((arm, 1),))
 
     # ------------------------------------------------------------------ recovery
 
@@ -231,15 +167,18 @@ class LocalController:
         notes: list[str] = []
         st = self.state
         rollout = st.rollout
+        me = self.target.owner()
         if (
             rollout is not None
             and rollout.phase == "progressing"
-            and rollout.owner_pid != os.getpid()
-            and not holder_alive(rollout.owner_pid, rollout.owner_start)
+            and (rollout.owner_pid, rollout.owner_start, rollout.owner_host)
+            != (me.pid, me.start, me.host)
         ):
+            # we hold the environment's lock: whoever started this rollout is gone
             notes.append(
                 f"found the rollout of {rollout.version} interrupted (its process, pid "
-                f"{rollout.owner_pid}, is gone): restoring stable"
+                f"{rollout.owner_pid}{' on ' + rollout.owner_host if rollout.owner_host else ''}"
+                ", is gone): restoring stable"
             )
             self.progress(notes[-1])
             if st.stable is not None:
@@ -256,13 +195,13 @@ class LocalController:
                 detail="interrupted rollout undone; stable serves all traffic",
             )
         if st.stable is not None and st.rollout is None:
-            if not docker.running(st.stable.container):
+            if not self.target.arm_running(st.stable):
                 notes.append(f"stable container {st.stable.container} was not running: restarted")
                 self._ensure_stable_running()
                 self.route_to(st.stable)
                 self.save("recovered", st.stable.version, detail="stable container restarted")
-            elif not self.nginx.running():
-                notes.append(f"the router was not running: restarted on :{self.spec.port}")
+            elif not self.target.router_running():
+                notes.append(f"the router was not running: restarted ({self.target.url})")
                 self.route_to(st.stable)
         now = time.time()
         for retired in list(st.retired):
@@ -277,11 +216,10 @@ class LocalController:
     def _ensure_stable_running(self) -> None:
         stable = self.state.stable
         assert stable is not None  # noqa: S101 - callers check  # nosec B101
-        if docker.running(stable.container):
+        if self.target.arm_running(stable):
             return
         try:
-            docker.start(stable.container)
-            stable.port = docker.host_port(stable.container, CONTAINER_PORT)
+            self.target.restart_arm(stable)
             self.wait_ready(stable)
         except MlcdError:
             self.state.stable = self.start_arm(stable.version, stable.image, stable.color)
@@ -305,7 +243,7 @@ class LocalController:
         min_intervals: int = 1,
     ) -> _Analysis:
         limits = limits_for(self.spec.section, self.spec.task, min_requests)
-        readers = (ArmReader(stable.port), ArmReader(candidate.port))
+        readers = (self.target.reader(stable), self.target.reader(candidate))
         started = time.monotonic()
         paired_ids: set[str] = set()
         used_ids: set[str] = set()
@@ -322,8 +260,8 @@ class LocalController:
                 except MetricsError as exc:
                     self.progress(f"cannot read metrics yet: {exc}")
             time.sleep(interval)
-            if not docker.running(candidate.container):
-                state = docker.state(candidate.container) or {}
+            if not self.target.arm_running(candidate):
+                state = self.target.arm_state(candidate) or {}
                 why = (
                     f"the candidate container {candidate.container} is not running "
                     f"(exit code {state.get('ExitCode', '?')})"
@@ -386,30 +324,39 @@ class LocalController:
         self.measurements.append(entry)
         self.state.last_analysis = entry
         self.progress(f"{label}: {outcome}" + (f" — {reasons[0]}" if reasons else ""))
-        self.store.save(self.state)
+        self.target.save_state(self.state)
 
-    def _load(self, ports: list[int], rps: float | None) -> LoadGenerator | None:
+    def _load(self, arms: list[Arm] | None, rps: float | None) -> LoadGenerator | None:
+        """Synthetic traffic to the router (arms None), or to each arm with the same ids."""
         if not rps or not self.spec.rows:
             return None
+        if arms is None:
+            host, port = self.target.router_address
+            ports = [port]
+        else:
+            host, ports = "127.0.0.1", [self.target.arm_port(arm) for arm in arms]
+        me = self.target.owner()
         return LoadGenerator(
             ports,
             self.spec.rows,
             rps,
             max_seconds=6 * 3600,
-            id_prefix=f"mlcd-load-{self.spec.env}-{os.getpid()}",
+            id_prefix=f"mlcd-load-{self.spec.env}-{me.pid}",
+            host=host,
         )
 
     # ------------------------------------------------------------------ deploy
 
     def begin(self, version: str, image: str, strategy: str) -> None:
-        me = os.getpid()
+        me = self.target.owner()
         self.state.rollout = Rollout(
             version=version,
             image=image,
             strategy=strategy,
             phase="progressing",
-            owner_pid=me,
-            owner_start=process_start(me) or "",
+            owner_pid=me.pid,
+            owner_start=me.start,
+            owner_host=me.host,
         )
         self.save("rollout started", version, strategy=strategy, image=image)
 
@@ -429,7 +376,11 @@ class LocalController:
         candidate = self.start_arm(version, image, color)
         assert st.rollout is not None  # noqa: S101 - set by begin()  # nosec B101
         st.rollout.candidate = candidate
-        self.save("candidate ready", version, detail=f"{candidate.container} on :{candidate.port}")
+        self.save(
+            "candidate ready",
+            version,
+            detail=f"{candidate.container} on {self.target.arm_address(candidate)}",
+        )
         if strategy == "canary":
             return self._canary(candidate)
         if strategy == "blue-green":
@@ -441,6 +392,7 @@ class LocalController:
         self.route_to(arm)
         self.state.stable = arm
         self.state.rollout = None
+        self.state.unrecorded = {"version": version, "strategy": "first"}
         self.save(
             "live",
             version,
@@ -448,7 +400,7 @@ class LocalController:
         )
         return DeployOutcome(
             "deployed",
-            f"{version} is live in {self.spec.env} on 127.0.0.1:{self.spec.port} (first release "
+            f"{version} is live in {self.spec.env} at {self.target.url} (first release "
             "here: nothing to compare with)",
         )
 
@@ -468,13 +420,11 @@ class LocalController:
         steps = [w for w in cfg.steps if 0 < w < 100]
         run = self._analysis_run()
         jstate = JudgeState()
-        load = self._load([self.spec.port], section.load_test.rps if section.load_test else None)
+        load = self._load(None, section.load_test.rps if section.load_test else None)
         with load if load is not None else contextlib.nullcontext():
             for index, weight in enumerate(steps):
                 rollout.step, rollout.weight = index, weight
-                self.route(
-                    "split", (Backend(stable.port, 100 - weight), Backend(candidate.port, weight))
-                )
+                self.route("split", ((stable, 100 - weight), (candidate, weight)))
                 self.save(
                     "canary step",
                     candidate.version,
@@ -509,11 +459,11 @@ class LocalController:
         assert stable is not None  # noqa: S101  # nosec B101
         run = self._analysis_run()
         rps = section.load_test.rps if section.load_test else cfg.rps
-        load = self._load([stable.port, candidate.port], rps)
+        load = self._load([stable, candidate], rps)
         self.save(
             "preview",
             candidate.version,
-            detail=f"{candidate.container} on 127.0.0.1:{candidate.port}, analysed for "
+            detail=f"{candidate.container} on {self.target.arm_address(candidate)}, analysed for "
             f"{cfg.preview_duration:g}s before the switch",
         )
         with load if load is not None else contextlib.nullcontext():
@@ -541,13 +491,13 @@ class LocalController:
         stable = self.state.stable
         assert stable is not None  # noqa: S101  # nosec B101
         run = self._analysis_run()
-        self.route("mirror", (Backend(stable.port),), Backend(candidate.port))
+        self.route("mirror", ((stable, 1),), candidate)
         self.save(
             "shadow",
             candidate.version,
             detail="inference requests mirrored; clients get stable's answers",
         )
-        load = self._load([self.spec.port], section.load_test.rps if section.load_test else None)
+        load = self._load(None, section.load_test.rps if section.load_test else None)
         with load if load is not None else contextlib.nullcontext():
             result = self._analyse(
                 stable,
@@ -636,6 +586,9 @@ class LocalController:
             if rollout.strategy != "blue-green":
                 delay = 0.0
             st.retired.append(Retired(old, time.time() + delay))
+        # recorded in the model registry by the caller; kept here until it is, so that a
+        # process killed during the post-switch watch leaves a record to finish (reconcile)
+        st.unrecorded = {"version": candidate.version, "strategy": rollout.strategy}
         self.save(
             "promoted",
             candidate.version,
@@ -661,7 +614,7 @@ class LocalController:
             return None
         run = self._analysis_run(inconclusive_limit=10**6)
         limits = limits_for(section, self.spec.task, section.blue_green.min_requests)
-        reader = ArmReader(new.port)
+        reader: ArmReader = self.target.reader(new)
         interval = min(section.blue_green.interval, delay)
         deadline = time.monotonic() + delay
         jstate = JudgeState()
@@ -669,7 +622,7 @@ class LocalController:
             reader.start()
         while time.monotonic() < deadline:
             time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-            alive = docker.running(new.container)
+            alive = self.target.arm_running(new)
             if alive:
                 try:
                     window, _ = reader.interval()
@@ -693,6 +646,7 @@ class LocalController:
                 self.state.retired = [
                     r for r in self.state.retired if r.arm.container != old.container
                 ]
+                self.state.unrecorded = {}
                 self.drop(new)
                 self.save("rolled back", new.version, detail=why)
                 return DeployOutcome(
@@ -731,7 +685,7 @@ class LocalController:
         current = st.stable
         self.save("rollback started", target.version, detail=f"from {current.version}")
         kept = next((r for r in st.retired if r.arm.container == target.container), None)
-        if kept is not None and docker.running(target.container):
+        if kept is not None and self.target.arm_running(target):
             arm = target
             st.retired.remove(kept)
         else:
@@ -759,8 +713,8 @@ class LocalController:
                 f"{self.spec.env} has no rollout paused for a decision"
                 + (f" (the rollout of {rollout.version} is {rollout.phase})" if rollout else "")
             )
-        me = os.getpid()
-        rollout.phase, rollout.owner_pid = "progressing", me
-        rollout.owner_start = process_start(me) or ""
+        me = self.target.owner()
+        rollout.phase, rollout.owner_pid = "progressing", me.pid
+        rollout.owner_start, rollout.owner_host = me.start, me.host
         self.save("promote requested", rollout.version)
         return self.promote()

@@ -1,0 +1,426 @@
+"""The docker-host target: a server's Docker engine over SSH, with everything on the server.
+
+`target: docker-host` with `host: ssh://user@server[:port]`. Docker's own SSH transport
+(`DOCKER_HOST=ssh://…`, `mlcd.tools.ssh`) carries every call; on the server, per environment
+(`mlcd-<project>-<env>`):
+- a bridge network `mlcd-<project>-<env>`; the model containers join it and publish nothing;
+- the router: a container of `router.image` (nginx) on that network, publishing the
+  environment's port on the server's addresses, restarted with the engine. Its configuration
+  is `render()`'s, written into the state volume and applied by `nginx -s reload` through
+  `docker exec` (the old workers finish their requests; a container is removed only after
+  they have exited);
+- the state volume `mlcd-<project>-<env>-state`: `state/state.json` (what is live, the
+  rollout in progress, the history), written whole to a temporary file and renamed, after a
+  byte count check, so a dropped connection never leaves half a file;
+- the lock: a container `mlcd-<project>-<env>-lock` started with `docker run -i --rm` whose
+  stdin this process holds. Container names are unique on an engine, so a second deploy from
+  any machine fails to create it and is told who holds it (from its labels); when the holder
+  dies, even by SIGKILL, or its SSH connection drops, the container's stdin closes and the
+  engine removes it: the lock is free again, and the next command finds the interrupted
+  rollout in the state and undoes it.
+The server pulls releases by digest itself (the client's registry login travels with the
+pull; nothing is stored on the server). Readiness checks and metrics go through SSH tunnels
+to the containers' addresses on the bridge, never through a published port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from mlcd.errors import EnvironmentMissing
+from mlcd.rollout.router import Backend, RouterSpec, render
+from mlcd.rollout.state import Arm, EnvState, LockInfo, LockRefused, process_start, safe_name
+from mlcd.rollout.targets.base import CONTAINER_PORT, Owner, Route, Target, wait_generation
+from mlcd.tools import docker
+from mlcd.tools.base import ToolResult
+from mlcd.tools.ssh import SshTransport
+
+ROOT = "/mlcd"
+STATE_FILE = f"{ROOT}/state/state.json"
+ROUTER_PREFIX = f"{ROOT}/router"
+USER = "65534:65534"
+LOCK_WAIT = 30.0
+_LOCK_LABELS = ("pid", "start", "host", "command", "acquired")
+# the pids of the router master's worker processes (POSIX sh; no procps in the image)
+_WORKERS = (
+    f'm=$(cat {ROUTER_PREFIX}/nginx.pid); for d in /proc/[0-9]*; do s=$(cat "$d/stat" 2>/dev/null)'
+    ' || continue; set -- ${s##*) }; [ "$2" = "$m" ] && echo "${d#/proc/}"; done; true'
+)
+
+
+class DockerHostTarget(Target):
+    kind = "docker-host"
+
+    def __init__(
+        self,
+        project: str,
+        env: str,
+        port: int,
+        transport: SshTransport,
+        router_image: str,
+    ) -> None:
+        self.project = project
+        self.env = env
+        self.port = port
+        self.transport = transport
+        self.router_image = router_image
+        self.denv = transport.docker_env
+        self.base = "-".join(safe_name(p) for p in ("mlcd", project, env)).lower()
+        self.network = self.base
+        self.volume = f"{self.base}-state"
+        self.router = f"{self.base}-router"
+        self.lock_name = f"{self.base}-lock"
+        self._lock: Any = None  # the attached `docker run -i` of the lock container
+        self._retiring: set[str] = set()
+        self._ports: dict[str, tuple[str, int]] = {}  # container -> (address, local port)
+        self._images: set[str] = set()
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _docker(
+        self, *args: str, check: bool = True, timeout: float = 120, input_text: str | None = None
+    ) -> ToolResult:
+        return docker.call(
+            list(args),
+            env=self.denv,
+            check=check,
+            timeout=timeout,
+            input_text=input_text,
+            what=" ".join(args[:2]) + f" on {self.transport.target.url}",
+        )
+
+    def _inspect(self, ref: str) -> dict[str, Any] | None:
+        result = self._docker("container", "inspect", ref, check=False)
+        if result.returncode != 0:
+            return None
+        data = json.loads(result.stdout)
+        return data[0] if data else None
+
+    def _ensure_image(self, image: str) -> None:
+        """The server pulls the image (by digest) unless its engine already has it."""
+        if image in self._images:
+            return
+        if self._docker("image", "inspect", "--format", "{{.Id}}", image, check=False).returncode:
+            result = self._docker("pull", "--quiet", image, check=False, timeout=1800)
+            if result.returncode != 0:
+                raise EnvironmentMissing(
+                    f"the server {self.transport.target.url} cannot pull {image}: "
+                    f"{docker.first_error(result.stderr or result.stdout)}",
+                    hint="the server must reach the image registry; log in to it where mlcd "
+                    "runs (`docker login`): the login travels with the pull",
+                )
+        self._images.add(image)
+
+    def _ensure_network(self) -> None:
+        if self._docker("network", "inspect", self.network, check=False).returncode != 0:
+            self._docker(
+                "network", "create", "--label", f"mlcd.project={self.project}", self.network
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.transport.target.address}:{self.port}"
+
+    @property
+    def router_address(self) -> tuple[str, int]:
+        return (self.transport.target.address, self.port)
+
+    def describe(self) -> str:
+        return f"docker-host target {self.transport.target.url}, router {self.url}"
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def state_location(self) -> str:
+        return f"volume {self.volume} on {self.transport.target.url}"
+
+    def load_state(self) -> EnvState:
+        script = f'if [ -f {STATE_FILE} ]; then cat {STATE_FILE}; else echo "{{}}"; fi'
+        if self._holding():
+            result = self._docker("exec", self.lock_name, "sh", "-c", script)
+        else:
+            if self._docker("volume", "inspect", self.volume, check=False).returncode != 0:
+                return EnvState(env=self.env, project=self.project)
+            self._ensure_image(self.router_image)
+            result = self._docker(
+                "run", "--rm", "--network", "none", "--user", USER, "--entrypoint", "sh",
+                "-v", f"{self.volume}:{ROOT}:ro", self.router_image, "-c", script,
+            )  # fmt: skip
+        try:
+            data = json.loads(result.stdout or "{}")
+            if not data:
+                return EnvState(env=self.env, project=self.project)
+            return EnvState.from_json(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EnvironmentMissing(
+                f"{self.state_location}: the environment's state is unreadable ({exc})"
+            ) from None
+
+    def save_state(self, state: EnvState) -> None:
+        self._check_lock()
+        text = json.dumps(state.to_json(), indent=2, sort_keys=True, default=str) + "\n"
+        size = len(text.encode("utf-8"))
+        tmp = f"{STATE_FILE}.tmp"
+        script = f'cat > {tmp} && [ "$(wc -c < {tmp})" -eq {size} ] && mv -f {tmp} {STATE_FILE}'
+        self._docker("exec", "-i", "--user", USER, self.lock_name, "sh", "-c", script,
+                     input_text=text)  # fmt: skip
+
+    # ---------------------------------------------------------------- lock
+
+    def owner(self) -> Owner:
+        me = os.getpid()
+        return Owner(me, process_start(me) or "", socket.gethostname())
+
+    def _holding(self) -> bool:
+        return self._lock is not None and self._lock.poll() is None
+
+    def _check_lock(self) -> None:
+        if not self._holding():
+            raise EnvironmentMissing(
+                f"lost the lock of `{self.env}` on {self.transport.target.url} (the SSH "
+                "connection dropped?); nothing more is changed",
+                hint=f"the next `mlcd status {self.env}` restores stable serving",
+            )
+
+    def _lock_info(self, data: dict[str, Any]) -> LockInfo | None:
+        labels = (data.get("Config") or {}).get("Labels") or {}
+        try:
+            return LockInfo(
+                pid=int(labels.get("mlcd.lock.pid", "0")),
+                start=str(labels.get("mlcd.lock.start", "")),
+                host=str(labels.get("mlcd.lock.host", "")),
+                command=str(labels.get("mlcd.lock.command", "")),
+                acquired=str(labels.get("mlcd.lock.acquired", "")),
+            )
+        except ValueError:
+            return None
+
+    def holder(self) -> str | None:
+        data = self._inspect(self.lock_name)
+        if data is None or not (data.get("State") or {}).get("Running"):
+            return None
+        info = self._lock_info(data)
+        return info.describe() if info else f"container {self.lock_name}"
+
+    def acquire(self, command: str) -> None:
+        from mlcd.evidence import utc_now
+
+        self._ensure_image(self.router_image)
+        me = self.owner()
+        info = {
+            "pid": str(me.pid),
+            "start": me.start,
+            "host": me.host,
+            "command": command,
+            "acquired": utc_now(),
+        }
+        labels = [
+            arg for key in _LOCK_LABELS for arg in ("--label", f"mlcd.lock.{key}={info[key]}")
+        ]
+        init = (
+            f"mkdir -p {ROOT}/state {ROUTER_PREFIX}/logs {ROUTER_PREFIX}/scratch && "
+            f"chown -R {USER} {ROOT} && exec cat >/dev/null"
+        )
+        argv = [
+            "run", "-i", "--rm", "--name", self.lock_name, "--network", "none",
+            "--label", f"mlcd.project={self.project}", "--label", f"mlcd.env={self.env}",
+            *labels, "--user", "0", "-v", f"{self.volume}:{ROOT}",
+            "--entrypoint", "sh", self.router_image, "-c", init,
+        ]  # fmt: skip
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            proc = docker.attached(argv, env=self.denv)
+            while proc.poll() is None:
+                data = self._inspect(self.lock_name)
+                if data and (data.get("State") or {}).get("Running"):
+                    found = self._lock_info(data)
+                    if found and found.pid == me.pid and found.host == me.host:
+                        self._lock = proc
+                        self._ensure_network()
+                        return
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise EnvironmentMissing(
+                        f"the lock container {self.lock_name} did not start on "
+                        f"{self.transport.target.url} within {LOCK_WAIT:g} s"
+                    )
+                time.sleep(0.1)
+            err = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace")
+            if "already in use" not in err:
+                raise EnvironmentMissing(
+                    f"cannot take the lock of `{self.env}` on {self.transport.target.url}: "
+                    f"{docker.first_error(err)}"
+                )
+            data = self._inspect(self.lock_name)
+            running = bool(data and (data.get("State") or {}).get("Running"))
+            if running or time.monotonic() > deadline:
+                found = self._lock_info(data) if data else None
+                who = found.describe() if found else f"container {self.lock_name}"
+                raise LockRefused(
+                    f"environment `{self.env}` is locked by {who}: one rollout per "
+                    "environment at a time",
+                    hint=f"wait for it to finish, or see `mlcd status {self.env}`",
+                )
+            time.sleep(0.3)  # a dead holder's container is being removed
+
+    def release(self) -> None:
+        proc, self._lock = self._lock, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=15)
+        except Exception:  # noqa: BLE001 - a stuck client: the engine removes it with the pipe
+            proc.kill()
+
+    # ---------------------------------------------------------------- arms
+
+    def container_name(self, version: str, color: str) -> str:
+        return f"{self.base}-{safe_name(version)}-{color}".lower()
+
+    def start_arm(self, version: str, image: str, color: str) -> Arm:
+        name = self.container_name(version, color)
+        self._ensure_image(image)
+        self._docker("rm", "--force", name, check=False)
+        self._ports.pop(name, None)
+        self._docker(
+            "run", "--detach", "--name", name, "--network", self.network,
+            "--restart", "unless-stopped",
+            "--env", f"MLCD_PORT={CONTAINER_PORT}", "--env", f"MLCD_MODEL_VERSION={version}",
+            "--label", f"mlcd.project={self.project}", "--label", f"mlcd.env={self.env}",
+            "--label", f"mlcd.version={version}", "--label", f"mlcd.color={color}",
+            image,
+        )  # fmt: skip
+        return Arm(version=version, image=image, container=name, port=CONTAINER_PORT, color=color)
+
+    def arm_state(self, arm: Arm) -> dict[str, object] | None:
+        data = self._inspect(arm.container)
+        found = data.get("State") if data else None
+        return found if isinstance(found, dict) else None
+
+    def restart_arm(self, arm: Arm) -> Arm:
+        self._docker("start", arm.container)
+        self._ports.pop(arm.container, None)
+        return arm
+
+    def arm_logs(self, arm: Arm, tail: int = 20) -> str:
+        result = self._docker("logs", "--tail", str(tail), arm.container, check=False)
+        return result.stdout + result.stderr
+
+    def remove_arm(self, arm: Arm) -> None:
+        self._wait_drained()
+        found = self._ports.pop(arm.container, None)
+        if found is not None:
+            self.transport.drop_tunnel(found[0], CONTAINER_PORT)
+        self._docker("rm", "--force", arm.container, check=False)
+
+    def arm_port(self, arm: Arm) -> int:
+        found = self._ports.get(arm.container)
+        if found is None:
+            data = self._inspect(arm.container) or {}
+            networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+            address = str((networks.get(self.network) or {}).get("IPAddress") or "")
+            if not address:
+                raise EnvironmentMissing(
+                    f"{arm.container} has no address on network {self.network} of "
+                    f"{self.transport.target.url}"
+                )
+            found = (address, self.transport.tunnel(address, CONTAINER_PORT))
+            self._ports[arm.container] = found
+        return found[1]
+
+    def arm_address(self, arm: Arm) -> str:
+        return f"{arm.container}:{CONTAINER_PORT} on {self.transport.target.address}"
+
+    # ---------------------------------------------------------------- router
+
+    def _router_running(self) -> bool:
+        data = self._inspect(self.router)
+        return bool(data and (data.get("State") or {}).get("Running"))
+
+    def router_running(self) -> bool:
+        return self._router_running()
+
+    def route(self, route: Route, generation: int) -> str:
+        self._check_lock()
+        spec = RouterSpec(
+            port=self.port,
+            mode=route.mode,
+            primary=tuple(
+                Backend(CONTAINER_PORT, weight, host=arm.container) for arm, weight in route.primary
+            ),
+            shadow=Backend(CONTAINER_PORT, host=route.shadow.container) if route.shadow else None,
+            generation=generation,
+            labels={"env": self.env, "project": self.project},
+            listen="0.0.0.0",  # noqa: S104 - the environment's address on the server  # nosec B104
+        )
+        text = render(spec, Path(ROUTER_PREFIX))
+        conf, new = f"{ROUTER_PREFIX}/nginx.conf", f"{ROUTER_PREFIX}/nginx.conf.new"
+        nginx = f"nginx -p {ROUTER_PREFIX}/ -e {ROUTER_PREFIX}/logs/error.log"
+        if self._router_running():
+            script = (
+                f"cat > {new} && {nginx} -t -q -c {new} && mv -f {new} {conf} && "
+                f"{{ {_WORKERS}; }} && {nginx} -c {conf} -s reload"
+            )
+            result = self._docker(
+                "exec", "-i", self.router, "sh", "-c", script, input_text=text, check=False
+            )
+            if result.returncode != 0:
+                raise EnvironmentMissing(
+                    f"the router {self.router} on {self.transport.target.url} refused its new "
+                    f"configuration: {docker.first_error(result.stderr or result.stdout)}"
+                )
+            self._retiring |= {p for p in result.stdout.split() if p.isdigit()}
+        else:
+            self._docker(
+                "exec", "-i", "--user", USER, self.lock_name, "sh", "-c",
+                f"cat > {new} && mv -f {new} {conf}", input_text=text,
+            )  # fmt: skip
+            self._docker("rm", "--force", self.router, check=False)
+            self._docker(
+                "run", "--detach", "--name", self.router, "--network", self.network,
+                "--restart", "unless-stopped", "--user", USER,
+                "--publish", f"{self.port}:{self.port}",
+                "--label", f"mlcd.project={self.project}", "--label", f"mlcd.env={self.env}",
+                "--label", "mlcd.role=router", "-v", f"{self.volume}:{ROOT}",
+                "--entrypoint", "nginx", self.router_image,
+                "-p", f"{ROUTER_PREFIX}/", "-c", conf, "-e", f"{ROUTER_PREFIX}/logs/error.log",
+                "-g", "daemon off;",
+            )  # fmt: skip
+        host, port = self.router_address
+        wait_generation(
+            host,
+            port,
+            generation,
+            where=self.url,
+            hint=f"docker logs {self.router} on the server, and {ROUTER_PREFIX}/logs/error.log "
+            f"in volume {self.volume}",
+        )
+        return spec.describe()
+
+    def _wait_drained(self, timeout: float = 30.0) -> None:
+        """Wait until the router workers of earlier configurations have exited."""
+        deadline = time.monotonic() + timeout
+        while self._retiring and time.monotonic() < deadline:
+            pids = " ".join(sorted(self._retiring))
+            result = self._docker(
+                "exec", self.router, "sh", "-c",
+                f"for p in {pids}; do [ -d /proc/$p ] && echo $p; done; true",
+                check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                break
+            self._retiring &= set(result.stdout.split())
+            if self._retiring:
+                time.sleep(0.2)
+        self._retiring.clear()
+
+    def close(self) -> None:
+        self.release()
+        self.transport.close()
