@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # benchmarks/ is linted once it exists (ruff fails on a path that does not)
 LINT_PATHS := scripts tests $(wildcard benchmarks)
 
-.PHONY: help setup system venv js demo test lint unit integration schema docs serve-lock bench-serve clean
+.PHONY: help setup system venv js demo test lint unit integration schema docs serve-lock bench-serve clean test-host test-host-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -54,11 +54,20 @@ lint: venv ## ruff, mypy --strict and bandit on the kit's own code
 unit: venv ## unit tests only (no subprocess, no network)
 	$(PY) -m pytest tests/unit -m unit $(PYTEST_ARGS)
 
-integration: setup ## integration tests with the real Docker engine, registry, trivy, nginx, act
-	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
+test-host: system ## the second host of the docker-host tests (netns, dockerd, sshd) and its router image
+	@bash scripts/setup/test-host.sh
+	@bash scripts/setup/router-image.sh
 
-test: setup lint ## the whole suite: lint, unit and integration tests
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+test-host-down: ## tear the test host down
+	@bash scripts/setup/test-host.sh down
+
+integration: setup test-host ## integration tests with the real Docker engine, registry, trivy, nginx, act
+	@rc=0; $(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS) || rc=$$?; \
+	bash scripts/setup/test-host.sh down; exit $$rc
+
+test: setup lint test-host ## the whole suite: lint, unit and integration tests
+	@rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
+	bash scripts/setup/test-host.sh down; exit $$rc
 
 schema: venv ## regenerate schema/mlcd.schema.json from the code
 	$(MLCD) validate --print-schema > schema/mlcd.schema.json

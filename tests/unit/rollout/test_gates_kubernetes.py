@@ -254,7 +254,7 @@ def test_kubernetes_deploy_writes_valid_manifests_and_applies_them(
         },
     }
     monkeypatch.setattr(Cluster, "apply", fake_apply)
-    monkeypatch.setattr(Cluster, "get", lambda self, kind, name: healthy)
+    monkeypatch.setattr(Cluster, "get", lambda *_args: healthy)
     result = deploy.stage(ctx, "staging")
     assert result.status == "pass"
     assert result.details["outcome"] == "promoted"
