@@ -44,8 +44,7 @@ def test_host() -> dict[str, str]:
             timeout=300,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-    values = dict(line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
-    return values
+    return dict(line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
 
 
 def _remote(host: dict[str, str], *args: str) -> str:
