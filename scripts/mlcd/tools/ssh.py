@@ -175,7 +175,7 @@ class SshTransport:
     def close(self) -> None:
         for host, port in list(self._tunnels):
             self.drop_tunnel(host, port)
-        if self.folder.is_dir():
+        if any(self.folder.glob("cm-*")):  # a master connection is open: end it
             with contextlib.suppress(EnvironmentMissing):
                 run(self._argv("-O", "exit", self.target.destination), timeout=10)
-            shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
