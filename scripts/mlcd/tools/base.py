@@ -82,10 +82,12 @@ def spawn(
     *,
     env: Mapping[str, str] | None = None,
     stdin_pipe: bool = False,
+    stdout_pipe: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a long-running program (a tunnel, an attached lock) and return it running.
 
-    Its stdout is discarded and its stderr kept for the caller's error message. With
+    Its stdout is discarded (or piped, with `stdout_pipe`) and its stderr kept for the
+    caller's error message. With
     `stdin_pipe`, the caller holds the program's stdin: when the caller dies, even by
     SIGKILL, the pipe closes and the program sees end of file.
     """
@@ -97,7 +99,7 @@ def spawn(
             list(argv),
             env=full_env,
             stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout_pipe else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError as exc:

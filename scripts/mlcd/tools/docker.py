@@ -133,7 +133,7 @@ def attached(args: Sequence[str], *, env: Mapping[str, str] | None = None) -> An
     pipe: when it dies (even by SIGKILL) or its SSH connection drops, the container's stdin
     closes and the container is removed. `DockerHostTarget` takes its lock this way.
     """
-    return spawn([_docker(), *args], env=env, stdin_pipe=True)
+    return spawn([_docker(), *args], env=env, stdin_pipe=True, stdout_pipe=True)
 
 
 def ping() -> str:

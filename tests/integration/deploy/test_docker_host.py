@@ -371,3 +371,61 @@ def test_killed_deploy_is_reconciled_from_another_clone_and_a_second_deploy_is_r
     again = other.mlcd("deploy", "staging", "--release", v1)
     assert again.returncode == 0, again.stderr
     assert "already live" in again.stdout
+
+
+def test_a_wrong_host_key_is_refused(remote_project: Any, tmp_path: Path) -> None:
+    project = remote_project({"strategy": "canary"})
+    host, _ = address(project)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+        check=True,
+    )
+    other_key = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    (tmp_path / "known_hosts").write_text(f"{host} {other_key}\n")
+    text = project.config.read_text()
+    original = project.envs["staging"]["known-hosts"]
+    project.config.write_text(text.replace(original, str(tmp_path / "known_hosts")))
+    done = project.mlcd("status", "staging")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Host key verification failed" in done.stderr
+    assert "never skip" in done.stderr
+
+
+def test_the_environment_comes_back_after_the_engine_restarts(
+    remote_project: Any, standin_images: dict[str, str], test_host: dict[str, str]
+) -> None:
+    """The test host's own dockerd is restarted (never the machine's main one)."""
+    project = remote_project({"strategy": "canary"})
+    host, port = address(project)
+    v1 = project.release(standin_images["clean"])
+    assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
+    pidfile = Path(test_host["MLCD_TEST_HOST_KEY"]).parents[1] / "dockerd.pid"
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 60, "the test host's dockerd to stop")
+    setup = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup" / "test-host.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    started = time.monotonic()
+
+    def answers() -> bool:
+        conn = http.client.HTTPConnection(host, port, timeout=2)
+        try:
+            body = json.dumps({"records": [ROW]}).encode()
+            conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    wait_for(answers, 30, "the environment to answer again, with no mlcd command")
+    print(f"back {time.monotonic() - started:.1f}s after the engine answered")
+    state = remote_state(project)
+    assert state["stable"]["version"] == v1
+    assert state["notes"] == []  # nothing needed repairing

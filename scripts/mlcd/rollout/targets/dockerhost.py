@@ -45,6 +45,7 @@ STATE_FILE = f"{ROOT}/state/state.json"
 ROUTER_PREFIX = f"{ROOT}/router"
 USER = "65534:65534"
 LOCK_WAIT = 30.0
+LOCKED = "mlcd-locked"
 _LOCK_LABELS = ("pid", "start", "host", "command", "acquired")
 # the pids of the router master's worker processes (POSIX sh; no procps in the image)
 _WORKERS = (
@@ -224,7 +225,7 @@ class DockerHostTarget(Target):
         ]
         init = (
             f"mkdir -p {ROOT}/state {ROUTER_PREFIX}/logs {ROUTER_PREFIX}/scratch && "
-            f"chown -R {USER} {ROOT} && exec cat >/dev/null"
+            f"chown -R {USER} {ROOT} && echo {LOCKED} && exec cat >/dev/null"
         )
         argv = [
             "run", "-i", "--rm", "--name", self.lock_name, "--network", "none",
@@ -235,21 +236,13 @@ class DockerHostTarget(Target):
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             proc = docker.attached(argv, env=self.denv)
-            while proc.poll() is None:
-                data = self._inspect(self.lock_name)
-                if data and (data.get("State") or {}).get("Running"):
-                    found = self._lock_info(data)
-                    if found and found.pid == me.pid and found.host == me.host:
-                        self._lock = proc
-                        self._ensure_network()
-                        return
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    raise EnvironmentMissing(
-                        f"the lock container {self.lock_name} did not start on "
-                        f"{self.transport.target.url} within {LOCK_WAIT:g} s"
-                    )
-                time.sleep(0.1)
+            # the container says LOCKED once it runs; a refused `docker run` says nothing
+            first = proc.stdout.readline() if proc.stdout is not None else b""
+            if first.strip() == LOCKED.encode():
+                self._lock = proc
+                self._ensure_network()
+                return
+            proc.wait(timeout=30)
             err = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace")
             if "already in use" not in err:
                 raise EnvironmentMissing(

@@ -2,12 +2,17 @@
 127.0.0.1, behind an nginx process of mlcd's own on 127.0.0.1:<port>.
 
 The state is `<state dir>/state.json` and the lock an flock on `<state dir>/lock`
-(`mlcd.rollout.state`). It is for `mlcd run` on a laptop and for self-hosted runners: on a
+(`mlcd.rollout.state`). Container names carry a short id of the state folder
+(`mlcd-<project>-<env>-<id>-<version>-<color>`), so two checkouts of one project on one
+machine never touch each other's containers. Containers restart with the engine
+(`--restart unless-stopped`) on the host port recorded in the state, which the router keeps
+pointing at. It is for `mlcd run` on a laptop and for self-hosted runners: on a
 GitHub-hosted runner everything it starts is deleted with the job (docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -73,8 +78,20 @@ class LocalTarget(Target):
 
     # ---------------------------------------------------------------- arms
 
+    @property
+    def checkout(self) -> str:
+        """A short id of this checkout's environment (its state folder)."""
+        return hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:6]
+
     def container_name(self, version: str, color: str) -> str:
-        return "-".join(safe_name(p) for p in ("mlcd", self.project, self.env, version, color))
+        parts = ("mlcd", self.project, self.env, self.checkout, version, color)
+        return "-".join(safe_name(p) for p in parts)
+
+    @staticmethod
+    def _free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
 
     def start_arm(self, version: str, image: str, color: str) -> Arm:
         name = self.container_name(version, color)
@@ -83,14 +100,17 @@ class LocalTarget(Target):
         container = docker.run_detached(
             image,
             name=name,
-            ports={CONTAINER_PORT: 0},
+            # a fixed host port: after an engine restart the container comes back on it
+            ports={CONTAINER_PORT: self._free_port()},
             env={"MLCD_PORT": str(CONTAINER_PORT), "MLCD_MODEL_VERSION": version},
             labels={
                 "mlcd.project": self.project,
                 "mlcd.env": self.env,
+                "mlcd.checkout": self.checkout,
                 "mlcd.version": version,
                 "mlcd.color": color,
             },
+            extra=["--restart", "unless-stopped"],
         )
         return Arm(
             version=version,
