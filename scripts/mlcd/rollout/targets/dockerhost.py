@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import time
 from pathlib import Path
@@ -47,6 +48,19 @@ USER = "65534:65534"
 LOCK_WAIT = 30.0
 LOCKED = "mlcd-locked"
 _LOCK_LABELS = ("pid", "start", "host", "command", "acquired")
+# The lock container's loop: requests on stdin, answers on stdout (POSIX sh; dash's `read`
+# and GNU `head -c` never read past what they were asked for). It ends, and the container
+# with it, when the holder's end of stdin closes.
+_SERVE = (
+    'while read -r op size; do case "$op" in '
+    f"put) f={STATE_FILE} ;; conf) f={ROUTER_PREFIX}/nginx.conf ;; "
+    f"get) if [ -f {STATE_FILE} ]; then wc -c < {STATE_FILE}; cat {STATE_FILE}; "
+    "else echo 3; echo '{}'; fi; continue ;; "
+    "*) echo unknown; continue ;; esac; "
+    'head -c "$size" > "$f.tmp"; '
+    'if [ "$(wc -c < "$f.tmp")" -eq "$size" ] && mv -f "$f.tmp" "$f"; then echo ok; '
+    "else echo failed; fi; done"
+)
 # the pids of the router master's worker processes (POSIX sh; no procps in the image)
 _WORKERS = (
     f'm=$(cat {ROUTER_PREFIX}/nginx.pid); for d in /proc/[0-9]*; do s=$(cat "$d/stat" 2>/dev/null)'
@@ -141,19 +155,19 @@ class DockerHostTarget(Target):
         return f"volume {self.volume} on {self.transport.target.url}"
 
     def load_state(self) -> EnvState:
-        script = f'if [ -f {STATE_FILE} ]; then cat {STATE_FILE}; else echo "{{}}"; fi'
         if self._holding():
-            result = self._docker("exec", self.lock_name, "sh", "-c", script)
+            text = self._request("get").decode("utf-8")
         else:
             if self._docker("volume", "inspect", self.volume, check=False).returncode != 0:
                 return EnvState(env=self.env, project=self.project)
             self._ensure_image(self.router_image)
-            result = self._docker(
+            script = f'if [ -f {STATE_FILE} ]; then cat {STATE_FILE}; else echo "{{}}"; fi'
+            text = self._docker(
                 "run", "--rm", "--network", "none", "--user", USER, "--entrypoint", "sh",
                 "-v", f"{self.volume}:{ROOT}:ro", self.router_image, "-c", script,
-            )  # fmt: skip
+            ).stdout  # fmt: skip
         try:
-            data = json.loads(result.stdout or "{}")
+            data = json.loads(text or "{}")
             if not data:
                 return EnvState(env=self.env, project=self.project)
             return EnvState.from_json(data)
@@ -163,13 +177,52 @@ class DockerHostTarget(Target):
             ) from None
 
     def save_state(self, state: EnvState) -> None:
-        self._check_lock()
         text = json.dumps(state.to_json(), indent=2, sort_keys=True, default=str) + "\n"
-        size = len(text.encode("utf-8"))
-        tmp = f"{STATE_FILE}.tmp"
-        script = f'cat > {tmp} && [ "$(wc -c < {tmp})" -eq {size} ] && mv -f {tmp} {STATE_FILE}'
-        self._docker("exec", "-i", "--user", USER, self.lock_name, "sh", "-c", script,
-                     input_text=text)  # fmt: skip
+        self._request("put", text.encode("utf-8"))
+
+    def _request(self, op: str, payload: bytes = b"", timeout: float = 60.0) -> bytes:
+        """One exchange with the lock container over its stdin/stdout (`_SERVE`): `put`
+        and `conf` write a file atomically (answer `ok`), `get` reads the state."""
+        self._check_lock()
+        proc = self._lock
+        try:
+            proc.stdin.write(f"{op} {len(payload)}\n".encode() + payload)
+            proc.stdin.flush()
+            answer = self._readline(proc, timeout)
+            if op == "get":
+                size = int(answer or b"-1")
+                body = b""
+                while len(body) < size:
+                    body += self._read(proc, size - len(body), timeout)
+                return body
+        except (OSError, ValueError) as exc:
+            raise EnvironmentMissing(
+                f"lost the lock of `{self.env}` on {self.transport.target.url} ({exc})",
+                hint=f"the next `mlcd status {self.env}` restores stable serving",
+            ) from None
+        if answer.strip() != b"ok":
+            raise EnvironmentMissing(
+                f"writing {op} into volume {self.volume} on {self.transport.target.url} "
+                f"failed ({answer.decode('utf-8', 'replace').strip() or 'no answer'})",
+                hint="is the server's disk full?",
+            )
+        return answer
+
+    @staticmethod
+    def _read(proc: Any, size: int, timeout: float) -> bytes:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        if not ready:
+            raise ValueError(f"no answer within {timeout:g} s")
+        chunk: bytes = os.read(proc.stdout.fileno(), size)
+        if not chunk:
+            raise ValueError("the lock container's connection closed")
+        return chunk
+
+    def _readline(self, proc: Any, timeout: float) -> bytes:
+        line = b""
+        while not line.endswith(b"\n"):
+            line += self._read(proc, 1, timeout)
+        return line
 
     # ---------------------------------------------------------------- lock
 
@@ -225,7 +278,7 @@ class DockerHostTarget(Target):
         ]
         init = (
             f"mkdir -p {ROOT}/state {ROUTER_PREFIX}/logs {ROUTER_PREFIX}/scratch && "
-            f"chown -R {USER} {ROOT} && echo {LOCKED} && exec cat >/dev/null"
+            f"chown -R {USER} {ROOT} && echo {LOCKED} && {_SERVE}"
         )
         argv = [
             "run", "-i", "--rm", "--name", self.lock_name, "--network", "none",
@@ -237,7 +290,10 @@ class DockerHostTarget(Target):
         while True:
             proc = docker.attached(argv, env=self.denv)
             # the container says LOCKED once it runs; a refused `docker run` says nothing
-            first = proc.stdout.readline() if proc.stdout is not None else b""
+            try:
+                first = self._readline(proc, LOCK_WAIT)
+            except ValueError:
+                first = b""
             if first.strip() == LOCKED.encode():
                 self._lock = proc
                 self._ensure_network()
@@ -371,10 +427,7 @@ class DockerHostTarget(Target):
                 )
             self._retiring |= {p for p in result.stdout.split() if p.isdigit()}
         else:
-            self._docker(
-                "exec", "-i", "--user", USER, self.lock_name, "sh", "-c",
-                f"cat > {new} && mv -f {new} {conf}", input_text=text,
-            )  # fmt: skip
+            self._request("conf", text.encode("utf-8"))
             self._docker("rm", "--force", self.router, check=False)
             self._docker(
                 "run", "--detach", "--name", self.router, "--network", self.network,
