@@ -310,13 +310,13 @@ def locked(
         ctl.target.close()
 
 
-def _refused(ctx: Context, stage: str, exc: LockRefused) -> StageResult:
-    """A deploy refused by the lock: its own result, the running deploy's left alone."""
+def _recorded(ctx: Context, stage: str, exc: MlcdError) -> StageResult:
+    """A failure before the stage's body ran, recorded as the stage's result."""
 
     def body() -> StageOutcome:
         raise exc
 
-    return ctx.run_stage(f"{stage}-refused", body)
+    return ctx.run_stage(stage, body)
 
 
 def stage(
@@ -324,14 +324,26 @@ def stage(
 ) -> StageResult:
     name = f"deploy-{env}"
     section = env_section(ctx, env)
-    refuse_ephemeral(env, section)
     if section.target == "kubernetes":
         return ctx.run_stage(name, lambda: _deploy_body(ctx, env, strategy, release))
+    ran = False
+
+    def body(ctl: Controller) -> StageOutcome:
+        nonlocal ran
+        ran = True
+        return _deploy_body(ctx, env, strategy, release, ctl)
+
     try:
+        refuse_ephemeral(env, section)
         with locked(ctx, env, "deploy", strategy or section.strategy) as ctl:
-            return ctx.run_stage(name, lambda: _deploy_body(ctx, env, strategy, release, ctl))
+            return ctx.run_stage(name, lambda: body(ctl))
     except LockRefused as exc:
-        return _refused(ctx, name, exc)
+        # its own result: a running deploy's deploy-<env>/ is left alone
+        return _recorded(ctx, f"{name}-refused", exc)
+    except MlcdError as exc:
+        if ran:
+            raise
+        return _recorded(ctx, name, exc)
 
 
 def _progress_printer(ctx: Context) -> None:

@@ -87,7 +87,8 @@ class SshTransport:
         self.ssh = find_program("ssh", hint=INSTALL_HINT)
         self.folder = Path(tempfile.mkdtemp(prefix="mlcd-ssh-"))
         self.folder.chmod(0o700)
-        self._tunnels: dict[tuple[str, int], tuple[subprocess.Popen[bytes], int]] = {}
+        # (host, port) -> (own ssh process, or None when the master forwards it; local port)
+        self._tunnels: dict[tuple[str, int], tuple[subprocess.Popen[bytes] | None, int]] = {}
         known = self.folder / "known_hosts"
         _write_private(known, known_hosts)
         lines = [
@@ -101,7 +102,7 @@ class SshTransport:
             "  ServerAliveCountMax 3",
             "  ControlMaster auto",
             f"  ControlPath {self.folder}/cm-%C",
-            "  ControlPersist 60",
+            "  ControlPersist 120",
         ]
         if key_text:
             key = self.folder / "id_key"
@@ -130,28 +131,31 @@ class SshTransport:
         return [self.ssh, "-F", str(self.config), "-p", str(self.target.port), *extra]
 
     def tunnel(self, host: str, port: int, *, timeout: float = 15.0) -> int:
-        """A 127.0.0.1 port forwarded to HOST:PORT as the server sees it (ssh -L)."""
+        """A 127.0.0.1 port forwarded to HOST:PORT as the server sees it (ssh -L).
+
+        Through the shared master connection when there is one (`ssh -O forward`: no new
+        SSH handshake), else by an `ssh -N -L` process of its own.
+        """
         key = (host, port)
         found = self._tunnels.get(key)
-        if found is not None and found[0].poll() is None:
+        if found is not None and (found[0] is None or found[0].poll() is None):
             return found[1]
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             local = int(sock.getsockname()[1])
-        argv = self._argv(
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-o",
-            "ControlMaster=no",
-            "-L",
-            f"127.0.0.1:{local}:{host}:{port}",
-            self.target.destination,
-        )
-        proc = spawn(argv)
+        spec = f"127.0.0.1:{local}:{host}:{port}"
+        proc: subprocess.Popen[bytes] | None = None
+        muxed = run(self._argv("-O", "forward", "-L", spec, self.target.destination), timeout=30)
+        if muxed.returncode != 0:
+            proc = spawn(
+                self._argv(
+                    "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ControlMaster=no",
+                    "-L", spec, self.target.destination,
+                )
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if proc is not None and proc.poll() is not None:
                 err = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace")
                 raise EnvironmentMissing(
                     f"ssh tunnel to {host}:{port} on {self.target.url} failed: "
@@ -162,15 +166,23 @@ class SshTransport:
                 self._tunnels[key] = (proc, local)
                 return local
             time.sleep(0.05)
-        proc.kill()
+        if proc is not None:
+            proc.kill()
         raise EnvironmentMissing(f"ssh tunnel to {host}:{port} did not open within {timeout:g} s")
 
     def drop_tunnel(self, host: str, port: int) -> None:
         found = self._tunnels.pop((host, port), None)
-        if found is not None:
-            found[0].terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                found[0].wait(timeout=5)
+        if found is None:
+            return
+        proc, local = found
+        if proc is None:
+            with contextlib.suppress(EnvironmentMissing):
+                spec = f"127.0.0.1:{local}:{host}:{port}"
+                run(self._argv("-O", "cancel", "-L", spec, self.target.destination), timeout=10)
+            return
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
 
     def close(self) -> None:
         for host, port in list(self._tunnels):

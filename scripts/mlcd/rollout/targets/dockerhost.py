@@ -93,7 +93,6 @@ class DockerHostTarget(Target):
         self._lock: Any = None  # the attached `docker run -i` of the lock container
         self._retiring: set[str] = set()
         self._ports: dict[str, tuple[str, int]] = {}  # container -> (address, local port)
-        self._images: set[str] = set()
 
     # ---------------------------------------------------------------- plumbing
 
@@ -116,20 +115,31 @@ class DockerHostTarget(Target):
         data = json.loads(result.stdout)
         return data[0] if data else None
 
-    def _ensure_image(self, image: str) -> None:
-        """The server pulls the image (by digest) unless its engine already has it."""
-        if image in self._images:
-            return
-        if self._docker("image", "inspect", "--format", "{{.Id}}", image, check=False).returncode:
-            result = self._docker("pull", "--quiet", image, check=False, timeout=1800)
-            if result.returncode != 0:
+    def _run_detached(self, name: str, *args: str) -> None:
+        """`docker run --detach --name NAME …` on the server, which pulls the image when it
+        lacks it; a missing network is created and a leftover container of that name
+        replaced (each costs a call only when it happens)."""
+        for _ in range(3):
+            result = self._docker("run", "--detach", "--name", name, *args, check=False,
+                                  timeout=1800)  # fmt: skip
+            if result.returncode == 0:
+                return
+            err = result.stderr.lower()
+            if "already in use" in err:
+                self._docker("rm", "--force", name, check=False)
+            elif "network" in err and "not found" in err:
+                self._ensure_network()
+            else:
+                pull = any(w in err for w in ("pull", "manifest", "unauthorized", "denied"))
                 raise EnvironmentMissing(
-                    f"the server {self.transport.target.url} cannot pull {image}: "
-                    f"{docker.first_error(result.stderr or result.stdout)}",
+                    f"`docker run {name}` on {self.transport.target.url} failed: "
+                    f"{docker.first_error(result.stderr)}",
                     hint="the server must reach the image registry; log in to it where mlcd "
-                    "runs (`docker login`): the login travels with the pull",
+                    "runs (`docker login`): the login travels with the pull"
+                    if pull
+                    else None,
                 )
-        self._images.add(image)
+        raise EnvironmentMissing(f"`docker run {name}` on {self.transport.target.url} kept failing")
 
     def _ensure_network(self) -> None:
         if self._docker("network", "inspect", self.network, check=False).returncode != 0:
@@ -160,7 +170,6 @@ class DockerHostTarget(Target):
         else:
             if self._docker("volume", "inspect", self.volume, check=False).returncode != 0:
                 return EnvState(env=self.env, project=self.project)
-            self._ensure_image(self.router_image)
             script = f'if [ -f {STATE_FILE} ]; then cat {STATE_FILE}; else echo "{{}}"; fi'
             text = self._docker(
                 "run", "--rm", "--network", "none", "--user", USER, "--entrypoint", "sh",
@@ -264,7 +273,6 @@ class DockerHostTarget(Target):
     def acquire(self, command: str) -> None:
         from mlcd.evidence import utc_now
 
-        self._ensure_image(self.router_image)
         me = self.owner()
         info = {
             "pid": str(me.pid),
@@ -290,13 +298,12 @@ class DockerHostTarget(Target):
         while True:
             proc = docker.attached(argv, env=self.denv)
             # the container says LOCKED once it runs; a refused `docker run` says nothing
-            try:
-                first = self._readline(proc, LOCK_WAIT)
+            try:  # the first time, the server pulls the router image first
+                first = self._readline(proc, LOCK_WAIT * 10)
             except ValueError:
                 first = b""
             if first.strip() == LOCKED.encode():
                 self._lock = proc
-                self._ensure_network()
                 return
             proc.wait(timeout=30)
             err = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace")
@@ -335,12 +342,9 @@ class DockerHostTarget(Target):
 
     def start_arm(self, version: str, image: str, color: str) -> Arm:
         name = self.container_name(version, color)
-        self._ensure_image(image)
-        self._docker("rm", "--force", name, check=False)
         self._ports.pop(name, None)
-        self._docker(
-            "run", "--detach", "--name", name, "--network", self.network,
-            "--restart", "unless-stopped",
+        self._run_detached(
+            name, "--network", self.network, "--restart", "unless-stopped",
             "--env", f"MLCD_PORT={CONTAINER_PORT}", "--env", f"MLCD_MODEL_VERSION={version}",
             "--label", f"mlcd.project={self.project}", "--label", f"mlcd.env={self.env}",
             "--label", f"mlcd.version={version}", "--label", f"mlcd.color={color}",
@@ -412,14 +416,18 @@ class DockerHostTarget(Target):
         text = render(spec, Path(ROUTER_PREFIX))
         conf, new = f"{ROUTER_PREFIX}/nginx.conf", f"{ROUTER_PREFIX}/nginx.conf.new"
         nginx = f"nginx -p {ROUTER_PREFIX}/ -e {ROUTER_PREFIX}/logs/error.log"
-        if self._router_running():
-            script = (
-                f"cat > {new} && {nginx} -t -q -c {new} && mv -f {new} {conf} && "
-                f"{{ {_WORKERS}; }} && {nginx} -c {conf} -s reload"
-            )
-            result = self._docker(
-                "exec", "-i", self.router, "sh", "-c", script, input_text=text, check=False
-            )
+        script = (
+            f"cat > {new} && {nginx} -t -q -c {new} && mv -f {new} {conf} && "
+            f"{{ {_WORKERS}; }} && {nginx} -c {conf} -s reload"
+        )
+        result = self._docker(
+            "exec", "-i", self.router, "sh", "-c", script, input_text=text, check=False
+        )
+        missing = any(
+            w in result.stderr.lower()
+            for w in ("no such container", "is not running", "restarting")
+        )
+        if not missing:
             if result.returncode != 0:
                 raise EnvironmentMissing(
                     f"the router {self.router} on {self.transport.target.url} refused its new "
@@ -429,8 +437,8 @@ class DockerHostTarget(Target):
         else:
             self._request("conf", text.encode("utf-8"))
             self._docker("rm", "--force", self.router, check=False)
-            self._docker(
-                "run", "--detach", "--name", self.router, "--network", self.network,
+            self._run_detached(
+                self.router, "--network", self.network,
                 "--restart", "unless-stopped", "--user", USER,
                 "--publish", f"{self.port}:{self.port}",
                 "--label", f"mlcd.project={self.project}", "--label", f"mlcd.env={self.env}",
