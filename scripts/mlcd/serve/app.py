@@ -20,6 +20,14 @@ from mlcd.serve.model import BatchOutput, ModelError, ServedModel
 from mlcd.serve.schema import ClientError, Parsed, parse_predict, parse_v2
 
 JSON = b"application/json"
+V2_DATATYPE = {
+    "number": "FP64",
+    "integer": "INT64",
+    "boolean": "BOOL",
+    "category": "BYTES",
+    "text": "BYTES",
+    "datetime": "BYTES",
+}
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 
 R_PREDICT = "/predict"
@@ -98,7 +106,13 @@ class App:
         else:
             target = model.meta.get("target_range") or {}
             buckets = regression_buckets(target.get("min"), target.get("max"))
-        self.layout = Layout(ROUTES, model.classes, buckets)
+        self.layout = Layout(
+            ROUTES,
+            model.classes,
+            buckets,
+            [model.features[i].name for i in model.category_features],
+        )
+        self._unknown_position = {col: i for i, col in enumerate(model.category_features)}
         self.metrics = Metrics(self.layout, workers, name=model.name, version=model.version)
         self.recent = RecentBuffer(recent_capacity, workers)
         self.ready = False
@@ -121,9 +135,12 @@ class App:
             if method != "POST":
                 return self._not_allowed(R_PREDICT, "POST")
             try:
-                return PredictJob(R_PREDICT, parse_predict(self.model, body), request_id, started)
+                parsed = parse_predict(self.model, body)
             except ClientError as exc:
                 return error_response(exc.status, exc.message, R_PREDICT)
+            if parsed.unknown:
+                self._count_unknown(parsed.unknown)
+            return PredictJob(R_PREDICT, parsed, request_id, started)
         if path.startswith("/v2/models/"):
             return self._v2_model_route(method, path, body, request_id, started)
         route = _GET_ROUTES.get(path)
@@ -132,6 +149,10 @@ class App:
         if method not in ("GET", "HEAD"):
             return self._not_allowed(route, "GET")
         return self._get(route, query)
+
+    def _count_unknown(self, unknown: dict[int, int]) -> None:
+        for col, count in unknown.items():
+            self.metrics.observe_unknown(self._unknown_position[col], count)
 
     def _not_allowed(self, route: str, allowed: str) -> Response:
         response = error_response(405, f"{route} takes {allowed}", route)
@@ -192,9 +213,12 @@ class App:
             if method != "POST":
                 return self._not_allowed(route, "POST")
             try:
-                return PredictJob(route, parse_v2(self.model, body), request_id, started)
+                parsed = parse_v2(self.model, body)
             except ClientError as exc:
                 return error_response(exc.status, exc.message, route)
+            if parsed.unknown:
+                self._count_unknown(parsed.unknown)
+            return PredictJob(route, parsed, request_id, started)
         if method not in ("GET", "HEAD"):
             return self._not_allowed(route, "GET")
         if route == R_V2_MODEL_READY:
@@ -209,18 +233,24 @@ class App:
             outputs.append(
                 {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(m.classes)]}
             )
+        if m.input_format == "array":
+            inputs: list[dict[str, Any]] = [
+                {
+                    "name": "input-0",
+                    "datatype": "FP64",
+                    "shape": [-1, m.n_features],
+                    "parameters": {"features": m.feature_names},
+                }
+            ]
+        else:  # one input per column, as MLServer's pandas codec (content type "pd") has it
+            inputs = [
+                {"name": f.name, "datatype": V2_DATATYPE[f.kind], "shape": [-1]} for f in m.features
+            ]
         return {
             "name": m.name,
             "versions": [m.version],
             "platform": "sklearn",
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "datatype": "FP64" if m.numeric else "BYTES",
-                    "shape": [-1, m.n_features],
-                    "parameters": {"features": m.feature_names},
-                }
-            ],
+            "inputs": inputs,
             "outputs": outputs,
         }
 

@@ -1,5 +1,9 @@
 """Request validation: bodies of /predict and /v2/.../infer become a 2-D array of rows.
 
+An array-format model gets float64 rows (the fast path); a DataFrame-format model gets an
+object array of values checked per column kind (number, integer, boolean, category, text,
+datetime), with NaN for a gap, that `ServedModel.frame` turns into the training dtypes.
+
 Every client mistake raises `ClientError` with a 4xx status and a message that says what
 is wrong and where (row, feature). Nothing here may raise anything else for any input.
 """
@@ -11,14 +15,16 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from mlcd.serve.model import ServedModel, feature_summary
+from mlcd.serve.model import GAP, ServedModel, feature_summary
 
 _NUMBER_TYPES = {int, float}
+_NAN = GAP  # the one object every gap of a DataFrame-format row is (model._column)
 MAX_ROWS = 100_000
 
 V2_NUMERIC = {
@@ -54,6 +60,7 @@ class Parsed:
     kind: str  # "instances" | "records" | "v2"
     v2_id: str | None = None
     v2_outputs: list[str] | None = None
+    unknown: dict[int, int] | None = None  # feature index -> values not seen at training
 
 
 def parse_json(body: bytes) -> Any:
@@ -87,45 +94,53 @@ def _json_ok(value: Any) -> bool:
     return True
 
 
+def _where(model: ServedModel, row: int, col: int) -> str:
+    return f"row {row}, feature `{model.features[col].name}` (column {col})"
+
+
 def _bad_value(model: ServedModel, row: int, col: int, value: Any) -> ClientError:
     feature = model.features[col]
-    where = f"row {row}, feature `{feature.name}` (column {col})"
+    where = _where(model, row, col)
     if value is None:
-        if model.allow_nan:  # pragma: no cover - None is accepted then
-            return ClientError(422, f"{where}: unexpected null")
-        return ClientError(422, f"{where}: null (a missing value), and this model cannot take one")
-    if feature.numeric:
-        if isinstance(value, str):
-            return ClientError(422, f"{where}: expected a number, got text {_describe(value)}")
         return ClientError(
-            422, f"{where}: expected a number, got {type(value).__name__} {_describe(value)}"
+            422,
+            f"{where}: null (a missing value), and this model cannot take one in this column",
         )
-    return ClientError(
-        422, f"{where}: expected one of {feature.categories}, got {_describe(value)}"
+    got = (
+        f"text {_describe(value)}"
+        if isinstance(value, str)
+        else f"{type(value).__name__} {_describe(value)}"
     )
+    if feature.kind == "integer" and type(value) is float:
+        return ClientError(422, f"{where}: expected an integer, got {_describe(value)}")
+    if feature.numeric:
+        return ClientError(422, f"{where}: expected a number, got {got}")
+    if feature.kind == "boolean":
+        return ClientError(422, f"{where}: expected true or false, got {got}")
+    if feature.kind == "datetime" and isinstance(value, str):
+        return ClientError(422, f"{where}: expected an ISO 8601 date such as 2024-01-31, got {got}")
+    return ClientError(422, f"{where}: expected text, got {got}")
 
 
-def _check_numeric_row(model: ServedModel, index: int, row: Sequence[Any]) -> None:
+def _check_numeric_row(null_ok: tuple[bool, ...], model: ServedModel, index: int, row: Any) -> None:
     for col, value in enumerate(row):
-        if type(value) not in _NUMBER_TYPES and not (value is None and model.allow_nan):
+        if type(value) not in _NUMBER_TYPES and not (value is None and null_ok[col]):
             raise _bad_value(model, index, col, value)
 
 
-def _check_category_row(model: ServedModel, index: int, row: Sequence[Any]) -> None:
+def _check_typed_row(model: ServedModel, index: int, row: Sequence[Any]) -> None:
+    """A row of an array-format model with integer or boolean columns."""
     for col, (feature, value) in enumerate(zip(model.features, row, strict=True)):
-        if feature.numeric:
-            if type(value) not in _NUMBER_TYPES and not (value is None and model.allow_nan):
+        kind = type(value)
+        if value is None:
+            if not feature.accepts_null:
                 raise _bad_value(model, index, col, value)
-            if (
-                type(value) is float
-                and not math.isfinite(value)
-                and not (math.isnan(value) and model.allow_nan)
-            ):
-                raise _non_finite(model, index, col, value)
-        elif feature.categories is not None:
-            if value not in feature.categories or type(value) is bool:
+        elif feature.kind == "boolean":
+            if kind is not bool:
                 raise _bad_value(model, index, col, value)
-        elif not isinstance(value, str):
+        elif kind not in _NUMBER_TYPES or (
+            feature.kind == "integer" and kind is float and not value.is_integer()
+        ):
             raise _bad_value(model, index, col, value)
 
 
@@ -136,11 +151,69 @@ def _non_finite(model: ServedModel, row: int, col: int, value: float) -> ClientE
         return ClientError(
             422,
             f"row {row}, feature `{name}` (column {col}): NaN, and this model cannot take "
-            "missing values",
+            "a missing value in this column",
         )
     return ClientError(
         422, f"row {row}, feature `{name}` (column {col}): {what} is not a finite number"
     )
+
+
+def _is_date(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _typed_value(model: ServedModel, index: int, col: int, value: Any) -> Any:
+    """One value of a DataFrame-format model, validated for its column; NaN for a gap."""
+    feature = model.features[col]
+    kind = feature.kind
+    vtype = type(value)
+    if value is None or (vtype is float and math.isnan(value)):
+        if feature.accepts_null:
+            return _NAN
+        if value is None:
+            raise _bad_value(model, index, col, value)
+        raise _non_finite(model, index, col, value)
+    if kind in {"number", "integer"}:
+        if vtype is int:
+            if not -1e308 < value < 1e308:
+                raise ClientError(422, f"{_where(model, index, col)}: the number is too large")
+            return value
+        if vtype is not float or (kind == "integer" and not value.is_integer()):
+            if vtype is float and math.isinf(value):
+                raise _non_finite(model, index, col, value)
+            raise _bad_value(model, index, col, value)
+        if math.isinf(value):
+            raise _non_finite(model, index, col, value)
+        return value
+    if kind == "boolean":
+        if vtype is not bool:
+            raise _bad_value(model, index, col, value)
+        return value
+    if vtype is not str or (kind == "datetime" and not _is_date(value)):
+        raise _bad_value(model, index, col, value)
+    return value
+
+
+def _to_objects(model: ServedModel, rows: Sequence[Sequence[Any]]) -> tuple[NDArray[Any], Any]:
+    """Validated rows of a DataFrame-format model, and unseen categories per feature."""
+    width = model.n_features
+    checked = [
+        [_typed_value(model, index, col, value) for col, value in enumerate(row)]
+        for index, row in enumerate(rows)
+    ]
+    array = np.empty((len(rows), width), dtype=object)
+    array[:] = checked
+    unknown: dict[int, int] = {}
+    for col in model.category_features:
+        known = model.category_sets[col]
+        count = sum(1 for v in array[:, col] if v is not _NAN and v not in known)
+        if count:
+            unknown[col] = count
+    return array, unknown or None
 
 
 def _record_to_row(model: ServedModel, index: int, record: dict[Any, Any]) -> list[Any]:
@@ -161,7 +234,7 @@ def _record_to_row(model: ServedModel, index: int, record: dict[Any, Any]) -> li
     return [record[n] for n in model.feature_names]
 
 
-def _rows_from_list(model: ServedModel, items: list[Any], kind: str) -> NDArray[Any]:
+def _rows_from_list(model: ServedModel, items: list[Any], kind: str) -> Parsed:
     if not items:
         raise ClientError(422, f"`{kind}` is empty: send at least one row")
     if len(items) > MAX_ROWS:
@@ -185,16 +258,25 @@ def _rows_from_list(model: ServedModel, items: list[Any], kind: str) -> NDArray[
                 f"row {index} is {type(item).__name__} {_describe(item)}; "
                 f"a row is a list of {n} values or an object of feature: value",
             )
-    return _to_array(model, rows)
+    return _parsed(model, rows, kind)
+
+
+def _parsed(model: ServedModel, rows: Sequence[Sequence[Any]], kind: str) -> Parsed:
+    if model.input_format == "dataframe":
+        array, unknown = _to_objects(model, rows)
+        return Parsed(array, kind, unknown=unknown)
+    return Parsed(_to_array(model, rows), kind)
 
 
 def _to_array(model: ServedModel, rows: Sequence[Sequence[Any]]) -> NDArray[Any]:
-    if not model.numeric:
+    """The float64 rows of an array-format model (every feature a number)."""
+    null_ok = model.null_ok
+    if model.plain_numbers:
         for index, row in enumerate(rows):
-            _check_category_row(model, index, row)
-        return np.asarray(rows, dtype=object).reshape(len(rows), model.n_features)
-    for index, row in enumerate(rows):
-        _check_numeric_row(model, index, row)
+            _check_numeric_row(null_ok, model, index, row)
+    else:
+        for index, row in enumerate(rows):
+            _check_typed_row(model, index, row)
     try:
         array = np.asarray(rows, dtype=np.float64)
     except (OverflowError, ValueError, TypeError):
@@ -212,6 +294,8 @@ def _to_array(model: ServedModel, rows: Sequence[Sequence[Any]]) -> NDArray[Any]
         bad = ~np.isfinite(array)
         if model.allow_nan:
             bad &= ~np.isnan(array)
+        elif any(null_ok):
+            bad &= ~(np.isnan(array) & np.asarray(null_ok))
         if bad.any():
             row_i, col_i = (int(v) for v in np.argwhere(bad)[0])
             raise _non_finite(model, row_i, col_i, float(array[row_i, col_i]))
@@ -241,7 +325,7 @@ def parse_predict(model: ServedModel, body: bytes) -> Parsed:
     if kind == "records" and not all(isinstance(i, dict) for i in items):
         bad = next(i for i, item in enumerate(items) if not isinstance(item, dict))
         raise ClientError(422, f"records[{bad}] must be an object of feature: value")
-    return Parsed(_rows_from_list(model, items, kind), kind)
+    return _rows_from_list(model, items, kind)
 
 
 def _flatten(data: Any, depth: int = 0) -> list[Any]:
@@ -354,7 +438,8 @@ def parse_v2(model: ServedModel, body: bytes) -> Parsed:
             raise ClientError(413, f"{count} rows in one request; at most {MAX_ROWS}")
         columns = [by_name[f] for f in model.feature_names]
         rows = [list(r) for r in zip(*columns, strict=True)]
-    parsed = Parsed(_to_array(model, rows), "v2", v2_outputs=wanted)
+    parsed = _parsed(model, rows, "v2")
+    parsed.v2_outputs = wanted
     if isinstance(req_id, str):
         parsed.v2_id = req_id[:200]
     return parsed
