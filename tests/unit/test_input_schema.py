@@ -353,3 +353,72 @@ def test_a_date_column_takes_iso_dates_only(tmp_path: Path) -> None:
     bad = post(app, {"records": [{"mean radius": 12.0, "seen": "yesterday"}]})
     assert bad[0] == 422
     assert "expected an ISO 8601 date" in bad[1]["error"]
+
+
+# ------------------------------------------------- typed rows: contract test and load test
+
+
+class _InProcessClient:
+    """The contract test's client, answered by an App in this process (no socket)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def post_json(self, path: str, data: Any) -> Any:
+        from mlcd.serve.client import Reply
+
+        response = self.app.handle_now("POST", path, json.dumps(data).encode())
+        return Reply(response.status, {}, response.body)
+
+
+def test_the_contract_compares_every_body_form(mixed: Path, mixed_app: App) -> None:
+    from mlcd.image import contract
+
+    model = load(mixed)
+    records, expected = contract.read_holdout(mixed / "holdout.csv", model)
+    result = contract.ContractResult(passed=False, rows=len(records))
+    contract._compare(_InProcessClient(mixed_app), model, records, expected, result)  # type: ignore[arg-type]
+    assert result.problems == []
+    assert result.forms == dict.fromkeys(("records", "instances", "v2 columns"), len(records))
+    assert result.agree == len(records) == 80
+
+
+def test_a_contract_difference_names_the_form_and_the_row(mixed: Path, mixed_app: App) -> None:
+    from mlcd.image import contract
+
+    model = load(mixed)
+    records, expected = contract.read_holdout(mixed / "holdout.csv", model)
+    flipped = ["stay" if e == "churn" else "churn" for e in expected[:3]] + expected[3:]
+    result = contract.ContractResult(passed=False, rows=len(records))
+    contract._compare(_InProcessClient(mixed_app), model, records, flipped, result)  # type: ignore[arg-type]
+    assert result.agree == len(records) - 3
+    assert any(p.startswith("records: row 0 {") and "in process" in p for p in result.problems)
+    assert any(p.startswith("v2 columns: row 2") for p in result.problems)
+
+
+def test_a_numeric_contract_also_sends_the_v2_tensor(tmp_path: Path) -> None:
+    from mlcd.image import contract
+    from tests.support.models import make_model_dir
+
+    folder = make_model_dir(tmp_path, "logreg")
+    model = load(folder)
+    app = App(model)
+    records, expected = contract.read_holdout(folder / "holdout.csv", model)
+    result = contract.ContractResult(passed=False, rows=len(records))
+    contract._compare(_InProcessClient(app), model, records, expected, result)  # type: ignore[arg-type]
+    assert result.problems == []
+    assert set(result.forms) == {"records", "instances", "v2 columns", "v2 tensor"}
+    assert result.agree == len(records)
+
+
+def test_the_load_test_sends_typed_rows(mixed: Path) -> None:
+    from mlcd.rollout.loadgen import holdout_rows
+
+    rows = holdout_rows(mixed / "holdout.csv", "label")
+    assert len(rows) == 80
+    assert list(rows[0]) == ["age", "visits", "plan", "region", "note", "active"]
+    assert {type(r["visits"]) for r in rows} == {int}
+    assert {type(r["active"]) for r in rows} == {bool}
+    assert {type(r["age"]) for r in rows} == {float, type(None)}
+    assert {type(r["plan"]) for r in rows} == {str, type(None)}
+    assert all(isinstance(r["note"], str) and " " in r["note"] for r in rows)
