@@ -9,7 +9,6 @@ through, then a LogisticRegression. `write_project` writes it as a user's projec
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,33 +21,7 @@ WORDS = tuple(_VOCABULARY.split())
 PLANS = ("basic", "pro", "team")
 REGIONS = ("north", "south", "east", "west", "central")
 
-TRAIN_PY = """
-from sklearn.compose import ColumnTransformer
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-
-def build_model(C: float = 1.0):
-    numbers = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-    categories = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="most_frequent")),
-            ("encode", OneHotEncoder(handle_unknown="ignore")),
-        ]
-    )
-    columns = ColumnTransformer(
-        [
-            ("numbers", numbers, ["age", "visits"]),
-            ("categories", categories, ["plan", "region"]),
-            ("text", TfidfVectorizer(), "note"),
-            ("flags", "passthrough", ["active"]),
-        ]
-    )
-    return Pipeline([("columns", columns), ("classify", LogisticRegression(C=C, max_iter=1000))])
-"""
+TRAIN_PY = (Path(__file__).parent / "mixed_train.py").read_text("utf-8")
 
 
 def frame(rows: int = 400, seed: int = 7) -> pd.DataFrame:
@@ -88,7 +61,7 @@ def write_project(root: Path, *, project: str = "mixed", image: str = "") -> Pat
     """A project folder for `mlcd train`/`mlcd build`; returns its mlcd.yaml."""
     (root / "model").mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(parents=True, exist_ok=True)
-    (root / "model" / "train.py").write_text(textwrap.dedent(TRAIN_PY).lstrip(), "utf-8")
+    (root / "model" / "train.py").write_text(TRAIN_PY, "utf-8")
     frame().to_csv(root / "data" / "train.csv", index=False)
     name = image or f"127.0.0.1:5000/{project}"
     config = root / "mlcd.yaml"
