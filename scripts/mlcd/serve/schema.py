@@ -13,8 +13,9 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +62,7 @@ class Parsed:
     v2_id: str | None = None
     v2_outputs: list[str] | None = None
     unknown: dict[int, int] | None = None  # feature index -> values not seen at training
+    v2_binary: set[str] = field(default_factory=set)  # outputs to send as binary data
 
 
 def parse_json(body: bytes) -> Any:
@@ -352,12 +354,91 @@ def _shape(value: Any, where: str) -> list[int]:
     return list(value)
 
 
-def parse_v2(model: ServedModel, body: bytes) -> Parsed:
+_BINARY_DTYPES = {
+    "BOOL": "<u1",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+
+
+def _binary_values(raw: bytes, datatype: str, where: str) -> list[Any]:
+    """The elements of one tensor in the binary data extension (little-endian, row-major;
+    BYTES: a 4-byte length before each element)."""
+    if datatype != "BYTES":
+        dtype = np.dtype(_BINARY_DTYPES[datatype])
+        if len(raw) % dtype.itemsize:
+            raise ClientError(
+                422, f"{where}: {len(raw)} bytes of {datatype} is not a whole number of values"
+            )
+        values: list[Any] = np.frombuffer(raw, dtype=dtype).tolist()
+        return [bool(v) for v in values] if datatype == "BOOL" else values
+    out: list[Any] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise ClientError(422, f"{where}: a BYTES element is cut short")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise ClientError(422, f"{where}: a BYTES element is cut short")
+        try:
+            out.append(raw[offset : offset + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ClientError(422, f"{where}: a BYTES element is not UTF-8 text") from None
+        offset += length
+    return out
+
+
+def _binary_size(tensor: dict[str, Any], where: str) -> int | None:
+    params = tensor.get("parameters")
+    if not isinstance(params, dict) or "binary_data_size" not in params:
+        return None
+    size = params["binary_data_size"]
+    if type(size) is not int or size < 0:
+        raise ClientError(422, f"{where}.parameters.binary_data_size must be a byte count")
+    return size
+
+
+def _binary_outputs(doc: dict[str, Any], outputs: Any) -> set[str]:
+    """The outputs to send as binary data (`binary_data_output`, per output `binary_data`)."""
+    params = doc.get("parameters")
+    every = isinstance(params, dict) and params.get("binary_data_output") is True
+    chosen = {"predict", "predict_proba"} if every else set()
+    for output in outputs or []:
+        flag = (output.get("parameters") or {}).get("binary_data")
+        if flag is True:
+            chosen.add(output["name"])
+        elif flag is False:
+            chosen.discard(output["name"])
+    return chosen
+
+
+def parse_v2(model: ServedModel, body: bytes, header_length: int | None = None) -> Parsed:
     """An Open Inference Protocol (v2) infer request.
 
     Either one input of shape [N, F] (row-major `data`, flat or nested), or one input per
-    feature named after it, each of shape [N] or [N, 1].
+    feature named after it, each of shape [N] or [N, 1]. With `header_length` (the
+    `Inference-Header-Content-Length` header of the binary data extension) the body is that
+    many bytes of JSON, then the binary data of the inputs that give `binary_data_size`.
     """
+    binary = b""
+    if header_length is not None:
+        if not 0 < header_length <= len(body):
+            raise ClientError(
+                400,
+                f"Inference-Header-Content-Length {header_length} does not fit the body of "
+                f"{len(body)} bytes",
+            )
+        body, binary = body[:header_length], body[header_length:]
     doc = parse_json(body)
     if not isinstance(doc, dict):
         raise ClientError(422, "the body must be a JSON object with `inputs`")
@@ -369,7 +450,10 @@ def parse_v2(model: ServedModel, body: bytes) -> Parsed:
     wanted: list[str] | None = None
     if outputs is not None:
         if not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+            isinstance(o, dict)
+            and isinstance(o.get("name"), str)
+            and isinstance(o.get("parameters", {}), dict)
+            for o in outputs
         ):
             raise ClientError(422, "`outputs` must be a list of objects with a `name`")
         wanted = [o["name"] for o in outputs]
@@ -379,12 +463,14 @@ def parse_v2(model: ServedModel, body: bytes) -> Parsed:
                 422, f"unknown output(s) {unknown}; this model has predict and predict_proba"
             )
     tensors = []
+    offset = 0
     for i, tensor in enumerate(inputs):
         where = f"inputs[{i}]"
         if not isinstance(tensor, dict):
             raise ClientError(422, f"{where} must be an object with name, shape, datatype, data")
+        size = _binary_size(tensor, where)
         for key in ("name", "shape", "datatype", "data"):
-            if key not in tensor:
+            if key not in tensor and not (key == "data" and size is not None):
                 raise ClientError(422, f"{where} has no `{key}`")
         if not isinstance(tensor["name"], str):
             raise ClientError(422, f"{where}.name must be a string")
@@ -392,7 +478,17 @@ def parse_v2(model: ServedModel, body: bytes) -> Parsed:
         datatype = tensor["datatype"]
         if not isinstance(datatype, str) or datatype not in (*V2_NUMERIC, "BYTES"):
             raise ClientError(422, f"{where}.datatype {_describe(datatype)} is not a v2 datatype")
-        data = _flatten(tensor["data"])
+        if size is not None:
+            if offset + size > len(binary):
+                raise ClientError(
+                    422,
+                    f"{where}: binary_data_size {size} goes past the {len(binary)} bytes of "
+                    "binary data after the JSON header (send Inference-Header-Content-Length)",
+                )
+            data = _binary_values(binary[offset : offset + size], datatype, where)
+            offset += size
+        else:
+            data = _flatten(tensor["data"])
         expected = shape[0] * (shape[1] if len(shape) == 2 else 1)
         if len(data) != expected:
             raise ClientError(
@@ -438,8 +534,13 @@ def parse_v2(model: ServedModel, body: bytes) -> Parsed:
             raise ClientError(413, f"{count} rows in one request; at most {MAX_ROWS}")
         columns = [by_name[f] for f in model.feature_names]
         rows = [list(r) for r in zip(*columns, strict=True)]
+    if offset != len(binary):
+        raise ClientError(
+            422, f"{len(binary) - offset} bytes of binary data after the inputs belong to none"
+        )
     parsed = _parsed(model, rows, "v2")
     parsed.v2_outputs = wanted
+    parsed.v2_binary = _binary_outputs(doc, outputs)
     if isinstance(req_id, str):
-        parsed.v2_id = req_id[:200]
+        parsed.v2_id = req_id
     return parsed
