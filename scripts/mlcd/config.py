@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     ValidationError,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -260,30 +261,85 @@ class ShadowSection(Section):
     )
 
 
-class AnalysisSection(Section):
-    """What the judge checks each interval."""
+_QUANTILE_KEY = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 
-    max_error_rate: float = Field(0.01, ge=0, le=1, description="absolute error-rate limit")
-    max_p99_latency_ms: float = Field(50, gt=0, description="absolute p99 latency limit")
+
+def quantile_of(key: str) -> float:
+    """`p50` → 0.5, `p99.9` → 0.999 (keys of `analysis.quantiles`)."""
+    match = _QUANTILE_KEY.match(key)
+    if not match or not 0 < float(match.group(1)) < 100:
+        raise ValueError(f"`{key}` is not a quantile name like p50, p90, p99 or p99.9")
+    return float(match.group(1)) / 100
+
+
+class AnalysisSection(Section):
+    """What the judge checks each interval (docs/deploy.md, "The judge")."""
+
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="absolute error-rate limit: fails when shown above it"
+    )
+    max_p99_latency_ms: float = Field(
+        50, gt=0, description="absolute p99 latency limit: fails when shown above it"
+    )
     max_prediction_shift: float = Field(
         0.1, ge=0, description="largest PSI between canary and stable predictions"
     )
     max_latency_increase: float = Field(
-        0.2, ge=0, description="latency effect-size tolerance: canary may be this much slower"
+        0.2,
+        ge=0,
+        description="latency tolerance of the quantiles without their own: the canary may be "
+        "this much slower",
     )
     min_latency_increase_ms: float = Field(
         1.0, ge=0, description="latency differences smaller than this (ms) never fail"
     )
+    max_error_rate_increase: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="error-rate tolerance: a step passes only when the canary's error rate is "
+        "shown at most this much above stable's",
+    )
+    quantiles: dict[str, float | None] = Field(
+        default_factory=lambda: {"p50": None, "p99": 0.5},
+        description="latency quantiles compared with stable, each with its tolerance (null: "
+        "max-latency-increase)",
+    )
     alpha: float = Field(
-        0.05, gt=0, lt=1, description="false-rollback rate of the sequential error test"
+        0.05,
+        gt=0,
+        lt=1,
+        description="false-rollback rate of the whole analysis (every check that can fail)",
+    )
+    max_intervals: int = Field(
+        30,
+        ge=1,
+        description="intervals a step may be extended while the tolerances are not yet shown; "
+        "then the rollout pauses for a decision",
     )
     failure_limit: int = Field(0, ge=0, description="failed analyses tolerated (Argo Rollouts)")
-    inconclusive_limit: int = Field(
-        3, ge=0, description="inconclusive analyses before the rollout pauses"
+    inconclusive_limit: int | None = Field(
+        None,
+        ge=0,
+        description="inconclusive analyses before the rollout pauses; default: none, a step "
+        "pauses after max-intervals",
     )
     consecutive_error_limit: int = Field(
         4, ge=0, description="metric-read errors in a row tolerated"
     )
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantile_names(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        for key, tolerance in value.items():
+            quantile_of(key)
+            if tolerance is not None and tolerance < 0:
+                raise ValueError(f"the tolerance of {key} must be at least 0, not {tolerance}")
+        return value
+
+    def quantile_tolerances(self) -> tuple[tuple[float, float | None], ...]:
+        """(quantile, tolerance or None) pairs, lowest quantile first."""
+        return tuple(sorted((quantile_of(k), v) for k, v in self.quantiles.items()))
 
 
 class LoadTestSection(Section):

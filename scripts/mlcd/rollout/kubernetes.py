@@ -67,7 +67,10 @@ def analysis_template(
     window = _duration(max(interval, 30.0))
     limits = {
         "failureLimit": a.failure_limit,
-        "inconclusiveLimit": a.inconclusive_limit,
+        # no inconclusive-limit: a step's max-intervals is the limit, as on the local target
+        "inconclusiveLimit": (
+            a.max_intervals if a.inconclusive_limit is None else a.inconclusive_limit
+        ),
         "consecutiveErrorLimit": a.consecutive_error_limit,
     }
     every = _duration(interval)

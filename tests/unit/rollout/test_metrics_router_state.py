@@ -6,6 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,37 @@ def test_window_is_the_difference_and_a_reset_is_an_error() -> None:
     assert delta.latencies_ms == (1.0, 2.0)
     with pytest.raises(MetricsError, match="restarted"):
         window(after, before)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("} 195\n", "} NaN\n", 1), "NaN or infinite"),
+        (lambda t: t.replace("} 195\n", "} +Inf\n", 1), "NaN or infinite"),
+        (lambda t: t + "process_start_time_seconds 1700000999\n", "process start time"),
+        (lambda t: t.replace('le="0.01"} 90', 'le="0.01"} 80'), "latency buckets"),
+        (lambda t: t.replace('class="1"} 35', 'class="1"} 30'), "class counts"),
+        (lambda t: t.replace('le="+Inf"} 103', 'le="+Inf"} 80'), "not cumulative"),
+    ],
+)
+def test_unusable_readings_are_metrics_errors(edit: Any, message: str) -> None:
+    base = METRICS + "process_start_time_seconds 1700000000\n"
+    before = snapshot(parse_prometheus(base))
+    text = METRICS.replace("} 95\n", "} 195\n", 1)
+    after_text = edit(text)
+    if "process_start_time_seconds" not in after_text:
+        after_text += "process_start_time_seconds 1700000000\n"
+    with pytest.raises(MetricsError, match=message):
+        window(before, snapshot(parse_prometheus(after_text)))
+
+
+def test_a_restart_whose_counters_climbed_back_is_seen_by_its_start_time() -> None:
+    before = snapshot(parse_prometheus(METRICS + "process_start_time_seconds 100\n"))
+    bigger = METRICS.replace("} 95\n", "} 995\n", 1) + "process_start_time_seconds 160\n"
+    with pytest.raises(MetricsError, match="restarted"):
+        window(before, snapshot(parse_prometheus(bigger)))
+    same = METRICS.replace("} 95\n", "} 995\n", 1) + "process_start_time_seconds 100\n"
+    assert window(before, snapshot(parse_prometheus(same))).requests == 900
 
 
 def test_recent_predictions_and_pairing() -> None:
