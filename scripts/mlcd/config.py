@@ -301,7 +301,7 @@ class AnalysisSection(Section):
         "shown at most this much above stable's",
     )
     quantiles: dict[str, float | None] = Field(
-        default_factory=lambda: {"p50": None, "p99": 0.5},
+        default_factory=lambda: {"p50": None, "p99": 0.3},
         description="latency quantiles compared with stable, each with its tolerance (null: "
         "max-latency-increase)",
     )

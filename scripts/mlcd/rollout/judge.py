@@ -135,7 +135,7 @@ class Limits:
     max_mean_abs_diff: float | None = None
     max_error_rate_increase: float = 0.01
     # (quantile, its latency tolerance; None: max_latency_increase)
-    quantiles: tuple[tuple[float, float | None], ...] = ((0.5, None), (0.99, 0.5))
+    quantiles: tuple[tuple[float, float | None], ...] = ((0.5, None), (0.99, 0.3))
 
 
 @dataclass(frozen=True)
