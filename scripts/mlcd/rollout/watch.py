@@ -139,6 +139,12 @@ _LIMIT_KEYS: Mapping[str, str] = {
     "alpha": "alpha",
 }
 _RUN_KEYS = ("failure-limit", "inconclusive-limit", "consecutive-error-limit")
+# as in mlcd.yaml's analysis section (docs/configuration.md)
+_RUN_DEFAULTS: Mapping[str, int | None] = {
+    "failure-limit": 0,
+    "inconclusive-limit": None,
+    "consecutive-error-limit": 4,
+}
 
 
 def parse_duration(text: str) -> float:
@@ -174,7 +180,7 @@ def limits_from(text: str, min_requests: int) -> tuple[Limits, AnalysisRun]:
         changes["quantiles"] = _quantiles(data["quantiles"])
     run_values: dict[str, int | None] = {}
     for key in _RUN_KEYS:
-        value = data.get(key, AnalysisRun.__dataclass_fields__[key.replace("-", "_")].default)
+        value = data.get(key, _RUN_DEFAULTS[key])
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise UserInputError(f"--analysis: {key} must be a whole number, not {value!r}")
         run_values[key] = value

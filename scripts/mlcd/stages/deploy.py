@@ -430,8 +430,9 @@ DEPLOY = Command(
     "it was live and healthy in every environment of `requires:`), take the environment's "
     "lock and roll the release out by its strategy. Every analysis interval the judge compares "
     "the candidate with the stable version on errors, latency and predictions; a failed "
-    "analysis rolls back by itself (exit 1), an inconclusive one past inconclusive-limit "
-    "pauses for `mlcd promote` / `mlcd abort` (exit 1, 'paused'). " + _ENV_HELP,
+    "analysis rolls back by itself (exit 1); a step passes only when the judge shows the "
+    "candidate within its tolerances, else it is extended up to analysis.max-intervals and "
+    "then pauses for `mlcd promote` / `mlcd abort` (exit 1, 'paused'). " + _ENV_HELP,
     example="mlcd deploy staging\nmlcd deploy production --strategy blue-green --release 0.1.3",
     add_arguments=_deploy_arguments,
     run=_deploy_run,
