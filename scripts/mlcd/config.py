@@ -305,6 +305,12 @@ class AnalysisSection(Section):
         description="latency quantiles compared with stable, each with its tolerance (null: "
         "max-latency-increase)",
     )
+    latency_ok_ms: float | None = Field(
+        None,
+        gt=0,
+        description="a latency quantile shown at or below this (ms) passes whatever stable's "
+        "is; default: a fifth of max-p99-latency-ms",
+    )
     alpha: float = Field(
         0.05,
         gt=0,

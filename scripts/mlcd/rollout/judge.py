@@ -40,7 +40,8 @@ Ville's inequality for test martingales or a spending of its share over the look
 **Pass only on evidence** (non-inferiority): an interval passes only when the upper bounds
 show the canary inside every tolerance — error-rate increase over stable ≤
 `max-error-rate-increase`, each latency quantile ≤ ``(1 + max-latency-increase)`` times stable's
-``+ min-latency-increase-ms``, the prediction shift ≤ `max-prediction-shift` (shadow: the
+``+ min-latency-increase-ms`` (or ≤ `latency-ok-ms`, default a fifth of
+`max-p99-latency-ms`), the prediction shift ≤ `max-prediction-shift` (shadow: the
 disagreement ≤ `max-disagreement`) — each bound at the same share of `alpha`, so a canary
 outside a tolerance passes through that check with probability at most its share. Until then
 the interval is *inconclusive* with the reasons; the controller extends the step up to
@@ -136,6 +137,9 @@ class Limits:
     max_error_rate_increase: float = 0.01
     # (quantile, its latency tolerance; None: max_latency_increase)
     quantiles: tuple[tuple[float, float | None], ...] = ((0.5, None), (0.99, 0.3))
+    # a quantile shown at or below this (ms) is within tolerance whatever stable's is;
+    # None: a fifth of max_p99_latency_ms
+    latency_ok_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -831,6 +835,7 @@ def _latency(
     a_q = limits.alpha * ALPHA_SHARES["latency"] / len(limits.quantiles) / 2
     a_pass = limits.alpha / 2
     floor = limits.min_latency_increase_ms
+    ok_ms = limits.max_p99_latency_ms / 5 if limits.latency_ok_ms is None else limits.latency_ok_ms
     stable_n = sb[-1][1] if sb else 0
     for q, own in limits.quantiles:
         label = _q_label(q)
@@ -861,6 +866,11 @@ def _latency(
             reasons.append(
                 f"{label} latency within {tolerance:.0%} (+{floor:g} ms) of stable: at most "
                 f"{_fmt_ms(c_high)} ms against at least {_fmt_ms(s_low)} ms"
+            )
+        elif c_high <= ok_ms:
+            reasons.append(
+                f"{label} latency at most {_fmt_ms(c_high)} ms, within latency-ok-ms "
+                f"{ok_ms:g} (stable at least {_fmt_ms(s_low)} ms)"
             )
         else:
             pending.append(

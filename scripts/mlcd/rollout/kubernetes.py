@@ -155,6 +155,7 @@ def judge_template(
         "max-prediction-shift": a.max_prediction_shift,
         "max-latency-increase": a.max_latency_increase,
         "min-latency-increase-ms": a.min_latency_increase_ms,
+        "latency-ok-ms": a.latency_ok_ms,
         "max-error-rate-increase": a.max_error_rate_increase,
         "quantiles": dict(a.quantiles),
         "alpha": a.alpha,

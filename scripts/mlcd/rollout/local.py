@@ -109,6 +109,7 @@ def limits_for(section: EnvironmentSection, task: str, min_requests: int) -> Lim
         max_mean_abs_diff=mad if task == "regression" else None,
         max_error_rate_increase=a.max_error_rate_increase,
         quantiles=a.quantile_tolerances(),
+        latency_ok_ms=a.latency_ok_ms,
     )
 
 

@@ -137,6 +137,7 @@ _LIMIT_KEYS: Mapping[str, str] = {
     "min-latency-increase-ms": "min_latency_increase_ms",
     "max-error-rate-increase": "max_error_rate_increase",
     "alpha": "alpha",
+    "latency-ok-ms": "latency_ok_ms",
 }
 _RUN_KEYS = ("failure-limit", "inconclusive-limit", "consecutive-error-limit")
 # as in mlcd.yaml's analysis section (docs/configuration.md)
@@ -171,7 +172,7 @@ def limits_from(text: str, min_requests: int) -> tuple[Limits, AnalysisRun]:
     limits = Limits(min_requests=min_requests)
     changes: dict[str, Any] = {}
     for key, name in _LIMIT_KEYS.items():
-        if key in data:
+        if key in data and data[key] is not None:
             value = data[key]
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise UserInputError(f"--analysis: {key} must be a number ≥ 0, not {value!r}")

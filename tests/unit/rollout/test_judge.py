@@ -536,3 +536,17 @@ def test_a_step_waits_for_its_duration_and_fails_with_the_run() -> None:
     assert step_decision(policy, progress, AnalysisRun(), 10.0)[0] == "pass"
     failed = AnalysisRun().record("fail")
     assert step_decision(policy, StepProgress().record("fail", ["x"]), failed, 0.0)[0] == "failed"
+
+
+def test_latency_well_under_latency_ok_passes_whatever_stable_is() -> None:
+    # a fresh canary with a few slow requests (0.8 % at 30 ms): its p99 cannot be bounded
+    # near stable's 0.3 ms, but it is far under a fifth of a 2 s limit
+    canary = ArmWindow(requests=3000, latencies_ms=tuple([0.3] * 2976 + [30.0] * 24))
+    stable = ArmWindow(requests=3000, latencies_ms=tuple([0.3] * 3000))
+    _, m = judge(JudgeState(), stable, canary, Limits(min_requests=100, max_p99_latency_ms=2000))
+    assert not any("latency" in p for p in m.pending), m.pending
+    assert any("within latency-ok-ms 400" in r for r in m.reasons)
+    # with a 50 ms limit (latency-ok-ms 10) the p99 is not shown within tolerance
+    _, m = judge(JudgeState(), stable, canary, Limits(min_requests=100, max_p99_latency_ms=50))
+    assert any("p99 latency" in p for p in m.pending)
+    assert m.verdict == "inconclusive"

@@ -54,14 +54,16 @@ class FakePrometheus:
         return out
 
 
-def _analyse(fake: FakePrometheus, policy: StepPolicy) -> tuple[str, str, list[dict[str, Any]]]:
+def _analyse(
+    fake: FakePrometheus, policy: StepPolicy, limits: Limits | None = None
+) -> tuple[str, str, list[dict[str, Any]]]:
     lines: list[dict[str, Any]] = []
     stable = watch.PrometheusArm("http://prom:9090", 'rollouts_pod_template_hash="s"', fake)
     canary = watch.PrometheusArm("http://prom:9090", 'rollouts_pod_template_hash="c"', fake)
     action, why = watch.analyse(
         stable,
         canary,
-        limits=Limits(min_requests=200, max_p99_latency_ms=500),
+        limits=limits or Limits(min_requests=200, max_p99_latency_ms=500),
         policy=policy,
         run=AnalysisRun(inconclusive_limit=None),
         interval=30.0,
@@ -81,11 +83,19 @@ def test_a_canary_with_five_percent_errors_fails() -> None:
 
 
 def test_too_little_evidence_extends_then_pauses() -> None:
-    action, why, lines = _analyse(FakePrometheus(0.005), StepPolicy(2, 3))
+    # an error-rate tolerance of 0.05 points cannot be shown with a few thousand requests
+    tight = Limits(min_requests=200, max_p99_latency_ms=500, max_error_rate_increase=0.0005)
+    action, why, lines = _analyse(FakePrometheus(0.005), StepPolicy(2, 3), tight)
     assert action == "paused"
     assert "max-intervals 3" in why
     assert len(lines) == 3
     assert all(line["outcome"] == "inconclusive" for line in lines)
+
+
+def test_a_good_canary_passes() -> None:
+    action, _why, lines = _analyse(FakePrometheus(0.005), StepPolicy(2, 10))
+    assert action == "pass"
+    assert lines[-1]["outcome"] == "pass"
 
 
 def test_a_restarted_canary_is_an_error_reading() -> None:
