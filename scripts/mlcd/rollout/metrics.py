@@ -333,8 +333,9 @@ class ArmReader:
             raise MetricsError(f"GET /metrics on 127.0.0.1:{self.port} answered {status}")
         return snapshot(parse_prometheus(body.decode("utf-8", "replace")))
 
-    def read_recent(self) -> list[Recent]:
-        status, body = http_get(self.port, f"/v1/recent-predictions?limit={self.recent_limit}")
+    def read_recent(self, limit: int | None = None) -> list[Recent]:
+        wanted = self.recent_limit if limit is None else min(limit, self.recent_limit)
+        status, body = http_get(self.port, f"/v1/recent-predictions?limit={wanted}")
         if status != 200:
             raise MetricsError(
                 f"GET /v1/recent-predictions on 127.0.0.1:{self.port} answered {status}"
@@ -352,7 +353,11 @@ class ArmReader:
     def interval(self) -> tuple[ArmWindow, list[Recent]]:
         """What the arm did since the last reading, and every recent prediction it lists."""
         current = self.read_snapshot()
-        everything = self.read_recent()
+        # ask for what the interval can hold (its requests and a margin), not always the
+        # maximum: a busy arm's JSON of 1,000 records every interval slows it down
+        since = current.requests - (self.last.requests if self.last else 0.0)
+        wanted = self.recent_limit if not math.isfinite(since) else int(max(since, 0) * 1.5) + 50
+        everything = self.read_recent(wanted)
         recent = [r for r in everything if r.request_id not in self.seen]
         self.seen = {r.request_id for r in everything}
         before = self.last or Snapshot()
