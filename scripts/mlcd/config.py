@@ -208,8 +208,18 @@ class ScanSection(Section):
 class RegistrySection(Section):
     """Where model versions, their evidence and aliases are kept."""
 
-    backend: Literal["local", "github"] = Field("local", description="local folder or GitHub")
+    backend: Literal["auto", "local", "github"] = Field(
+        "auto",
+        description="`local` folder, `github` (the repository's releases and deployments), or "
+        "`auto`: github inside GitHub Actions (GITHUB_ACTIONS=true with a GITHUB_TOKEN), local "
+        "elsewhere",
+    )
     path: str = Field(".mlcd-registry", description="the local backend's folder")
+    github_latest: bool = Field(
+        default=False,
+        description="the GitHub release of a model version may become the repository's "
+        "`Latest` release (default: never; the team's own software releases keep it)",
+    )
 
 
 class CanarySection(Section):

@@ -41,10 +41,13 @@ class GitHubRegistry(ModelRegistry):
 
     backend = "github"
 
-    def __init__(self, gh: GitHub, project: str, *, production: str = PRODUCTION) -> None:
+    def __init__(
+        self, gh: GitHub, project: str, *, production: str = PRODUCTION, latest: bool = False
+    ) -> None:
         self.gh = gh
         self.project = project
         self.production = production
+        self.make_latest = latest  # registry.github-latest: may a version's release be `Latest`
         self._tag = re.compile(rf"^{re.escape(project)}-v([1-9][0-9]*)$")
 
     @property
@@ -158,7 +161,7 @@ class GitHubRegistry(ModelRegistry):
                         "body": body,
                         "draft": False,
                         "prerelease": False,
-                        "make_latest": "false",
+                        "make_latest": "true" if self.make_latest else "false",
                     },
                 ).json()
             except GitHubApiError as exc:
@@ -174,6 +177,16 @@ class GitHubRegistry(ModelRegistry):
 
     def get(self, version: str) -> ModelVersion:
         return self._load(self._release(version))
+
+    def claim_release(self, version: str, *, commit: str) -> bool:
+        """The git tag `<project>-v<version>` at `commit`, created through the API: GitHub
+        refuses an existing ref, so two release jobs never take one version."""
+        if not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise UserInputError(
+                f"cannot tag release {version}: `{commit}` is not a full commit SHA",
+                hint="run in a git checkout (GitHub Actions sets GITHUB_SHA)",
+            )
+        return self.gh.create_tag(f"{self.project}-v{version}", commit)
 
     def versions(self) -> list[ModelVersion]:
         return [self._load(release) for _, release in self._releases()]
