@@ -355,9 +355,10 @@ class Config(Section):
 
     @property
     def image_name(self) -> str:
-        """MLCD_IMAGE (the workflow's `image` input), else image.name, else a local default."""
+        """MLCD_IMAGE (the workflow's `image` input), else image.name, else a local default;
+        lower-cased, as image repositories are (`ghcr.io/${{ github.repository }}` may not be)."""
         override = os.environ.get("MLCD_IMAGE")
-        return override or self.image.name or f"127.0.0.1:5000/{self.project}"
+        return (override or self.image.name or f"127.0.0.1:5000/{self.project}").lower()
 
 
 @dataclass(frozen=True)

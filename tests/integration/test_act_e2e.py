@@ -65,7 +65,8 @@ ACT_TIMEOUT = 1200
 MAIN_VERSION = "9.9.9"  # the newer main's package version: a job that ran main shows it
 # below the caller's scan.severity (CRITICAL): found and reported, does not fail the gate
 ADVISORY = "CVE-2099-0042"
-CHECK_JOBS = {"plan", "lint", "test", "train", "evaluate", "build", "report"}
+# the display names of deliver.yml's jobs that a checks run has
+CHECK_JOBS = {"plan", "lint", "test", "train", "evaluate", "build and scan", "report"}
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json, "
     "application/vnd.oci.image.manifest.v1+json"
@@ -279,17 +280,15 @@ class Run:
         return "\n".join(self.log.splitlines()[-100:])
 
     def kit_lines(self) -> dict[str, set[tuple[str, str]]]:
-        """Per job of the called workflow: the (mlcd version, commit) its setup reported."""
+        """Per job (display name) of the called workflow: the (mlcd version, commit) its
+        setup step reported (`mlcd kit: mlcd X.Y.Z from DIR at SHA`)."""
         found: dict[str, set[tuple[str, str]]] = {}
-        pattern = re.compile(
-            r"^\[ml/deliver/([^\]]+?)\s*\].*mlcd kit: mlcd (\S+) from \S+ at ([0-9a-f]{40})"
-        )
+        pattern = re.compile(r"^\[([^\]]+)\].*mlcd kit: (?:mlcd )?(\S+) from \S+ at (\S+)")
         for line in self.log.splitlines():
             match = pattern.match(line)
             if match:
-                found.setdefault(match.group(1).strip(), set()).add(
-                    (match.group(2), match.group(3))
-                )
+                job = match.group(1).split("/")[-1].strip()
+                found.setdefault(job, set()).add((match.group(2), match.group(3)))
         return found
 
 
@@ -393,7 +392,7 @@ def test_pull_request_run_checks_and_comments(
     assert run.done.returncode == 0, run.tail()
     # every job of the called workflow ran the tag's actions and engine, none main's
     ran = run.kit_lines()
-    assert set(ran) >= CHECK_JOBS, ran
+    assert set(ran) >= CHECK_JOBS, [line for line in run.log.splitlines() if "mlcd kit" in line]
     for job, seen in ran.items():
         assert seen == {("0.1.0", kit.v1_sha)}, (job, seen)
     assert f"mlcd {MAIN_VERSION}" not in run.log
@@ -473,7 +472,7 @@ def test_push_releases_the_built_image_and_canaries_it(
     run = push_run
     assert run.done.returncode == 0, run.tail()
     ran = run.kit_lines()
-    assert set(ran) >= {*CHECK_JOBS, "release", "deploy"}, ran
+    assert set(ran) >= {*CHECK_JOBS, "release", "deploy to staging"}, ran
     assert all(seen == {("0.1.0", kit.v1_sha)} for seen in ran.values()), ran
     built = json.loads(
         (run.artifacts / f"mlcd-{caller.project}-build" / "build" / "result.json").read_text()
@@ -548,7 +547,7 @@ def test_dispatch_deploys_the_staged_release_to_production(
     )["details"]
     # nothing trained, built or released: only plan and deploy ran
     ran = run.kit_lines()
-    assert set(ran) == {"plan", "deploy"}, ran
+    assert set(ran) == {"plan", "deploy to production"}, ran
     assert sorted(p.name for p in run.artifacts.iterdir()) == [
         f"mlcd-{caller.project}-deploy-production"
     ]

@@ -112,3 +112,23 @@ def test_champion_is_the_latest_successful_production_deployment(
     registry.set_alias(CHAMPION, "v2")  # follows the deployment: nothing to store
     with pytest.raises(UserInputError, match="no alias"):
         registry.set_alias("candidate", "v2")
+
+
+def test_a_release_version_is_taken_once(registry: GitHubRegistry, fake: FakeGitHub) -> None:
+    """claim_release is the tag `<project>-v<version>` created through the API: GitHub
+    refuses an existing ref, so the second taker learns it lost and moves on."""
+    commit = "c" * 40
+    assert registry.claim_release("0.1.0", commit=commit) is True
+    assert registry.claim_release("0.1.0", commit="d" * 40) is False
+    assert registry.claim_release("0.1.1", commit=commit) is True
+    assert fake.refs == {"refs/tags/bc-v0.1.0": commit, "refs/tags/bc-v0.1.1": commit}
+    with pytest.raises(UserInputError, match="full commit SHA"):
+        registry.claim_release("0.1.2", commit="unknown")
+
+
+def test_the_registry_release_is_not_latest(
+    registry: GitHubRegistry, fake: FakeGitHub, tmp_path: Path
+) -> None:
+    registry.register(model_file=_model(tmp_path), metadata={}, metrics={}, verdict=None)
+    [created] = fake.seen("POST", "/repos/acme/model/releases")
+    assert created.json()["make_latest"] == "false"
