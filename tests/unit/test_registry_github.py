@@ -132,3 +132,25 @@ def test_the_registry_release_is_not_latest(
     registry.register(model_file=_model(tmp_path), metadata={}, metrics={}, verdict=None)
     [created] = fake.seen("POST", "/repos/acme/model/releases")
     assert created.json()["make_latest"] == "false"
+
+
+def test_one_command_lists_the_releases_once(
+    registry: GitHubRegistry, fake: FakeGitHub, tmp_path: Path
+) -> None:
+    from mlcd import releases
+
+    for n in range(3):
+        version = registry.register(
+            model_file=_model(tmp_path, f"m{n}".encode()), metadata={}, metrics={}, verdict=None
+        ).version
+        registry.append(version, releases.RELEASES, {"version": f"0.1.{n}", "image": f"i{n}"})
+    fresh = GitHubRegistry(registry.gh, "bc")  # a new command
+    before = len(fake.requests)
+    assert [r.version for r in releases.all_releases(fresh)] == ["0.1.0", "0.1.1", "0.1.2"]
+    assert releases.newest_passing(fresh, []) is not None
+    assert fresh.get("v2").attachments[releases.RELEASES][0]["version"] == "0.1.1"
+    calls = [(r.method, r.path) for r in fake.requests[before:]]
+    assert calls.count(("GET", "/repos/acme/model/releases")) == 1, calls
+    downloads = [c for c in calls if c[1].startswith("/repos/acme/model/releases/assets/")]
+    assert len(downloads) == 3, calls  # each version's attachments once
+    assert len(calls) == 4, calls
