@@ -369,3 +369,57 @@ def test_a_tag_of_another_image_is_never_published_over(
     )
     assert cli.main(args) == 1
     assert fake.releases[0]["assets"] == []
+
+
+def test_deployment_url_and_facts_come_from_deploy_env(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path
+) -> None:
+    """After `mlcd deploy ENV`, what is recorded (version, image, environment_url) is what
+    `deploy-<env>/result.json` says, not `deploy/`."""
+    out = tmp_path / "run"
+    bundle = make_bundle(out)
+    image = "127.0.0.1:5000/bc@sha256:" + "a" * 64
+    bundle.write(
+        _result(
+            "deploy-staging",
+            details={"version": "3", "image": image, "url": "http://127.0.0.1:8099"},
+        ),
+        "",
+    )
+    config = str(repo_root / "model/mlcd.yaml")
+    base = ["github", "deployment", "staging", "--out", str(out), "--config", config]
+    assert cli.main([*base, "--state", "success"]) == 0
+    [deployment] = fake.deployments
+    assert deployment["payload"]["image"] == image
+    assert fake.statuses[deployment["id"]][0]["environment_url"] == "http://127.0.0.1:8099"
+
+
+def test_deployment_of_a_dispatched_release_reads_the_registry(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy-only run has no release in its evidence: the deployment names the release the
+    deploy will take, the newest that passed every `requires:` (production: staging)."""
+    from mlcd import releases
+    from mlcd.registry import DEPLOYMENTS, LocalRegistry
+
+    registry = LocalRegistry(tmp_path / "reg")
+    monkeypatch.setenv("MLCD_REGISTRY_PATH", str(registry.root))
+    model = tmp_path / "m.skops"
+    model.write_bytes(b"m")
+    version = registry.register(model_file=model, metadata={}, metrics={}, verdict=None).version
+    for number, staged in (("0.1.0", True), ("0.1.1", False)):
+        image = f"127.0.0.1:5000/bc@sha256:{number[-1] * 64}"
+        registry.append(version, releases.RELEASES, {"version": number, "image": image})
+        if staged:
+            registry.append(
+                version, DEPLOYMENTS, {"env": "staging", "status": "healthy", "release": number}
+            )
+    out = tmp_path / "run"
+    out.mkdir()
+    config = str(repo_root / "model/mlcd.yaml")
+    base = ["github", "deployment", "production", "--out", str(out), "--config", config]
+    assert cli.main([*base, "--state", "in_progress"]) == 0
+    assert cli.main([*base, "--state", "in_progress", "--release", "0.1.1"]) == 0
+    first, second = fake.deployments
+    assert first["payload"]["version"] == "0.1.0"  # 0.1.1 never passed staging
+    assert second["payload"]["version"] == "0.1.1"  # asked for by name
