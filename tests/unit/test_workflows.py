@@ -92,32 +92,41 @@ def test_each_caller_grants_what_every_job_declares(where_job: tuple[str, Any]) 
     assert not missing, f"{where} grants too little: {missing}"
 
 
-def test_checks_yml_needs_only_read_plus_the_comment_and_code_scanning() -> None:
+def test_checks_yml_needs_only_read_unless_comment_and_code_scanning_are_on() -> None:
+    """Every job of checks.yml declares read access only; the two jobs that write (the PR
+    comment, the SARIF upload) declare nothing and take the caller's grant, because GitHub
+    refuses a run whose jobs declare more than the caller grants, skipped jobs included."""
     wanted: dict[str, str] = {}
-    for job in _jobs("checks.yml").values():
+    jobs = _jobs("checks.yml")
+    for job in jobs.values():
         for scope, level in (job.get("permissions") or {}).items():
             if LEVEL[level] > LEVEL[wanted.get(scope, "none")]:
                 wanted[scope] = level
-    assert wanted == {
-        "contents": "read",
-        "deployments": "read",
-        "pull-requests": "write",
-        "security-events": "write",
-    }
-    jobs = _jobs("checks.yml")
-    # the two write scopes are each one job's, and those jobs can be switched off
-    assert jobs["report"]["permissions"] == {"contents": "read", "pull-requests": "write"}
-    assert jobs["code-scanning"]["permissions"] == {
-        "contents": "read",
-        "security-events": "write",
-    }
+    assert wanted == {"contents": "read", "deployments": "read"}
+    assert "permissions" not in _load(CALLED["checks.yml"])  # so those two inherit the grant
+    undeclared = {job_id for job_id, job in jobs.items() if "permissions" not in job}
+    assert undeclared == {"report", "code-scanning"}
     assert "inputs.code-scanning != 'off'" in jobs["code-scanning"]["if"]
+    assert jobs["code-scanning"]["steps"][2]["continue-on-error"] == (
+        "${{ inputs.code-scanning != 'on' }}"
+    )
+    # deliver.yml's callers grant everything anyway: there, both jobs declare their scope
+    deliver = _jobs("deliver.yml")
+    assert deliver["report"]["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert deliver["code-scanning"]["permissions"] == {
+        "contents": "read",
+        "security-events": "write",
+    }
+    assert _load(CALLED["deliver.yml"])["permissions"] == {}
 
 
 def test_the_checks_of_deliver_yml_are_the_jobs_of_checks_yml() -> None:
     checks, deliver = _jobs("checks.yml"), _jobs("deliver.yml")
     for job_id in (*SHARED_JOBS, "code-scanning", "report"):
-        assert checks[job_id] == deliver[job_id], job_id
+        mine = {
+            k: v for k, v in deliver[job_id].items() if job_id in SHARED_JOBS or k != "permissions"
+        }
+        assert checks[job_id] == mine, job_id
     assert set(deliver) == {*checks, "release", "deploy"}
     on = _load(CALLED["checks.yml"])[True]["workflow_call"]["inputs"]
     on_deliver = _load(CALLED["deliver.yml"])[True]["workflow_call"]["inputs"]
@@ -220,3 +229,18 @@ def test_artifact_names_carry_the_project(name: str) -> None:
             assert "${{ needs.plan.outputs.project }}" in label, f"{name}:{job_id}: {label}"
             count += 1
     assert count >= 10
+
+
+def test_the_github_template_config_uses_ghcr_and_the_slim_base(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlcd.config import load_config
+
+    monkeypatch.delenv("MLCD_IMAGE", raising=False)
+    config = load_config(ROOT / "examples/mlcd.yaml").config
+    assert config.image_name == "ghcr.io/owner/repo"
+    assert config.image.base == "python:3.11-slim"
+    assert config.registry.backend == "auto"
+    # the workflow's `image: ghcr.io/${{ github.repository }}` may carry capitals
+    monkeypatch.setenv("MLCD_IMAGE", "ghcr.io/Acme/Churn-Model")
+    assert config.image_name == "ghcr.io/acme/churn-model"
