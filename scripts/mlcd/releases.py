@@ -10,11 +10,15 @@ attachments. Release versions and their digests are never changed once recorded.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
+import tarfile
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mlcd.errors import UserInputError
+from mlcd.errors import GateFailed, UserInputError
 from mlcd.registry import DEPLOYMENTS, ModelRegistry, ModelVersion, digest_matches
 
 RELEASES = "releases"
@@ -152,3 +156,59 @@ def default_version(registry: ModelRegistry, requires: list[str]) -> str | None:
     deploy's gates say why the newest cannot go)."""
     found = newest_passing(registry, requires)
     return found.version if found is not None else None
+
+
+# what a deploy of a release in a fresh folder takes from its evidence: the held-out rows
+# (load tests and analysis), the verdict, the scan and the build's record
+_RESTORED = ("train", "evaluate", "scan", "build")
+
+
+def _evidence_bytes(registry: ModelRegistry, release: Release) -> bytes | None:
+    if release.evidence and Path(release.evidence).is_file():
+        return Path(release.evidence).read_bytes()
+    fetch = getattr(registry, "release_asset", None)
+    if fetch is None:
+        return None
+    data = fetch(release.model_version, f"evidence-{release.version}.tar.gz")
+    return data if isinstance(data, bytes) else None
+
+
+def restore_evidence(registry: ModelRegistry, version: str, root: Path) -> list[str]:
+    """Put release `version`'s evidence (train/, evaluate/, scan/, build/) into the run folder
+    `root` when it has none of its own: a deploy of an existing release (workflow_dispatch, a
+    fresh clone) needs the held-out rows its rollout sends. The archive must match the
+    release's recorded evidence digest; only plain files under those folders are written,
+    never over an existing file. Returns the folders restored."""
+    release = get(registry, version)
+    data = _evidence_bytes(registry, release)
+    if data is None:
+        return []
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    if release.evidence_digest and digest != release.evidence_digest:
+        raise GateFailed(
+            f"the evidence of release {version} does not match its recorded digest "
+            f"({digest} ≠ {release.evidence_digest}); it is not used",
+        )
+    restored: set[str] = set()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            parts = PurePosixPath(member.name).parts
+            if (
+                not member.isfile()
+                or len(parts) < 3
+                or parts[0] != "evidence"
+                or parts[1] not in _RESTORED
+                or any(part in ("..", "") for part in parts)
+                or ((root / parts[1]).exists() and parts[1] not in restored)
+            ):
+                continue
+            target = root.joinpath(*parts[1:])
+            if target.exists():
+                continue
+            handle = archive.extractfile(member)
+            if handle is None:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(handle.read())
+            restored.add(parts[1])
+    return sorted(restored)

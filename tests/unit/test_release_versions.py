@@ -11,7 +11,7 @@ import pytest
 
 from mlcd import releases
 from mlcd.config import load_config
-from mlcd.errors import UserInputError
+from mlcd.errors import GateFailed, UserInputError
 from mlcd.registry import DEPLOYMENTS, LocalRegistry, backend_of
 from mlcd.stages import release as release_stage
 from tests.mlprojects import write_project
@@ -114,3 +114,36 @@ def test_the_registry_backend_is_github_inside_actions(tmp_path: Path) -> None:
     assert backend_of(loaded, {}) == "local"
     assert backend_of(loaded, {"GITHUB_ACTIONS": "true"}) == "local"  # no token: no API
     assert backend_of(loaded, {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": "t"}) == "github"
+
+
+def test_a_deploy_in_a_fresh_folder_gets_the_releases_evidence(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "holdout.csv").write_text("a,y\n1,0\n")
+    (run / "evaluate").mkdir()
+    (run / "evaluate" / "verdict.json").write_text('{"passed": true}')
+    (run / "build" / "context").mkdir(parents=True)
+    (run / "build" / "context" / "big.whl").write_bytes(b"w")
+    tarball = tmp_path / "evidence.tar.gz"
+    digest = release_stage.evidence_tarball(run, tarball)
+    model = _model(registry, tmp_path, "a")
+    registry.append(
+        model,
+        releases.RELEASES,
+        {"version": "0.1.0", "image": "i", "evidence": str(tarball), "evidence_digest": digest},
+    )
+    fresh = tmp_path / "fresh"
+    (fresh / "github").mkdir(parents=True)
+    assert releases.restore_evidence(registry, "0.1.0", fresh) == ["evaluate", "train"]
+    assert (fresh / "train" / "holdout.csv").read_text() == "a,y\n1,0\n"
+    assert not (fresh / "build").exists()  # the build context is not in the evidence
+    # a folder that has its own run keeps it
+    (fresh / "train" / "holdout.csv").write_text("mine")
+    assert releases.restore_evidence(registry, "0.1.0", fresh) == []
+    assert (fresh / "train" / "holdout.csv").read_text() == "mine"
+    # an archive that is not the recorded one is refused
+    tarball.write_bytes(tarball.read_bytes() + b"x")
+    with pytest.raises(GateFailed, match="does not match its recorded digest"):
+        releases.restore_evidence(registry, "0.1.0", tmp_path / "other")

@@ -196,6 +196,12 @@ class GitHubRegistry(ModelRegistry):
     def get(self, version: str) -> ModelVersion:
         return self._load(self._release(version))
 
+    def release_asset(self, version: str, name: str) -> bytes | None:
+        """An asset of model version `version`'s GitHub release (e.g. a release's
+        `evidence-<release>.tar.gz`), or None when it has none of that name."""
+        asset = self._asset(self._release(version), name)
+        return self._download(asset) if asset is not None else None
+
     def claim_release(self, version: str, *, commit: str) -> bool:
         """The git tag `<project>-v<version>` at `commit`, created through the API: GitHub
         refuses an existing ref, so two release jobs never take one version."""

@@ -203,8 +203,12 @@ def _deploy_body(
     section = env_section(ctx, env)
     chosen = strategy or section.strategy
     registry = open_registry(ctx.loaded)
-    if release_arg is None and ctx.bundle.read("release") is None:
-        release_arg = releases.default_version(registry, section.requires)
+    if ctx.bundle.read("release") is None:
+        # a deploy of an existing release (workflow_dispatch): the newest that passed every
+        # `requires:` unless named, with its evidence (held-out rows, verdict, scan)
+        release_arg = release_arg or releases.default_version(registry, section.requires)
+        if release_arg and releases.SEMVER.match(release_arg):
+            releases.restore_evidence(registry, release_arg, ctx.bundle.root)
     release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, release_arg)
     report = gates.check(release, env, section.requires)
     details: dict[str, Any] = {
