@@ -209,8 +209,18 @@ class ScanSection(Section):
 class RegistrySection(Section):
     """Where model versions, their evidence and aliases are kept."""
 
-    backend: Literal["local", "github"] = Field("local", description="local folder or GitHub")
+    backend: Literal["auto", "local", "github"] = Field(
+        "auto",
+        description="`local` folder, `github` (the repository's releases and deployments), or "
+        "`auto`: github inside GitHub Actions (GITHUB_ACTIONS=true with a GITHUB_TOKEN), local "
+        "elsewhere",
+    )
     path: str = Field(".mlcd-registry", description="the local backend's folder")
+    github_latest: bool = Field(
+        default=False,
+        description="the GitHub release of a model version may become the repository's "
+        "`Latest` release (default: never; the team's own software releases keep it)",
+    )
 
 
 class CanarySection(Section):
@@ -407,9 +417,10 @@ class Config(Section):
 
     @property
     def image_name(self) -> str:
-        """MLCD_IMAGE (the workflow's `image` input), else image.name, else a local default."""
+        """MLCD_IMAGE (the workflow's `image` input), else image.name, else a local default;
+        lower-cased, as image repositories are (`ghcr.io/${{ github.repository }}` may not be)."""
         override = os.environ.get("MLCD_IMAGE")
-        return override or self.image.name or f"127.0.0.1:5000/{self.project}"
+        return (override or self.image.name or f"127.0.0.1:5000/{self.project}").lower()
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ _SKIP_GLOBS = (
     "**/.ruff_cache",
     "**/.pytest_cache",
     "**/.tox",
+    "**/.mlcd-kit",  # mlcd itself, checked out by the workflows beside the project (docs/github.md)
 )
 _LISTED = 25
 
