@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -307,6 +308,31 @@ def test_pickle_calling_os_system_fails_and_never_runs(
     assert "os.system" in done.stdout
     assert "MLCD-MODEL-DANGEROUS-GLOBAL" in done.stdout
     assert not marker.exists()
+
+
+def test_encrypted_zip_member_is_a_finding_not_a_traceback(
+    project: Callable[..., Path], mlcd: Runner
+) -> None:
+    """A zip member with the encryption flag set (made with the standard library and a raw
+    header edit) is unreadable content: a HIGH finding naming it, findings.json written."""
+    proj = project()
+    evil = proj / "locked.pt"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"coef": [1.0]}, protocol=2))
+    data = bytearray(evil.read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        data[at + flags_at] |= 0x1
+    evil.write_bytes(bytes(data))
+    done = mlcd(proj, "--no-image", "--model", str(evil))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    findings = json.loads((proj / ".mlcd" / "scan" / "findings.json").read_text("utf-8"))
+    (model,) = [f for f in findings["findings"] if f["kind"] == "model"]
+    assert model["id"] == "MLCD-MODEL-UNREADABLE"
+    assert model["severity"] == "HIGH"
+    assert "locked.pt!archive/data.pkl" in model["title"]
+    assert "encrypted" in model["title"]
 
 
 def test_clean_skops_model_in_the_run_passes(
