@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlcd import runreport
+from mlcd import preflight, runreport
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageResult, utc_now, write_json_atomic
@@ -90,6 +90,9 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
             "--only and --skip leave no stage to run",
             hint=f"the stages are: {', '.join(s.name for s in steps(ctx))}",
         )
+    # what `mlcd validate` checks in the files the config names, for the stages that use
+    # them: a missing data file or entrypoint function stops the run before lint and test
+    warnings = preflight.require(ctx.loaded, {s.name for s in selected})
     # In json mode stdout carries only the final JSON document; progress goes to stderr.
     progress = StageProgress(ctx.stream if ctx.fmt == "text" else sys.stderr)
     ctx.in_pipeline = True
@@ -98,6 +101,8 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.fmt == "text":
         count = len(selected)
         print(f"mlcd run: {count} stage{'s' * (count != 1)} on {ctx.loaded.path}", file=ctx.stream)
+        for warning in warnings:
+            print(f"  ⚠ {warning}", file=ctx.stream)
     records: list[dict[str, object]] = []
     exit_code = 0
     stopped_at: str | None = None

@@ -41,6 +41,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("NO_COLOR", raising=False)
     config = tmp_path / "mlcd.yaml"
     config.write_text(VALID, "utf-8")
+    # the files VALID names, so that the run's pre-flight checks pass (they are not run)
+    (tmp_path / "data.csv").write_text("x,y\n1,0\n", "utf-8")
+    (tmp_path / "train.py").write_text("def build_model():\n    return None\n", "utf-8")
+    (tmp_path / "tests").mkdir()
     return config
 
 
@@ -265,3 +269,26 @@ def test_a_run_without_deploys_names_no_environment(
     use_stages(monkeypatch, lint=ok())
     assert run(project) == 0
     assert "environments:" not in capsys.readouterr().out
+
+
+def test_a_missing_data_file_stops_the_run_before_lint(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = use_stages(monkeypatch, lint=ok(), test=ok(), train=ok())
+    (project.parent / "data.csv").unlink()
+    assert run(project) == 2
+    assert ran == []
+    err = capsys.readouterr().err
+    assert f"{project}:6:9: model.data: `data.csv` does not exist" in err
+
+
+def test_only_the_selected_stages_checks_run(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--only lint` needs no data file; `--only train` does."""
+    ran = use_stages(monkeypatch, lint=ok(), test=ok(), train=ok())
+    (project.parent / "data.csv").unlink()
+    assert run(project, "--only", "lint") == 0
+    assert ran == ["lint"]
+    assert run(project, "--only", "train") == 2
+    assert ran == ["lint"]
