@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from mlcd import preflight, runreport
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
-from mlcd.evidence import StageResult, utc_now, write_json_atomic
+from mlcd.evidence import StageResult, require_writable, utc_now, write_failure, write_json_atomic
 from mlcd.progress import StageProgress, fmt_seconds
 from mlcd.stages import build, deploy, evaluate, lint, release, scan, test, train
 
@@ -93,6 +93,7 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
     # what `mlcd validate` checks in the files the config names, for the stages that use
     # them: a missing data file or entrypoint function stops the run before lint and test
     warnings = preflight.require(ctx.loaded, {s.name for s in selected})
+    require_writable(ctx.out)  # run.json and every stage's result go there
     # In json mode stdout carries only the final JSON document; progress goes to stderr.
     progress = StageProgress(ctx.stream if ctx.fmt == "text" else sys.stderr)
     ctx.in_pipeline = True
@@ -176,20 +177,23 @@ def _finish(
     duration = time.monotonic() - clock
     exit_code = _exit_code(records)
     status = "pass" if exit_code == 0 else ("fail" if exit_code == 1 else "error")
-    write_json_atomic(
-        ctx.out / "run.json",
-        {
-            "started": started,
-            "duration_s": round(duration, 3),
-            "status": status,
-            "exit_code": exit_code,
-            "stopped_at": stopped_at,
-            "config": str(ctx.loaded.path),
-            "inputs": ctx.inputs,
-            "stages": records,
-        },
-    )
-    report = runreport.write_html(ctx.out, [s.name for s in steps(ctx)])
+    try:
+        write_json_atomic(
+            ctx.out / "run.json",
+            {
+                "started": started,
+                "duration_s": round(duration, 3),
+                "status": status,
+                "exit_code": exit_code,
+                "stopped_at": stopped_at,
+                "config": str(ctx.loaded.path),
+                "inputs": ctx.inputs,
+                "stages": records,
+            },
+        )
+        report = runreport.write_html(ctx.out, [s.name for s in steps(ctx)])
+    except OSError as exc:
+        raise write_failure(exc, ctx.out) from None
     if ctx.fmt == "json":
         print(
             json.dumps(
