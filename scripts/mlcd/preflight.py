@@ -21,6 +21,7 @@ from typing import Any
 
 from mlcd.config import KeyLocator, LoadedConfig
 from mlcd.errors import UserInputError
+from mlcd.security import redact
 
 _CSV = (".csv",)
 _PARQUET = (".parquet", ".pq")
@@ -281,6 +282,12 @@ def _default_kinds(node: ast.expr) -> set[str] | None:
     return None
 
 
+def _masked(name: str, value: Any) -> Any:
+    """The value as it may be shown: a secret (by its name or its shape) masked."""
+    masked = redact.redact_params({name: value})
+    return masked[name] if isinstance(masked, dict) else value
+
+
 def _shown(value: Any) -> str:
     text = repr(value) if not isinstance(value, str) else f'"{value}"'
     return text if len(text) <= 40 else text[:37] + "..."
@@ -338,7 +345,7 @@ def _check_params(c: _Check, fn: ast.FunctionDef | ast.AsyncFunctionDef, out: Fi
         )
         out.problems.append(
             f"{c.at.where(('model', 'params', name))}: {label} expects {words} for `{name}` "
-            f"({source}), got {_shown(value)}"
+            f"({source}), got {_shown(_masked(name, value))}"
             + ("; annotate the parameter if it takes more" if annotated is None else "")
         )
     required = [

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -246,6 +248,64 @@ def test_critical_advisory_fails_with_package_and_versions(
     names = {c.get("name") for c in sbom.get("components", [])}
     assert {"openssl", "scikit-learn"} <= names
     assert res["artifacts"]["sbom"] == "scan/sbom.cdx.json"
+
+
+class _Listener:
+    """A TCP listener that counts connections: the proxy every HTTP(S) request goes to."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_a_scan_with_a_cached_database_makes_no_network_request(
+    project: Callable[..., Path], mlcd: Runner, image: str
+) -> None:
+    """The database comes from the cache (--skip-db-update), the checks are the embedded
+    ones, and Trivy's version notices and telemetry are off: every request Trivy would
+    make goes to this proxy, and none arrives."""
+    proxy = _Listener()
+    url = f"http://127.0.0.1:{proxy.port}"
+    try:
+        done = mlcd(
+            project("HIGH"),
+            "--image",
+            image,
+            env={
+                "HTTPS_PROXY": url,
+                "HTTP_PROXY": url,
+                "https_proxy": url,
+                "http_proxy": url,
+                "NO_PROXY": "",
+                "no_proxy": "",
+            },
+        )
+    finally:
+        proxy.close()
+    assert done.returncode == 1, done.stderr  # the planted advisories: the DB was used
+    assert CVE in done.stdout
+    assert proxy.connections == 0
 
 
 def test_ignore_entry_suppresses_until_it_expires(

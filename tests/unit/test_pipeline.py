@@ -292,3 +292,38 @@ def test_only_the_selected_stages_checks_run(
     assert ran == ["lint"]
     assert run(project, "--only", "train") == 2
     assert ran == ["lint"]
+
+
+def _deploys(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None]]:
+    """Stand in for the deploy stage: record which release each deploy was asked for."""
+    asked: list[tuple[str, str | None]] = []
+
+    def stage(ctx: Context, env: str, *, release: str | None = None, **_: object) -> StageResult:
+        asked.append((env, release))
+        return ctx.run_stage(f"deploy-{env}", lambda: StageOutcome("pass", f"{release} live"))
+
+    monkeypatch.setattr(pipeline.deploy, "stage", stage)
+    return asked
+
+
+def test_keep_going_never_deploys_a_release_this_run_did_not_make(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_stages(monkeypatch, release=gate("push refused"), **{"deploy-staging": ok()})
+    asked = _deploys(monkeypatch)
+    assert run(project, "--keep-going") == 1
+    assert asked == []  # no older release was picked from the registry
+    statuses = [(s["stage"], s["status"]) for s in run_json(project)["stages"]]  # type: ignore[attr-defined]
+    assert statuses == [("release", "fail"), ("deploy-staging", "skipped")]
+    skipped = json.loads((project.parent / "out/deploy-staging/result.json").read_text())
+    assert "this run's release did not pass (fail)" in skipped["summary"]
+
+
+def test_a_run_deploys_exactly_the_release_it_made(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = StageOutcome("pass", "0.3.0", details={"version": "0.3.0", "image": "x@sha256:1"})
+    use_stages(monkeypatch, release=lambda: made, **{"deploy-staging": ok()})
+    asked = _deploys(monkeypatch)
+    assert run(project) == 0
+    assert asked == [("staging", "0.3.0")]
