@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__
+from mlcd import __version__, typedrows
 from mlcd.context import Command, Context
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
@@ -94,6 +94,23 @@ def _copy_if_changed(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
+def needs_dataframe(meta: dict[str, Any]) -> bool:
+    """model.json says the server builds a pandas DataFrame (docs/serving.md)."""
+    declared = (meta.get("input") or {}).get("format")
+    if declared is not None:
+        return bool(declared == "dataframe")
+    # model.json before `input`: the server takes a DataFrame when a column is a string
+    return any(
+        typedrows.feature_kind(f) in typedrows.STRING_KINDS for f in meta.get("features") or []
+    )
+
+
+def serving_pins(model_dir: Path) -> list[wheelhouse.Pin]:
+    """The locked wheels the image needs: pandas' too when the model takes a DataFrame."""
+    meta = json.loads((model_dir / "model.json").read_text("utf-8"))
+    return wheelhouse.serving_pins(dataframe=needs_dataframe(meta))
+
+
 def prepare_context(
     folder: Path, model_dir: Path, dockerfile: Path, cache: Path, progress: Any
 ) -> dict[str, Any]:
@@ -103,7 +120,7 @@ def prepare_context(
     model = folder / "model"
     for sub in (wheels, app, model):
         sub.mkdir(parents=True, exist_ok=True)
-    pins = wheelhouse.parse_lock(wheelhouse.lock_text())
+    pins = serving_pins(model_dir)
     progress(f"wheelhouse: {len(pins)} locked wheels (cache {cache})")
     found = wheelhouse.ensure_wheels(pins, cache)
     keep = {"requirements.txt"}
@@ -220,11 +237,13 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
             "health": outcome.health,
             "user": outcome.user,
             "problems": outcome.problems,
+            "forms": outcome.forms,
         }
         if outcome.passed:
             reasons.append(
                 f"contract: {outcome.agree}/{outcome.rows} held-out predictions equal in "
-                f"process; ready in {outcome.ready_seconds} s; {outcome.health}"
+                f"process in every form ({', '.join(outcome.forms)}); ready in "
+                f"{outcome.ready_seconds} s; {outcome.health}"
             )
         else:
             status = "fail"
