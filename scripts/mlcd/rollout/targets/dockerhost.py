@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import EnvironmentMissing
-from mlcd.rollout.router import Backend, RouterSpec, render
+from mlcd.rollout.router import Backend, RouterSpec, render_routes
 from mlcd.rollout.state import Arm, EnvState, LockInfo, LockRefused, process_start, safe_name
 from mlcd.rollout.targets.base import CONTAINER_PORT, Owner, Route, Target, wait_generation
 from mlcd.tools import docker
@@ -413,7 +413,7 @@ class DockerHostTarget(Target):
             labels={"env": self.env, "project": self.project},
             listen="0.0.0.0",  # noqa: S104 - the environment's address on the server  # nosec B104
         )
-        text = render(spec, Path(ROUTER_PREFIX))
+        text = render_routes(spec, Path(ROUTER_PREFIX))
         conf, new = f"{ROUTER_PREFIX}/nginx.conf", f"{ROUTER_PREFIX}/nginx.conf.new"
         nginx = f"nginx -p {ROUTER_PREFIX}/ -e {ROUTER_PREFIX}/logs/error.log"
         script = (
