@@ -8,6 +8,7 @@ state folder, model registry and free router ports, and leaves no container or n
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -198,7 +199,7 @@ class Project:
                 "model_version": record.version,
                 "image": image,
                 "image_id": "sha256:" + uuid.uuid4().hex * 2,
-                "evidence_digest": "sha256:x",
+                "evidence_digest": "sha256:" + hashlib.sha256(evidence.read_bytes()).hexdigest(),
                 "evidence": str(evidence),
                 "released": "2026-01-01T00:00:00Z",
             },
