@@ -61,6 +61,7 @@ PEERS = ("fastapi", "fastapi-2w", "mlflow", "bentoml")
 MODELS = ("logreg", "forest", "mixed")
 MODEL_PEERS = {"mixed": ("mlflow",)}  # servers that can take the model's input
 BASELINE = HERE / "results" / "serve-2026-11-26.json"
+BASELINE_SRC = Path()  # --baseline-src: the scripts/ folder of another mlcd checkout
 
 
 # ----------------------------------------------------------------------------- models
@@ -317,9 +318,11 @@ def start(  # noqa: PLR0917 - a benchmark helper
         env["PATH"] = f"{venvs[peer] / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     logfile = work / f"{name}-{model}.log"
     kind = "native"
-    if name == "mlcd":
+    if name in ("mlcd", "mlcd-base"):
         argv = [sys.executable, "-m", "mlcd.serve"]
         env |= {"MLCD_MODEL_DIR": str(model_dir), "MLCD_PORT": str(port)}
+        if name == "mlcd-base":  # another checkout's mlcd (--baseline-src), same model
+            env |= {"PYTHONPATH": str(BASELINE_SRC), "PYTHONDONTWRITEBYTECODE": "1"}
         path = "/predict"
     elif name.startswith("fastapi"):
         (work / "fastapi_app.py").write_text(FASTAPI_APP, "utf-8")
@@ -470,6 +473,13 @@ def main() -> int:
     parser.add_argument("--servers", default=None, help="comma list (mlcd,fastapi,…)")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     parser.add_argument("--models", default=None, help="comma list (logreg,forest,mixed)")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also serve with the mlcd package under this folder (e.g. an export of main's "
+        "scripts/), as server `mlcd-base`: this code against that one in the same run",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: sudo apt-get install wrk (scripts/setup/apt.sh has it)")
@@ -478,9 +488,13 @@ def main() -> int:
     servers = ["mlcd", "fastapi"] if args.quick else ["mlcd", *PEERS]
     if args.servers:
         servers = args.servers.split(",")
+    if args.baseline_src:
+        global BASELINE_SRC  # noqa: PLW0603 - one setting of this one-shot script
+        BASELINE_SRC = args.baseline_src.resolve()
+        servers.insert(1, "mlcd-base")
     notes: list[str] = []
     venvs: dict[str, Path] = {}
-    for peer in sorted({s.removesuffix("-2w") for s in servers if s != "mlcd"}):
+    for peer in sorted({s.removesuffix("-2w") for s in servers if not s.startswith("mlcd")}):
         venv = peer_venv(peer, notes)
         if venv is not None:
             venvs[peer] = venv
@@ -513,10 +527,13 @@ def main() -> int:
                     {"model": model, "rows": n, "connections": 1, "server": "in-process", **limit}
                 )
             for name in servers:
-                if name != "mlcd" and name.removesuffix("-2w") not in venvs:
+                own = name.startswith("mlcd")
+                if not own and name.removesuffix("-2w") not in venvs:
                     continue
-                if name != "mlcd" and name not in MODEL_PEERS.get(model, PEERS):
+                if not own and name not in MODEL_PEERS.get(model, PEERS):
                     continue
+                if name == "mlcd-base" and model == "mixed":
+                    continue  # the baseline predates DataFrame models
                 try:
                     run = start(name, model, model_dir, work, bodies, venvs)
                 except (subprocess.CalledProcessError, OSError) as exc:
@@ -621,6 +638,10 @@ def acceptance(cells: list[dict[str, Any]]) -> list[str]:
                 f"  logreg {n:>3} rows {conns:>2} conns: mlcd/fastapi {now:.2f}x now, "
                 f"{then:.2f}x in {BASELINE.name} ({change})"
             )
+            base = _rps(cells, "logreg", n, conns, "mlcd-base")
+            if base:
+                mine = _rps(cells, "logreg", n, conns, "mlcd")
+                lines.append(f"  {'':>28}mlcd/mlcd-base (same run) {mine / base:.2f}x")
     for n in (1, 100):
         for conns in (1, 16):
             flow = _rps(cells, "mixed", n, conns, "mlflow")
