@@ -263,6 +263,8 @@ def _load_champion(
     frame: pd.DataFrame,
     meta: dict[str, Any],
     workdir: Path,
+    root: Path,
+    declared: list[str],
 ) -> tuple[Scored | None, str]:
     cmeta = champion.metadata
     if cmeta.get("task") != meta["task"]:
@@ -281,7 +283,9 @@ def _load_champion(
             f"champion {champion.version} has classes {cmeta.get('classes')}, the candidate "
             f"{meta.get('classes')}"
         )
-    model = modelio.load_model(registry.model_file(champion.version, workdir))
+    model = modelio.load_project_model(
+        registry.model_file(champion.version, workdir), root, declared
+    )
     target = str(meta["target"])
     return score(model, frame[names], frame[target], meta), ""
 
@@ -306,7 +310,13 @@ def _compare(
         )
     ctx.progress(f"scoring champion {champion.version}")
     scored, why = _load_champion(
-        registry=registry, champion=champion, frame=frame, meta=meta, workdir=workdir
+        registry=registry,
+        champion=champion,
+        frame=frame,
+        meta=meta,
+        workdir=workdir,
+        root=ctx.loaded.root,
+        declared=list(ctx.config.model.trusted_types),
     )
     if scored is None:
         return Comparison(
@@ -445,7 +455,7 @@ def body(ctx: Context, *, register: bool) -> StageOutcome:
     target = str(meta["target"])
 
     ctx.progress("loading the model")
-    model = modelio.load_model(model_path)
+    model = modelio.load_project_model(model_path, ctx.loaded.root, ctx.config.model.trusted_types)
     candidate = score(model, frame[feature_names], frame[target], meta)
     values = m.compute(candidate.predictions)
 

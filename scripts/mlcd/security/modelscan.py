@@ -21,7 +21,7 @@ import lzma
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mlcd.modelio import TRUSTED_TYPES
@@ -168,7 +168,7 @@ def _scan_zip(path: Path, shown: str) -> list[Finding]:
     return findings
 
 
-def _scan_skops(path: Path, shown: str) -> list[Finding]:
+def _scan_skops(path: Path, shown: str, trusted: Iterable[str] = ()) -> list[Finding]:
     try:
         import skops.io as sio
 
@@ -182,10 +182,11 @@ def _scan_skops(path: Path, shown: str) -> list[Finding]:
                 shown,
             )
         ]
-    extra = trusted_types()
+    extra = trusted_types() | set(trusted)
     findings = []
     for name in needed:
-        if name in extra:
+        # a dangerous callable is a finding whatever a trusted list says
+        if name in extra and not allowlist.is_dangerous(name):
             continue
         label = allowlist.display_name(name)
         dangerous = allowlist.is_dangerous(name)
@@ -268,8 +269,14 @@ class _ZlibStream:
         return bytes(out)
 
 
-def scan_model_file(path: Path, *, shown: str | None = None) -> list[Finding]:
-    """Every finding for one model file (empty: nothing it imports is a concern)."""
+def scan_model_file(
+    path: Path, *, shown: str | None = None, trusted: Iterable[str] = ()
+) -> list[Finding]:
+    """Every finding for one model file (empty: nothing it imports is a concern).
+
+    `trusted`: skops types the project trusts besides mlcd's list (its own classes, its
+    `model.trusted-types`); a dangerous callable is reported even when it is on it.
+    """
     label = shown or str(path)
     try:
         with path.open("rb") as handle:
@@ -280,7 +287,7 @@ def scan_model_file(path: Path, *, shown: str | None = None) -> list[Finding]:
         return [_finding(RULE_UNREADABLE, "HIGH", f"{label}: the file is empty", label)]
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         if path.suffix == ".skops" or _has_member(path, "schema.json"):
-            return _scan_skops(path, label)
+            return _scan_skops(path, label, trusted)
         return _scan_zip(path, label)
     if head.startswith(b"\x93NUMPY"):
         with path.open("rb") as handle:

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__
+from mlcd import __version__, entrypoint, projectcode
 from mlcd.context import Command, Context
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
@@ -94,18 +94,52 @@ def _copy_if_changed(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
+def model_wheels(ctx: Context, cache: Path) -> list[wheelhouse.Pin]:
+    """The wheels `model.requirements` adds to the image (none without the key)."""
+    named = ctx.config.model.requirements
+    if not named:
+        return []
+    lock = wheelhouse.parse_lock(wheelhouse.lock_text())
+    ctx.progress(f"resolving model.requirements ({named}) for the image")
+    return wheelhouse.model_requirements(ctx.loaded.resolve(named), named, lock, cache)
+
+
+def project_files(ctx: Context, meta: dict[str, Any]) -> list[tuple[Path, str]]:
+    """The project's own modules the model needs (model.json's `project_modules`), as
+    (file, path under /opt/project); exit 2 when one changed since train."""
+    entries = meta.get("project_modules") or []
+    if not isinstance(entries, list):
+        raise UserInputError("train/model.json: `project_modules` must be a list")
+    return projectcode.check_shipped(entries, ctx.loaded.root)
+
+
 def prepare_context(
-    folder: Path, model_dir: Path, dockerfile: Path, cache: Path, progress: Any
+    folder: Path,
+    model_dir: Path,
+    dockerfile: Path,
+    cache: Path,
+    progress: Any,
+    *,
+    extra: list[wheelhouse.Pin] | None = None,
+    project: list[tuple[Path, str]] | None = None,
 ) -> dict[str, Any]:
-    """Fill the build context; files that did not change are left alone."""
+    """Fill the build context; files that did not change are left alone.
+
+    `extra`: wheels the model needs besides the server's lock (model.requirements);
+    `project`: the project's own modules, copied to `project/` (/opt/project in the image).
+    """
     wheels = folder / "wheels"
     app = folder / "app"
     model = folder / "model"
-    for sub in (wheels, app, model):
+    code = folder / "project"
+    for sub in (wheels, app, model, code):
         sub.mkdir(parents=True, exist_ok=True)
     pins = wheelhouse.parse_lock(wheelhouse.lock_text())
+    names = {p.name for p in pins}
+    pins += [p for p in extra or [] if p.name not in names]
     progress(f"wheelhouse: {len(pins)} locked wheels (cache {cache})")
     found = wheelhouse.ensure_wheels(pins, cache)
+    _fill_project(code, project or [])
     keep = {"requirements.txt"}
     for pin in pins:
         source = found[pin.sha256]
@@ -128,7 +162,26 @@ def prepare_context(
             stale.unlink()
     _copy_if_changed(dockerfile, folder / "Dockerfile")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    return {"wheels": len(pins) + 1, "context_bytes": size}
+    return {
+        "wheels": len(pins) + 1,
+        "context_bytes": size,
+        "model_wheels": [f"{p.name}=={p.version}" for p in extra or [] if p.name not in names],
+        "project_modules": sorted(rel for _, rel in project or []),
+    }
+
+
+def _fill_project(code: Path, files: list[tuple[Path, str]]) -> None:
+    wanted = {rel for _, rel in files}
+    for source, rel in files:
+        target = code / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy_if_changed(source, target)
+    for stale in sorted(code.rglob("*"), reverse=True):
+        rel = stale.relative_to(code).as_posix()
+        if stale.is_file() and rel not in wanted:
+            stale.unlink()
+        elif stale.is_dir() and not any(stale.iterdir()):
+            stale.rmdir()
 
 
 def _ensure_base(base: str) -> None:
@@ -163,7 +216,13 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     folder = ctx.bundle.stage_dir(STAGE) / "context"
     cache = Path(args.wheel_cache) if args.wheel_cache else wheelhouse.default_cache()
     context_info = prepare_context(
-        folder, model_dir, _dockerfile(args.dockerfile), cache, ctx.progress
+        folder,
+        model_dir,
+        _dockerfile(args.dockerfile),
+        cache,
+        ctx.progress,
+        extra=model_wheels(ctx, cache),
+        project=project_files(ctx, meta),
     )
 
     fingerprint = str(meta.get("fingerprint") or "")
@@ -205,12 +264,25 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         ),
         f"user {config.get('User') or 'root'}, healthcheck {healthcheck}",
     ]
+    if context_info["model_wheels"]:
+        reasons.append(
+            "model.requirements added (pinned, hashed): " + ", ".join(context_info["model_wheels"])
+        )
+    if context_info["project_modules"]:
+        reasons.append(
+            "the project's own modules in /opt/project: "
+            + ", ".join(context_info["project_modules"])
+        )
     contract_details: dict[str, Any] = {"skipped": True}
     status = "pass"
     if args.skip_contract:
         reasons.append("contract test skipped (--skip-contract)")
     else:
-        outcome = contract.run_contract(built.image_id, model_dir, holdout, progress=ctx.progress)
+        # the in-process side of the comparison imports the project's own modules too
+        with entrypoint.project_path(root):
+            outcome = contract.run_contract(
+                built.image_id, model_dir, holdout, progress=ctx.progress
+            )
         contract_details = {
             "skipped": False,
             "passed": outcome.passed,
