@@ -444,6 +444,17 @@ class _Positions:
         return _Pos(1, 1)
 
 
+def where(loaded: LoadedConfig, path: tuple[str | int, ...]) -> str:
+    """`file:line:column: dotted.key` of a key in a loaded config (for errors found later,
+    by a stage, about what the config asks)."""
+    try:
+        node = yaml.compose(loaded.path.read_text("utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        node = None
+    pos = _Positions(node).find(path, key=True)
+    return f"{loaded.path}:{pos.line}:{pos.column}: {_dotted(path)}"
+
+
 def _field_type(model: type[BaseModel], key: str) -> Any:
     for name, info in model.model_fields.items():
         if key in (name, info.alias):

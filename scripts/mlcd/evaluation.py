@@ -23,6 +23,7 @@ import pandas as pd
 from mlcd import dataset, evalreport, modelio
 from mlcd import metrics as m
 from mlcd.config import Bound, EvaluateSection, SliceSection
+from mlcd.config import where as config_where
 from mlcd.context import Context
 from mlcd.errors import UserInputError
 from mlcd.evidence import StageOutcome, write_json_atomic
@@ -96,6 +97,40 @@ def _check_names(cfg: EvaluateSection, task: str, config_path: Path) -> None:
             f"{config_path}: {len(problems)} problem(s) in evaluate",
             problems=problems,
             hint=f"the {task} metrics are: {', '.join(known)}",
+        )
+
+
+# metrics computed from predict_proba: a label-only classifier (SVC, RidgeClassifier, a
+# hard VotingClassifier) has none of them
+PROBABILITY_METRICS = ("roc_auc", "log_loss")
+
+
+def _check_probability_metrics(ctx: Context, cfg: EvaluateSection, model: Any, task: str) -> None:
+    """A bound on a probability metric of a model without predict_proba is a config error."""
+    if task != "classification" or hasattr(model, "predict_proba"):
+        return
+    keys: list[tuple[str | int, ...]] = [
+        ("evaluate", "thresholds", n) for n in cfg.thresholds if n in PROBABILITY_METRICS
+    ]
+    keys += [
+        ("evaluate", "max-regression", n) for n in cfg.max_regression if n in PROBABILITY_METRICS
+    ]
+    for i, sl in enumerate(cfg.slices):
+        keys += [
+            ("evaluate", "slices", i, "thresholds", n)
+            for n in sl.thresholds
+            if n in PROBABILITY_METRICS
+        ]
+    if keys:
+        raise UserInputError(
+            f"{ctx.loaded.path}: {len(keys)} bound(s) on a probability metric, but the model "
+            f"({type(model).__name__}) has no predict_proba, so it answers with labels only",
+            problems=[
+                f"{config_where(ctx.loaded, key)}: needs predict_proba, which the model lacks"
+                for key in keys
+            ],
+            hint="bound a label metric instead (accuracy, precision, recall, f1), or use an "
+            "estimator with predict_proba (e.g. SVC(probability=True))",
         )
 
 
@@ -456,6 +491,7 @@ def body(ctx: Context, *, register: bool) -> StageOutcome:
 
     ctx.progress("loading the model")
     model = modelio.load_project_model(model_path, ctx.loaded.root, ctx.config.model.trusted_types)
+    _check_probability_metrics(ctx, cfg, model, task)
     candidate = score(model, frame[feature_names], frame[target], meta)
     values = m.compute(candidate.predictions)
 

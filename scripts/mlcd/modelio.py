@@ -38,6 +38,9 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.neighbors._ball_tree.BallTree",
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.tree._tree.Tree",
+    # a dict with attribute access: VotingClassifier's and StackingClassifier's
+    # named_estimators_
+    "sklearn.utils._bunch.Bunch",
 )
 
 

@@ -131,15 +131,13 @@ def prepare_context(
     wheels = folder / "wheels"
     app = folder / "app"
     model = folder / "model"
-    code = folder / "project"
-    for sub in (wheels, app, model, code):
+    for sub in (wheels, app, model):
         sub.mkdir(parents=True, exist_ok=True)
     pins = wheelhouse.parse_lock(wheelhouse.lock_text())
-    names = {p.name for p in pins}
-    pins += [p for p in extra or [] if p.name not in names]
     progress(f"wheelhouse: {len(pins)} locked wheels (cache {cache})")
     found = wheelhouse.ensure_wheels(pins, cache)
-    _fill_project(code, project or [])
+    added = _fill_model_wheels(folder / "model-wheels", pins, extra or [], cache)
+    _fill_project(folder / "project", project or [])
     keep = {"requirements.txt"}
     for pin in pins:
         source = found[pin.sha256]
@@ -163,14 +161,40 @@ def prepare_context(
     _copy_if_changed(dockerfile, folder / "Dockerfile")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return {
-        "wheels": len(pins) + 1,
+        "wheels": len(pins) + len(added) + 1,
         "context_bytes": size,
-        "model_wheels": [f"{p.name}=={p.version}" for p in extra or [] if p.name not in names],
+        "model_wheels": [f"{p.name}=={p.version}" for p in added],
         "project_modules": sorted(rel for _, rel in project or []),
     }
 
 
+def _fill_model_wheels(
+    folder: Path, server: list[wheelhouse.Pin], extra: list[wheelhouse.Pin], cache: Path
+) -> list[wheelhouse.Pin]:
+    """`model-wheels/`: the wheels of model.requirements and their hashed requirements.txt
+    (empty for most models). The image installs them in a layer of their own, after the
+    server's, so that the server's dependency layer stays one cached layer for all models."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {p.name for p in server}
+    added = [p for p in extra if p.name not in names]
+    found = wheelhouse.ensure_wheels(added, cache) if added else {}
+    keep = {"requirements.txt"}
+    for pin in added:
+        source = found[pin.sha256]
+        keep.add(source.name)
+        _copy_if_changed(source, folder / source.name)
+    lines = "".join(f"{p.name}=={p.version} --hash=sha256:{p.sha256}\n" for p in added)
+    target = folder / "requirements.txt"
+    if not target.is_file() or target.read_text("utf-8") != lines:
+        target.write_text(lines, "utf-8")
+    for stale in folder.iterdir():
+        if stale.name not in keep:
+            stale.unlink()
+    return added
+
+
 def _fill_project(code: Path, files: list[tuple[Path, str]]) -> None:
+    code.mkdir(parents=True, exist_ok=True)
     wanted = {rel for _, rel in files}
     for source, rel in files:
         target = code / rel
