@@ -159,7 +159,7 @@ def load_model(path: Path, extra_trusted: Iterable[str] = ()) -> Any:
             ],
             hint="scikit-learn and NumPy types are trusted, and so are classes defined in "
             "the project's own source; declare any other estimator's types in "
-            "model.trusted-types (see docs/serving.md)",
+            "model.trusted-types (see the README, 'The model: what mlcd delivers')",
         )
     try:
         return sio.load(path, trusted=needed)

@@ -1,7 +1,7 @@
 """The team's own code in a model: which of a fitted model's types come from the project.
 
 skops lists every type a model file needs that it does not trust by default. Each falls in
-one class (see docs/serving.md, "What a model may contain"):
+one class (see the README, "The model: what mlcd delivers"):
 
 - mlcd's own list (`modelio.TRUSTED_TYPES`: scikit-learn and NumPy data holders);
 - a *project type*: defined in a module of the project's own source, i.e. a module name

@@ -156,7 +156,7 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
             "fit_seconds": fit_seconds,
             "fingerprint": fp,
             "trusted_types": needed,
-            # why each needed type may be loaded (docs/serving.md): the project's own
+            # why each needed type may be loaded (README, "The model"): the project's own
             # classes, those declared in model.trusted-types; the project files the image ships
             "project_types": types.project,
             "declared_types": types.declared,
