@@ -43,6 +43,38 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def requirement_versions(ctx: Context) -> dict[str, str]:
+    """The installed versions of what `model.requirements` names (part of the fingerprint
+    and of the model card: the model was fitted with these)."""
+    import re
+
+    named = ctx.config.model.requirements
+    if not named:
+        return {}
+    path = ctx.loaded.resolve(named)
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except OSError:
+        raise UserInputError(
+            f"model.requirements: {named} does not exist",
+            hint="the path is relative to the config file's folder",
+        ) from None
+    found = {}
+    for raw in lines:
+        match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", raw.split("#", 1)[0])
+        if match and not raw.lstrip().startswith("-"):
+            name = match.group(1)
+            try:
+                found[name] = version(name)
+            except PackageNotFoundError:
+                raise UserInputError(
+                    f"model.requirements: {named} names `{name}`, which is not installed here",
+                    hint="install the model's requirements where `mlcd train` runs "
+                    f"(pip install -r {named})",
+                ) from None
+    return found
+
+
 def fingerprint(
     *, data_sha256: str, code_sha256: str, cfg: dict[str, Any], versions: dict[str, str]
 ) -> str:
@@ -92,7 +124,7 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
     frame = dataset.read_table(data_path)
     dataset.check_frame(frame, data_path, target=cfg.target, task=cfg.task)
     data_sha256 = modelio.file_sha256(data_path)
-    versions = library_versions()
+    versions = library_versions() | requirement_versions(ctx)
     fp = fingerprint(
         data_sha256=data_sha256,
         code_sha256=entrypoint.code_sha256(entry, root),
