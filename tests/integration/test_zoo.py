@@ -13,6 +13,7 @@ time, image size, run time) are printed and written to the session's folder (zoo
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -233,6 +234,34 @@ def _holdout(delivery: Delivery) -> tuple[pd.DataFrame, Any, list[str]]:
     return frame[names], model, names
 
 
+def _post(port: int, path: str, body: Any) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+def _v2_columns(frame: pd.DataFrame) -> dict[str, Any]:
+    """One v2 input per column: numbers as FP64, anything else as BYTES (strings)."""
+    inputs = []
+    for name in frame.columns:
+        column = frame[name]
+        numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+        values = json.loads(column.to_json(orient="values"))
+        inputs.append(
+            {
+                "name": str(name),
+                "shape": [len(frame)],
+                "datatype": "FP64" if numeric else "BYTES",
+                "data": values,
+            }
+        )
+    return {"inputs": inputs}
+
+
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = json.loads(frame.to_json(orient="records"))
     return rows
@@ -268,3 +297,9 @@ def test_the_zoo_project_is_delivered_by_mlcd_run_with_a_canary(
         assert status == 200, data
         answer = json.loads(data)
         assert answer["predictions"] == expected, (list(body), answer["predictions"], expected)
+    # and the Open Inference Protocol route, one input per column
+    model_name = json.loads((delivery.out(2) / "train" / "model.json").read_text())["name"]
+    status, v2 = _post(delivery.port, f"/v2/models/{model_name}/infer", _v2_columns(features))
+    assert status == 200, v2
+    assert v2["outputs"][0]["name"] == "predict"
+    assert v2["outputs"][0]["data"] == expected
