@@ -211,3 +211,12 @@ def test_a_missing_requirements_file_is_exit_2(tmp_path: Path) -> None:
     with pytest.raises(UserInputError) as info:
         wheelhouse.model_requirements(tmp_path / "absent.txt", "absent.txt", [], tmp_path)
     assert info.value.message == "model.requirements: absent.txt does not exist"
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in ZOO.glob("*/mlcd.yaml")))
+def test_the_zoo_data_is_what_make_data_writes_and_the_config_is_valid(name: str) -> None:
+    from tests.zoo import make_data
+
+    assert (ZOO / name / "data.csv").read_text("utf-8") == make_data.csv_text(name)
+    loaded = config.load_config(ZOO / name / "mlcd.yaml")
+    assert loaded.config.environments["staging"].strategy == "canary"
