@@ -68,6 +68,7 @@ docs: schema ## regenerate docs/cli.md and docs/configuration.md (and the schema
 
 serve-lock: venv ## regenerate the serving image's hashed wheel lock from constraints.txt
 	$(PY) -m mlcd.image.wheelhouse constraints.txt scripts/mlcd/data/serve-requirements.txt
+	$(PY) -m mlcd.image.wheelhouse --dataframe constraints.txt scripts/mlcd/data/serve-requirements-dataframe.txt
 
 bench-serve: setup ## mlcd's model server against in-process predict, FastAPI, MLflow, BentoML (wrk)
 	$(PY) benchmarks/serve.py

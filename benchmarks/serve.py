@@ -5,7 +5,11 @@
 
 Models: the LogisticRegression pipeline (StandardScaler + LogisticRegression, the 30
 breast-cancer features) and a 100-tree RandomForest, the same fitted objects for every
-server (one skops file each). Servers: mlcd (`python -m mlcd.serve`, default workers: one
+server (one skops file each); and `mixed`, a ColumnTransformer selecting columns by name
+(numbers with gaps, categories with gaps, a TfidfVectorizer text column, a boolean:
+tests/support/mixed.py), served by mlcd (records, DataFrame path) and by MLflow's
+`dataframe_split` path only (the FastAPI and BentoML peers take arrays of floats).
+Servers: mlcd (`python -m mlcd.serve`, default workers: one
 per core), a hand-written FastAPI endpoint on uvicorn with uvloop and httptools (one
 worker, as people write it, and two workers), `mlflow models serve` and BentoML's
 `bentoml serve` (one worker each). The peers are installed from PyPI into throwaway
@@ -44,6 +48,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests.support.mixed: the mixed-type project
 LUA = HERE / "timed.lua"
 CACHE = Path(os.environ.get("MLCD_BENCH_CACHE", Path.home() / ".cache" / "mlcd" / "bench"))
 PINS = ["scikit-learn==1.9.1", "skops==0.16.0", "numpy==2.4.6", "scipy==1.17.1"]
@@ -53,6 +58,9 @@ PEER_PACKAGES = {
     "bentoml": ["bentoml"],
 }
 PEERS = ("fastapi", "fastapi-2w", "mlflow", "bentoml")
+MODELS = ("logreg", "forest", "mixed")
+MODEL_PEERS = {"mixed": ("mlflow",)}  # servers that can take the model's input
+BASELINE = HERE / "results" / "serve-2026-11-26.json"
 
 
 # ----------------------------------------------------------------------------- models
@@ -97,11 +105,42 @@ def make_models(folder: Path) -> dict[str, Path]:
     rows = x.to_numpy()
     (folder / "rows.json").write_text(json.dumps(rows[:100].tolist()), "utf-8")
     (folder / "columns.json").write_text(json.dumps(names), "utf-8")
+    out["mixed"] = make_mixed(folder / "mixed")
     return out
 
 
-def in_process(model_dir: Path, rows: np.ndarray, seconds: float) -> dict[str, float]:
-    """The limit: predict + predict_proba in a loop in this process, one thread."""
+def make_mixed(target: Path) -> Path:
+    """The mixed-type pipeline, with model.json's schema as `mlcd train` writes it."""
+    from mlcd import inputschema, typedrows
+    from tests.support import mixed, mixed_train
+
+    frame = mixed.frame(rows=1000)
+    features = [c for c in frame.columns if c != "label"]
+    model = mixed_train.build_model()
+    x, y = frame[features], frame["label"]
+    model.fit(x, y)
+    target.mkdir(parents=True)
+    sio.dump(model, target / "model.skops")
+    schema, input_meta = inputschema.describe(model, x, x.tail(200), task="classification")
+    meta = {
+        "name": "bench-mixed",
+        "task": "classification",
+        "target": "label",
+        "features": schema,
+        "input": input_meta,
+        "classes": [str(c) for c in model.classes_],
+        "trusted_types": sio.get_untrusted_types(file=target / "model.skops"),
+        "fingerprint": "mixed",
+    }
+    (target / "model.json").write_text(json.dumps(meta), "utf-8")
+    records = typedrows.records_from_frame(x.head(100), schema)
+    (target / "records.json").write_text(json.dumps(records), "utf-8")
+    return target
+
+
+def in_process(model_dir: Path, rows: Any, seconds: float) -> dict[str, float]:
+    """The limit: predict_proba in a loop in this process, one thread (on the array, or
+    on the DataFrame for the mixed model)."""
     model = sio.load(
         model_dir / "model.skops",
         trusted=json.loads((model_dir / "model.json").read_text())["trusted_types"],
@@ -390,6 +429,24 @@ def wrk(run: Running, body: Path, connections: int, seconds: float) -> dict[str,
 # ----------------------------------------------------------------------------- main
 
 
+def bodies_for_mixed(folder: Path) -> dict[str, dict[str, Path]]:
+    """mlcd: {"records": [...]} (by name, null for a gap); MLflow: dataframe_split."""
+    records = json.loads((folder / "records.json").read_text())
+    columns = list(records[0])
+    out: dict[str, dict[str, Path]] = {"native": {}, "mlflow": {}}
+    for n in (1, 100):
+        native = folder / f"native-{n}.json"
+        native.write_text(json.dumps({"records": records[:n]}), "utf-8")
+        mlflow = folder / f"mlflow-{n}.json"
+        data = [[r[c] for c in columns] for r in records[:n]]
+        mlflow.write_text(
+            json.dumps({"dataframe_split": {"columns": columns, "data": data}}), "utf-8"
+        )
+        out["native"][str(n)] = native
+        out["mlflow"][str(n)] = mlflow
+    return out
+
+
 def bodies_for(folder: Path) -> dict[str, dict[str, Path]]:
     rows = json.loads((folder / "rows.json").read_text())
     columns = json.loads((folder / "columns.json").read_text())
@@ -412,6 +469,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 s runs; mlcd and FastAPI only")
     parser.add_argument("--servers", default=None, help="comma list (mlcd,fastapi,…)")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
+    parser.add_argument("--models", default=None, help="comma list (logreg,forest,mixed)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: sudo apt-get install wrk (scripts/setup/apt.sh has it)")
@@ -435,16 +493,29 @@ def main() -> int:
     }
     try:
         models = make_models(work)
-        bodies = bodies_for(work)
+        numeric_bodies = bodies_for(work)
         rows = np.asarray(json.loads((work / "rows.json").read_text()))
         for model, model_dir in models.items():
+            if args.models and model not in args.models.split(","):
+                continue
+            bodies = bodies_for_mixed(model_dir) if model == "mixed" else numeric_bodies
             for n in (1, 100):
-                limit = in_process(model_dir, rows[:n], min(seconds, 3.0))
+                if model == "mixed":
+                    import pandas as pd
+
+                    from tests.support import mixed
+
+                    frame = mixed.frame(rows=1000).drop(columns="label").head(n)
+                    limit = in_process(model_dir, pd.DataFrame(frame), min(seconds, 3.0))
+                else:
+                    limit = in_process(model_dir, rows[:n], min(seconds, 3.0))
                 results["cells"].append(
                     {"model": model, "rows": n, "connections": 1, "server": "in-process", **limit}
                 )
             for name in servers:
                 if name != "mlcd" and name.removesuffix("-2w") not in venvs:
+                    continue
+                if name != "mlcd" and name not in MODEL_PEERS.get(model, PEERS):
                     continue
                 try:
                     run = start(name, model, model_dir, work, bodies, venvs)
@@ -493,7 +564,7 @@ def report(results: dict[str, Any]) -> None:
         f"cores: {results['cores']}, {results['duration_s']:.0f} s per run; ratio = req/s "
         "/ best peer's req/s in the same cell; little = req/s x mean latency / connections"
     )
-    for model in ("logreg", "forest"):
+    for model in MODELS:
         for n in (1, 100):
             for conns in (1, 16):
                 group = [
@@ -521,8 +592,43 @@ def report(results: dict[str, Any]) -> None:
                         f"  {c['server']:<12}{c['rps']:>9.0f}{c['p50_ms']:>9.2f}"
                         f"{c['p99_ms']:>9.2f}{ratio:>14}{little:>8}"
                     )
+    for line in acceptance(cells):
+        print(line)
     for note in results["notes"]:
         print(f"note: {note}")
+
+
+def _rps(cells: list[dict[str, Any]], model: str, rows: int, conns: int, server: str) -> float:
+    for c in cells:
+        if (c["model"], c["rows"], c["connections"], c["server"]) == (model, rows, conns, server):
+            return float(c.get("rps") or 0.0)
+    return 0.0
+
+
+def acceptance(cells: list[dict[str, Any]]) -> list[str]:
+    """The two figures issue 11 asks for: the example model's mlcd/FastAPI ratio against
+    the baseline's (same cells), and mlcd/MLflow dataframe_split on the mixed model."""
+    lines = ["", "acceptance:"]
+    baseline = json.loads(BASELINE.read_text())["cells"] if BASELINE.is_file() else []
+    for n in (1, 100):
+        for conns in (1, 16):
+            fast = _rps(cells, "logreg", n, conns, "fastapi")
+            now = _rps(cells, "logreg", n, conns, "mlcd") / fast if fast else 0.0
+            base_fast = _rps(baseline, "logreg", n, conns, "fastapi")
+            then = _rps(baseline, "logreg", n, conns, "mlcd") / base_fast if base_fast else 0.0
+            change = f"{now / then - 1:+.0%}" if then else "-"
+            lines.append(
+                f"  logreg {n:>3} rows {conns:>2} conns: mlcd/fastapi {now:.2f}x now, "
+                f"{then:.2f}x in {BASELINE.name} ({change})"
+            )
+    for n in (1, 100):
+        for conns in (1, 16):
+            flow = _rps(cells, "mixed", n, conns, "mlflow")
+            ratio = _rps(cells, "mixed", n, conns, "mlcd") / flow if flow else 0.0
+            lines.append(
+                f"  mixed  {n:>3} rows {conns:>2} conns: mlcd/mlflow dataframe_split {ratio:.2f}x"
+            )
+    return lines
 
 
 if __name__ == "__main__":

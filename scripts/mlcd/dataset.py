@@ -181,29 +181,94 @@ def split(frame: pd.DataFrame, *, target: str, task: Task, test_size: float, see
     return Split(train=train, holdout=holdout)
 
 
+# A string column is free text, not a category, when it has more than _MAX_CATEGORIES
+# distinct values, or more distinct values than half its non-null rows (and at least
+# _TEXT_MIN_DISTINCT of them), or when its values average _TEXT_WORDS words or more.
+_TEXT_MIN_DISTINCT = 20
+_TEXT_WORDS = 3.0
+_DATE_SAMPLE = 1000
+KINDS = ("number", "integer", "boolean", "category", "text", "datetime")
+
+
+def _is_bool_column(values: pd.Series) -> bool:
+    return len(values) > 0 and all(isinstance(v, bool | np.bool_) for v in values)
+
+
+def _looks_like_dates(values: pd.Series) -> bool:
+    """Every value (of a sample) is an ISO 8601 date or date-time Python can parse."""
+    from datetime import datetime
+
+    sample = values.iloc[:_DATE_SAMPLE]
+    if len(sample) == 0:
+        return False
+    for value in sample:
+        text = str(value)
+        if not 8 <= len(text) <= 40 or not text[:4].isdigit() or "-" not in text[:8]:
+            return False
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            return False
+    return True
+
+
+def string_kind(values: pd.Series) -> str:
+    """`category`, `text` or `datetime` for the non-null values of a string column."""
+    if _looks_like_dates(values):
+        return "datetime"
+    distinct = int(values.nunique())
+    if distinct > _MAX_CATEGORIES:
+        return "text"
+    if distinct >= _TEXT_MIN_DISTINCT and distinct > 0.5 * len(values):
+        return "text"
+    words = float(values.astype(str).str.split().str.len().mean()) if len(values) else 0.0
+    return "text" if words >= _TEXT_WORDS else "category"
+
+
 def feature_schema(features: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per feature, in column order: name, dtype, min/max (numbers), categories (text)."""
+    """Per feature, in column order: what the server needs to rebuild the model's input.
+
+    `name`, `dtype` (pandas' dtype at fit), `kind` (number, integer, boolean, category,
+    text, datetime), `nullable` (the training data had gaps), `missing` (how many),
+    `min`/`max` (numbers), `categories` (category and boolean columns, at most
+    _MAX_CATEGORIES, `categories_truncated` when cut), `distinct` (string columns).
+    `accepts_null` is added by the probe of the fitted model (mlcd.inputschema).
+    See docs/serving.md.
+    """
     schema: list[dict[str, Any]] = []
     for name in features.columns:
         series = features[name]
+        values = series.dropna()
         entry: dict[str, Any] = {
             "name": str(name),
             "dtype": str(series.dtype),
+            "kind": "number",
             "min": None,
             "max": None,
             "categories": None,
-            "nullable": bool(series.isna().any()),
+            "nullable": bool(len(values) < len(series)),
+            "missing": int(len(series) - len(values)),
         }
-        if pd.api.types.is_bool_dtype(series):
+        if pd.api.types.is_bool_dtype(series) or (
+            pd.api.types.is_object_dtype(series) and _is_bool_column(values)
+        ):
+            entry["kind"] = "boolean"
             entry["categories"] = [False, True]
         elif pd.api.types.is_numeric_dtype(series):
+            entry["kind"] = "integer" if pd.api.types.is_integer_dtype(series) else "number"
             entry["min"] = _py(series.min())
             entry["max"] = _py(series.max())
+        elif pd.api.types.is_datetime64_any_dtype(series):
+            entry["kind"] = "datetime"
         else:
-            values = sorted({str(v) for v in series.dropna()})
-            entry["categories"] = values[:_MAX_CATEGORIES]
-            if len(values) > _MAX_CATEGORIES:
-                entry["categories_truncated"] = True
+            text = values.astype(str)
+            entry["kind"] = string_kind(text)
+            entry["distinct"] = int(text.nunique())
+            if entry["kind"] == "category":
+                cats = sorted(set(text))
+                entry["categories"] = cats[:_MAX_CATEGORIES]
+                if len(cats) > _MAX_CATEGORIES:  # pragma: no cover - text above that
+                    entry["categories_truncated"] = True
         schema.append(entry)
     return schema
 
@@ -219,7 +284,10 @@ def read_holdout(path: Path, features: list[dict[str, Any]], target: str) -> pd.
     dtypes: dict[str, Any] = {}
     for feature in features:
         dtype = str(feature.get("dtype", ""))
-        if feature.get("categories") is not None and dtype != "bool":
+        kind = feature.get("kind")
+        if kind in ("category", "text", "datetime") or (
+            kind is None and feature.get("categories") is not None and dtype != "bool"
+        ):
             dtypes[str(feature["name"])] = str
     if not path.is_file():
         raise UserInputError(

@@ -182,7 +182,8 @@ def test_v2_infer_tensor_and_columns(app: App, rows: list[list[float]]) -> None:
         ],
         "outputs": [{"name": "predict"}],
     }
-    status, data = post(app, columns, "/v2/models/breast-cancer/versions/1/infer")
+    assert post(app, columns, "/v2/models/breast-cancer/versions/1/infer")[0] == 404
+    status, data = post(app, columns, "/v2/models/breast-cancer/versions/1.2.3/infer")
     assert status == 200
     assert [o["name"] for o in data["outputs"]] == ["predict"]
     assert data["outputs"][0]["data"] == expected

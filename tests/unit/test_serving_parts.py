@@ -47,6 +47,27 @@ def test_the_lock_matches_constraints_and_holds_only_runtime_packages() -> None:
     assert not names & {"ruff", "bandit", "pytest", "matplotlib", "pandas", "mypy", "pydantic"}
 
 
+def test_a_dataframe_model_gets_pandas_from_its_own_lock(tmp_path: Path) -> None:
+    from mlcd.stages.build import serving_pins
+
+    extra = wheelhouse.parse_lock(wheelhouse.lock_text(wheelhouse.DATAFRAME_LOCK_RESOURCE))
+    constraints = wheelhouse.parse_constraints((ROOT / "constraints.txt").read_text())
+    for pin in extra:
+        assert constraints.get(pin.name) == pin.version, f"{pin.name}: run make serve-lock"
+    base = {p.name for p in wheelhouse.parse_lock(wheelhouse.lock_text())}
+    assert "pandas" in {p.name for p in extra}
+    assert not base & {p.name for p in extra}  # only what the base lock does not hold
+    for fmt, has_pandas in (("dataframe", True), ("array", False)):
+        (tmp_path / "model.json").write_text(json.dumps({"input": {"format": fmt}}))
+        assert ("pandas" in {p.name for p in serving_pins(tmp_path)}) is has_pandas
+    legacy = {"features": [{"name": "a", "dtype": "object", "categories": ["x"]}]}
+    (tmp_path / "model.json").write_text(json.dumps(legacy))
+    assert "pandas" in {p.name for p in serving_pins(tmp_path)}
+    legacy = {"features": [{"name": "a", "dtype": "float64", "categories": None}]}
+    (tmp_path / "model.json").write_text(json.dumps(legacy))
+    assert "pandas" not in {p.name for p in serving_pins(tmp_path)}
+
+
 def test_a_bad_lock_line_is_named() -> None:
     with pytest.raises(UserInputError, match=r"lock\.txt:2"):
         wheelhouse.parse_lock("# c\nnumpy>=1\n", "lock.txt")

@@ -32,6 +32,10 @@ from mlcd.tools import pip
 # What the server imports; the lock holds these and everything they depend on.
 SERVE_ROOTS = ("numpy", "scipy", "scikit-learn", "skops", "uvloop", "httptools")
 LOCK_RESOURCE = "serve-requirements.txt"
+# What a model fitted on a pandas DataFrame needs besides (model.json `input.format`):
+# pandas and what it pulls in that the base lock does not hold.
+DATAFRAME_ROOTS = ("pandas",)
+DATAFRAME_LOCK_RESOURCE = "serve-requirements-dataframe.txt"
 _LINE = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)\s+--hash=sha256:([0-9a-f]{64})\s*$")
 
 
@@ -55,8 +59,16 @@ def default_cache() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "mlcd" / "wheels"
 
 
-def lock_text() -> str:
-    return resources.files("mlcd").joinpath("data", LOCK_RESOURCE).read_text("utf-8")
+def lock_text(resource: str = LOCK_RESOURCE) -> str:
+    return resources.files("mlcd").joinpath("data", resource).read_text("utf-8")
+
+
+def serving_pins(*, dataframe: bool) -> list[Pin]:
+    """The image's wheels: the base lock, plus pandas' lock for a DataFrame model."""
+    pins = parse_lock(lock_text())
+    if dataframe:
+        pins += parse_lock(lock_text(DATAFRAME_LOCK_RESOURCE), DATAFRAME_LOCK_RESOURCE)
+    return pins
 
 
 def parse_lock(text: str, source: str = LOCK_RESOURCE) -> list[Pin]:
@@ -95,18 +107,26 @@ def _wheel_name_version(filename: str) -> tuple[str, str]:
     return normalize(parts[0]), parts[1]
 
 
-def generate_lock(constraints: Path) -> str:
-    """Resolve SERVE_ROOTS at the constraints' pins for the image's platform; hash them."""
+def generate_lock(
+    constraints: Path, roots: tuple[str, ...] = SERVE_ROOTS, without: str = ""
+) -> str:
+    """Resolve `roots` at the constraints' pins for the image's platform; hash them.
+
+    Wheels that the lock text `without` already holds are left out (the DataFrame lock
+    holds only what the base lock does not)."""
     pins = parse_constraints(constraints.read_text("utf-8"))
-    missing = [r for r in SERVE_ROOTS if normalize(r) not in pins]
+    missing = [r for r in roots if normalize(r) not in pins]
     if missing:
         raise UserInputError(f"{constraints} pins none of: {', '.join(missing)}")
+    held = {p.name for p in parse_lock(without)} if without else set()
     with tempfile.TemporaryDirectory(prefix="mlcd-lock-") as tmp:
         folder = Path(tmp)
-        pip.download(folder, packages=[f"{r}=={pins[normalize(r)]}" for r in SERVE_ROOTS])
+        pip.download(folder, packages=[f"{r}=={pins[normalize(r)]}" for r in roots])
         lines = []
         for wheel in sorted(folder.glob("*.whl")):
             name, version = _wheel_name_version(wheel.name)
+            if name in held:
+                continue
             if pins.get(name) != version:
                 raise UserInputError(
                     f"{constraints} does not pin {name}=={version}, which the server needs",
@@ -286,10 +306,18 @@ def build_self_wheel(dest: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m mlcd.image.wheelhouse CONSTRAINTS [OUT]`: regenerate the lock."""
+    """`python -m mlcd.image.wheelhouse [--dataframe] CONSTRAINTS [OUT]`: regenerate the
+    lock (with --dataframe: the wheels a DataFrame model needs besides the base lock)."""
     args = sys.argv[1:] if argv is None else argv
+    dataframe = "--dataframe" in args
+    args = [a for a in args if a != "--dataframe"]
     constraints = Path(args[0] if args else "constraints.txt")
-    text = generate_lock(constraints)
+    if dataframe:
+        text = generate_lock(
+            constraints, (*SERVE_ROOTS, *DATAFRAME_ROOTS), without=lock_text()
+        ).replace("runtime dependencies", "wheels for a DataFrame model (pandas)")
+    else:
+        text = generate_lock(constraints)
     if len(args) > 1:
         Path(args[1]).write_text(text, "utf-8")
     else:

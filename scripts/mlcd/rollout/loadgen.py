@@ -2,9 +2,12 @@
 
 Like Flagger's load tester, the controller runs one while it analyses a rollout that has
 `load-test: {rps: N}`, so that a staging environment without users has data to judge. Rows
-come from `train/holdout.csv` (the features; the target column is dropped) and are sent as
-``POST /predict {"records": [row]}``, cycling through the rows. The loop is bounded: it stops
-when told to or after `max_seconds`, and never sends more than `rps` requests a second.
+come from `train/holdout.csv` (the features; the target column is dropped) as typed rows
+(`mlcd.typedrows`, from the feature schema in `train/model.json` beside it: null for a gap,
+strings as strings, dates as ISO strings) and are sent as ``POST /predict {"records":
+[row]}``, cycling through the rows; the shadow comparison sends the same rows. The loop is
+bounded: it stops when told to or after `max_seconds`, and never sends more than `rps`
+requests a second.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlcd import typedrows
 from mlcd.errors import UserInputError
 
 
@@ -32,7 +36,23 @@ def _value(text: str) -> Any:
 
 
 def holdout_rows(path: Path, target: str, limit: int = 5000) -> list[dict[str, Any]]:
-    """The feature values of the held-out rows, as records."""
+    """The feature values of the held-out rows, as typed records."""
+    schema = path.parent / "model.json"
+    if schema.is_file():
+        try:
+            features = json.loads(schema.read_text("utf-8")).get("features")
+        except (OSError, ValueError):
+            features = None
+        if isinstance(features, list) and features:
+            try:
+                rows = typedrows.holdout_records(path, features, target, limit=limit)
+            except OSError as exc:
+                raise UserInputError(
+                    f"cannot read the held-out rows for the load test: {path} ({exc})"
+                ) from None
+            if not rows:
+                raise UserInputError(f"{path} has no rows to send in the load test")
+            return rows
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)

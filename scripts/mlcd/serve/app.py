@@ -8,10 +8,12 @@ finishes with `App.finish`. `App.handle_now` does both in one call (tests, tools
 from __future__ import annotations
 
 import json
+import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from mlcd import __version__
 from mlcd.serve.metrics import SCORE_BUCKETS_PROBA as PROBA_BUCKETS
@@ -20,6 +22,14 @@ from mlcd.serve.model import BatchOutput, ModelError, ServedModel
 from mlcd.serve.schema import ClientError, Parsed, parse_predict, parse_v2
 
 JSON = b"application/json"
+V2_DATATYPE = {
+    "number": "FP64",
+    "integer": "INT64",
+    "boolean": "BOOL",
+    "category": "BYTES",
+    "text": "BYTES",
+    "datetime": "BYTES",
+}
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 
 R_PREDICT = "/predict"
@@ -82,6 +92,42 @@ def error_response(status: int, message: str, route: str = "other") -> Response:
     return Response(status, json_body({"error": message}), JSON, route)
 
 
+def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+    """A request body sent with `Content-Encoding` (gzip or deflate), at most `limit` bytes
+    once decoded; anything else is a 4xx."""
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return body
+    if name not in ("gzip", "x-gzip", "deflate"):
+        raise ClientError(
+            415, f"Content-Encoding {encoding[:40]!r} is not supported (gzip, deflate)"
+        )
+    decoder = zlib.decompressobj(wbits=31 if "gzip" in name else 15)
+    try:
+        data = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ClientError(400, f"the body is not valid {name} data ({exc})") from None
+    if len(data) > limit or decoder.unconsumed_tail:
+        raise ClientError(413, f"the decoded body is over the limit of {limit} bytes")
+    if not decoder.eof:
+        raise ClientError(400, f"the {name} body is cut short")
+    return data
+
+
+def encode_binary(data: list[Any], datatype: str) -> bytes:
+    """One output tensor in the binary data extension's layout (little-endian)."""
+    import numpy as np
+
+    if datatype == "BYTES":
+        parts = []
+        for value in data:
+            raw = str(value).encode("utf-8")
+            parts.append(struct.pack("<I", len(raw)) + raw)
+        return b"".join(parts)
+    dtype = {"FP64": "<f8", "INT64": "<i8", "UINT64": "<u8", "BOOL": "<u1"}[datatype]
+    return np.asarray(data, dtype=dtype).tobytes()
+
+
 class App:
     """The routes, the model and the shared metrics of one worker."""
 
@@ -91,14 +137,22 @@ class App:
         *,
         workers: int = 1,
         recent_capacity: int = 10_000,
+        max_body_bytes: int = 1 << 20,
     ) -> None:
         self.model = model
+        self.max_body_bytes = max_body_bytes
         if model.task == "classification":
             buckets: tuple[float, ...] = PROBA_BUCKETS
         else:
             target = model.meta.get("target_range") or {}
             buckets = regression_buckets(target.get("min"), target.get("max"))
-        self.layout = Layout(ROUTES, model.classes, buckets)
+        self.layout = Layout(
+            ROUTES,
+            model.classes,
+            buckets,
+            [model.features[i].name for i in model.category_features],
+        )
+        self._unknown_position = {col: i for i, col in enumerate(model.category_features)}
         self.metrics = Metrics(self.layout, workers, name=model.name, version=model.version)
         self.recent = RecentBuffer(recent_capacity, workers)
         self.ready = False
@@ -114,24 +168,51 @@ class App:
     # ----------------------------------------------------------------- routing
 
     def handle(
-        self, method: str, target: str, body: bytes, request_id: str, started: float
+        self,
+        method: str,
+        target: str,
+        body: bytes,
+        request_id: str,
+        started: float,
+        *,
+        content_encoding: str = "",
+        header_length: int | None = None,
     ) -> Response | PredictJob:
         path, _, query = target.partition("?")
+        if path.startswith("/v2") and len(path) > 3 and path.endswith("/"):
+            path = path.rstrip("/") or "/"  # GET /v2/ is GET /v2
+        if content_encoding and method == "POST":
+            try:
+                body = decode_body(body, content_encoding, self.max_body_bytes)
+            except ClientError as exc:
+                where = R_PREDICT if path == R_PREDICT else "other"
+                if path.startswith("/v2/models/") and path.endswith("/infer"):
+                    where = R_V2_INFER
+                return error_response(exc.status, exc.message, where)
         if path == R_PREDICT:
             if method != "POST":
                 return self._not_allowed(R_PREDICT, "POST")
             try:
-                return PredictJob(R_PREDICT, parse_predict(self.model, body), request_id, started)
+                parsed = parse_predict(self.model, body)
             except ClientError as exc:
                 return error_response(exc.status, exc.message, R_PREDICT)
+            if parsed.unknown:
+                self._count_unknown(parsed.unknown)
+            return PredictJob(R_PREDICT, parsed, request_id, started)
         if path.startswith("/v2/models/"):
-            return self._v2_model_route(method, path, body, request_id, started)
+            return self._v2_model_route(
+                method, path, body, request_id, started, header_length=header_length
+            )
         route = _GET_ROUTES.get(path)
         if route is None:
             return error_response(404, f"no route {path[:100]!r}; see GET /v1/metadata", "other")
         if method not in ("GET", "HEAD"):
             return self._not_allowed(route, "GET")
         return self._get(route, query)
+
+    def _count_unknown(self, unknown: dict[int, int]) -> None:
+        for col, count in unknown.items():
+            self.metrics.observe_unknown(self._unknown_position[col], count)
 
     def _not_allowed(self, route: str, allowed: str) -> Response:
         response = error_response(405, f"{route} takes {allowed}", route)
@@ -152,7 +233,7 @@ class App:
         if route == "/v1/metadata":
             return Response(200, self._card, JSON, route)
         if route == "/v2":
-            info = {"name": "mlcd", "version": __version__, "extensions": []}
+            info = {"name": "mlcd", "version": __version__, "extensions": ["binary_tensor_data"]}
             return Response(200, json_body(info), JSON, route)
         return self._recent(query)
 
@@ -172,12 +253,21 @@ class App:
         return Response(200, json_body({"predictions": records}), JSON, route)
 
     def _v2_model_route(
-        self, method: str, path: str, body: bytes, request_id: str, started: float
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        request_id: str,
+        started: float,
+        *,
+        header_length: int | None = None,
     ) -> Response | PredictJob:
-        parts = path[len("/v2/models/") :].split("/")
+        parts = [unquote(p) for p in path[len("/v2/models/") :].split("/")]
         name = parts[0]
         rest = parts[1:]
+        version: str | None = None
         if len(rest) >= 2 and rest[0] == "versions":  # /versions/{v}/…
+            version = rest[1]
             rest = rest[2:]
         route = {(): R_V2_MODEL, ("ready",): R_V2_MODEL_READY, ("infer",): R_V2_INFER}.get(
             tuple(rest)
@@ -188,13 +278,23 @@ class App:
             return error_response(
                 404, f"unknown model {name[:100]!r}; this server serves {self.model.name!r}", route
             )
+        if version is not None and version != self.model.version:
+            return error_response(
+                404,
+                f"unknown version {version[:100]!r} of {name!r}; this server serves "
+                f"{self.model.version!r}",
+                route,
+            )
         if route == R_V2_INFER:
             if method != "POST":
                 return self._not_allowed(route, "POST")
             try:
-                return PredictJob(route, parse_v2(self.model, body), request_id, started)
+                parsed = parse_v2(self.model, body, header_length)
             except ClientError as exc:
                 return error_response(exc.status, exc.message, route)
+            if parsed.unknown:
+                self._count_unknown(parsed.unknown)
+            return PredictJob(route, parsed, request_id, started)
         if method not in ("GET", "HEAD"):
             return self._not_allowed(route, "GET")
         if route == R_V2_MODEL_READY:
@@ -209,18 +309,24 @@ class App:
             outputs.append(
                 {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(m.classes)]}
             )
+        if m.input_format == "array":
+            inputs: list[dict[str, Any]] = [
+                {
+                    "name": "input-0",
+                    "datatype": "FP64",
+                    "shape": [-1, m.n_features],
+                    "parameters": {"features": m.feature_names},
+                }
+            ]
+        else:  # one input per column, as MLServer's pandas codec (content type "pd") has it
+            inputs = [
+                {"name": f.name, "datatype": V2_DATATYPE[f.kind], "shape": [-1]} for f in m.features
+            ]
         return {
             "name": m.name,
             "versions": [m.version],
             "platform": "sklearn",
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "datatype": "FP64" if m.numeric else "BYTES",
-                    "shape": [-1, m.n_features],
-                    "parameters": {"features": m.feature_names},
-                }
-            ],
+            "inputs": inputs,
             "outputs": outputs,
         }
 
@@ -238,9 +344,14 @@ class App:
             self._remember(job, response.status, None, latency)
             return response
         out = job.output
+        extra: list[tuple[bytes, bytes]] = []
+        content_type = JSON
         try:
             if job.parsed.kind == "v2":
-                body = self._v2_body(job, out)
+                body, header_length = self._v2_body(job, out)
+                if header_length is not None:
+                    content_type = b"application/octet-stream"
+                    extra.append((b"inference-header-content-length", b"%d" % header_length))
             else:
                 data: dict[str, Any] = {"predictions": out.predictions}
                 if out.probabilities is not None:
@@ -253,39 +364,44 @@ class App:
             return self.finish(job)
         self.metrics.observe_predictions(out.labels, out.scores)
         self._remember(job, 200, out.predictions, latency)
-        return Response(200, body, JSON, job.route)
+        return Response(200, body, content_type, job.route, extra)
 
-    def _v2_body(self, job: PredictJob, out: BatchOutput) -> bytes:
+    def _v2_body(self, job: PredictJob, out: BatchOutput) -> tuple[bytes, int | None]:
+        """The infer response; binary outputs go after the JSON (binary data extension),
+        and then the JSON's length is returned too (Inference-Header-Content-Length)."""
         n = len(out.predictions)
         wanted = job.parsed.v2_outputs
+        binary_names = job.parsed.v2_binary
         outputs: list[dict[str, Any]] = []
+        blobs: list[bytes] = []
+
+        def add(name: str, shape: list[int], datatype: str, data: list[Any]) -> None:
+            output: dict[str, Any] = {"name": name, "shape": shape, "datatype": datatype}
+            if name in binary_names:
+                blob = encode_binary(data, datatype)
+                output["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                output["data"] = data
+            outputs.append(output)
+
         if wanted is None or "predict" in wanted:
-            outputs.append(
-                {
-                    "name": "predict",
-                    "shape": [n],
-                    "datatype": self._label_datatype(),
-                    "data": out.predictions,
-                }
-            )
+            add("predict", [n], self._label_datatype(), out.predictions)
         if out.probabilities is not None and (wanted is None or "predict_proba" in wanted):
             flat = [p for row in out.probabilities for p in row]
-            outputs.append(
-                {
-                    "name": "predict_proba",
-                    "shape": [n, len(self.model.classes)],
-                    "datatype": "FP64",
-                    "data": flat,
-                }
-            )
-        return json_body(
+            add("predict_proba", [n, len(self.model.classes)], "FP64", flat)
+        rid = job.parsed.v2_id
+        header = json_body(
             {
                 "model_name": self.model.name,
                 "model_version": self.model.version,
-                "id": job.parsed.v2_id or job.request_id,
+                "id": rid if rid is not None else job.request_id,
                 "outputs": outputs,
             }
         )
+        if not blobs:
+            return header, None
+        return header + b"".join(blobs), len(header)
 
     def _remember(
         self, job: PredictJob, status: int, predictions: list[Any] | None, latency: float
@@ -349,11 +465,26 @@ class App:
             job.error = str(exc)[:500]
 
     def handle_now(
-        self, method: str, target: str, body: bytes = b"", request_id: str = "test"
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        request_id: str = "test",
+        headers: dict[str, str] | None = None,
     ) -> Response:
         """Answer any request in one call, predicting inline (no batching)."""
         started = time.perf_counter()
-        result = self.handle(method, target, body, request_id, started)
+        lower = {k.lower(): v for k, v in (headers or {}).items()}
+        length = lower.get("inference-header-content-length")
+        result = self.handle(
+            method,
+            target,
+            body,
+            request_id,
+            started,
+            content_encoding=lower.get("content-encoding", ""),
+            header_length=int(length) if length is not None else None,
+        )
         if isinstance(result, PredictJob):
             self.run_batch([result])
             result = self.finish(result)

@@ -64,6 +64,7 @@ class Layout:
         routes: Sequence[str],
         classes: Sequence[Any],
         score_buckets: Sequence[float],
+        category_features: Sequence[str] = (),
     ) -> None:
         self.routes = list(routes)
         self.classes = list(classes)
@@ -78,7 +79,9 @@ class Layout:
         self.class_base = self.lat_base + n_routes * self.lat_stride
         self.score_base = self.class_base + len(self.classes)
         self.score_stride = len(self.score_buckets) + 1 + 2
-        self.size = self.score_base + self.score_stride
+        self.category_features = list(category_features)
+        self.unknown_base = self.score_base + self.score_stride
+        self.size = self.unknown_base + len(self.category_features)
         self.n_status = n_status
 
 
@@ -127,6 +130,10 @@ class Metrics:
             row[lay.score_base + bisect.bisect_left(buckets, score)] += 1
             row[lay.score_base + nb + 1] += score
             row[lay.score_base + nb + 2] += 1
+
+    def observe_unknown(self, position: int, count: int) -> None:
+        """`count` values of the `position`-th category feature that training never saw."""
+        self.row[self.layout.unknown_base + position] += count
 
     def render(self) -> str:
         """The Prometheus text exposition (format 0.0.4) summed over workers."""
@@ -181,6 +188,17 @@ class Metrics:
             out.append(f'mlcd_prediction_score_bucket{{le="{_le(le)}"}} {_num(cumulative)}')
         out.append(f"mlcd_prediction_score_sum {total[lay.score_base + nb + 1]!r}")
         out.append(f"mlcd_prediction_score_count {_num(total[lay.score_base + nb + 2])}")
+        if lay.category_features:
+            out.append(
+                "# HELP mlcd_unknown_category_total Values of a category feature that the "
+                "training data did not have (passed to the model), by feature."
+            )
+            out.append("# TYPE mlcd_unknown_category_total counter")
+            for i, feature in enumerate(lay.category_features):
+                out.append(
+                    f'mlcd_unknown_category_total{{feature="{_label(feature)}"}} '
+                    f"{_num(total[lay.unknown_base + i])}"
+                )
         out.append("# HELP mlcd_model_info The model this server serves.")
         out.append("# TYPE mlcd_model_info gauge")
         out.append(

@@ -34,19 +34,45 @@ _PROBA_ARGMAX = {
 warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
+GAP = np.nan  # the object that stands for a missing value in a validated row
+_GAP = GAP
+KINDS = ("number", "integer", "boolean", "category", "text", "datetime")
+STRING_KINDS = frozenset({"category", "text", "datetime"})
+
+
 @dataclass(frozen=True)
 class Feature:
-    """One input column, from model.json's `features`."""
+    """One input column, from model.json's `features` (docs/serving.md)."""
 
     name: str
     dtype: str
     categories: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
+    kind: str = "number"
+    accepts_null: bool = False
+    nullable: bool = False
 
     @property
     def numeric(self) -> bool:
-        return self.categories is None and self.dtype.lower() not in _CATEGORICAL_DTYPES
+        """A number or an integer (a float64 in the array path)."""
+        return self.kind in ("number", "integer")
+
+    @property
+    def is_string(self) -> bool:
+        return self.kind in STRING_KINDS
+
+
+def _legacy_kind(dtype: str, categories: Any) -> str:
+    """The kind of a feature in a model.json written before `kind` existed."""
+    lower = dtype.lower()
+    if categories is not None:
+        return "boolean" if lower == "bool" else "category"
+    if lower in _CATEGORICAL_DTYPES:
+        return "text"
+    if lower == "bool":
+        return "boolean"
+    return "integer" if lower.startswith(("int", "uint")) else "number"
 
 
 @dataclass
@@ -80,7 +106,7 @@ def _load_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def _features(meta: dict[str, Any], path: Path) -> list[Feature]:
+def _features(meta: dict[str, Any], path: Path, default_null: bool) -> list[Feature]:
     raw = meta.get("features")
     if not isinstance(raw, list) or not raw:
         raise UserInputError(f"{path}: `features` must be a non-empty list")
@@ -89,13 +115,25 @@ def _features(meta: dict[str, Any], path: Path) -> list[Feature]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise UserInputError(f"{path}: features[{index}] needs a string `name`")
         cats = item.get("categories")
+        dtype = str(item.get("dtype") or "float64")
+        kind = item.get("kind")
+        if kind is None:
+            kind = _legacy_kind(dtype, cats)
+        elif kind not in KINDS:
+            raise UserInputError(
+                f"{path}: features[{index}].kind {kind!r} is not one of {', '.join(KINDS)}"
+            )
+        accepts = item.get("accepts_null")
         features.append(
             Feature(
                 name=item["name"],
-                dtype=str(item.get("dtype") or "float64"),
+                dtype=dtype,
                 categories=tuple(cats) if isinstance(cats, list) else None,
                 min=_num(item.get("min")),
                 max=_num(item.get("max")),
+                kind=kind,
+                accepts_null=accepts if isinstance(accepts, bool) else default_null,
+                nullable=bool(item.get("nullable")),
             )
         )
     names = [f.name for f in features]
@@ -142,14 +180,29 @@ class ServedModel:
         if task not in ("classification", "regression"):
             raise UserInputError(f"{path}: `task` must be classification or regression")
         self.task: Task = task
-        self.features = _features(meta, path)
+        self.features = _features(meta, path, _allows_nan(estimator))
         self.feature_names = [f.name for f in self.features]
         self.feature_index = {name: i for i, name in enumerate(self.feature_names)}
         self.numeric = all(f.numeric for f in self.features)
+        self.plain_numbers = all(f.kind == "number" for f in self.features)
+        self.input_format = _input_format(meta, self.features, path)
+        # the order of the estimator's columns (feature_names_in_), the features' by default
+        names_in = (meta.get("input") or {}).get("feature_names_in")
+        self.columns_in = (
+            [str(n) for n in names_in]
+            if isinstance(names_in, list)
+            and sorted(map(str, names_in)) == sorted(self.feature_names)
+            else list(self.feature_names)
+        )
+        self.category_features = [i for i, f in enumerate(self.features) if f.kind == "category"]
+        self.category_sets = {
+            i: frozenset(self.features[i].categories or ()) for i in self.category_features
+        }
         fingerprint = str(meta.get("fingerprint") or "")[:12]
         default = f"0.0.0+{fingerprint}" if fingerprint else "0.0.0+local"
         self.version = version or str(meta.get("version") or default)
-        self.allow_nan = _allows_nan(estimator)
+        self.allow_nan = all(f.accepts_null for f in self.features)
+        self.null_ok = tuple(f.accepts_null for f in self.features)
         self.has_proba = self.task == "classification" and hasattr(estimator, "predict_proba")
         self.proba_argmax = (
             self.has_proba and type(_final_estimator(estimator)).__name__ in _PROBA_ARGMAX
@@ -171,12 +224,14 @@ class ServedModel:
         return len(self.features)
 
     def frame(self, rows: NDArray[Any]) -> Any:
-        """The estimator's input: the array itself, or a DataFrame when a column is text."""
-        if self.numeric:
+        """The estimator's input: the float64 array itself (the array format), or a pandas
+        DataFrame with the training dtypes, its columns in `feature_names_in_` order."""
+        if self.input_format == "array":
             return rows
-        import pandas as pd  # only models with text columns need pandas in the image
+        import pandas as pd  # only DataFrame models have pandas in the image
 
-        return pd.DataFrame(rows, columns=self.feature_names)
+        columns = {f.name: _column(pd, rows[:, i], f) for i, f in enumerate(self.features)}
+        return pd.DataFrame(columns, columns=self.columns_in, copy=False)
 
     def predict(self, rows: NDArray[Any]) -> BatchOutput:
         """Predict a batch; any exception of the estimator becomes `ModelError`."""
@@ -216,13 +271,18 @@ class ServedModel:
         """One prediction on a plausible row, so that the first request is not slow."""
         row: list[Any] = []
         for f in self.features:
-            if not f.numeric:
+            if f.kind == "boolean":
+                row.append(False)
+            elif f.kind == "datetime":
+                row.append("2000-01-01")
+            elif f.is_string:
                 row.append(f.categories[0] if f.categories else "")
             elif f.min is not None and f.max is not None:
-                row.append((f.min + f.max) / 2)
+                middle = (f.min + f.max) / 2
+                row.append(round(middle) if f.kind == "integer" else middle)
             else:
-                row.append(0.0)
-        dtype = np.float64 if self.numeric else object
+                row.append(0)
+        dtype = np.float64 if self.input_format == "array" else object
         self.predict(np.asarray([row], dtype=dtype))
 
     def card(self) -> dict[str, Any]:
@@ -253,9 +313,50 @@ class ServedModel:
                 "classes": self.classes if self.task == "classification" else None,
                 "estimator": type(_final_estimator(self.estimator)).__name__,
                 "accepts_nan": self.allow_nan,
+                "input_format": self.input_format,
             }
         )
         return card
+
+
+def _input_format(meta: dict[str, Any], features: list[Feature], path: Path) -> str:
+    """`array` (a float64 NumPy array) or `dataframe` (a pandas DataFrame)."""
+    declared = (meta.get("input") or {}).get("format")
+    if declared is None:  # model.json before `input`: arrays unless a column is a string
+        numeric = all(f.numeric or f.kind == "boolean" for f in features)
+        return "array" if numeric else "dataframe"
+    if declared not in ("array", "dataframe"):
+        raise UserInputError(f"{path}: input.format must be array or dataframe, not {declared!r}")
+    if declared == "array" and not all(f.numeric or f.kind == "boolean" for f in features):
+        raise UserInputError(f"{path}: input.format array needs every feature to be a number")
+    return str(declared)
+
+
+def _column(pd: Any, values: NDArray[Any], feature: Feature) -> Any:
+    """One DataFrame column of validated values (NaN for a gap) with the training dtype."""
+    dtype = feature.dtype
+    if feature.kind == "number":
+        return values.astype(np.float64)
+    if feature.kind == "integer":
+        floats = values.astype(np.float64)
+        if (
+            not dtype.lower().startswith(("int", "uint"))
+            or np.isnan(floats).any()
+            or bool((np.abs(floats) >= 2.0**63).any())  # beyond int64: keep the floats
+        ):
+            return floats
+        return floats.astype(dtype.lower())
+    if feature.kind == "boolean":
+        if dtype == "bool" and not any(v is _GAP for v in values):
+            return values.astype(bool)
+        return values
+    if dtype.startswith("datetime64"):
+        return pd.to_datetime(values, format="ISO8601", errors="coerce")
+    if dtype == "str":
+        return pd.array(values, dtype=pd.StringDtype(na_value=np.nan))
+    if dtype == "string":
+        return pd.array(values, dtype="string")
+    return values
 
 
 def load(folder: Path, *, version: str = "") -> ServedModel:

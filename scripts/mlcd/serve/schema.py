@@ -1,5 +1,9 @@
 """Request validation: bodies of /predict and /v2/.../infer become a 2-D array of rows.
 
+An array-format model gets float64 rows (the fast path); a DataFrame-format model gets an
+object array of values checked per column kind (number, integer, boolean, category, text,
+datetime), with NaN for a gap, that `ServedModel.frame` turns into the training dtypes.
+
 Every client mistake raises `ClientError` with a 4xx status and a message that says what
 is wrong and where (row, feature). Nothing here may raise anything else for any input.
 """
@@ -9,16 +13,19 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from mlcd.serve.model import ServedModel, feature_summary
+from mlcd.serve.model import GAP, ServedModel, feature_summary
 
 _NUMBER_TYPES = {int, float}
+_NAN = GAP  # the one object every gap of a DataFrame-format row is (model._column)
 MAX_ROWS = 100_000
 
 V2_NUMERIC = {
@@ -54,6 +61,8 @@ class Parsed:
     kind: str  # "instances" | "records" | "v2"
     v2_id: str | None = None
     v2_outputs: list[str] | None = None
+    unknown: dict[int, int] | None = None  # feature index -> values not seen at training
+    v2_binary: set[str] = field(default_factory=set)  # outputs to send as binary data
 
 
 def parse_json(body: bytes) -> Any:
@@ -87,45 +96,53 @@ def _json_ok(value: Any) -> bool:
     return True
 
 
+def _where(model: ServedModel, row: int, col: int) -> str:
+    return f"row {row}, feature `{model.features[col].name}` (column {col})"
+
+
 def _bad_value(model: ServedModel, row: int, col: int, value: Any) -> ClientError:
     feature = model.features[col]
-    where = f"row {row}, feature `{feature.name}` (column {col})"
+    where = _where(model, row, col)
     if value is None:
-        if model.allow_nan:  # pragma: no cover - None is accepted then
-            return ClientError(422, f"{where}: unexpected null")
-        return ClientError(422, f"{where}: null (a missing value), and this model cannot take one")
-    if feature.numeric:
-        if isinstance(value, str):
-            return ClientError(422, f"{where}: expected a number, got text {_describe(value)}")
         return ClientError(
-            422, f"{where}: expected a number, got {type(value).__name__} {_describe(value)}"
+            422,
+            f"{where}: null (a missing value), and this model cannot take one in this column",
         )
-    return ClientError(
-        422, f"{where}: expected one of {feature.categories}, got {_describe(value)}"
+    got = (
+        f"text {_describe(value)}"
+        if isinstance(value, str)
+        else f"{type(value).__name__} {_describe(value)}"
     )
+    if feature.kind == "integer" and type(value) is float:
+        return ClientError(422, f"{where}: expected an integer, got {_describe(value)}")
+    if feature.numeric:
+        return ClientError(422, f"{where}: expected a number, got {got}")
+    if feature.kind == "boolean":
+        return ClientError(422, f"{where}: expected true or false, got {got}")
+    if feature.kind == "datetime" and isinstance(value, str):
+        return ClientError(422, f"{where}: expected an ISO 8601 date such as 2024-01-31, got {got}")
+    return ClientError(422, f"{where}: expected text, got {got}")
 
 
-def _check_numeric_row(model: ServedModel, index: int, row: Sequence[Any]) -> None:
+def _check_numeric_row(null_ok: tuple[bool, ...], model: ServedModel, index: int, row: Any) -> None:
     for col, value in enumerate(row):
-        if type(value) not in _NUMBER_TYPES and not (value is None and model.allow_nan):
+        if type(value) not in _NUMBER_TYPES and not (value is None and null_ok[col]):
             raise _bad_value(model, index, col, value)
 
 
-def _check_category_row(model: ServedModel, index: int, row: Sequence[Any]) -> None:
+def _check_typed_row(model: ServedModel, index: int, row: Sequence[Any]) -> None:
+    """A row of an array-format model with integer or boolean columns."""
     for col, (feature, value) in enumerate(zip(model.features, row, strict=True)):
-        if feature.numeric:
-            if type(value) not in _NUMBER_TYPES and not (value is None and model.allow_nan):
+        kind = type(value)
+        if value is None:
+            if not feature.accepts_null:
                 raise _bad_value(model, index, col, value)
-            if (
-                type(value) is float
-                and not math.isfinite(value)
-                and not (math.isnan(value) and model.allow_nan)
-            ):
-                raise _non_finite(model, index, col, value)
-        elif feature.categories is not None:
-            if value not in feature.categories or type(value) is bool:
+        elif feature.kind == "boolean":
+            if kind is not bool:
                 raise _bad_value(model, index, col, value)
-        elif not isinstance(value, str):
+        elif kind not in _NUMBER_TYPES or (
+            feature.kind == "integer" and kind is float and not value.is_integer()
+        ):
             raise _bad_value(model, index, col, value)
 
 
@@ -136,11 +153,69 @@ def _non_finite(model: ServedModel, row: int, col: int, value: float) -> ClientE
         return ClientError(
             422,
             f"row {row}, feature `{name}` (column {col}): NaN, and this model cannot take "
-            "missing values",
+            "a missing value in this column",
         )
     return ClientError(
         422, f"row {row}, feature `{name}` (column {col}): {what} is not a finite number"
     )
+
+
+def _is_date(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _typed_value(model: ServedModel, index: int, col: int, value: Any) -> Any:
+    """One value of a DataFrame-format model, validated for its column; NaN for a gap."""
+    feature = model.features[col]
+    kind = feature.kind
+    vtype = type(value)
+    if value is None or (vtype is float and math.isnan(value)):
+        if feature.accepts_null:
+            return _NAN
+        if value is None:
+            raise _bad_value(model, index, col, value)
+        raise _non_finite(model, index, col, value)
+    if kind in {"number", "integer"}:
+        if vtype is int:
+            if not -1e308 < value < 1e308:
+                raise ClientError(422, f"{_where(model, index, col)}: the number is too large")
+            return value
+        if vtype is not float or (kind == "integer" and not value.is_integer()):
+            if vtype is float and math.isinf(value):
+                raise _non_finite(model, index, col, value)
+            raise _bad_value(model, index, col, value)
+        if math.isinf(value):
+            raise _non_finite(model, index, col, value)
+        return value
+    if kind == "boolean":
+        if vtype is not bool:
+            raise _bad_value(model, index, col, value)
+        return value
+    if vtype is not str or (kind == "datetime" and not _is_date(value)):
+        raise _bad_value(model, index, col, value)
+    return value
+
+
+def _to_objects(model: ServedModel, rows: Sequence[Sequence[Any]]) -> tuple[NDArray[Any], Any]:
+    """Validated rows of a DataFrame-format model, and unseen categories per feature."""
+    width = model.n_features
+    checked = [
+        [_typed_value(model, index, col, value) for col, value in enumerate(row)]
+        for index, row in enumerate(rows)
+    ]
+    array = np.empty((len(rows), width), dtype=object)
+    array[:] = checked
+    unknown: dict[int, int] = {}
+    for col in model.category_features:
+        known = model.category_sets[col]
+        count = sum(1 for v in array[:, col] if v is not _NAN and v not in known)
+        if count:
+            unknown[col] = count
+    return array, unknown or None
 
 
 def _record_to_row(model: ServedModel, index: int, record: dict[Any, Any]) -> list[Any]:
@@ -161,7 +236,7 @@ def _record_to_row(model: ServedModel, index: int, record: dict[Any, Any]) -> li
     return [record[n] for n in model.feature_names]
 
 
-def _rows_from_list(model: ServedModel, items: list[Any], kind: str) -> NDArray[Any]:
+def _rows_from_list(model: ServedModel, items: list[Any], kind: str) -> Parsed:
     if not items:
         raise ClientError(422, f"`{kind}` is empty: send at least one row")
     if len(items) > MAX_ROWS:
@@ -185,16 +260,25 @@ def _rows_from_list(model: ServedModel, items: list[Any], kind: str) -> NDArray[
                 f"row {index} is {type(item).__name__} {_describe(item)}; "
                 f"a row is a list of {n} values or an object of feature: value",
             )
-    return _to_array(model, rows)
+    return _parsed(model, rows, kind)
+
+
+def _parsed(model: ServedModel, rows: Sequence[Sequence[Any]], kind: str) -> Parsed:
+    if model.input_format == "dataframe":
+        array, unknown = _to_objects(model, rows)
+        return Parsed(array, kind, unknown=unknown)
+    return Parsed(_to_array(model, rows), kind)
 
 
 def _to_array(model: ServedModel, rows: Sequence[Sequence[Any]]) -> NDArray[Any]:
-    if not model.numeric:
+    """The float64 rows of an array-format model (every feature a number)."""
+    null_ok = model.null_ok
+    if model.plain_numbers:
         for index, row in enumerate(rows):
-            _check_category_row(model, index, row)
-        return np.asarray(rows, dtype=object).reshape(len(rows), model.n_features)
-    for index, row in enumerate(rows):
-        _check_numeric_row(model, index, row)
+            _check_numeric_row(null_ok, model, index, row)
+    else:
+        for index, row in enumerate(rows):
+            _check_typed_row(model, index, row)
     try:
         array = np.asarray(rows, dtype=np.float64)
     except (OverflowError, ValueError, TypeError):
@@ -212,6 +296,8 @@ def _to_array(model: ServedModel, rows: Sequence[Sequence[Any]]) -> NDArray[Any]
         bad = ~np.isfinite(array)
         if model.allow_nan:
             bad &= ~np.isnan(array)
+        elif any(null_ok):
+            bad &= ~(np.isnan(array) & np.asarray(null_ok))
         if bad.any():
             row_i, col_i = (int(v) for v in np.argwhere(bad)[0])
             raise _non_finite(model, row_i, col_i, float(array[row_i, col_i]))
@@ -241,7 +327,7 @@ def parse_predict(model: ServedModel, body: bytes) -> Parsed:
     if kind == "records" and not all(isinstance(i, dict) for i in items):
         bad = next(i for i, item in enumerate(items) if not isinstance(item, dict))
         raise ClientError(422, f"records[{bad}] must be an object of feature: value")
-    return Parsed(_rows_from_list(model, items, kind), kind)
+    return _rows_from_list(model, items, kind)
 
 
 def _flatten(data: Any, depth: int = 0) -> list[Any]:
@@ -268,12 +354,91 @@ def _shape(value: Any, where: str) -> list[int]:
     return list(value)
 
 
-def parse_v2(model: ServedModel, body: bytes) -> Parsed:
+_BINARY_DTYPES = {
+    "BOOL": "<u1",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+
+
+def _binary_values(raw: bytes, datatype: str, where: str) -> list[Any]:
+    """The elements of one tensor in the binary data extension (little-endian, row-major;
+    BYTES: a 4-byte length before each element)."""
+    if datatype != "BYTES":
+        dtype = np.dtype(_BINARY_DTYPES[datatype])
+        if len(raw) % dtype.itemsize:
+            raise ClientError(
+                422, f"{where}: {len(raw)} bytes of {datatype} is not a whole number of values"
+            )
+        values: list[Any] = np.frombuffer(raw, dtype=dtype).tolist()
+        return [bool(v) for v in values] if datatype == "BOOL" else values
+    out: list[Any] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise ClientError(422, f"{where}: a BYTES element is cut short")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise ClientError(422, f"{where}: a BYTES element is cut short")
+        try:
+            out.append(raw[offset : offset + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ClientError(422, f"{where}: a BYTES element is not UTF-8 text") from None
+        offset += length
+    return out
+
+
+def _binary_size(tensor: dict[str, Any], where: str) -> int | None:
+    params = tensor.get("parameters")
+    if not isinstance(params, dict) or "binary_data_size" not in params:
+        return None
+    size = params["binary_data_size"]
+    if type(size) is not int or size < 0:
+        raise ClientError(422, f"{where}.parameters.binary_data_size must be a byte count")
+    return size
+
+
+def _binary_outputs(doc: dict[str, Any], outputs: Any) -> set[str]:
+    """The outputs to send as binary data (`binary_data_output`, per output `binary_data`)."""
+    params = doc.get("parameters")
+    every = isinstance(params, dict) and params.get("binary_data_output") is True
+    chosen = {"predict", "predict_proba"} if every else set()
+    for output in outputs or []:
+        flag = (output.get("parameters") or {}).get("binary_data")
+        if flag is True:
+            chosen.add(output["name"])
+        elif flag is False:
+            chosen.discard(output["name"])
+    return chosen
+
+
+def parse_v2(model: ServedModel, body: bytes, header_length: int | None = None) -> Parsed:
     """An Open Inference Protocol (v2) infer request.
 
     Either one input of shape [N, F] (row-major `data`, flat or nested), or one input per
-    feature named after it, each of shape [N] or [N, 1].
+    feature named after it, each of shape [N] or [N, 1]. With `header_length` (the
+    `Inference-Header-Content-Length` header of the binary data extension) the body is that
+    many bytes of JSON, then the binary data of the inputs that give `binary_data_size`.
     """
+    binary = b""
+    if header_length is not None:
+        if not 0 < header_length <= len(body):
+            raise ClientError(
+                400,
+                f"Inference-Header-Content-Length {header_length} does not fit the body of "
+                f"{len(body)} bytes",
+            )
+        body, binary = body[:header_length], body[header_length:]
     doc = parse_json(body)
     if not isinstance(doc, dict):
         raise ClientError(422, "the body must be a JSON object with `inputs`")
@@ -285,7 +450,10 @@ def parse_v2(model: ServedModel, body: bytes) -> Parsed:
     wanted: list[str] | None = None
     if outputs is not None:
         if not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+            isinstance(o, dict)
+            and isinstance(o.get("name"), str)
+            and isinstance(o.get("parameters", {}), dict)
+            for o in outputs
         ):
             raise ClientError(422, "`outputs` must be a list of objects with a `name`")
         wanted = [o["name"] for o in outputs]
@@ -295,12 +463,14 @@ def parse_v2(model: ServedModel, body: bytes) -> Parsed:
                 422, f"unknown output(s) {unknown}; this model has predict and predict_proba"
             )
     tensors = []
+    offset = 0
     for i, tensor in enumerate(inputs):
         where = f"inputs[{i}]"
         if not isinstance(tensor, dict):
             raise ClientError(422, f"{where} must be an object with name, shape, datatype, data")
+        size = _binary_size(tensor, where)
         for key in ("name", "shape", "datatype", "data"):
-            if key not in tensor:
+            if key not in tensor and not (key == "data" and size is not None):
                 raise ClientError(422, f"{where} has no `{key}`")
         if not isinstance(tensor["name"], str):
             raise ClientError(422, f"{where}.name must be a string")
@@ -308,7 +478,17 @@ def parse_v2(model: ServedModel, body: bytes) -> Parsed:
         datatype = tensor["datatype"]
         if not isinstance(datatype, str) or datatype not in (*V2_NUMERIC, "BYTES"):
             raise ClientError(422, f"{where}.datatype {_describe(datatype)} is not a v2 datatype")
-        data = _flatten(tensor["data"])
+        if size is not None:
+            if offset + size > len(binary):
+                raise ClientError(
+                    422,
+                    f"{where}: binary_data_size {size} goes past the {len(binary)} bytes of "
+                    "binary data after the JSON header (send Inference-Header-Content-Length)",
+                )
+            data = _binary_values(binary[offset : offset + size], datatype, where)
+            offset += size
+        else:
+            data = _flatten(tensor["data"])
         expected = shape[0] * (shape[1] if len(shape) == 2 else 1)
         if len(data) != expected:
             raise ClientError(
@@ -354,7 +534,13 @@ def parse_v2(model: ServedModel, body: bytes) -> Parsed:
             raise ClientError(413, f"{count} rows in one request; at most {MAX_ROWS}")
         columns = [by_name[f] for f in model.feature_names]
         rows = [list(r) for r in zip(*columns, strict=True)]
-    parsed = Parsed(_to_array(model, rows), "v2", v2_outputs=wanted)
+    if offset != len(binary):
+        raise ClientError(
+            422, f"{len(binary) - offset} bytes of binary data after the inputs belong to none"
+        )
+    parsed = _parsed(model, rows, "v2")
+    parsed.v2_outputs = wanted
+    parsed.v2_binary = _binary_outputs(doc, outputs)
     if isinstance(req_id, str):
-        parsed.v2_id = req_id[:200]
+        parsed.v2_id = req_id
     return parsed

@@ -102,6 +102,9 @@ class Connection(asyncio.Protocol):
         self.request_id: bytes | None = None
         self.expect_continue = False
         self.content_length: int | None = None
+        self.content_encoding = ""
+        self.header_length: int | None = None
+        self.bad_header: str | None = None
         self.started = 0.0
 
     # -------------------------------------------------------------- transport
@@ -174,12 +177,22 @@ class Connection(asyncio.Protocol):
                 self.content_length = int(value)
         elif lower == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif lower == b"content-encoding":
+            self.content_encoding = value.decode("latin-1")
+        elif lower == b"inference-header-content-length":
+            try:
+                self.header_length = int(value)
+            except ValueError:
+                self.bad_header = "Inference-Header-Content-Length must be a byte count"
 
     def on_headers_complete(self) -> None:
         if self.closing:
             return
         if self.head_size > _MAX_HEAD_BYTES:
             self._fail(431, f"request line and headers over {_MAX_HEAD_BYTES} bytes")
+            return
+        if self.bad_header is not None:
+            self._fail(400, self.bad_header)
             return
         length = self.content_length
         limit = self.worker.settings.max_body_bytes
@@ -213,7 +226,15 @@ class Connection(asyncio.Protocol):
         slot.close = not keep_alive
         self.queue.append(slot)
         try:
-            result = self.app.handle(method, target, body, rid.decode("ascii"), started)
+            result = self.app.handle(
+                method,
+                target,
+                body,
+                rid.decode("ascii"),
+                started,
+                content_encoding=self.content_encoding,
+                header_length=self.header_length,
+            )
         except Exception as exc:  # noqa: BLE001 - a bug must cost one request, not the server
             log("error", where="handle", error=repr(exc)[:500])
             result = error_response(500, "internal error while reading the request")
@@ -477,7 +498,12 @@ def serve(settings: ServeSettings, *, announce: Callable[[str, int], None] | Non
     _import_http()
     model = load(settings.model_dir, version=settings.model_version)
     workers = settings.worker_count
-    app = App(model, workers=workers, recent_capacity=settings.recent_capacity)
+    app = App(
+        model,
+        workers=workers,
+        recent_capacity=settings.recent_capacity,
+        max_body_bytes=settings.max_body_bytes,
+    )
     host = settings.host
     log(
         "starting",

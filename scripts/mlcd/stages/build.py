@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, entrypoint, projectcode
+from mlcd import __version__, entrypoint, projectcode, typedrows
 from mlcd.context import Command, Context
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
@@ -94,12 +94,12 @@ def _copy_if_changed(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-def model_wheels(ctx: Context, cache: Path) -> list[wheelhouse.Pin]:
-    """The wheels `model.requirements` adds to the image (none without the key)."""
+def model_wheels(ctx: Context, cache: Path, lock: list[wheelhouse.Pin]) -> list[wheelhouse.Pin]:
+    """The wheels `model.requirements` adds to the image (none without the key), resolved
+    against `lock`, the server's own pins (pandas' too for a DataFrame model)."""
     named = ctx.config.model.requirements
     if not named:
         return []
-    lock = wheelhouse.parse_lock(wheelhouse.lock_text())
     ctx.progress(f"resolving model.requirements ({named}) for the image")
     return wheelhouse.model_requirements(ctx.loaded.resolve(named), named, lock, cache)
 
@@ -111,6 +111,23 @@ def project_files(ctx: Context, meta: dict[str, Any]) -> list[tuple[Path, str]]:
     if not isinstance(entries, list):
         raise UserInputError("train/model.json: `project_modules` must be a list")
     return projectcode.check_shipped(entries, ctx.loaded.root)
+
+
+def needs_dataframe(meta: dict[str, Any]) -> bool:
+    """model.json says the server builds a pandas DataFrame (docs/serving.md)."""
+    declared = (meta.get("input") or {}).get("format")
+    if declared is not None:
+        return bool(declared == "dataframe")
+    # model.json before `input`: the server takes a DataFrame when a column is a string
+    return any(
+        typedrows.feature_kind(f) in typedrows.STRING_KINDS for f in meta.get("features") or []
+    )
+
+
+def serving_pins(model_dir: Path) -> list[wheelhouse.Pin]:
+    """The locked wheels the image needs: pandas' too when the model takes a DataFrame."""
+    meta = json.loads((model_dir / "model.json").read_text("utf-8"))
+    return wheelhouse.serving_pins(dataframe=needs_dataframe(meta))
 
 
 def prepare_context(
@@ -133,7 +150,7 @@ def prepare_context(
     model = folder / "model"
     for sub in (wheels, app, model):
         sub.mkdir(parents=True, exist_ok=True)
-    pins = wheelhouse.parse_lock(wheelhouse.lock_text())
+    pins = serving_pins(model_dir)
     progress(f"wheelhouse: {len(pins)} locked wheels (cache {cache})")
     found = wheelhouse.ensure_wheels(pins, cache)
     added = _fill_model_wheels(folder / "model-wheels", pins, extra or [], cache)
@@ -245,7 +262,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         _dockerfile(args.dockerfile),
         cache,
         ctx.progress,
-        extra=model_wheels(ctx, cache),
+        extra=model_wheels(ctx, cache, serving_pins(model_dir)),
         project=project_files(ctx, meta),
     )
 
@@ -316,11 +333,13 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
             "health": outcome.health,
             "user": outcome.user,
             "problems": outcome.problems,
+            "forms": outcome.forms,
         }
         if outcome.passed:
             reasons.append(
                 f"contract: {outcome.agree}/{outcome.rows} held-out predictions equal in "
-                f"process; ready in {outcome.ready_seconds} s; {outcome.health}"
+                f"process in every form ({', '.join(outcome.forms)}); ready in "
+                f"{outcome.ready_seconds} s; {outcome.health}"
             )
         else:
             status = "fail"

@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, entrypoint, modelio, projectcode
+from mlcd import __version__, entrypoint, inputschema, modelio, projectcode
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
@@ -166,13 +166,22 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
         types = _check_types(needed, root, cfg.trusted_types)
         ship = projectcode.modules_to_ship(types, root, projectcode.loaded_modules(root))
         classes = getattr(estimator, "classes_", None)
+        ctx.progress("probing the fitted model's inputs (format, gaps per column)")
+        schema, input_meta = inputschema.describe(
+            estimator,
+            x_train,
+            parts.holdout[features],
+            task=cfg.task,
+            name=ctx.config.project,
+        )
         meta = {
             "name": ctx.config.project,
             "task": cfg.task,
             "target": cfg.target,
             "estimator": type(estimator).__name__,
             "entrypoint": cfg.entrypoint,
-            "features": dataset.feature_schema(x_train),
+            "features": schema,
+            "input": input_meta,
             "classes": [_label(c) for c in classes] if classes is not None else None,
             "params": dict(cfg.params),
             "seeded_params": seeded,
