@@ -279,6 +279,10 @@ def test_the_zoo_project_is_delivered_by_mlcd_run_with_a_canary(
     build = delivery.result(2, "build")["details"]
     assert build["contract"]["passed"] is True
     assert build["contract"]["agree"] == build["contract"]["rows"] > 0
+    # the contract test sent every held-out row in each body form and the v2 route
+    forms = build["contract"]["forms"]
+    assert {"records", "instances", "v2 columns"} <= set(forms), forms
+    assert set(forms.values()) == {build["contract"]["rows"]}, forms
     deploy = delivery.result(2, "deploy-staging")["details"]
     assert deploy["strategy"] == "canary", deploy
     assert deploy["outcome"] == "promoted", deploy
