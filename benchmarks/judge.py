@@ -1,20 +1,28 @@
-"""Simulate mlcd's judge on synthetic canary streams, beside a fixed-threshold judge.
+"""Simulated canary rollouts through mlcd's real judge and step logic, on our own generators.
 
-    python benchmarks/judge.py            # the figures quoted in docs/deploy.md
-    python benchmarks/judge.py --runs 50  # quicker
+    python benchmarks/judge.py            # quick: 40 rollouts a setting (about a minute)
+    python benchmarks/judge.py --full     # the tables in docs/deploy.md: 400 a setting
+    python benchmarks/judge.py --json     # the figures as JSON
 
-Each run is a canary analysis: every interval both arms receive requests (the canary its
-`--weight` share), each request fails with the arm's error rate, takes a log-normal latency and
-predicts class 1 with the arm's share. The judge is asked after *every* interval, as the
-controller does, with failure-limit 0 (the first failed measurement rolls back).
+What is real: `mlcd.rollout.judge.judge` (every check), `AnalysisRun`, `StepPolicy` /
+`StepProgress` / `step_decision` (when a step passes, is extended, pauses or rolls back — the
+rule the local controller runs), `JudgeState.new_step` between canary steps, the limits built
+by `mlcd.rollout.local.limits_for` from the configuration's defaults, and the server's own
+bucket layouts (`mlcd.serve.metrics.LATENCY_BUCKETS`, `SCORE_BUCKETS_PROBA`): every interval
+each arm's requests are turned into what `/metrics` would show (request and 5xx counts, the
+latency histogram, predicted classes, the score histogram). What is simulated: the traffic
+(the router's weighted split, each request's error, latency, class and score, drawn from the
+arms below) and the clock (no sleeping).
 
 Printed:
-- A/A: identical arms, `--runs` runs of `--intervals` intervals: the share of runs that end in a
-  rollback (a false rollback), for mlcd's judge and for a fixed-threshold judge that fails an
-  interval when the canary's error rate, p99 or PSI in that interval is over the same limits
-  (what an Argo Rollouts / Flagger analysis with fixed thresholds does);
-- regressions: the share of runs that roll back within `--max-intervals` intervals and the
-  canary requests it took (median), for both judges.
+- A/A: identical arms over 12 settings (lognormal or heavy-tailed latency; 50, 200 or 1,000
+  requests an interval; 1 % or 50 % of them on the canary, one step): the share of rollouts
+  that end in a rollback (per check and in total), that are promoted, or that pause, with
+  95 % Wilson intervals;
+- regressions with the default canary configuration (steps 10 % and 50 %, min-requests 200,
+  min-intervals 2, max-intervals 30): the share of bad canaries promoted, rolled back (and the
+  median canary requests it took) or paused, and a prediction shift under the limit, which
+  must pass.
 """
 
 from __future__ import annotations
@@ -22,232 +30,444 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
+import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
+from mlcd.config import EnvironmentSection
 from mlcd.rollout.judge import (
+    AnalysisRun,
     ArmWindow,
     JudgeState,
     Limits,
+    StepPolicy,
+    StepProgress,
     judge,
-    psi,
-    quantile,
+    step_decision,
 )
+from mlcd.rollout.local import limits_for
+from mlcd.serve.metrics import LATENCY_BUCKETS, SCORE_BUCKETS_PROBA
+
+LAT_BOUNDS = np.array(LATENCY_BUCKETS)
+SCORE_BOUNDS = np.array(SCORE_BUCKETS_PROBA)
+
+
+# --------------------------------------------------------------------------------------
+# Generators
+
+
+@dataclass(frozen=True)
+class Latency:
+    """A latency law: lognormal (median, sigma), optionally mixed with a slow component, and
+    optionally with its slowest `tail_share` stretched by `tail_factor`."""
+
+    median_ms: float = 10.0
+    sigma: float = 0.5
+    slow_share: float = 0.0
+    slow_median_ms: float = 40.0
+    slow_sigma: float = 0.15
+    tail_share: float = 0.0  # the slowest share of requests (by the base law) ...
+    tail_factor: float = 1.0  # ... take this many times longer
+    scale: float = 1.0  # every request takes this many times longer
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        z = rng.standard_normal(n)
+        values = self.median_ms * np.exp(self.sigma * z)
+        if self.slow_share:
+            slow = rng.random(n) < self.slow_share
+            values = np.where(
+                slow, self.slow_median_ms * np.exp(self.slow_sigma * rng.standard_normal(n)), values
+            )
+        if self.tail_share:
+            cut = _normal_quantile(1.0 - self.tail_share)
+            values = np.where(z > cut, values * self.tail_factor, values)
+        return values * self.scale
+
+
+def _normal_quantile(p: float) -> float:
+    return statistics.NormalDist().inv_cdf(p)
 
 
 @dataclass(frozen=True)
 class Arm:
+    """One version's behaviour: errors, latency, predicted class share, score law."""
+
     error_rate: float = 0.005
-    latency_median_ms: float = 10.0
-    latency_sigma: float = 0.5
+    latency: Latency = field(default_factory=Latency)
     positive_share: float = 0.37
+    # scores: class 1 at 0.5 + 0.5·Beta(a, b), class 0 at 0.5 - 0.5·Beta(a, b)
+    score_a: float = 2.0
+    score_b: float = 2.0
 
 
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    stable: Arm
-    canary: Arm
-
-
-LIMITS = Limits(
-    min_requests=100,
-    max_error_rate=0.01,
-    max_p99_latency_ms=50.0,
-    max_prediction_shift=0.1,
-    max_latency_increase=0.2,
-    alpha=0.05,
-)
-
-
-def window(rng: random.Random, arm: Arm, n: int) -> ArmWindow:
-    errors = sum(1 for _ in range(n) if rng.random() < arm.error_rate)
-    mu = math.log(arm.latency_median_ms)
-    latencies = tuple(rng.lognormvariate(mu, arm.latency_sigma) for _ in range(n))
+def window(rng: np.random.Generator, arm: Arm, n: int) -> ArmWindow:
+    """What /metrics would show for n requests to this arm (differences of two readings)."""
+    if n <= 0:
+        return ArmWindow()
+    errors = int((rng.random(n) < arm.error_rate).sum())
+    seconds = arm.latency.draw(rng, n) / 1000.0
+    lat_index = np.searchsorted(LAT_BOUNDS, seconds, side="left")  # as the server's bisect_left
+    lat_cum = np.cumsum(np.bincount(lat_index, minlength=len(LAT_BOUNDS) + 1))
     ok = n - errors
-    positives = sum(1 for _ in range(ok) if rng.random() < arm.positive_share)
+    positive = rng.random(ok) < arm.positive_share
+    spread = rng.beta(arm.score_a, arm.score_b, ok) * 0.5
+    scores = np.where(positive, 0.5 + spread, 0.5 - spread)
+    score_index = np.searchsorted(SCORE_BOUNDS, scores, side="left")
+    score_cum = np.cumsum(np.bincount(score_index, minlength=len(SCORE_BOUNDS) + 1))
+    n_pos = int(positive.sum())
     return ArmWindow(
         requests=n,
         errors=errors,
-        latencies_ms=latencies,
-        classes={"0": ok - positives, "1": positives},
+        latency_buckets=tuple(
+            zip((*LATENCY_BUCKETS, math.inf), (int(c) for c in lat_cum), strict=True)
+        ),
+        classes={k: v for k, v in (("0", ok - n_pos), ("1", n_pos)) if v},
+        score_buckets=tuple(
+            zip((*SCORE_BUCKETS_PROBA, math.inf), (int(c) for c in score_cum), strict=True)
+        ),
     )
 
 
-def fixed_threshold(stable: ArmWindow, canary: ArmWindow, limits: Limits) -> bool:
-    """True when a fixed-threshold analysis fails this interval."""
-    if canary.requests == 0:
-        return False
-    if canary.errors / canary.requests > limits.max_error_rate:
-        return True
-    p99 = quantile(canary.latencies_ms, 0.99)
-    if p99 is not None and p99 > limits.max_p99_latency_ms:
-        return True
-    keys = sorted(set(stable.classes) | set(canary.classes))
-    shift = psi([stable.classes.get(k, 0) for k in keys], [canary.classes.get(k, 0) for k in keys])
-    return shift > limits.max_prediction_shift
+def true_psi(stable: Arm, canary: Arm, draws: int = 2_000_000) -> dict[str, float]:
+    """The population PSI of classes and of the score histogram (a very large sample)."""
+    rng = np.random.default_rng(7)
+
+    def hist(arm: Arm) -> tuple[np.ndarray, np.ndarray]:
+        positive = rng.random(draws) < arm.positive_share
+        spread = rng.beta(arm.score_a, arm.score_b, draws) * 0.5
+        scores = np.where(positive, 0.5 + spread, 0.5 - spread)
+        index = np.searchsorted(SCORE_BOUNDS, scores, side="left")
+        counts = np.bincount(index, minlength=len(SCORE_BOUNDS) + 1) / draws
+        return np.array([1 - positive.mean(), positive.mean()]), counts
+
+    def psi(a: np.ndarray, b: np.ndarray) -> float:
+        keep = (a > 0) & (b > 0)
+        return float(((b[keep] - a[keep]) * np.log(b[keep] / a[keep])).sum())
+
+    ca, sa = hist(stable)
+    cb, sb = hist(canary)
+    return {"classes": round(psi(ca, cb), 4), "scores": round(psi(sa, sb), 4)}
 
 
-@dataclass
-class RunResult:
-    mlcd_fail_at: int | None  # canary requests when the judge rolled back, None if never
-    fixed_fail_at: int | None
+# --------------------------------------------------------------------------------------
+# One rollout: the controller's canary loop without Docker, the router or the clock
+
+
+@dataclass(frozen=True)
+class Config:
+    steps: tuple[int, ...]
+    min_requests: int
+    min_intervals: int
+    max_intervals: int
+    limits: Limits
+    run: AnalysisRun
+
+
+def default_config(steps: Sequence[int] | None = None) -> Config:
+    section = EnvironmentSection()  # every key at its documented default
+    cfg, a = section.canary, section.analysis
+    return Config(
+        steps=tuple(w for w in (steps or cfg.steps) if 0 < w < 100),
+        min_requests=cfg.min_requests,
+        min_intervals=cfg.min_intervals,
+        max_intervals=a.max_intervals,
+        limits=limits_for(section, "classification", cfg.min_requests),
+        run=AnalysisRun(a.failure_limit, a.inconclusive_limit, a.consecutive_error_limit),
+    )
+
+
+@dataclass(frozen=True)
+class Rollout:
+    result: str  # promoted | rolled back | paused
+    checks: tuple[str, ...]  # the checks that failed, when rolled back
+    canary_requests: int
+    intervals: int
+
+
+CHECKS = {
+    "higher on the canary": "error rate vs stable",
+    "above max-error-rate": "error rate, absolute",
+    "p50 latency is more than": "p50 vs stable",
+    "p99 latency is more than": "p99 vs stable",
+    "above max-p99-latency-ms": "p99, absolute",
+    "predicted classes shifted": "class shift",
+    "prediction scores shifted": "score shift",
+}
+
+
+def _failed_checks(reasons: Sequence[str]) -> tuple[str, ...]:
+    return tuple(
+        sorted({name for r in reasons for key, name in CHECKS.items() if key in r}) or ["other"]
+    )
+
+
+def rollout(
+    rng: np.random.Generator, stable: Arm, canary: Arm, requests: int, config: Config
+) -> Rollout:
+    run = config.run
+    state = JudgeState()
+    carry = 0.0
+    seen = intervals = 0
+    for weight in config.steps:
+        state = state.new_step()
+        policy = StepPolicy(config.min_intervals, config.max_intervals, 0.0)
+        progress = StepProgress()
+        while True:
+            carry += requests * weight / 100.0  # nginx's smooth weighted round robin
+            n_canary = int(carry)
+            carry -= n_canary
+            stable_w = window(rng, stable, requests - n_canary)
+            canary_w = window(rng, canary, n_canary)
+            state, m = judge(state, stable_w, canary_w, config.limits)
+            run = run.record(m.verdict)
+            progress = progress.record(m.verdict, m.reasons)
+            seen += n_canary
+            intervals += 1
+            action, _ = step_decision(policy, progress, run, 0.0)
+            if action == "failed":
+                return Rollout("rolled back", _failed_checks(m.reasons), seen, intervals)
+            if action == "paused":
+                return Rollout("paused", (), seen, intervals)
+            if action == "pass":
+                break
+    return Rollout("promoted", (), seen, intervals)
+
+
+# --------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    stable: Arm
+    canary: Arm
+    requests: int
+    steps: tuple[int, ...] | None = None  # None: the default canary steps
+    limits: dict[str, Any] = field(default_factory=dict)  # overrides of the default limits
+
+
+LOGNORMAL = Latency()
+HEAVY = Latency(median_ms=2.0, sigma=0.2, slow_share=0.05, slow_median_ms=40.0, slow_sigma=0.15)
+BASE = Arm()
+HEAVY_ARM = Arm(latency=HEAVY)
+# stable p99 16 ms: lognormal with median 16/e^(0.5·2.326) = 5.0 ms
+P99_16 = Latency(median_ms=16.0 / math.exp(0.5 * 2.3263), sigma=0.5)
+
+
+def aa_settings() -> list[Setting]:
+    return [
+        Setting(f"{label}, {requests}/interval, {share}%", arm, arm, requests, steps=(share,))
+        for label, arm in (("lognormal", BASE), ("heavy-tailed", HEAVY_ARM))
+        for requests in (50, 200, 1000)
+        for share in (1, 50)
+    ]
+
+
+def regression_settings() -> list[Setting]:
+    return [
+        Setting("errors 0.5% -> 2%", BASE, replace(BASE, error_rate=0.02), 1500),
+        Setting("errors 0.5% -> 5%", BASE, replace(BASE, error_rate=0.05), 1500),
+        Setting(
+            "latency x1.5 (whole)", BASE, replace(BASE, latency=replace(LOGNORMAL, scale=1.5)), 1500
+        ),
+        Setting(
+            "p99 only x2, 16 -> 32 ms (slowest 5%)",
+            replace(BASE, latency=P99_16),
+            replace(BASE, latency=replace(P99_16, tail_share=0.05, tail_factor=2.0)),
+            1000,
+        ),
+        Setting(
+            "p99 only x2, 16 -> 32 ms (slowest 2%)",
+            replace(BASE, latency=P99_16),
+            replace(BASE, latency=replace(P99_16, tail_share=0.02, tail_factor=2.0)),
+            1000,
+        ),
+        Setting("class share 37% -> 55%", BASE, replace(BASE, positive_share=0.55), 1500),
+        Setting(
+            "scores shift (PSI 0.27), classes unchanged",
+            BASE,
+            replace(BASE, score_a=2.4, score_b=1.5),
+            1500,
+        ),
+        Setting(
+            "shift under the limit (PSI 0.03), must pass",
+            BASE,
+            replace(BASE, positive_share=0.4551),
+            1500,
+        ),
+        Setting("A/A, default config", BASE, BASE, 1500),
+    ]
+
+
+def _run_chunk(task: tuple[Setting, int, int, int]) -> list[Rollout]:
+    setting, seed, start, count = task
+    config = default_config(setting.steps)
+    if setting.limits:
+        config = replace(config, limits=replace(config.limits, **setting.limits))
+    out = []
+    for index in range(start, start + count):
+        rng = np.random.default_rng([seed, index, zlib.crc32(setting.name.encode())])
+        out.append(rollout(rng, setting.stable, setting.canary, setting.requests, config))
+    return out
 
 
 def simulate(
-    rng: random.Random, scenario: Scenario, intervals: int, per_interval: int, weight: float
-) -> RunResult:
-    state = JudgeState()
-    n_canary = max(1, round(per_interval * weight))
-    n_stable = per_interval - n_canary
-    seen = 0
-    mlcd_at: int | None = None
-    fixed_at: int | None = None
-    for _ in range(intervals):
-        s = window(rng, scenario.stable, n_stable)
-        c = window(rng, scenario.canary, n_canary)
-        seen += c.requests
-        if mlcd_at is None:
-            state, measurement = judge(state, s, c, LIMITS)
-            if measurement.verdict == "fail":
-                mlcd_at = seen
-        if fixed_at is None and fixed_threshold(s, c, LIMITS):
-            fixed_at = seen
-        if mlcd_at is not None and fixed_at is not None:
-            break
-    return RunResult(mlcd_at, fixed_at)
+    settings: Sequence[Setting], runs: int, seed: int, workers: int
+) -> dict[str, list[Rollout]]:
+    chunk = max(1, runs // (4 * workers) or 1)
+    tasks = [
+        (s, seed, start, min(chunk, runs - start))
+        for s in settings
+        for start in range(0, runs, chunk)
+    ]
+    results: dict[str, list[Rollout]] = {s.name: [] for s in settings}
+    if workers <= 1:
+        done = map(_run_chunk, tasks)
+        for task, rollouts in zip(tasks, done, strict=True):
+            results[task[0].name] += rollouts
+        return results
+    with ProcessPoolExecutor(workers) as pool:
+        for task, rollouts in zip(tasks, pool.map(_run_chunk, tasks), strict=True):
+            results[task[0].name] += rollouts
+    return results
 
 
-def run_many(
-    scenario: Scenario, *, runs: int, intervals: int, per_interval: int, weight: float, seed: int
-) -> dict[str, object]:
-    rng = random.Random(f"{seed}-{scenario.name}")
-    results = [simulate(rng, scenario, intervals, per_interval, weight) for _ in range(runs)]
+# --------------------------------------------------------------------------------------
+# Figures
 
-    def summary(pick: Callable[[RunResult], int | None]) -> dict[str, object]:
-        hits = [v for v in map(pick, results) if v is not None]
-        return {
-            "rollback_share": len(hits) / runs,
-            "median_requests": statistics.median(hits) if hits else None,
-        }
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def share(k: int, n: int) -> dict[str, float]:
+    low, high = wilson(k, n)
+    return {"share": round(k / n, 4) if n else 0.0, "low": round(low, 4), "high": round(high, 4)}
+
+
+def summarise(rollouts: list[Rollout]) -> dict[str, Any]:
+    n = len(rollouts)
+    by = Counter(r.result for r in rollouts)
+    checks = Counter(c for r in rollouts if r.result == "rolled back" for c in r.checks)
+    caught = [r.canary_requests for r in rollouts if r.result == "rolled back"]
+    promoted = [r.intervals for r in rollouts if r.result == "promoted"]
     return {
-        "scenario": scenario.name,
-        "mlcd": summary(lambda r: r.mlcd_fail_at),
-        "fixed": summary(lambda r: r.fixed_fail_at),
+        "runs": n,
+        "rolled_back": share(by["rolled back"], n),
+        "promoted": share(by["promoted"], n),
+        "paused": share(by["paused"], n),
+        "by_check": {c: share(k, n) for c, k in sorted(checks.items())},
+        "median_requests_to_rollback": statistics.median(caught) if caught else None,
+        "median_intervals_to_promote": statistics.median(promoted) if promoted else None,
     }
 
 
-BASE = Arm()
-SCENARIOS = [
-    Scenario("errors 0.5% -> 5%", BASE, Arm(error_rate=0.05)),
-    Scenario("errors 0.5% -> 2%", BASE, Arm(error_rate=0.02)),
-    Scenario("latency +50%", BASE, Arm(latency_median_ms=15.0)),
-    Scenario("latency x3", BASE, Arm(latency_median_ms=30.0)),
-    Scenario("class-1 share 37% -> 55%", BASE, Arm(positive_share=0.55)),
-]
-
-
-def _pair(row: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
-    mlcd, fixed = row["mlcd"], row["fixed"]
-    if not isinstance(mlcd, dict) or not isinstance(fixed, dict):
-        raise TypeError("a figure row holds two dicts")
-    return mlcd, fixed
-
-
-def _share(value: object) -> str:
-    return f"{float(str(value)):6.1%}"
-
-
-def _requests(value: object) -> str:
-    return "—" if value is None else f"{float(str(value)):.0f}"
+def _pct(cell: dict[str, float]) -> str:
+    return f"{cell['share']:6.1%} [{cell['low']:.1%}, {cell['high']:.1%}]"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=200, help="A/A runs (default 200)")
-    parser.add_argument("--intervals", type=int, default=10, help="intervals per A/A run")
-    parser.add_argument("--regression-runs", type=int, default=100)
-    parser.add_argument(
-        "--max-intervals", type=int, default=20, help="intervals a regression run may last"
-    )
-    parser.add_argument("--requests", type=int, default=200, help="requests per interval")
-    parser.add_argument("--weight", type=float, default=0.5, help="canary share of requests")
-    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--runs", type=int, default=40, help="rollouts a setting (default 40)")
+    parser.add_argument("--full", action="store_true", help="400 rollouts a setting")
+    parser.add_argument("--seed", type=int, default=20261202)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--save", type=Path, help="also write the figures as JSON to this file")
+    parser.add_argument("--only", default="", help="only the settings whose name contains this")
     args = parser.parse_args(argv)
+    runs = 400 if args.full else args.runs
 
     clock = time.monotonic()
-    common = {
-        "runs": args.runs,
-        "intervals": args.intervals,
-        "weight": args.weight,
-        "seed": args.seed,
-    }
-    aa = run_many(Scenario("A/A", BASE, BASE), per_interval=args.requests, **common)
-    aa_low = run_many(Scenario("A/A at 100 req/interval", BASE, BASE), per_interval=100, **common)
-    regressions = [
-        run_many(
-            s,
-            runs=args.regression_runs,
-            intervals=args.max_intervals,
-            per_interval=args.requests,
-            weight=args.weight,
-            seed=args.seed,
-        )
-        for s in SCENARIOS
-    ]
+    aa = [s for s in aa_settings() if args.only in s.name]
+    regressions = [s for s in regression_settings() if args.only in s.name]
+    results = simulate([*aa, *regressions], runs, args.seed, args.workers)
     elapsed = time.monotonic() - clock
+    config = default_config()
     figures = {
-        "settings": {**vars(args), "limits": LIMITS.__dict__},
-        "aa": [aa, aa_low],
-        "regressions": regressions,
+        "runs": runs,
         "seconds": round(elapsed, 1),
+        "defaults": {
+            "steps": config.steps,
+            "min_requests": config.min_requests,
+            "min_intervals": config.min_intervals,
+            "max_intervals": config.max_intervals,
+            "limits": dict(config.limits.__dict__),
+        },
+        "aa": {s.name: summarise(results[s.name]) for s in aa},
+        "regressions": {s.name: summarise(results[s.name]) for s in regressions},
+        "true_psi": {
+            s.name: true_psi(s.stable, s.canary)
+            for s in regressions
+            if s.stable.positive_share != s.canary.positive_share
+            or s.stable.score_a != s.canary.score_a
+        },
     }
+    if args.save:
+        args.save.write_text(json.dumps(figures, indent=2, default=str) + "\n", "utf-8")
     if args.json:
         print(json.dumps(figures, indent=2, default=str))
         return 0
     print(
-        f"judge simulation: arms at {BASE.error_rate:.1%} errors, median latency "
-        f"{BASE.latency_median_ms:g} ms, canary weight {args.weight:.0%}, "
-        f"{args.requests} requests/interval, alpha {LIMITS.alpha}, failure-limit 0"
+        f"{runs} simulated rollouts a setting; alpha {config.limits.alpha}; defaults: steps "
+        f"{list(config.steps)}, min-requests {config.min_requests}, min-intervals "
+        f"{config.min_intervals}, max-intervals {config.max_intervals}"
     )
-    print()
-    print(
-        f"A/A false-rollback rate ({args.runs} runs x {args.intervals} intervals, judged "
-        "at every interval)"
-    )
-    print(f"  {'streams':<28}{'mlcd judge':>12}{'fixed thresholds':>18}")
-    for row in (aa, aa_low):
-        mlcd, fixed = _pair(row)
+    print("\nA/A (identical arms, one step at the canary share): rollouts ending in a rollback")
+    print(f"  {'setting':<36}{'rolled back [95% CI]':>26}{'promoted':>26}{'paused':>10}  checks")
+    worst = 0.0
+    total_rb = total_n = 0
+    for s in aa:
+        row = figures["aa"][s.name]
+        worst = max(worst, row["rolled_back"]["high"])
+        total_rb += round(row["rolled_back"]["share"] * row["runs"])
+        total_n += row["runs"]
+        checks = ", ".join(f"{c} {v['share']:.1%}" for c, v in row["by_check"].items()) or "-"
         print(
-            f"  {row['scenario']!s:<28}{_share(mlcd['rollback_share']):>12}"
-            f"{_share(fixed['rollback_share']):>18}"
+            f"  {s.name:<36}{_pct(row['rolled_back']):>26}{_pct(row['promoted']):>26}"
+            f"{row['paused']['share']:>9.1%}  {checks}"
         )
-    print()
+    if total_n:
+        print(f"  {'all A/A settings':<36}{_pct(share(total_rb, total_n)):>26}")
     print(
-        f"regressions ({args.regression_runs} runs, at most {args.max_intervals} intervals): "
-        "share caught, median canary requests to rollback"
+        "\nregressions, default canary config (requests an interval in brackets): promoted, "
+        "rolled back, paused"
     )
     print(
-        f"  {'regression':<28}{'mlcd caught':>12}{'requests':>10}{'fixed caught':>14}"
-        f"{'requests':>10}"
+        f"  {'canary':<46}{'promoted [95% CI]':>24}{'rolled back':>24}{'paused':>9}"
+        f"{'req. to catch':>15}  checks"
     )
-    for row in regressions:
-        mlcd, fixed = _pair(row)
+    for s in regressions:
+        row = figures["regressions"][s.name]
+        checks = ", ".join(f"{c} {v['share']:.1%}" for c, v in row["by_check"].items()) or "-"
+        need = row["median_requests_to_rollback"]
         print(
-            f"  {row['scenario']!s:<28}{_share(mlcd['rollback_share']):>12}"
-            f"{_requests(mlcd['median_requests']):>10}{_share(fixed['rollback_share']):>14}"
-            f"{_requests(fixed['median_requests']):>10}"
+            f"  {s.name + f' [{s.requests}]':<46}{_pct(row['promoted']):>24}"
+            f"{_pct(row['rolled_back']):>24}{row['paused']['share']:>8.1%}"
+            f"{'-' if need is None else f'{need:.0f}':>15}  {checks}"
         )
-    print(f"\n({elapsed:.1f} s)")
+    print("\ntrue PSI of the prediction scenarios (classes, score histogram):")
+    for name, values in figures["true_psi"].items():
+        print(f"  {name}: classes {values['classes']}, scores {values['scores']}")
+    print(f"\n({elapsed:.0f} s)")
     return 0
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 from mlcd import __version__, github, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
+from mlcd.evidence import is_write_failure, write_failure
 from mlcd.stages import (
     build,
     deploy,
     evaluate,
+    judge,
     lint,
     release,
     scan,
@@ -37,6 +39,7 @@ COMMANDS: list[Command] = [
     release.COMMAND,
     serve.COMMAND,
     *deploy.COMMANDS,
+    judge.COMMAND,
     pipeline.COMMAND,
     report.COMMAND,
     github.COMMAND,
@@ -114,6 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
         sys.stderr.write(exc.render() + "\n")
         return exc.exit_code
+    except OSError as exc:
+        # a write that no stage runner caught (a report, run.json): exit 3 with the path
+        if not is_write_failure(exc):
+            raise
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        error = write_failure(exc)
+        sys.stderr.write(error.render() + "\n")
+        return error.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("mlcd: interrupted\n")
         return 130

@@ -22,6 +22,12 @@ from mlcd.tools.git import head_sha
 OutputFormat = Literal["text", "json"]
 
 
+# stages that write the local model registry, and the verbs of `<verb>-<env>` stages that
+# write an environment's state (and record deployments in the registry)
+_WRITES_REGISTRY = frozenset({"evaluate", "release"})
+_ENV_VERBS = frozenset({"deploy", "rollback", "promote", "abort"})
+
+
 def _no_progress(_message: str) -> None:
     return None
 
@@ -55,8 +61,28 @@ class Context:
         return {"config_sha256": self.loaded.sha256, "git_sha": head_sha(self.loaded.root)}
 
     def run_stage(self, stage: str, body: Callable[[], StageOutcome]) -> StageResult:
-        """Run one stage body and record it in the bundle (see `evidence.run_stage`)."""
-        return run_stage(self.bundle, stage, body, inputs=self.inputs)
+        """Run one stage body and record it in the bundle (see `evidence.run_stage`).
+
+        Nothing runs unless the run folder, and the other folders the stage writes (the
+        local model registry, the environment's state), take a file (exit 3 naming it)."""
+        return run_stage(
+            self.bundle, stage, body, inputs=self.inputs, writable=self.writable_for(stage)
+        )
+
+    def writable_for(self, stage: str) -> list[tuple[Path, str]]:
+        """The folders besides the run folder that `stage` writes."""
+        folders: list[tuple[Path, str]] = []
+        verb, _, env = stage.partition("-")
+        registry = self.config.registry
+        if registry.backend == "local" and (stage in _WRITES_REGISTRY or verb in _ENV_VERBS):
+            from mlcd.registry import local_path
+
+            folders.append((local_path(self.loaded), "the model registry"))
+        if verb in _ENV_VERBS and env in self.config.environments:
+            from mlcd.stages.deploy import state_dir  # the deploy stage imports this module
+
+            folders.append((state_dir(self, env), f"the state folder of {env}"))
+        return folders
 
     def say(self, text: str) -> None:
         """A line for people (text mode only; json mode prints only the result)."""

@@ -7,17 +7,18 @@ runner (`run_stage`) times it, adds the inputs (config and git digests), writes
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from mlcd.errors import GateFailed, MlcdError, UserInputError
+from mlcd.errors import EnvironmentMissing, GateFailed, MlcdError, UserInputError
 
 RESULT_SCHEMA_VERSION = 1
 Status = Literal["pass", "fail", "error", "skipped"]
@@ -90,6 +91,44 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# errno values that mean "this place cannot be written" (as opposed to a bug or a missing
+# input): read-only mounts, permissions, a full disk or quota, an I/O error
+_WRITE_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+)
+_WRITE_HINT = (
+    "make the folder writable (permissions, a read-only mount, free space), or point "
+    "--out (MLCD_OUT) at one that is"
+)
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """An OSError that says a file or folder cannot be written."""
+    return isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS
+
+
+def write_failure(exc: OSError, where: Path | str | None = None) -> EnvironmentMissing:
+    """The exit-3 error for a failed write: the path and the reason, never a traceback."""
+    path = exc.filename if exc.filename is not None else where
+    reason = exc.strerror or str(exc)
+    return EnvironmentMissing(f"cannot write {path}: {reason}", hint=_WRITE_HINT)
+
+
+def require_writable(folder: Path, what: str = "the run folder") -> None:
+    """Check that `folder` (made when missing) takes a new file, before a command acts:
+    a read-only run folder is found before anything is trained, pushed or deployed."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mlcd-write-check.")
+        os.close(fd)
+        Path(probe).unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise EnvironmentMissing(
+            f"cannot write {what} {folder}: {reason}; nothing was done", hint=_WRITE_HINT
+        ) from None
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,9 +164,13 @@ class Bundle:
             return str(path)
 
     def write(self, result: StageResult, markdown: str) -> None:
-        folder = self.stage_dir(result.stage)
-        write_json_atomic(folder / "result.json", result.to_json())
-        (folder / "summary.md").write_text(markdown or _default_markdown(result), "utf-8")
+        """Write result.json and summary.md; a failed write is exit 3 naming the path."""
+        try:
+            folder = self.stage_dir(result.stage)
+            write_json_atomic(folder / "result.json", result.to_json())
+            (folder / "summary.md").write_text(markdown or _default_markdown(result), "utf-8")
+        except OSError as exc:
+            raise write_failure(exc, self.root / result.stage) from None
 
     def read(self, stage: str) -> StageResult | None:
         path = self.root / stage / "result.json"
@@ -187,16 +230,28 @@ def run_stage(
     body: Callable[[], StageOutcome],
     *,
     inputs: Mapping[str, str],
+    writable: Sequence[tuple[Path, str]] = (),
 ) -> StageResult:
     """Run a stage body and record its result.
 
-    A failed gate is returned (status `fail`); an error (exit 2 or 3) is recorded as status
-    `error` and raised again for the CLI's handler.
+    Before the body runs, the stage's folder in the bundle (and `writable`: other folders
+    the stage writes, such as an environment's state) must take a file, or nothing runs
+    (exit 3). A failed gate is returned (status `fail`); an error (exit 2 or 3) is recorded
+    as status `error` and raised again for the CLI's handler; a write that fails while the
+    body runs is such an error (exit 3, with the path).
     """
+    require_writable(bundle.root / stage, "the run folder")
+    for folder, what in writable:
+        require_writable(folder, what)
     started = utc_now()
     clock = time.monotonic()
     try:
-        outcome = body()
+        try:
+            outcome = body()
+        except OSError as exc:
+            if not is_write_failure(exc):
+                raise
+            raise write_failure(exc) from None
     except MlcdError as exc:
         result = StageResult(
             stage=stage,
@@ -208,7 +263,11 @@ def run_stage(
             inputs=dict(inputs),
             details={"exit_code": exc.exit_code},
         )
-        bundle.write(result, "")
+        try:
+            bundle.write(result, "")
+        except EnvironmentMissing as unwritten:
+            # the error is still the one to report; say that it is not in the bundle
+            exc.problems.append(f"(not recorded in the run folder: {unwritten.message})")
         raise
     result = StageResult(
         stage=stage,

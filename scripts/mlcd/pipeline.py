@@ -10,10 +10,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlcd import runreport
+from mlcd import preflight, runreport
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
-from mlcd.evidence import StageResult, utc_now, write_json_atomic
+from mlcd.evidence import (
+    StageOutcome,
+    StageResult,
+    require_writable,
+    utc_now,
+    write_failure,
+    write_json_atomic,
+)
 from mlcd.progress import StageProgress, fmt_seconds
 from mlcd.stages import build, deploy, evaluate, lint, release, scan, test, train
 
@@ -28,6 +35,36 @@ class Step:
 
 def _deploy_step(env: str) -> Step:
     return Step(f"deploy-{env}", lambda ctx: deploy.stage(ctx, env))
+
+
+def _deploy_this_runs_release(env: str, since: str) -> Step:
+    """A deploy step of a run that also releases: it deploys exactly the release this run
+    made, and when the release did not pass (with --keep-going) it deploys nothing,
+    rather than some older release of the registry."""
+
+    def run(ctx: Context) -> StageResult:
+        made = ctx.bundle.read("release")
+        if made is not None and made.started < since:
+            made = None  # an earlier run's release, not this one's
+        version = made.details.get("version") if made is not None else None
+        if made is None or made.status != "pass" or not isinstance(version, str):
+            status = made.status if made is not None else "not run"
+            return ctx.run_stage(
+                f"deploy-{env}",
+                lambda: StageOutcome(
+                    "skipped",
+                    f"nothing deployed to {env}: this run's release did not pass ({status})",
+                    reasons=[
+                        (
+                            "a run deploys only the release it made; deploy an earlier one with "
+                            f"`mlcd deploy {env} --release VERSION`"
+                        )
+                    ],
+                ),
+            )
+        return deploy.stage(ctx, env, release=version)
+
+    return Step(f"deploy-{env}", run)
 
 
 def steps(ctx: Context) -> list[Step]:
@@ -85,11 +122,23 @@ def _select(all_steps: list[Step], only: str | None, skip: str | None) -> list[S
 def _run(ctx: Context, args: argparse.Namespace) -> int:
     _ = ctx.loaded  # a broken config stops the run before any stage starts
     selected = _select(steps(ctx), args.only, args.skip)
+    if any(s.name == "release" for s in selected):
+        since = utc_now()
+        selected = [
+            _deploy_this_runs_release(s.name.removeprefix("deploy-"), since)
+            if s.name.startswith("deploy-")
+            else s
+            for s in selected
+        ]
     if not selected:
         raise UserInputError(
             "--only and --skip leave no stage to run",
             hint=f"the stages are: {', '.join(s.name for s in steps(ctx))}",
         )
+    # what `mlcd validate` checks in the files the config names, for the stages that use
+    # them: a missing data file or entrypoint function stops the run before lint and test
+    warnings = preflight.require(ctx.loaded, {s.name for s in selected})
+    require_writable(ctx.out)  # run.json and every stage's result go there
     # In json mode stdout carries only the final JSON document; progress goes to stderr.
     progress = StageProgress(ctx.stream if ctx.fmt == "text" else sys.stderr)
     ctx.in_pipeline = True
@@ -98,6 +147,8 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.fmt == "text":
         count = len(selected)
         print(f"mlcd run: {count} stage{'s' * (count != 1)} on {ctx.loaded.path}", file=ctx.stream)
+        for warning in warnings:
+            print(f"  ⚠ {warning}", file=ctx.stream)
     records: list[dict[str, object]] = []
     exit_code = 0
     stopped_at: str | None = None
@@ -171,20 +222,23 @@ def _finish(
     duration = time.monotonic() - clock
     exit_code = _exit_code(records)
     status = "pass" if exit_code == 0 else ("fail" if exit_code == 1 else "error")
-    write_json_atomic(
-        ctx.out / "run.json",
-        {
-            "started": started,
-            "duration_s": round(duration, 3),
-            "status": status,
-            "exit_code": exit_code,
-            "stopped_at": stopped_at,
-            "config": str(ctx.loaded.path),
-            "inputs": ctx.inputs,
-            "stages": records,
-        },
-    )
-    report = runreport.write_html(ctx.out, [s.name for s in steps(ctx)])
+    try:
+        write_json_atomic(
+            ctx.out / "run.json",
+            {
+                "started": started,
+                "duration_s": round(duration, 3),
+                "status": status,
+                "exit_code": exit_code,
+                "stopped_at": stopped_at,
+                "config": str(ctx.loaded.path),
+                "inputs": ctx.inputs,
+                "stages": records,
+            },
+        )
+        report = runreport.write_html(ctx.out, [s.name for s in steps(ctx)])
+    except OSError as exc:
+        raise write_failure(exc, ctx.out) from None
     if ctx.fmt == "json":
         print(
             json.dumps(

@@ -10,14 +10,19 @@ attachments. Release versions and their digests are never changed once recorded.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
+import tarfile
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mlcd.errors import UserInputError
-from mlcd.registry import ModelRegistry, digest_matches
+from mlcd.errors import GateFailed, UserInputError
+from mlcd.registry import DEPLOYMENTS, ModelRegistry, ModelVersion, digest_matches
 
 RELEASES = "releases"
+HEALTHY = "healthy"  # the status `mlcd deploy` records for a release live in an environment
 FIRST_VERSION = "0.1.0"
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
@@ -54,10 +59,13 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
-def all_releases(registry: ModelRegistry) -> list[Release]:
-    """Every release in the registry, in version order."""
+def all_releases(
+    registry: ModelRegistry, *, models: list[ModelVersion] | None = None
+) -> list[Release]:
+    """Every release in the registry, in version order (from `models` when the caller has
+    already listed the registry's versions: one listing per command)."""
     found = []
-    for model in registry.versions():
+    for model in registry.versions() if models is None else models:
         for item in model.attachments.get(RELEASES) or []:
             if not isinstance(item, dict) or not SEMVER.match(str(item.get("version", ""))):
                 continue
@@ -93,18 +101,114 @@ def latest(registry: ModelRegistry) -> Release | None:
     return releases[-1] if releases else None
 
 
-def find_by_image(registry: ModelRegistry, digest: str) -> Release | None:
+def find_by_image(
+    registry: ModelRegistry, digest: str, *, known: list[Release] | None = None
+) -> Release | None:
     """The release of an image, by its content digest (image id) or its registry digest."""
-    for release in all_releases(registry):
+    for release in all_releases(registry) if known is None else known:
         if digest_matches(release.image_id, digest) or digest_matches(release.image, digest):
             return release
     return None
 
 
-def next_version(registry: ModelRegistry) -> str:
+def next_version(registry: ModelRegistry, *, known: list[Release] | None = None) -> str:
     """The next patch after the highest release, or 0.1.0 for the first."""
-    releases = all_releases(registry)
+    releases = all_releases(registry) if known is None else known
     if not releases:
         return FIRST_VERSION
-    major, minor, patch = parse_version(releases[-1].version)
+    return bump(releases[-1].version)
+
+
+def bump(version: str) -> str:
+    """The next patch: 0.1.3 → 0.1.4."""
+    major, minor, patch = parse_version(version)
     return f"{major}.{minor}.{patch + 1}"
+
+
+def passed(model: ModelVersion, release: Release, env: str) -> bool:
+    """Whether `release` was live and healthy in `env` (the deployments `mlcd deploy` records
+    on the release's model version)."""
+    for item in model.attachments.get(DEPLOYMENTS) or []:
+        if not isinstance(item, dict) or item.get("env") != env or item.get("status") != HEALTHY:
+            continue
+        if item.get("release") == release.version or (
+            release.image and digest_matches(str(item.get("image", "")), release.image)
+        ):
+            return True
+    return False
+
+
+def newest_passing(registry: ModelRegistry, requires: list[str]) -> Release | None:
+    """The newest release that passed every environment in `requires` (the newest release
+    when there are none): what a deploy without --release rolls out. Lists the registry once."""
+    models = registry.versions()
+    by_version = {model.version: model for model in models}
+    for release in reversed(all_releases(registry, models=models)):
+        model = by_version.get(release.model_version)
+        if model is not None and all(passed(model, release, env) for env in requires):
+            return release
+    return None
+
+
+def default_version(registry: ModelRegistry, requires: list[str]) -> str | None:
+    """The release `mlcd deploy ENV` rolls out when neither --release nor the run folder
+    names one: the newest that passed every `requires:` of ENV (None: there is none, and the
+    deploy's gates say why the newest cannot go)."""
+    found = newest_passing(registry, requires)
+    return found.version if found is not None else None
+
+
+# what a deploy of a release in a fresh folder takes from its evidence: the held-out rows
+# (load tests and analysis), the verdict, the scan and the build's record
+_RESTORED = ("train", "evaluate", "scan", "build")
+
+
+def _evidence_bytes(registry: ModelRegistry, release: Release) -> bytes | None:
+    if release.evidence and Path(release.evidence).is_file():
+        return Path(release.evidence).read_bytes()
+    fetch = getattr(registry, "release_asset", None)
+    if fetch is None:
+        return None
+    data = fetch(release.model_version, f"evidence-{release.version}.tar.gz")
+    return data if isinstance(data, bytes) else None
+
+
+def restore_evidence(registry: ModelRegistry, version: str, root: Path) -> list[str]:
+    """Put release `version`'s evidence (train/, evaluate/, scan/, build/) into the run folder
+    `root` when it has none of its own: a deploy of an existing release (workflow_dispatch, a
+    fresh clone) needs the held-out rows its rollout sends. The archive must match the
+    release's recorded evidence digest; only plain files under those folders are written,
+    never over an existing file. Returns the folders restored."""
+    release = get(registry, version)
+    data = _evidence_bytes(registry, release)
+    if data is None:
+        return []
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    if release.evidence_digest and digest != release.evidence_digest:
+        raise GateFailed(
+            f"the evidence of release {version} does not match its recorded digest "
+            f"({digest} ≠ {release.evidence_digest}); it is not used",
+        )
+    restored: set[str] = set()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            parts = PurePosixPath(member.name).parts
+            if (
+                not member.isfile()
+                or len(parts) < 3
+                or parts[0] != "evidence"
+                or parts[1] not in _RESTORED
+                or any(part in ("..", "") for part in parts)
+                or ((root / parts[1]).exists() and parts[1] not in restored)
+            ):
+                continue
+            target = root.joinpath(*parts[1:])
+            if target.exists():
+                continue
+            handle = archive.extractfile(member)
+            if handle is None:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(handle.read())
+            restored.add(parts[1])
+    return sorted(restored)

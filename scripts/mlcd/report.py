@@ -8,7 +8,7 @@ from pathlib import Path
 from mlcd import runreport
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
-from mlcd.evidence import Bundle, status_icon
+from mlcd.evidence import Bundle, require_writable, status_icon
 
 MARKER = "<!-- mlcd-report -->"
 
@@ -69,6 +69,10 @@ def _html(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _run(ctx: Context, args: argparse.Namespace) -> int:
+    # both forms write into the run folder: find out first that they can
+    require_writable(ctx.out)
+    if args.output is not None:
+        require_writable(args.output.parent, "the folder of --output")
     if args.html:
         return _html(ctx, args)
     text = render_markdown(ctx.bundle, title=args.title)

@@ -6,7 +6,7 @@ MLCD_SETUP_NAME=apt
 . "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 PACKAGES=(docker.io docker-registry debootstrap busybox-static nginx wrk shellcheck
-	chromium curl ca-certificates iproute2 procps)
+	chromium curl ca-certificates iproute2 procps prometheus)
 
 # Print the packages of PACKAGES that are not fully installed (one dpkg-query call).
 missing_packages() {

@@ -131,6 +131,9 @@ class FakeGitHub:
         self.statuses: dict[int, list[dict[str, Any]]] = {}
         self.comments: dict[int, list[dict[str, Any]]] = {}
         self.faults: list[tuple[str, str, Response]] = []
+        # git refs (refs/tags/<name> → commit): POST git/refs refuses an existing one (422)
+        # and a release's tag is created with it, as GitHub does
+        self.refs: dict[str, str] = {}
         self._next_id = 1000
 
     # ------------------------------------------------------------------ test helpers
@@ -175,12 +178,37 @@ class FakeGitHub:
         return self._next_id
 
     def _user(self) -> dict[str, Any]:
+        """Who the token is: an Actions installation token (ghs_…) is github-actions[bot]
+        (GET /user refuses it); any other token is a user, mlcd-ci."""
+        if self.token.startswith("ghs_"):
+            return {
+                "login": "github-actions[bot]",
+                "id": 41898282,
+                "type": "Bot",
+                "html_url": "https://github.com/apps/github-actions",
+            }
         return {
-            "login": "github-actions[bot]",
-            "id": 41898282,
-            "type": "Bot",
-            "html_url": "https://github.com/apps/github-actions",
+            "login": "mlcd-ci",
+            "id": 7,
+            "type": "User",
+            "html_url": "https://github.com/mlcd-ci",
         }
+
+    def add_comment(self, number: int, body: str, *, login: str) -> dict[str, Any]:
+        """A comment somebody else wrote on issue/PR `number` (a test's setup)."""
+        with self.lock:
+            comment_id = self._id()
+            comment = {
+                "id": comment_id,
+                "body": body,
+                "user": {"login": login, "id": comment_id, "type": "User"},
+                "html_url": f"https://github.com/{self.repository}/pull/{number}"
+                f"#issuecomment-{comment_id}",
+                "created_at": _now(),
+                "updated_at": _now(),
+            }
+            self.comments.setdefault(number, []).append(comment)
+            return comment
 
     # ------------------------------------------------------------------ dispatch
 
@@ -216,6 +244,17 @@ class FakeGitHub:
             if f_method == method and re.fullmatch(pattern, path):
                 del self.faults[index]
                 return fault
+        if path == "/user" and method == "GET":
+            if self.token.startswith("ghs_"):
+                return _json(
+                    403,
+                    {
+                        "message": "Resource not accessible by integration",
+                        "documentation_url": _DOCS,
+                        "status": "403",
+                    },
+                )
+            return _json(200, self._user())
         prefix = f"/repos/{self.repository}/"
         if not path.startswith(prefix):
             return _json(404, {"message": "Not Found", "documentation_url": _DOCS, "status": "404"})
@@ -239,6 +278,8 @@ class FakeGitHub:
             ("GET", r"issues/(\d+)/comments", self._list_comments),
             ("POST", r"issues/(\d+)/comments", self._create_comment),
             ("PATCH", r"issues/comments/(\d+)", self._update_comment),
+            ("POST", r"git/refs", self._create_ref),
+            ("GET", r"git/ref/(tags/.+)", self._get_ref),
         ]
         for r_method, pattern, handler in routes:
             match = re.fullmatch(pattern, rest)
@@ -297,6 +338,7 @@ class FakeGitHub:
             return _validation("Release", "invalid", "tag_name", f"{tag} is not a valid tag")
         if any(r["tag_name"] == tag for r in self.releases):
             return _validation("Release", "already_exists", "tag_name")
+        self.refs.setdefault(f"refs/tags/{tag}", str(data.get("target_commitish") or "0" * 40))
         for key in ("draft", "prerelease"):
             if key in data and not isinstance(data[key], bool):
                 return _validation("Release", "invalid", key)
@@ -320,6 +362,41 @@ class FakeGitHub:
         }
         self.releases.append(release)
         return _json(201, release, {"Location": release["url"]})
+
+    def _create_ref(self, rec: Recorded, headers: dict[str, str]) -> Response:
+        data = self._body(rec, headers)
+        if isinstance(data, Response):
+            return data
+        ref, sha = data.get("ref"), data.get("sha")
+        if not isinstance(ref, str) or not ref.startswith("refs/") or ref.count("/") < 2:
+            return _json(422, {"message": "ref must start with 'refs/' and have two slashes"})
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{40}", sha):
+            return _json(422, {"message": "Object does not exist", "status": "422"})
+        if ref.startswith("refs/tags/") and not _valid_tag(ref.removeprefix("refs/tags/")):
+            return _json(422, {"message": f"{ref} is not a valid ref name.", "status": "422"})
+        if ref in self.refs:
+            return _json(
+                422,
+                {
+                    "message": "Reference already exists",
+                    "documentation_url": _DOCS,
+                    "status": "422",
+                },
+            )
+        self.refs[ref] = sha
+        return _json(201, self._ref(ref))
+
+    def _ref(self, ref: str) -> dict[str, Any]:
+        return {
+            "ref": ref,
+            "url": f"{self.api_base}/repos/{self.repository}/git/{ref}",
+            "object": {"type": "commit", "sha": self.refs[ref]},
+        }
+
+    def _get_ref(self, _rec: Recorded, _h: dict[str, str], ref: str) -> Response:
+        if f"refs/{ref}" in self.refs:
+            return _json(200, self._ref(f"refs/{ref}"))
+        return _json(404, {"message": "Not Found", "documentation_url": _DOCS, "status": "404"})
 
     def _release_by_tag(self, _rec: Recorded, _h: dict[str, str], tag: str) -> Response:
         for release in self.releases:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -247,6 +250,64 @@ def test_critical_advisory_fails_with_package_and_versions(
     assert res["artifacts"]["sbom"] == "scan/sbom.cdx.json"
 
 
+class _Listener:
+    """A TCP listener that counts connections: the proxy every HTTP(S) request goes to."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_a_scan_with_a_cached_database_makes_no_network_request(
+    project: Callable[..., Path], mlcd: Runner, image: str
+) -> None:
+    """The database comes from the cache (--skip-db-update), the checks are the embedded
+    ones, and Trivy's version notices and telemetry are off: every request Trivy would
+    make goes to this proxy, and none arrives."""
+    proxy = _Listener()
+    url = f"http://127.0.0.1:{proxy.port}"
+    try:
+        done = mlcd(
+            project("HIGH"),
+            "--image",
+            image,
+            env={
+                "HTTPS_PROXY": url,
+                "HTTP_PROXY": url,
+                "https_proxy": url,
+                "http_proxy": url,
+                "NO_PROXY": "",
+                "no_proxy": "",
+            },
+        )
+    finally:
+        proxy.close()
+    assert done.returncode == 1, done.stderr  # the planted advisories: the DB was used
+    assert CVE in done.stdout
+    assert proxy.connections == 0
+
+
 def test_ignore_entry_suppresses_until_it_expires(
     project: Callable[..., Path], mlcd: Runner, image: str
 ) -> None:
@@ -307,6 +368,31 @@ def test_pickle_calling_os_system_fails_and_never_runs(
     assert "os.system" in done.stdout
     assert "MLCD-MODEL-DANGEROUS-GLOBAL" in done.stdout
     assert not marker.exists()
+
+
+def test_encrypted_zip_member_is_a_finding_not_a_traceback(
+    project: Callable[..., Path], mlcd: Runner
+) -> None:
+    """A zip member with the encryption flag set (made with the standard library and a raw
+    header edit) is unreadable content: a HIGH finding naming it, findings.json written."""
+    proj = project()
+    evil = proj / "locked.pt"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"coef": [1.0]}, protocol=2))
+    data = bytearray(evil.read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        data[at + flags_at] |= 0x1
+    evil.write_bytes(bytes(data))
+    done = mlcd(proj, "--no-image", "--model", str(evil))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    findings = json.loads((proj / ".mlcd" / "scan" / "findings.json").read_text("utf-8"))
+    (model,) = [f for f in findings["findings"] if f["kind"] == "model"]
+    assert model["id"] == "MLCD-MODEL-UNREADABLE"
+    assert model["severity"] == "HIGH"
+    assert "locked.pt!archive/data.pkl" in model["title"]
+    assert "encrypted" in model["title"]
 
 
 def test_clean_skops_model_in_the_run_passes(

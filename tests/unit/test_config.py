@@ -92,7 +92,12 @@ def test_validate_command_accepts_the_example(capsys: pytest.CaptureFixture[str]
 def test_validate_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--config", str(EXAMPLE), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out == {"valid": True, "config": str(EXAMPLE.resolve()), "project": "breast-cancer"}
+    assert out == {
+        "valid": True,
+        "config": str(EXAMPLE.resolve()),
+        "project": "breast-cancer",
+        "warnings": [],
+    }
 
 
 # --------------------------------------------------------------------------------------

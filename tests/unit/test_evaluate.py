@@ -98,11 +98,14 @@ def test_unmet_threshold_fails_and_names_metric_value_bound(
 def test_unknown_metric_in_config_is_input_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Known from the config alone, so every command refuses it before doing anything."""
     config = write_project(tmp_path / "p", evaluate={"thresholds": {"rmse": {"max": 1}}})
-    assert run("train", config, tmp_path / "out") == 0
-    assert run("evaluate", config, tmp_path / "out") == 2
+    assert run("train", config, tmp_path / "out") == 2
+    assert not (tmp_path / "out" / "train").exists()
     err = capsys.readouterr().err
-    assert "evaluate.thresholds.rmse: unknown metric for classification" in err
+    assert re.search(
+        r"mlcd\.yaml:\d+:\d+: evaluate\.thresholds\.rmse: `rmse` is a regression metric", err
+    ), err
 
 
 def test_evaluate_before_train_is_input_error(

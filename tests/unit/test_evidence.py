@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +181,71 @@ def test_run_stage_records_an_error_and_raises_it_again(
     assert recorded.details["exit_code"] == getattr(error, "exit_code", None)
     if isinstance(error, UserInputError):
         assert recorded.reasons == ["p1", "hint: fix it"]
+
+
+def _refuse_new_files(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """As a read-only mount would: no new file in `folder` (root ignores chmod)."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        where = Path(kwargs.get("dir") or ".").absolute()
+        if folder in (where, *where.parents):
+            raise OSError(errno.EROFS, "Read-only file system", str(where))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_an_unwritable_run_folder_stops_the_stage_before_its_body(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = Bundle(tmp_path / "out")
+    _refuse_new_files(monkeypatch, tmp_path / "out")
+    ran: list[str] = []
+
+    def body() -> StageOutcome:
+        ran.append("body")
+        return StageOutcome("pass", "done")
+
+    with pytest.raises(EnvironmentMissing) as caught:
+        run_stage(bundle, "train", body, inputs={})
+    assert ran == []
+    assert caught.value.exit_code == 3
+    assert f"cannot write the run folder {tmp_path / 'out' / 'train'}" in caught.value.message
+    assert "Read-only file system" in caught.value.message
+
+
+def test_other_folders_a_stage_writes_are_checked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _refuse_new_files(monkeypatch, tmp_path / "state")
+    with pytest.raises(EnvironmentMissing, match="the state folder of staging"):
+        run_stage(
+            Bundle(tmp_path / "out"),
+            "deploy-staging",
+            lambda: StageOutcome("pass", "done"),
+            inputs={},
+            writable=[(tmp_path / "state" / "staging", "the state folder of staging")],
+        )
+
+
+def test_a_write_that_fails_in_the_body_is_exit_3_with_the_path(tmp_path: Path) -> None:
+    def body() -> StageOutcome:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out/m.skops"))
+
+    with pytest.raises(EnvironmentMissing) as caught:
+        run_stage(Bundle(tmp_path / "out"), "train", body, inputs={})
+    assert (
+        caught.value.message == f"cannot write {tmp_path / 'out/m.skops'}: No space left on device"
+    )
+    recorded = Bundle(tmp_path / "out").read("train")
+    assert recorded is not None
+    assert (recorded.status, recorded.details["exit_code"]) == ("error", 3)
+
+
+def test_other_os_errors_are_not_disguised(tmp_path: Path) -> None:
+    def body() -> StageOutcome:
+        raise FileNotFoundError(errno.ENOENT, "No such file", "x")
+
+    with pytest.raises(FileNotFoundError):
+        run_stage(Bundle(tmp_path / "out"), "train", body, inputs={})

@@ -295,3 +295,131 @@ def test_very_long_comment_is_cut_to_fit(tmp_path: Path) -> None:
     text = comment.render(bundle, comment.RunInfo())
     assert len(text) < 65536
     assert text.rstrip().endswith("</details>")
+
+
+def test_a_pasted_marker_is_never_overwritten(
+    fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path
+) -> None:
+    """The comment is found by marker AND by the token's own identity: somebody else's
+    comment that carries the marker stays as it is, and the PR path asks little of the API."""
+    planted = fake.add_comment(12, comment.MARKER + "\nplease merge", login="mallory")
+    out = tmp_path / "run"
+    make_bundle(out, release=False)
+    monkeypatch.setenv("GITHUB_EVENT_PATH", _event(tmp_path, 12))
+    args = ["github", "comment", "--out", str(out), "--config", str(repo_root / "model/mlcd.yaml")]
+    before = len(fake.requests)
+    assert cli.main(args) == 0
+    # one listing of the comments, one creation: the installation token's identity
+    # (github-actions[bot]) is known without asking (GET /user refuses such tokens)
+    assert [(r.method, r.path) for r in fake.requests[before:]] == [
+        ("GET", "/repos/acme/model/issues/12/comments"),
+        ("POST", "/repos/acme/model/issues/12/comments"),
+    ]
+    assert cli.main(args) == 0
+    mine, theirs = [c for c in fake.comments[12] if c["id"] != planted["id"]], planted
+    assert theirs["body"] == comment.MARKER + "\nplease merge"
+    assert len(mine) == 1
+    assert mine[0]["user"]["login"] == "github-actions[bot]"
+    assert len(fake.seen("PATCH", rf"/repos/acme/model/issues/comments/{mine[0]['id']}")) == 1
+    assert not fake.seen("PATCH", rf"/repos/acme/model/issues/comments/{planted['id']}")
+
+
+def test_a_personal_token_asks_who_it_is_once() -> None:
+    fake = FakeGitHub(token="ghp_personalTokenABCDEFGHIJ0123456789")  # noqa: S106 - test token
+    gh = GitHub(
+        api_url=fake.api_base,
+        repository=fake.repository,
+        token=fake.token,
+        session=mounted_session(fake),
+        sleep=lambda _s: None,
+    )
+    fake.add_comment(3, comment.MARKER, login="github-actions[bot]")
+    _, created = gh.upsert_comment(3, comment.MARKER + "\nhi", marker=comment.MARKER)
+    assert created  # the bot's comment is not this token's
+    _, created = gh.upsert_comment(3, comment.MARKER + "\nagain", marker=comment.MARKER)
+    assert not created
+    assert len(fake.seen("GET", "/user")) == 1
+    assert fake.comments[3][-1]["user"]["login"] == "mlcd-ci"
+
+
+def test_release_is_never_marked_latest(fake: FakeGitHub, tmp_path: Path, repo_root: Path) -> None:
+    out = tmp_path / "run"
+    make_bundle(out)
+    args = ["github", "release", "--out", str(out), "--config", str(repo_root / "model/mlcd.yaml")]
+    assert cli.main(args) == 0
+    [created] = fake.seen("POST", "/repos/acme/model/releases")
+    assert created.json()["make_latest"] == "false"
+
+
+def test_a_tag_of_another_image_is_never_published_over(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path
+) -> None:
+    """Two runs with one version: the second never puts its assets on the first's release."""
+    out = tmp_path / "run"
+    make_bundle(out)
+    args = ["github", "release", "--out", str(out), "--config", str(repo_root / "model/mlcd.yaml")]
+    fake.releases.append(
+        {
+            "id": 1,
+            "tag_name": "breast-cancer-v3",
+            "body": "image 127.0.0.1:5000/bc@sha256:" + "b" * 64,
+            "assets": [],
+            "upload_url": f"{fake.uploads_base}/repos/acme/model/releases/1/assets",
+        }
+    )
+    assert cli.main(args) == 1
+    assert fake.releases[0]["assets"] == []
+
+
+def test_deployment_url_and_facts_come_from_deploy_env(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path
+) -> None:
+    """After `mlcd deploy ENV`, what is recorded (version, image, environment_url) is what
+    `deploy-<env>/result.json` says, not `deploy/`."""
+    out = tmp_path / "run"
+    bundle = make_bundle(out)
+    image = "127.0.0.1:5000/bc@sha256:" + "a" * 64
+    bundle.write(
+        _result(
+            "deploy-staging",
+            details={"version": "3", "image": image, "url": "http://127.0.0.1:8099"},
+        ),
+        "",
+    )
+    config = str(repo_root / "model/mlcd.yaml")
+    base = ["github", "deployment", "staging", "--out", str(out), "--config", config]
+    assert cli.main([*base, "--state", "success"]) == 0
+    [deployment] = fake.deployments
+    assert deployment["payload"]["image"] == image
+    assert fake.statuses[deployment["id"]][0]["environment_url"] == "http://127.0.0.1:8099"
+
+
+def test_deployment_of_a_dispatched_release_reads_the_registry(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy-only run has no release in its evidence: the deployment names the release the
+    deploy will take, the newest that passed every `requires:` (production: staging)."""
+    from mlcd import releases
+    from mlcd.registry import DEPLOYMENTS, LocalRegistry
+
+    registry = LocalRegistry(tmp_path / "reg")
+    monkeypatch.setenv("MLCD_REGISTRY_PATH", str(registry.root))
+    model = tmp_path / "m.skops"
+    model.write_bytes(b"m")
+    version = registry.register(model_file=model, metadata={}, metrics={}, verdict=None).version
+    for number, staged in (("0.1.0", True), ("0.1.1", False)):
+        image = f"127.0.0.1:5000/bc@sha256:{number[-1] * 64}"
+        registry.append(version, releases.RELEASES, {"version": number, "image": image})
+        if staged:
+            registry.append(
+                version, DEPLOYMENTS, {"env": "staging", "status": "healthy", "release": number}
+            )
+    out = tmp_path / "run"
+    out.mkdir()
+    config = str(repo_root / "model/mlcd.yaml")
+    base = ["github", "deployment", "production", "--out", str(out), "--config", config]
+    assert cli.main([*base, "--state", "in_progress"]) == 0
+    assert cli.main([*base, "--state", "in_progress", "--release", "0.1.1"]) == 0
+    first, second = fake.deployments
+    assert first["payload"]["version"] == "0.1.0"  # 0.1.1 never passed staging
+    assert second["payload"]["version"] == "0.1.1"  # asked for by name

@@ -41,6 +41,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("NO_COLOR", raising=False)
     config = tmp_path / "mlcd.yaml"
     config.write_text(VALID, "utf-8")
+    # the files VALID names, so that the run's pre-flight checks pass (they are not run)
+    (tmp_path / "data.csv").write_text("x,y\n1,0\n", "utf-8")
+    (tmp_path / "train.py").write_text("def build_model():\n    return None\n", "utf-8")
+    (tmp_path / "tests").mkdir()
     return config
 
 
@@ -265,3 +269,61 @@ def test_a_run_without_deploys_names_no_environment(
     use_stages(monkeypatch, lint=ok())
     assert run(project) == 0
     assert "environments:" not in capsys.readouterr().out
+
+
+def test_a_missing_data_file_stops_the_run_before_lint(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = use_stages(monkeypatch, lint=ok(), test=ok(), train=ok())
+    (project.parent / "data.csv").unlink()
+    assert run(project) == 2
+    assert ran == []
+    err = capsys.readouterr().err
+    assert f"{project}:6:9: model.data: `data.csv` does not exist" in err
+
+
+def test_only_the_selected_stages_checks_run(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--only lint` needs no data file; `--only train` does."""
+    ran = use_stages(monkeypatch, lint=ok(), test=ok(), train=ok())
+    (project.parent / "data.csv").unlink()
+    assert run(project, "--only", "lint") == 0
+    assert ran == ["lint"]
+    assert run(project, "--only", "train") == 2
+    assert ran == ["lint"]
+
+
+def _deploys(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None]]:
+    """Stand in for the deploy stage: record which release each deploy was asked for."""
+    asked: list[tuple[str, str | None]] = []
+
+    def stage(ctx: Context, env: str, *, release: str | None = None, **_: object) -> StageResult:
+        asked.append((env, release))
+        return ctx.run_stage(f"deploy-{env}", lambda: StageOutcome("pass", f"{release} live"))
+
+    monkeypatch.setattr(pipeline.deploy, "stage", stage)
+    return asked
+
+
+def test_keep_going_never_deploys_a_release_this_run_did_not_make(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_stages(monkeypatch, release=gate("push refused"), **{"deploy-staging": ok()})
+    asked = _deploys(monkeypatch)
+    assert run(project, "--keep-going") == 1
+    assert asked == []  # no older release was picked from the registry
+    statuses = [(s["stage"], s["status"]) for s in run_json(project)["stages"]]  # type: ignore[attr-defined]
+    assert statuses == [("release", "fail"), ("deploy-staging", "skipped")]
+    skipped = json.loads((project.parent / "out/deploy-staging/result.json").read_text())
+    assert "this run's release did not pass (fail)" in skipped["summary"]
+
+
+def test_a_run_deploys_exactly_the_release_it_made(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = StageOutcome("pass", "0.3.0", details={"version": "0.3.0", "image": "x@sha256:1"})
+    use_stages(monkeypatch, release=lambda: made, **{"deploy-staging": ok()})
+    asked = _deploys(monkeypatch)
+    assert run(project) == 0
+    assert asked == [("staging", "0.3.0")]

@@ -112,3 +112,45 @@ def test_champion_is_the_latest_successful_production_deployment(
     registry.set_alias(CHAMPION, "v2")  # follows the deployment: nothing to store
     with pytest.raises(UserInputError, match="no alias"):
         registry.set_alias("candidate", "v2")
+
+
+def test_a_release_version_is_taken_once(registry: GitHubRegistry, fake: FakeGitHub) -> None:
+    """claim_release is the tag `<project>-v<version>` created through the API: GitHub
+    refuses an existing ref, so the second taker learns it lost and moves on."""
+    commit = "c" * 40
+    assert registry.claim_release("0.1.0", commit=commit) is True
+    assert registry.claim_release("0.1.0", commit="d" * 40) is False
+    assert registry.claim_release("0.1.1", commit=commit) is True
+    assert fake.refs == {"refs/tags/bc-v0.1.0": commit, "refs/tags/bc-v0.1.1": commit}
+    with pytest.raises(UserInputError, match="full commit SHA"):
+        registry.claim_release("0.1.2", commit="unknown")
+
+
+def test_the_registry_release_is_not_latest(
+    registry: GitHubRegistry, fake: FakeGitHub, tmp_path: Path
+) -> None:
+    registry.register(model_file=_model(tmp_path), metadata={}, metrics={}, verdict=None)
+    [created] = fake.seen("POST", "/repos/acme/model/releases")
+    assert created.json()["make_latest"] == "false"
+
+
+def test_one_command_lists_the_releases_once(
+    registry: GitHubRegistry, fake: FakeGitHub, tmp_path: Path
+) -> None:
+    from mlcd import releases
+
+    for n in range(3):
+        version = registry.register(
+            model_file=_model(tmp_path, f"m{n}".encode()), metadata={}, metrics={}, verdict=None
+        ).version
+        registry.append(version, releases.RELEASES, {"version": f"0.1.{n}", "image": f"i{n}"})
+    fresh = GitHubRegistry(registry.gh, "bc")  # a new command
+    before = len(fake.requests)
+    assert [r.version for r in releases.all_releases(fresh)] == ["0.1.0", "0.1.1", "0.1.2"]
+    assert releases.newest_passing(fresh, []) is not None
+    assert fresh.get("v2").attachments[releases.RELEASES][0]["version"] == "0.1.1"
+    calls = [(r.method, r.path) for r in fake.requests[before:]]
+    assert calls.count(("GET", "/repos/acme/model/releases")) == 1, calls
+    downloads = [c for c in calls if c[1].startswith("/repos/acme/model/releases/assets/")]
+    assert len(downloads) == 3, calls  # each version's attachments once
+    assert len(calls) == 4, calls

@@ -329,3 +329,44 @@ def test_a_class_of_the_project_is_trusted_and_one_of_another_package_is_refused
         "untrusted type: imblearn.ensemble._forest.BalancedRandomForestClassifier",
         "model.trusted-types",
     )
+
+
+TOKEN = "ghp_" + "Zq8w" * 9  # a GitHub token's shape
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"token": TOKEN},  # rejected by build_model(): its repr is in the message
+        {"C": 1.0, "hub_password": "hunter2-correct-horse"},  # by its name, any shape
+    ],
+)
+def test_a_secret_in_params_is_masked_in_the_error_and_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], params: dict[str, object]
+) -> None:
+    config = write_project(tmp_path / "p", model={"params": params})
+    out = tmp_path / "out"
+    assert cli.main(["train", "--config", str(config), "--out", str(out)]) == 2
+    secret = next(v for k, v in params.items() if k != "C")
+    assert isinstance(secret, str)
+    err = capsys.readouterr().err
+    assert "rejected model.params" in err
+    assert secret not in err
+    assert "****" in err
+    written = (out / "train" / "result.json").read_text("utf-8")
+    assert secret not in written
+    assert "****" in written
+
+
+def test_a_secret_shaped_param_is_masked_in_the_model_metadata(tmp_path: Path) -> None:
+    code = (
+        "from sklearn.linear_model import LogisticRegression\n\n\n"
+        "def build_model(note=''):\n    return LogisticRegression()\n"
+    )
+    config = write_project(tmp_path / "p", code=code, model={"params": {"note": TOKEN}})
+    out = tmp_path / "out"
+    assert cli.main(["train", "--config", str(config), "--out", str(out)]) == 0
+    for name in ("model.json", "result.json", "summary.md"):
+        text = (out / "train" / name).read_text("utf-8")
+        assert TOKEN not in text, name
+    assert json.loads((out / "train" / "model.json").read_text())["params"] == {"note": "ghp_****"}

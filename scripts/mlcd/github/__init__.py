@@ -3,6 +3,7 @@
 - `mlcd github comment` — create or update the one PR comment (hidden marker) from the bundle;
 - `mlcd github release` — the GitHub release of the version `mlcd release` assigned, with the
   model card, metrics, verdict, SBOM and the evidence archive as assets;
+- `mlcd github plan` — the project and image name as step outputs (jobs are named by them);
 - `mlcd github deployment ENV --state STATE` — a GitHub deployment of that version to ENV and
   its status, so the Environments page shows which model version is live.
 
@@ -17,11 +18,13 @@ import json
 import os
 import sys
 
+from mlcd import releases
 from mlcd.context import Command, Context
 from mlcd.errors import UserInputError
 from mlcd.evidence import write_json_atomic
 from mlcd.github import comment as comment_mod
 from mlcd.github import publish, step_outputs
+from mlcd.registry import backend_of, open_registry
 from mlcd.tools.git import head_sha
 from mlcd.tools.github import GitHub
 
@@ -33,7 +36,7 @@ def _client() -> GitHub:
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
-        choices=("comment", "release", "deployment", "outputs"),
+        choices=("plan", "comment", "release", "deployment", "outputs"),
         help="what to do on GitHub",
     )
     parser.add_argument(
@@ -50,6 +53,13 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "the deployment)",
     )
     parser.add_argument("--url", default=None, help="deployment: the environment's URL")
+    parser.add_argument(
+        "--release",
+        metavar="VERSION",
+        default=None,
+        help="deployment: the release being deployed, when this run released nothing "
+        "(default: what mlcd deploy would take)",
+    )
     parser.add_argument(
         "--pr",
         type=int,
@@ -115,7 +125,27 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
         )
         return 0
     sha = head_sha(ctx.loaded.root)
-    record = publish.publish_release(_client(), ctx.bundle, facts, sha=sha, run_url=run.run_url)
+    gh = _client()
+    onto = None
+    if backend_of(ctx.loaded) == "github":
+        # the model registry keeps each model version as a GitHub release: this release's
+        # assets go there, so one model version is one GitHub release
+        model_version = str((facts.result.details if facts.result else {}).get("model_version"))
+        onto = gh.release_by_tag(f"{ctx.config.project}-{model_version}")
+        if onto is None:
+            raise UserInputError(
+                f"the model registry has no GitHub release {ctx.config.project}-{model_version}",
+                hint="run `mlcd release` with registry.backend github first",
+            )
+    record = publish.publish_release(
+        gh,
+        ctx.bundle,
+        facts,
+        sha=sha,
+        run_url=run.run_url,
+        latest=ctx.config.registry.github_latest,
+        onto=onto,
+    )
     _emit(
         ctx,
         record,
@@ -123,6 +153,32 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
         f"({record.get('html_url', '')})",
     )
     return 0
+
+
+def _deployment_facts(ctx: Context, environment: str, wanted: str | None) -> publish.ReleaseFacts:
+    """What is (being) deployed: what `mlcd deploy` rolled out when it has run, else this
+    run's release, else the release the deploy will take from the model registry (--release,
+    or the newest that passed every `requires:` of the environment)."""
+    project = ctx.config.project
+    done = publish.deploy_facts(ctx.bundle, project, environment)
+    if done is not None:
+        return done
+    if ctx.bundle.read("release") is not None and not wanted:
+        return publish.release_facts(ctx.bundle, project, by="github deployment")
+    registry = open_registry(ctx.loaded)
+    section = ctx.config.environments[environment]
+    version = wanted or releases.default_version(registry, list(section.requires))
+    if version is None:
+        newest = releases.latest(registry)
+        if newest is None:
+            raise UserInputError(
+                f"there is no release to deploy to {environment} in the model registry "
+                f"({registry.location})",
+                hint="a push to the default branch releases one; or run `mlcd release`",
+            )
+        version = newest.version
+    found = releases.get(registry, version)
+    return publish.ReleaseFacts(project, found.version, found.image, None)
 
 
 def _deployment(ctx: Context, args: argparse.Namespace) -> int:
@@ -137,7 +193,7 @@ def _deployment(ctx: Context, args: argparse.Namespace) -> int:
         raise UserInputError(
             f"{ctx.loaded.path}: no environment `{environment}` (environments: {known})"
         )
-    facts = publish.release_facts(ctx.bundle, ctx.config.project, by="github deployment")
+    facts = _deployment_facts(ctx, environment, args.release)
     if args.dry_run:
         _emit(
             ctx,
@@ -175,7 +231,19 @@ def _outputs(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(ctx: Context) -> int:
+    """The facts a workflow's jobs are named and grouped by, before any stage ran: the
+    project (artifact names and concurrency groups carry it, so two projects of one
+    repository deliver side by side) and the image repository."""
+    values = {"project": ctx.config.project, "image-name": ctx.config.image_name}
+    step_outputs.append(os.environ, values)
+    _emit(ctx, dict(values), f"project {values['project']}, image {values['image-name']}")
+    return 0
+
+
 def _run(ctx: Context, args: argparse.Namespace) -> int:
+    if args.action == "plan":
+        return _plan(ctx)
     if args.action == "outputs":
         return _outputs(ctx, args)
     if args.action == "comment":

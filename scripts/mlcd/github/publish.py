@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlcd.errors import UserInputError
+from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import Bundle, StageResult, write_json_atomic
 from mlcd.github.comment import metric_chart, verdict_table
 from mlcd.tools.github import GitHub
@@ -47,7 +47,7 @@ class ReleaseFacts:
     project: str
     version: str
     image: str
-    result: StageResult
+    result: StageResult | None = None
 
     @property
     def tag(self) -> str:
@@ -70,6 +70,17 @@ def release_facts(bundle: Bundle, project: str, *, by: str) -> ReleaseFacts:
             hint="re-run `mlcd release` with this version of mlcd",
         )
     return ReleaseFacts(project, str(version), str(image), result)
+
+
+def deploy_facts(bundle: Bundle, project: str, environment: str) -> ReleaseFacts | None:
+    """The release a deploy to `environment` rolled out, from `deploy-<env>/result.json`."""
+    result = bundle.read(f"deploy-{environment}")
+    if result is None:
+        return None
+    version, image = result.details.get("version"), result.details.get("image")
+    if not version or not image:
+        return None
+    return ReleaseFacts(project, str(version), str(image), None)
 
 
 def _read_json(path: Path) -> Any:
@@ -166,7 +177,7 @@ def release_assets(bundle: Bundle, facts: ReleaseFacts) -> list[tuple[Path, str]
         assets.append((verdict, "verdict.json"))
     assets.extend((sbom, sbom.name) for sbom in _sboms(bundle))
     name = f"evidence-{facts.version}.tar.gz"
-    released = facts.result.artifacts.get("evidence")
+    released = facts.result.artifacts.get("evidence") if facts.result is not None else None
     if released and (bundle.root / released).is_file():
         # the archive `mlcd release` stored, whose sha256 is the release's evidence_digest
         assets.append((bundle.root / released, name))
@@ -198,19 +209,51 @@ def release_body(bundle: Bundle, facts: ReleaseFacts, run_url: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _versioned(name: str, version: str) -> str:
+    """`model-card.md` → `model-card-0.1.3.md`: assets of one release among a model version's."""
+    if version in name:
+        return name
+    for suffix in (".cdx.json", ".spdx.json", ".tar.gz"):
+        if name.endswith(suffix):
+            return f"{name[: -len(suffix)]}-{version}{suffix}"
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}-{version}.{ext}" if dot else f"{name}-{version}"
+
+
 def publish_release(
-    gh: GitHub, bundle: Bundle, facts: ReleaseFacts, *, sha: str, run_url: str
+    gh: GitHub,
+    bundle: Bundle,
+    facts: ReleaseFacts,
+    *,
+    sha: str,
+    run_url: str,
+    latest: bool = False,
+    onto: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Create (or find) the release for the version and upload its assets."""
-    release = gh.create_release(
-        facts.tag,
-        name=f"{facts.project} {facts.version}",
-        body=release_body(bundle, facts, run_url),
-        target_commitish=sha if len(sha) == 40 else None,
-    )
+    """Publish the release's assets on GitHub: onto `onto` (the model version's own GitHub
+    release, when the registry keeps versions there: one GitHub release per model version,
+    this release's assets named by its version), else on the release of the version's tag,
+    created never `Latest` unless `latest` (registry.github-latest)."""
+    if onto is not None:
+        release: dict[str, Any] = dict(onto)
+    else:
+        release = gh.create_release(
+            facts.tag,
+            name=f"{facts.project} {facts.version}",
+            body=release_body(bundle, facts, run_url),
+            target_commitish=sha if len(sha) == 40 else None,
+            make_latest=latest,
+        )
+        if facts.image not in str(release.get("body") or ""):
+            raise GateFailed(
+                f"the GitHub release {facts.tag} exists for another image; a release is never "
+                "overwritten",
+                hint="mlcd release takes a version atomically; release again for the next one",
+            )
     uploaded = []
     for path, name in release_assets(bundle, facts):
-        asset = gh.upload_asset(release, path, name=name, content_type=content_type(path))
+        asset_name = _versioned(name, facts.version) if onto is not None else name
+        asset = gh.upload_asset(release, path, name=asset_name, content_type=content_type(path))
         uploaded.append(
             {
                 "name": asset.get("name"),
@@ -220,7 +263,7 @@ def publish_release(
         )
     record = {
         "id": release.get("id"),
-        "tag": facts.tag,
+        "tag": str(release.get("tag_name") or facts.tag),
         "html_url": release.get("html_url"),
         "version": facts.version,
         "image": facts.image,
@@ -239,8 +282,9 @@ def _deployment_record(bundle: Bundle, environment: str) -> Path:
     return bundle.stage_dir(FOLDER) / f"deployment-{environment}.json"
 
 
-def environment_url(bundle: Bundle) -> str | None:
-    deploy = bundle.read("deploy")
+def environment_url(bundle: Bundle, environment: str) -> str | None:
+    """The environment's address that `mlcd deploy ENV` recorded in `deploy-<env>/`."""
+    deploy = bundle.read(f"deploy-{environment}")
     if deploy is None:
         return None
     for key in ("url", "endpoint", "router_url", "environment_url"):
@@ -290,7 +334,7 @@ def record_deployment(
         int(record["id"]),
         state=state,
         description=f"{facts.project} {facts.version}: {state.replace('_', ' ')}",
-        environment_url=url or environment_url(bundle),
+        environment_url=url or environment_url(bundle, environment),
         log_url=run_url or None,
     )
     record["states"] = [*record.get("states", []), state]

@@ -14,7 +14,16 @@ from pathlib import Path
 from mlcd.evidence import Bundle
 
 # details keys that become outputs of the same name when a stage records them
-_DETAIL_KEYS = ("image", "digest", "version", "tag", "url", "size_bytes", "strategy")
+_DETAIL_KEYS = (
+    "image",
+    "image_id",
+    "digest",
+    "version",
+    "tag",
+    "url",
+    "size_bytes",
+    "strategy",
+)
 
 
 def values(bundle: Bundle, stage: str) -> dict[str, str]:
@@ -55,3 +64,10 @@ def write(bundle: Bundle, stage: str, env: Mapping[str, str]) -> dict[str, str]:
         with Path(summary).open("a", encoding="utf-8") as handle:
             handle.write(text + "\n\n")
     return found
+
+
+def append(env: Mapping[str, str], items: Mapping[str, str]) -> None:
+    """Append `items` to `$GITHUB_OUTPUT` when there is one (outside Actions: nothing)."""
+    target = env.get("GITHUB_OUTPUT")
+    if target:
+        _append_outputs(Path(target), items)

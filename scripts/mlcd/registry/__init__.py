@@ -8,7 +8,7 @@ A backend registers itself in `BACKENDS` (name → factory taking the loaded con
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlcd.config import LoadedConfig
@@ -36,6 +36,7 @@ __all__ = [
     "LocalRegistry",
     "ModelRegistry",
     "ModelVersion",
+    "backend_of",
     "digest_matches",
     "local_path",
     "open_registry",
@@ -58,14 +59,27 @@ def _github(loaded: LoadedConfig) -> ModelRegistry:
     from mlcd.registry.github import GitHubRegistry
     from mlcd.tools.github import GitHub
 
-    return GitHubRegistry(GitHub.from_env(), loaded.config.project)
+    return GitHubRegistry(
+        GitHub.from_env(), loaded.config.project, latest=loaded.config.registry.github_latest
+    )
 
 
 BACKENDS: dict[str, Callable[[LoadedConfig], ModelRegistry]] = {"local": _local, "github": _github}
 
 
-def open_registry(loaded: LoadedConfig) -> ModelRegistry:
+def backend_of(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> str:
+    """The configured backend; `auto` is github inside GitHub Actions (GITHUB_ACTIONS=true and
+    a GITHUB_TOKEN to reach the API), local anywhere else (a laptop, a test suite)."""
     backend = loaded.config.registry.backend
+    if backend != "auto":
+        return backend
+    where = os.environ if env is None else env
+    in_actions = where.get("GITHUB_ACTIONS") == "true" and bool(where.get("GITHUB_TOKEN"))
+    return "github" if in_actions else "local"
+
+
+def open_registry(loaded: LoadedConfig) -> ModelRegistry:
+    backend = backend_of(loaded)
     factory = BACKENDS.get(backend)
     if factory is None:
         raise UserInputError(

@@ -105,6 +105,12 @@ class ModelRegistry(ABC):
     def alias_history(self, name: str) -> list[dict[str, str]]:
         """The versions an alias named, oldest first: `{"version", "at"}`."""
 
+    def claim_release(self, version: str, *, commit: str) -> bool:
+        """Take release `version` atomically before anything is pushed: True when this call
+        took it, False when another release already holds it (the caller moves on to the
+        next version; a taken version is never overwritten). `commit` is what is released."""
+        raise NotImplementedError(f"the {self.backend} registry cannot take release versions")
+
     @abstractmethod
     def attach(self, version: str, key: str, value: Any) -> ModelVersion:
         """Record a fact about a version; a key once set is never changed to another value."""

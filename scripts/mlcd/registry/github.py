@@ -41,11 +41,18 @@ class GitHubRegistry(ModelRegistry):
 
     backend = "github"
 
-    def __init__(self, gh: GitHub, project: str, *, production: str = PRODUCTION) -> None:
+    def __init__(
+        self, gh: GitHub, project: str, *, production: str = PRODUCTION, latest: bool = False
+    ) -> None:
         self.gh = gh
         self.project = project
         self.production = production
+        self.make_latest = latest  # registry.github-latest: may a version's release be `Latest`
         self._tag = re.compile(rf"^{re.escape(project)}-v([1-9][0-9]*)$")
+        # One command lists the repository's releases once and downloads each attachments
+        # asset at most once (an asset that is replaced gets a new id); a write forgets both.
+        self._listing: list[tuple[int, dict[str, Any]]] | None = None
+        self._attachments: dict[int, dict[str, Any]] = {}
 
     @property
     def location(self) -> str:
@@ -59,12 +66,17 @@ class GitHubRegistry(ModelRegistry):
         return f"{self.project}-{version}"
 
     def _releases(self) -> list[tuple[int, dict[str, Any]]]:
-        found = []
-        for release in self.gh.releases():
-            match = self._tag.match(str(release.get("tag_name", "")))
-            if match and not release.get("draft"):
-                found.append((int(match.group(1)), release))
-        return sorted(found, key=lambda item: item[0])
+        if self._listing is None:
+            found = []
+            for release in self.gh.releases():
+                match = self._tag.match(str(release.get("tag_name", "")))
+                if match and not release.get("draft"):
+                    found.append((int(match.group(1)), release))
+            self._listing = sorted(found, key=lambda item: item[0])
+        return self._listing
+
+    def _forget(self) -> None:
+        self._listing = None
 
     def _download(self, asset: Mapping[str, Any]) -> bytes:
         response = self.gh.request(
@@ -90,8 +102,11 @@ class GitHubRegistry(ModelRegistry):
         attachments: dict[str, Any] = {}
         asset = self._asset(release, ATTACHMENTS)
         if asset is not None:
-            loaded = json.loads(self._download(asset) or b"{}")
-            attachments = loaded if isinstance(loaded, dict) else {}
+            asset_id = int(asset.get("id") or 0)
+            if asset_id not in self._attachments:
+                loaded = json.loads(self._download(asset) or b"{}")
+                self._attachments[asset_id] = loaded if isinstance(loaded, dict) else {}
+            attachments = dict(self._attachments[asset_id])
         return ModelVersion(
             version=str(record["version"]),
             created=str(record["created"]),
@@ -105,7 +120,12 @@ class GitHubRegistry(ModelRegistry):
         )
 
     def _release(self, version: str) -> dict[str, Any]:
-        release = self.gh.release_by_tag(self.tag(version))
+        tag = self.tag(version)
+        if self._listing is not None:
+            for _, listed in self._listing:
+                if listed.get("tag_name") == tag:
+                    return listed
+        release = self.gh.release_by_tag(tag)
         if release is None:
             known = ", ".join(f"v{n}" for n, _ in self._releases()[-10:]) or "none yet"
             raise UserInputError(
@@ -158,7 +178,7 @@ class GitHubRegistry(ModelRegistry):
                         "body": body,
                         "draft": False,
                         "prerelease": False,
-                        "make_latest": "false",
+                        "make_latest": "true" if self.make_latest else "false",
                     },
                 ).json()
             except GitHubApiError as exc:
@@ -169,11 +189,28 @@ class GitHubRegistry(ModelRegistry):
             self.gh.upload_asset(release, model_file, name=MODEL_FILE)
             for name, path in extra.items():
                 self.gh.upload_asset(release, path, name=name)
+            self._forget()
             return self.get(version)
         raise GateFailed(f"model registry: could not claim a version number at {self.location}")
 
     def get(self, version: str) -> ModelVersion:
         return self._load(self._release(version))
+
+    def release_asset(self, version: str, name: str) -> bytes | None:
+        """An asset of model version `version`'s GitHub release (e.g. a release's
+        `evidence-<release>.tar.gz`), or None when it has none of that name."""
+        asset = self._asset(self._release(version), name)
+        return self._download(asset) if asset is not None else None
+
+    def claim_release(self, version: str, *, commit: str) -> bool:
+        """The git tag `<project>-v<version>` at `commit`, created through the API: GitHub
+        refuses an existing ref, so two release jobs never take one version."""
+        if not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise UserInputError(
+                f"cannot tag release {version}: `{commit}` is not a full commit SHA",
+                hint="run in a git checkout (GitHub Actions sets GITHUB_SHA)",
+            )
+        return self.gh.create_tag(f"{self.project}-v{version}", commit)
 
     def versions(self) -> list[ModelVersion]:
         return [self._load(release) for _, release in self._releases()]
@@ -230,6 +267,7 @@ class GitHubRegistry(ModelRegistry):
             path = Path(tmp) / ATTACHMENTS
             path.write_text(json.dumps(attachments, indent=2, sort_keys=True, default=str))
             self.gh.upload_asset(release, path, name=ATTACHMENTS, content_type="application/json")
+        self._forget()
         return self.get(version)
 
     def attach(self, version: str, key: str, value: Any) -> ModelVersion:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator, Mapping
@@ -54,6 +55,19 @@ class LocalRegistry(ModelRegistry):
     @property
     def location(self) -> str:
         return str(self.root)
+
+    def claim_release(self, version: str, *, commit: str) -> bool:
+        """`releases/<version>/claim.json`, created exclusively (O_EXCL): one taker only."""
+        folder = self.root / "releases" / version
+        with self._locked():
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(folder / "claim.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"version": version, "commit": commit, "pid": os.getpid()}, handle)
+        return True
 
     # ------------------------------------------------------------------ helpers
 

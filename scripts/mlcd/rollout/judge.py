@@ -1,66 +1,108 @@
-"""The judge: pure functions that decide pass, fail or inconclusive for one analysis interval.
+"""The judge: pure functions that decide pass, fail, inconclusive or error for one interval.
 
 Each interval the controller hands the judge what each arm (stable and canary, or stable and
-shadow) did during that interval (`ArmWindow`: requests, server errors, latencies, predicted
-classes or scores). The judge keeps what it needs across intervals in a `JudgeState` and
-returns a `Measurement`. Nothing here reads a clock, a socket or a file, so every decision can
-be replayed and tested with a fake metric provider.
+shadow) did during that interval (`ArmWindow`: requests, server errors, latency histogram or
+latencies, predicted classes, score histogram). The judge keeps what it needs across
+intervals in a `JudgeState` and returns a `Measurement`. Nothing here reads a clock, a socket
+or a file, so every decision can be replayed and tested with a fake metric provider.
+`step_decision` is the rule that turns measurements into the end of a step (pass, roll back,
+pause, or one more interval); the controller and `benchmarks/judge.py` both use it.
 
-The tests, and why they keep the false-rollback rate under `alpha` although they are looked at
-after every interval (the share of `alpha` each gets is in `ALPHA_SHARES`):
+**One alpha budget.** Every check that can fail a rollout gets a share of `alpha`
+(`ALPHA_SHARES`, they add up to 1), and fails only on anytime-valid evidence at its share, so
+the chance that a canary that meets every limit and tolerance is rolled back is at most
+`alpha` however many intervals are looked at (a union bound over the checks; within a check,
+Ville's inequality for test martingales or a spending of its share over the looks):
 
-- **error rate, canary against stable** — a mixture sequential probability ratio test on the
-  odds ratio of an error on the canary. Given the errors seen in an interval, their split
-  between the arms is (Fisher's noncentral) hypergeometric with odds ratio 1 under "the canary
-  is no worse"; the product of the per-interval likelihood ratios, mixed over a grid of odds
-  ratios, is a nonnegative martingale under that hypothesis, so by Ville's inequality it
-  crosses ``1/alpha`` with probability at most ``alpha`` however often it is checked.
-- **error rate, absolute** — the same kind of mixture test of "canary error rate ≤
-  `max-error-rate`" (a supermartingale under that hypothesis), so the absolute limit fails on
-  evidence, not on two unlucky requests.
-- **latency** — a one-sided Mann-Whitney rank test of the canary's latencies against the
-  stable's latencies scaled by ``1 + max-latency-increase`` plus ``min-latency-increase-ms``
-  (the effect-size tolerance, in the spirit of Kayenta's judge; the floor keeps a cold
-  container's tens of microseconds from failing a release); its level at the k-th look is
-  ``a·6/(π²k²)`` (the levels sum to ``a``), so repeated looks stay valid; plus the absolute
-  p99 limit.
-- **predictions** — the population stability index between the arms' predicted classes (or
-  score histograms for regression); a shift fails only when the PSI is over
-  `max-prediction-shift` *and* a chi-square test of homogeneity is significant at the spent
-  level, so small samples cannot fail it by noise.
-- **shadow** — predictions paired by request id: the disagreement rate (classification) or
-  the mean absolute difference (regression) against `shadow.max-disagreement` /
-  `shadow.max-mean-abs-diff`.
+- **error rate vs stable** — a mixture sequential probability ratio test on the odds ratio of
+  an error on the canary. Given the errors of an interval, their split between the arms is
+  (Fisher's noncentral) hypergeometric with odds ratio 1 under "the canary is no worse"; the
+  product of the per-interval likelihood ratios, mixed over a grid of odds ratios, is a test
+  martingale under that hypothesis.
+- **error rate, absolute** — a mixture test of "canary error rate ≤ `max-error-rate`": it
+  fails when the lower bound of the canary's error-rate confidence sequence is above it.
+- **latency quantiles vs stable** (`quantiles`, default p50 and p99) — confidence sequences
+  for each arm's quantile from its latency histogram (a Bernoulli mixture martingale on the
+  count below each bucket bound): fails when the canary's lower bound is above
+  ``(1 + max-latency-increase)`` times stable's upper bound ``+ min-latency-increase-ms``.
+- **latency, absolute** — fails when the lower bound of the canary's p99 is above
+  `max-p99-latency-ms`.
+- **predictions** — the population stability index between the arms' predicted classes and,
+  separately, their score histograms (classifiers with scores too), corrected for its
+  small-sample bias (``(K-1)(1/n_a + 1/n_b)``), with a normal-approximation bound whose level
+  is the check's share spent over its looks (``a·6/(π²k²)`` at the k-th look); fails when the
+  lower bound is above `max-prediction-shift`.
+- **shadow** — predictions paired by request id: the disagreement rate's confidence sequence
+  against `shadow.max-disagreement` (regression: the mean absolute difference against
+  `shadow.max-mean-abs-diff`, a point estimate — the one check outside the budget, as an
+  unbounded mean has no distribution-free confidence sequence).
 
-Too few canary requests in the current step gives *inconclusive*, never *pass*; strong
-evidence of a regression may fail a step before it has `min-requests`.
+**Pass only on evidence** (non-inferiority): an interval passes only when the upper bounds
+show the canary inside every tolerance — error-rate increase over stable ≤
+`max-error-rate-increase`, each latency quantile ≤ ``(1 + max-latency-increase)`` times stable's
+``+ min-latency-increase-ms`` (or ≤ `latency-ok-ms`, default a fifth of
+`max-p99-latency-ms`), the prediction shift ≤ `max-prediction-shift` (shadow: the
+disagreement ≤ `max-disagreement`) — each bound at the same share of `alpha`, so a canary
+outside a tolerance passes through that check with probability at most its share. Until then
+the interval is *inconclusive* with the reasons; the controller extends the step up to
+`max-intervals` and then pauses for a decision. Fewer than `min-requests` canary requests in
+the step is inconclusive too.
+
+**Input hygiene**: a window with a negative count, more errors than requests, or a NaN or
+infinite value is an *error* reading: it is not judged, leaves the state as it was, and does
+not count toward `min-intervals`.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Literal
 
-Verdict = Literal["pass", "fail", "inconclusive"]
+Verdict = Literal["pass", "fail", "inconclusive", "error"]
 Outcome = Literal["pass", "fail", "inconclusive", "error"]
 Phase = Literal["running", "successful", "failed", "inconclusive", "error"]
+StepAction = Literal["continue", "pass", "failed", "paused"]
 
 # Odds ratios (canary error odds over stable error odds) the mixture is spread over, equal
 # weights. Spanning 1.5x to 30x keeps power against both mild and gross regressions.
 ERROR_ODDS_GRID: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 30.0)
-# Multiples of the absolute error limit the absolute test mixes over.
+# Multiples of the absolute error limit the (older) absolute test mixed over; kept for
+# `rate_limit_loglr`'s callers.
 RATE_GRID: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
-# How `alpha` is split between the tests (a union bound keeps the total at most `alpha`).
+# Log-odds shifts the Bernoulli mixture martingales spread over (equal weights): from a
+# hair's breadth to twenty-fold odds, so bounds tighten at every sample size.
+LOG_ODDS_GRID: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# How `alpha` is split between the checks that can fail a rollout (they add up to 1).
 ALPHA_SHARES: Mapping[str, float] = {
-    "errors": 0.4,
-    "error_limit": 0.2,
-    "latency": 0.2,
+    "errors": 0.3,
+    "error_limit": 0.1,
+    "latency": 0.3,
+    "latency_limit": 0.1,
     "predictions": 0.2,
 }
+SHADOW_SHARE = 0.2  # shadow: the disagreement check takes the predictions' share
 MAX_SAMPLES = 4000
+MIN_PREDICTIONS = 50  # predictions per arm before the shift is judged (normal approximation)
 _PSI_EPS = 1e-4
+_PSEUDO = 0.5  # per-cell pseudo-count of the PSI estimate (no log of zero)
+
+
+def _fine_edges() -> tuple[float, ...]:
+    """Bucket bounds (seconds) raw latencies are counted into: 3 % apart, 10 µs to 100 s."""
+    out = []
+    value = 1e-5
+    while value < 100.0:
+        out.append(float(f"{value:.6g}"))
+        value *= 1.03
+    return tuple(out)
+
+
+FINE_EDGES_S: tuple[float, ...] = _fine_edges()
 
 
 # --------------------------------------------------------------------------------------
@@ -92,6 +134,12 @@ class Limits:
     alpha: float = 0.05
     max_disagreement: float = 0.05
     max_mean_abs_diff: float | None = None
+    max_error_rate_increase: float = 0.01
+    # (quantile, its latency tolerance; None: max_latency_increase)
+    quantiles: tuple[tuple[float, float | None], ...] = ((0.5, None), (0.99, 0.3))
+    # a quantile shown at or below this (ms) is within tolerance whatever stable's is;
+    # None: a fifth of max_p99_latency_ms
+    latency_ok_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +149,7 @@ class Measurement:
     verdict: Verdict
     reasons: tuple[str, ...]
     metrics: Mapping[str, float | int | None]
+    pending: tuple[str, ...] = ()  # tolerances not yet shown (why an interval is inconclusive)
 
 
 @dataclass(frozen=True)
@@ -127,6 +176,8 @@ class JudgeState:
     pairs: int = 0
     disagreements: int = 0
     abs_diff_sum: float = 0.0
+    stable_buckets: tuple[tuple[float, int], ...] = ()
+    error_readings: int = 0
 
     def new_step(self) -> JudgeState:
         """A new canary step: min-requests counts again; the evidence is kept."""
@@ -145,6 +196,8 @@ def _logsumexp(values: Sequence[float]) -> float:
     top = max(values)
     if top == -math.inf:
         return -math.inf
+    if top == math.inf:
+        return math.inf
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
@@ -185,6 +238,158 @@ def spent_alpha(alpha: float, look: int) -> float:
     return alpha * 6.0 / (math.pi**2 * look**2)
 
 
+@lru_cache(maxsize=4096)
+def _grid_terms(p0: float, side: Literal["below", "above"]) -> tuple[tuple[float, float], ...]:
+    """(log p1/p0, log (1-p1)/(1-p0)) for each alternative p1 of the mixture."""
+    logit = math.log(p0 / (1.0 - p0))
+    lp0, lq0 = math.log(p0), math.log1p(-p0)
+    sign = -1.0 if side == "below" else 1.0
+    out = []
+    for d in LOG_ODDS_GRID:
+        z = logit + sign * d
+        # log p1 and log(1 - p1) of the logistic, stably
+        lp1 = -math.log1p(math.exp(-z)) if z > 0 else z - math.log1p(math.exp(z))
+        lq1 = -math.log1p(math.exp(z)) if z < 0 else -z - math.log1p(math.exp(-z))
+        out.append((lp1 - lp0, lq1 - lq0))
+    return tuple(out)
+
+
+def bernoulli_log_e(k: int, n: int, p0: float, side: Literal["below", "above"]) -> float:
+    """Log e-value against "p ≥ p0" (side below) or "p ≤ p0" (side above), k successes in n.
+
+    The equal-weight mixture over `LOG_ODDS_GRID` of likelihood ratios of alternatives on
+    that side; under the hypothesis it is a nonnegative supermartingale in the observations,
+    so by Ville's inequality it ever reaches ``1/a`` with probability at most ``a``.
+    """
+    if n <= 0:
+        return 0.0
+    if side == "below" and p0 <= 0.0:
+        return -math.inf
+    if side == "above" and p0 >= 1.0:
+        return -math.inf
+    if p0 >= 1.0:  # side below: p1 < 1 rejects at once when any failure is seen
+        return math.inf if k < n else -math.inf
+    if p0 <= 0.0:  # side above
+        return math.inf if k > 0 else -math.inf
+    m = n - k
+    terms = [k * a + m * b for a, b in _grid_terms(p0, side)]
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms) / len(terms))
+
+
+@lru_cache(maxsize=8192)
+def rate_bound(k: int, n: int, a: float, side: Literal["lower", "upper"]) -> float:
+    """One anytime-valid level-a bound of a rate from k successes in n (0 or 1 when none)."""
+    if n <= 0:
+        return 0.0 if side == "lower" else 1.0
+    threshold = math.log(1.0 / a)
+    p_hat = k / n
+    if side == "upper":  # the smallest p0 with "p ≥ p0" rejected
+        if bernoulli_log_e(k, n, 1.0 - 1e-12, "below") < threshold:
+            return 1.0
+        lo, hi = p_hat, 1.0
+        for _ in range(24):
+            mid = (lo + hi) / 2
+            if bernoulli_log_e(k, n, mid, "below") >= threshold:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+    if k == 0 or bernoulli_log_e(k, n, 1e-12, "above") < threshold:
+        return 0.0
+    lo, hi = 0.0, p_hat  # the largest p0 with "p ≤ p0" rejected
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        if bernoulli_log_e(k, n, mid, "above") >= threshold:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def rate_bounds(k: int, n: int, a: float) -> tuple[float, float]:
+    """(lower, upper) bounds of a rate from k of n, each side an anytime-valid level-a bound."""
+    return rate_bound(k, n, a, "lower"), rate_bound(k, n, a, "upper")
+
+
+@lru_cache(maxsize=8192)
+def _critical_count(n: int, q: float, a: float, side: Literal["below", "above"]) -> int | None:
+    """Side below: the largest k with "p ≥ q" rejected; above: the smallest k with "p ≤ q"
+    rejected (None when no count rejects)."""
+    threshold = math.log(1.0 / a)
+    if side == "below":
+        if bernoulli_log_e(0, n, q, "below") < threshold:
+            return None
+        lo, hi = 0, n  # rejected at lo
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if bernoulli_log_e(mid, n, q, "below") >= threshold:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+    if bernoulli_log_e(n, n, q, "above") < threshold:
+        return None
+    lo, hi = 0, n  # rejected at hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bernoulli_log_e(mid, n, q, "above") >= threshold:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def quantile_bound(
+    buckets: Sequence[tuple[float, int]], q: float, a: float, side: Literal["lower", "upper"]
+) -> float:
+    """One side of `quantile_bounds` (buckets sorted by bound)."""
+    if not buckets or buckets[-1][1] <= 0:
+        return 0.0 if side == "lower" else math.inf
+    n = int(buckets[-1][1])
+    counts = [c for _, c in buckets]
+    if side == "lower":
+        k_low = _critical_count(n, q, a, "below")
+        if k_low is None:
+            return 0.0
+        index = bisect.bisect_right(counts, k_low) - 1  # last bound with count <= k_low
+        return buckets[index][0] if index >= 0 else 0.0
+    k_high = _critical_count(n, q, a, "above")
+    if k_high is None:
+        return math.inf
+    index = bisect.bisect_left(counts, k_high)  # first bound with count >= k_high
+    return buckets[index][0] if index < len(buckets) else math.inf
+
+
+def quantile_bounds(
+    buckets: Sequence[tuple[float, int]], q: float, a: float
+) -> tuple[float, float]:
+    """(lower, upper) bounds of the q-quantile from cumulative (bound, count) buckets.
+
+    The count at or below a bound b is binomial with success probability F(b); the quantile is
+    above b when "F(b) ≥ q" is rejected and at most b when "F(b) ≤ q" is. Both sides are
+    anytime-valid at level a each: the bound errs only if the test at the one bound next to
+    the true quantile errs (the counts are monotone in b). Bounds are bucket bounds: 0 and
+    infinity when nothing is shown.
+    """
+    ordered = sorted(buckets)
+    return quantile_bound(ordered, q, a, "lower"), quantile_bound(ordered, q, a, "upper")
+
+
+def exceeds(buckets: Sequence[tuple[float, int]], q: float, limit: float, a: float) -> bool:
+    """True when the q-quantile is shown above `limit` (at the first bucket bound ≥ limit)."""
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return False
+    n = int(ordered[-1][1])
+    for bound, count in ordered:
+        if bound >= limit:
+            if math.isinf(bound):
+                return False
+            return bernoulli_log_e(int(count), n, q, "below") >= math.log(1.0 / a)
+    return False
+
+
 def mann_whitney_greater(canary: Sequence[float], reference: Sequence[float]) -> float:
     """One-sided p-value that the canary's values are stochastically larger than reference."""
     if not canary or not reference:
@@ -209,6 +414,53 @@ def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
         pa = max(a / total_a, _PSI_EPS)
         value += (pa - pe) * math.log(pa / pe)
     return value
+
+
+@dataclass(frozen=True)
+class Shift:
+    """The PSI between two count vectors: the plug-in value, its bias-corrected estimate, and
+    the standard error of that estimate."""
+
+    raw: float
+    corrected: float
+    se: float
+    cells: int
+
+
+def psi_estimate(a: Sequence[float], b: Sequence[float]) -> Shift:
+    """PSI of b against a, bias-corrected for small samples, with its standard error.
+
+    Cells empty in both are dropped; each kept cell gets a pseudo-count of 0.5 (no log of
+    zero). The plug-in PSI is biased upward by about ``(K-1)(1/n_a + 1/n_b)`` (K cells): under
+    no shift ``n_a n_b/(n_a+n_b)·PSI`` is about chi-square with K-1 degrees of freedom. The
+    standard error is the delta method's plus that chi-square term's.
+    """
+    keep = [(x, y) for x, y in zip(a, b, strict=True) if x + y > 0]
+    na, nb = sum(x for x, _ in keep), sum(y for _, y in keep)
+    cells = len(keep)
+    if cells < 2 or na <= 0 or nb <= 0:
+        return Shift(0.0, 0.0, 0.0, cells)
+    za, zb = na + _PSEUDO * cells, nb + _PSEUDO * cells
+    pa = [(x + _PSEUDO) / za for x, _ in keep]
+    pb = [(y + _PSEUDO) / zb for _, y in keep]
+    raw = sum((q - p) * math.log(q / p) for p, q in zip(pa, pb, strict=True))
+    inv = 1.0 / na + 1.0 / nb
+    corrected = raw - (cells - 1) * inv
+    ga = [math.log(p / q) + 1.0 - q / p for p, q in zip(pa, pb, strict=True)]
+    gb = [math.log(q / p) + 1.0 - p / q for p, q in zip(pa, pb, strict=True)]
+    mean_a = sum(p * g for p, g in zip(pa, ga, strict=True))
+    mean_b = sum(q * g for q, g in zip(pb, gb, strict=True))
+    var_a = max(0.0, sum(p * g * g for p, g in zip(pa, ga, strict=True)) - mean_a**2) / na
+    var_b = max(0.0, sum(q * g * g for q, g in zip(pb, gb, strict=True)) - mean_b**2) / nb
+    se = math.sqrt(var_a + var_b + 2.0 * (cells - 1) * inv**2)
+    return Shift(raw, corrected, se, cells)
+
+
+def normal_quantile(p: float) -> float:
+    """The standard normal's p-quantile."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
 
 
 def homogeneity_p(a: Sequence[float], b: Sequence[float]) -> float:
@@ -263,6 +515,38 @@ def add_buckets(
     return tuple(sorted(merged.items()))
 
 
+def merge_histograms(
+    a: Sequence[tuple[float, int]], b: Sequence[tuple[float, int]]
+) -> tuple[tuple[float, int], ...]:
+    """Sum two cumulative histograms over the bounds both have (an empty one adds nothing).
+
+    A bound only one of them has would get a wrong cumulative count, so it is dropped: when
+    the layouts differ, the sum keeps their common bounds (+Inf always).
+    """
+    if not a:
+        return tuple(sorted(b))
+    if not b:
+        return tuple(sorted(a))
+    other = dict(b)
+    return tuple(sorted((bound, c + other[bound]) for bound, c in a if bound in other))
+
+
+@lru_cache(maxsize=64)
+def _edges(bounds: tuple[float, ...]) -> list[float]:
+    return sorted(set(bounds) - {math.inf})
+
+
+def samples_histogram(
+    values_ms: Sequence[float], bounds_s: Sequence[float] | None = None
+) -> tuple[tuple[float, int], ...]:
+    """Latencies (ms) as a cumulative histogram in seconds over `bounds_s` (+Inf added)."""
+    edges = _edges(tuple(bounds_s) if bounds_s is not None else FINE_EDGES_S)
+    seconds = sorted(v / 1000.0 for v in values_ms)
+    out = [(edge, bisect.bisect_right(seconds, edge)) for edge in edges]
+    out.append((math.inf, len(seconds)))
+    return tuple(out)
+
+
 def bucket_counts(buckets: Sequence[tuple[float, int]]) -> list[float]:
     """Per-bin counts from cumulative buckets."""
     out: list[float] = []
@@ -271,6 +555,14 @@ def bucket_counts(buckets: Sequence[tuple[float, int]]) -> list[float]:
         out.append(float(max(count - prev, 0)))
         prev = count
     return out
+
+
+def fine_enough(buckets: Sequence[tuple[float, int]], ratio: float = 1.15) -> bool:
+    """True when consecutive finite bounds between 1 ms and 1 s are at most `ratio` apart."""
+    edges = [b for b, _ in sorted(buckets) if 0.001 <= b <= 1.0]
+    if len(edges) < 2:
+        return False
+    return all(hi / lo <= ratio for lo, hi in itertools.pairwise(edges))
 
 
 def _add_counts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
@@ -286,11 +578,72 @@ def _tail(values: tuple[float, ...], more: Sequence[float]) -> tuple[float, ...]
 
 
 # --------------------------------------------------------------------------------------
+# Input hygiene
+
+
+def window_problems(window: ArmWindow, arm: str) -> list[str]:
+    """Why a window cannot be judged (empty: it can)."""
+    out: list[str] = []
+    if window.requests < 0 or window.errors < 0:
+        out.append(f"{arm}: a negative count ({window.requests} requests, {window.errors} errors)")
+    if window.errors > window.requests:
+        out.append(f"{arm}: more errors ({window.errors}) than requests ({window.requests})")
+    if any(not math.isfinite(v) or v < 0 for v in window.latencies_ms):
+        out.append(f"{arm}: a NaN, infinite or negative latency")
+    for name, buckets in (("latency", window.latency_buckets), ("score", window.score_buckets)):
+        counts = [c for _, c in sorted(buckets)]
+        if any(not math.isfinite(float(c)) or c < 0 for c in counts):
+            out.append(f"{arm}: a NaN, infinite or negative {name} bucket count")
+        elif any(b < a for a, b in itertools.pairwise(counts)):
+            out.append(f"{arm}: {name} bucket counts that are not cumulative")
+        if any(math.isnan(bound) for bound, _ in buckets):
+            out.append(f"{arm}: a NaN {name} bucket bound")
+    if any(not math.isfinite(float(v)) or v < 0 for v in window.classes.values()):
+        out.append(f"{arm}: a NaN, infinite or negative class count")
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # The judge
 
 
 def _fmt_rate(x: int, n: int) -> str:
     return f"{x}/{n} ({(x / n if n else 0.0):.2%})"
+
+
+def _fmt_ms(value: float) -> str:
+    return "∞" if math.isinf(value) else f"{value:.3g}"
+
+
+def _latency_histogram(
+    window: ArmWindow, extra_bounds: Sequence[float]
+) -> tuple[tuple[float, int], ...]:
+    """The window's latency histogram: the server's buckets when they are fine enough, else
+    its latencies counted into fine bounds, else whatever buckets it has."""
+    if window.latency_buckets and fine_enough(window.latency_buckets):
+        return tuple(sorted(window.latency_buckets))
+    if window.latencies_ms:
+        return samples_histogram(window.latencies_ms, (*FINE_EDGES_S, *extra_bounds))
+    return tuple(sorted(window.latency_buckets))
+
+
+def _merge_latency(
+    state: tuple[tuple[float, int], ...],
+    window: ArmWindow,
+    extra_bounds: Sequence[float],
+) -> tuple[tuple[float, int], ...]:
+    if not window.latency_buckets and not window.latencies_ms:
+        return state
+    if state and window.latencies_ms and not fine_enough(window.latency_buckets):
+        # raw latencies can be counted at whatever bounds the evidence so far has
+        return merge_histograms(
+            state, samples_histogram(window.latencies_ms, [b for b, _ in state])
+        )
+    return merge_histograms(state, _latency_histogram(window, extra_bounds))
+
+
+def _q_label(q: float) -> str:
+    return f"p{q * 100:g}"
 
 
 def judge(
@@ -306,9 +659,19 @@ def judge(
     `pairs` (shadow mode) holds (stable prediction, shadow prediction) of requests matched by
     request id; when given, the paired agreement replaces the distribution comparison.
     """
+    problems = window_problems(stable, "stable") + window_problems(canary, "canary")
+    if problems:
+        bad = replace(state, error_readings=state.error_readings + 1)
+        return bad, Measurement(
+            "error",
+            (f"error reading, not judged: {'; '.join(problems)}",),
+            {"error_readings": bad.error_readings},
+        )
     reasons: list[str] = []
     failures: list[str] = []
+    pending: list[str] = []
     metrics: dict[str, float | int | None] = {}
+    extra = (limits.max_p99_latency_ms / 1000.0,)
 
     # accumulate
     s = replace(
@@ -321,7 +684,8 @@ def judge(
         stable_errors=state.stable_errors + stable.errors,
         canary_latencies=_tail(state.canary_latencies, canary.latencies_ms),
         stable_latencies=_tail(state.stable_latencies, stable.latencies_ms),
-        canary_buckets=add_buckets(state.canary_buckets, canary.latency_buckets),
+        canary_buckets=_merge_latency(state.canary_buckets, canary, extra),
+        stable_buckets=_merge_latency(state.stable_buckets, stable, extra),
         canary_classes=_add_counts(state.canary_classes, canary.classes),
         stable_classes=_add_counts(state.stable_classes, stable.classes),
         canary_scores=add_buckets(state.canary_scores, canary.score_buckets),
@@ -335,8 +699,61 @@ def judge(
         step_requests=s.step_requests,
         interval_canary_requests=canary.requests,
         interval_stable_requests=stable.requests,
+        interval_canary_errors=canary.errors,
+        interval_stable_errors=stable.errors,
     )
+    has_stable = s.stable_requests > 0
 
+    notes = {"reasons": reasons, "failures": failures, "pending": pending}
+    s = _errors(s, canary, stable, limits, has_stable=has_stable, metrics=metrics, **notes)
+    _latency(s, limits, has_stable=has_stable, metrics=metrics, **notes)
+    if pairs is not None:
+        s = _paired(
+            s,
+            pairs=pairs,
+            limits=limits,
+            metrics=metrics,
+            reasons=reasons,
+            failures=failures,
+            pending=pending,
+        )
+    else:
+        s = _distribution(s, limits, metrics=metrics, **notes)
+
+    if failures:
+        return s, Measurement("fail", tuple(failures + reasons), metrics)
+    if pairs is not None and s.pairs < limits.min_requests:
+        needed = f"{s.pairs} of {limits.min_requests} requests paired by request id"
+        return s, Measurement(
+            "inconclusive", (f"too little traffic: {needed}", *reasons), metrics, tuple(pending)
+        )
+    if s.step_requests < limits.min_requests:
+        needed = f"{s.step_requests} of {limits.min_requests} requests on the canary in this step"
+        return s, Measurement(
+            "inconclusive", (f"too little traffic: {needed}", *reasons), metrics, tuple(pending)
+        )
+    if pending:
+        return s, Measurement(
+            "inconclusive",
+            (f"not yet shown within tolerance: {'; '.join(pending)}", *reasons),
+            metrics,
+            tuple(pending),
+        )
+    return s, Measurement("pass", tuple(reasons), metrics)
+
+
+def _errors(
+    s: JudgeState,
+    canary: ArmWindow,
+    stable: ArmWindow,
+    limits: Limits,
+    *,
+    metrics: dict[str, float | int | None],
+    reasons: list[str],
+    failures: list[str],
+    pending: list[str],
+    has_stable: bool,
+) -> JudgeState:
     # 1. error rate, canary against stable (mixture SPRT on the odds ratio)
     a_err = limits.alpha * ALPHA_SHARES["errors"]
     error_loglr = tuple(
@@ -356,128 +773,183 @@ def judge(
             f"{compare}: higher on the canary (sequential test, evidence ratio "
             f"{math.exp(min(log_lambda, 700)):.3g} ≥ {1 / a_err:.3g})"
         )
+    # non-inferiority: upper bound of the increase over stable
+    c_high = rate_bound(s.canary_errors, s.canary_requests, limits.alpha / 2, "upper")
+    s_low = rate_bound(s.stable_errors, s.stable_requests, limits.alpha / 2, "lower")
+    increase = c_high - s_low
+    metrics["error_rate_increase_upper"] = round(increase, 6)
+    tolerance = limits.max_error_rate_increase
+    if not has_stable:
+        pass
+    elif increase <= tolerance:
+        reasons.append(f"{compare}: increase at most {increase:.2%} (tolerance {tolerance:.2%})")
     else:
-        reasons.append(f"{compare}: no evidence the canary is worse")
+        pending.append(
+            f"error-rate increase ≤ {tolerance:.2%} (upper bound {increase:.2%}, {compare})"
+        )
 
-    # 2. absolute error limit (mixture SPRT of rate ≤ max-error-rate)
+    # 2. absolute error limit: the lower bound of the canary's error rate
     a_lim = limits.alpha * ALPHA_SHARES["error_limit"]
     p0 = limits.max_error_rate
-    limit_loglr = tuple(
-        acc + rate_limit_loglr(canary.requests, canary.errors, p0, min(p0 * m, 0.999))
-        if p0 * m < 1.0
-        else acc
-        for acc, m in zip(s.limit_loglr, RATE_GRID, strict=True)
-    )
-    s = replace(s, limit_loglr=limit_loglr)
-    log_limit = mixture(limit_loglr)
+    log_limit = bernoulli_log_e(s.canary_errors, s.canary_requests, p0, "above")
+    limit_low = rate_bound(s.canary_errors, s.canary_requests, a_lim, "lower")
     metrics["error_limit_log_lr"] = round(log_limit, 4) if math.isfinite(log_limit) else 700.0
+    metrics["canary_error_rate_lower"] = round(limit_low, 6)
     if log_limit >= math.log(1.0 / a_lim):
         failures.append(
             f"canary error rate {_fmt_rate(s.canary_errors, s.canary_requests)} is above "
-            f"max-error-rate {p0:.2%} (sequential test)"
+            f"max-error-rate {p0:.2%} (lower confidence bound {limit_low:.2%})"
         )
+    return s
 
-    enough = s.step_requests >= limits.min_requests
 
-    # 3. latency: absolute p99 and the rank test with its effect-size tolerance
-    p99 = quantile(s.canary_latencies, 0.99)
-    if p99 is None:
-        hq = histogram_quantile(0.99, s.canary_buckets)
-        p99 = None if hq is None else hq * 1000.0
-    stable_p99 = quantile(s.stable_latencies, 0.99)
-    metrics["canary_p99_ms"] = None if p99 is None else round(p99, 3)
-    metrics["stable_p99_ms"] = None if stable_p99 is None else round(stable_p99, 3)
-    metrics["canary_p50_ms"] = _rounded(quantile(s.canary_latencies, 0.5))
-    metrics["stable_p50_ms"] = _rounded(quantile(s.stable_latencies, 0.5))
-    if enough and p99 is not None:
-        if p99 > limits.max_p99_latency_ms:
+def _latency(
+    s: JudgeState,
+    limits: Limits,
+    *,
+    metrics: dict[str, float | int | None],
+    reasons: list[str],
+    failures: list[str],
+    pending: list[str],
+    has_stable: bool,
+) -> None:
+    cb, sb = s.canary_buckets, s.stable_buckets
+    for arm, buckets in (("canary", cb), ("stable", sb)):
+        for q in (0.5, 0.99):
+            value = histogram_quantile(q, buckets)
+            metrics[f"{arm}_{_q_label(q)}_ms"] = None if value is None else round(value * 1e3, 3)
+    canary_n = cb[-1][1] if cb else 0
+    # absolute p99 limit: fails only when the canary's p99 is shown above it
+    a_abs = limits.alpha * ALPHA_SHARES["latency_limit"]
+    limit_s = limits.max_p99_latency_ms / 1000.0
+    if canary_n:
+        low99 = quantile_bound(cb, 0.99, a_abs, "lower")
+        metrics["canary_p99_lower_ms"] = round(low99 * 1e3, 3)
+        if exceeds(cb, 0.99, limit_s, a_abs):
             failures.append(
-                f"canary p99 latency {p99:.1f} ms is above max-p99-latency-ms "
-                f"{limits.max_p99_latency_ms:g}"
+                f"canary p99 latency {metrics['canary_p99_ms']} ms is above max-p99-latency-ms "
+                f"{limits.max_p99_latency_ms:g} (shown at the {a_abs:.2g} level)"
             )
-        else:
-            reasons.append(f"canary p99 latency {p99:.1f} ms ≤ {limits.max_p99_latency_ms:g} ms")
-    min_samples = max(20, min(limits.min_requests, 100))
-    if len(s.canary_latencies) >= min_samples and len(s.stable_latencies) >= min_samples:
-        looks = s.latency_looks + 1
-        s = replace(s, latency_looks=looks)
-        scale = 1.0 + limits.max_latency_increase
-        floor = limits.min_latency_increase_ms
-        p_lat = mann_whitney_greater(
-            s.canary_latencies, [v * scale + floor for v in s.stable_latencies]
+    if not limits.quantiles:
+        return
+    a_q = limits.alpha * ALPHA_SHARES["latency"] / len(limits.quantiles) / 2
+    a_pass = limits.alpha / 2
+    floor = limits.min_latency_increase_ms
+    ok_ms = limits.max_p99_latency_ms / 5 if limits.latency_ok_ms is None else limits.latency_ok_ms
+    stable_n = sb[-1][1] if sb else 0
+    for q, own in limits.quantiles:
+        label = _q_label(q)
+        tolerance = limits.max_latency_increase if own is None else own
+        scale = 1.0 + tolerance
+        if not has_stable or not canary_n or not stable_n:
+            if has_stable:
+                pending.append(f"{label} latency within tolerance (no latencies measured yet)")
+            continue
+        c_low = quantile_bound(cb, q, a_q, "lower")
+        s_high = quantile_bound(sb, q, a_q, "upper")
+        c_high = quantile_bound(cb, q, a_pass, "upper")
+        s_low = quantile_bound(sb, q, a_pass, "lower")
+        c_low, c_high, s_low, s_high = (v * 1e3 for v in (c_low, c_high, s_low, s_high))
+        metrics[f"{label}_ratio_upper"] = (
+            None if math.isinf(c_high) or s_low <= 0 else round(c_high / s_low, 4)
         )
-        level = spent_alpha(limits.alpha * ALPHA_SHARES["latency"], looks)
-        metrics["latency_p_value"] = round(p_lat, 6)
-        if p_lat < level:
+        metrics[f"{label}_ratio_lower"] = (
+            None if math.isinf(s_high) or s_high <= 0 else round(c_low / s_high, 4)
+        )
+        if c_low > scale * s_high + floor:
             failures.append(
-                f"canary latency is more than {limits.max_latency_increase:.0%} "
-                f"(and {floor:g} ms) above stable (Mann-Whitney p={p_lat:.2g} < {level:.2g}; p50 "
-                f"{metrics['canary_p50_ms']} vs {metrics['stable_p50_ms']} ms)"
+                f"canary {label} latency is more than {tolerance:.0%} (and {floor:g} ms) above "
+                f"stable: at least {_fmt_ms(c_low)} ms against at most {_fmt_ms(s_high)} ms"
             )
-        else:
+            continue
+        if c_high <= scale * s_low + floor:
             reasons.append(
-                f"latency within {limits.max_latency_increase:.0%} of stable "
-                f"(Mann-Whitney p={p_lat:.2g})"
+                f"{label} latency within {tolerance:.0%} (+{floor:g} ms) of stable: at most "
+                f"{_fmt_ms(c_high)} ms against at least {_fmt_ms(s_low)} ms"
             )
-
-    # 4. predictions: paired (shadow) or distributions (canary)
-    if pairs is not None:
-        s = _paired(
-            s, pairs=pairs, limits=limits, metrics=metrics, reasons=reasons, failures=failures
-        )
-    else:
-        s = _distribution(s, limits, metrics, reasons, failures)
-
-    if failures:
-        return s, Measurement("fail", tuple(failures + reasons), metrics)
-    if pairs is not None and s.pairs < limits.min_requests:
-        needed = f"{s.pairs} of {limits.min_requests} requests paired by request id"
-        return s, Measurement("inconclusive", (f"too little traffic: {needed}", *reasons), metrics)
-    if not enough:
-        needed = f"{s.step_requests} of {limits.min_requests} requests on the canary in this step"
-        return s, Measurement("inconclusive", (f"too little traffic: {needed}", *reasons), metrics)
-    return s, Measurement("pass", tuple(reasons), metrics)
+        elif c_high <= ok_ms:
+            reasons.append(
+                f"{label} latency at most {_fmt_ms(c_high)} ms, within latency-ok-ms "
+                f"{ok_ms:g} (stable at least {_fmt_ms(s_low)} ms)"
+            )
+        else:
+            pending.append(
+                f"{label} latency ≤ {scale:g} x stable + {floor:g} ms (canary at most "
+                f"{_fmt_ms(c_high)} ms, stable at least {_fmt_ms(s_low)} ms)"
+            )
 
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def _score_vectors(s: JudgeState) -> tuple[list[float], list[float]] | None:
+    if not s.canary_scores or not s.stable_scores:
+        return None
+    bounds = sorted({bd for bd, _ in s.canary_scores} | {bd for bd, _ in s.stable_scores})
+    a = bucket_counts(add_buckets([(bd, 0) for bd in bounds], s.stable_scores))
+    b = bucket_counts(add_buckets([(bd, 0) for bd in bounds], s.canary_scores))
+    if sum(1 for x, y in zip(a, b, strict=True) if x + y > 0) < 2:
+        return None  # one bucket holds every score (e.g. a classifier without probabilities)
+    return a, b
+
+
 def _distribution(
     s: JudgeState,
     limits: Limits,
+    *,
     metrics: dict[str, float | int | None],
     reasons: list[str],
     failures: list[str],
+    pending: list[str],
 ) -> JudgeState:
-    if s.canary_classes and s.stable_classes:
+    checks: list[tuple[str, str, list[float], list[float]]] = []
+    if s.canary_classes or s.stable_classes:
         keys = sorted(set(s.canary_classes) | set(s.stable_classes))
         a = [float(s.stable_classes.get(k, 0)) for k in keys]
         b = [float(s.canary_classes.get(k, 0)) for k in keys]
-        what = "predicted classes"
-    elif s.canary_scores and s.stable_scores:
-        bounds = sorted({bd for bd, _ in s.canary_scores} | {bd for bd, _ in s.stable_scores})
-        a = bucket_counts(add_buckets([(bd, 0) for bd in bounds], s.stable_scores))
-        b = bucket_counts(add_buckets([(bd, 0) for bd in bounds], s.canary_scores))
-        what = "prediction scores"
-    else:
+        checks.append(("classes", "predicted classes", a, b))
+    scores = _score_vectors(s)
+    if scores is not None:
+        checks.append(("scores", "prediction scores", *scores))
+    if not checks or s.stable_requests <= 0:
         return s
-    if sum(a) < limits.min_requests or sum(b) < limits.min_requests:
+    ready = {c[0] for c in checks if min(sum(c[2]), sum(c[3])) >= MIN_PREDICTIONS}
+    if not ready:
+        pending.append(
+            f"prediction shift ≤ {limits.max_prediction_shift:g} (fewer than "
+            f"{MIN_PREDICTIONS} predictions on an arm)"
+        )
         return s
     looks = s.prediction_looks + 1
     s = replace(s, prediction_looks=looks)
-    shift = psi(a, b)
-    p_value = homogeneity_p(a, b)
-    level = spent_alpha(limits.alpha * ALPHA_SHARES["predictions"], looks)
-    metrics["prediction_psi"] = round(shift, 5)
-    metrics["prediction_p_value"] = round(p_value, 6)
-    if shift > limits.max_prediction_shift and p_value < level:
-        failures.append(
-            f"{what} shifted: PSI {shift:.3f} > max-prediction-shift "
-            f"{limits.max_prediction_shift:g} (chi-square p={p_value:.2g})"
-        )
-    else:
-        reasons.append(f"{what}: PSI {shift:.3f} (limit {limits.max_prediction_shift:g})")
+    z = normal_quantile(1.0 - spent_alpha(limits.alpha * ALPHA_SHARES["predictions"] / 2, looks))
+    z_pass = normal_quantile(1.0 - spent_alpha(limits.alpha, looks))
+    limit = limits.max_prediction_shift
+    for key, what, a, b in checks:
+        if key not in ready:
+            pending.append(f"{what}: shift ≤ {limit:g} (too few predictions)")
+            continue
+        shift = psi_estimate(a, b)
+        low, high = shift.corrected - z * shift.se, shift.corrected + z_pass * shift.se
+        metrics[f"{key}_psi"] = round(shift.raw, 5)
+        metrics[f"{key}_psi_corrected"] = round(shift.corrected, 5)
+        metrics[f"{key}_psi_upper"] = round(high, 5)
+        if key == "classes" or "prediction_psi" not in metrics:
+            metrics["prediction_psi"] = round(shift.corrected, 5)
+        if low > limit:
+            failures.append(
+                f"{what} shifted: PSI {shift.corrected:.3f} (bias-corrected; at least "
+                f"{low:.3f}) > max-prediction-shift {limit:g}"
+            )
+        elif high <= limit:
+            reasons.append(
+                f"{what}: PSI {shift.corrected:.3f}, at most {high:.3f} (limit {limit:g})"
+            )
+        else:
+            pending.append(
+                f"{what}: PSI ≤ {limit:g} (estimate {shift.corrected:.3f}, at most {high:.3f})"
+            )
     return s
 
 
@@ -489,6 +961,7 @@ def _paired(
     metrics: dict[str, float | int | None],
     reasons: list[str],
     failures: list[str],
+    pending: list[str],
 ) -> JudgeState:
     disagreements = s.disagreements
     abs_sum = s.abs_diff_sum
@@ -496,15 +969,21 @@ def _paired(
     for left, right in pairs:
         if numeric:
             try:
-                abs_sum += abs(float(left) - float(right))
+                diff = abs(float(left) - float(right))
             except (TypeError, ValueError):
                 disagreements += 1
+            else:
+                if math.isfinite(diff):
+                    abs_sum += diff
+                else:
+                    disagreements += 1
         elif str(left) != str(right):
             disagreements += 1
     s = replace(s, pairs=s.pairs + len(pairs), disagreements=disagreements, abs_diff_sum=abs_sum)
     metrics["paired_requests"] = s.pairs
     if s.pairs == 0:
         reasons.append("no requests paired by request id yet")
+        pending.append("shadow agreement (no pairs yet)")
         return s
     if numeric and limits.max_mean_abs_diff is not None:
         mad = s.abs_diff_sum / s.pairs
@@ -518,15 +997,27 @@ def _paired(
             reasons.append(f"mean absolute prediction difference {mad:.4g} over {s.pairs} pairs")
         return s
     share = s.disagreements / s.pairs
+    low = rate_bound(s.disagreements, s.pairs, limits.alpha * SHADOW_SHARE, "lower")
+    high = rate_bound(s.disagreements, s.pairs, limits.alpha, "upper")
     metrics["disagreement"] = round(share, 6)
     metrics["agreement"] = round(1.0 - share, 6)
-    if s.pairs >= limits.min_requests and share > limits.max_disagreement:
+    metrics["disagreement_upper"] = round(high, 6)
+    limit = limits.max_disagreement
+    if low > limit:
         failures.append(
-            f"shadow disagrees with stable on {share:.1%} of {s.pairs} paired requests "
-            f"(max-disagreement {limits.max_disagreement:.1%})"
+            f"shadow disagrees with stable on {share:.1%} of {s.pairs} paired requests (at "
+            f"least {low:.1%}; max-disagreement {limit:.1%})"
+        )
+    elif high <= limit:
+        reasons.append(
+            f"shadow agrees with stable on {1 - share:.1%} of {s.pairs} paired requests "
+            f"(disagreement at most {high:.1%})"
         )
     else:
-        reasons.append(f"shadow agrees with stable on {1 - share:.1%} of {s.pairs} paired requests")
+        pending.append(
+            f"shadow disagreement ≤ {limit:.1%} ({share:.1%} of {s.pairs} pairs, at most "
+            f"{high:.1%})"
+        )
     return s
 
 
@@ -545,7 +1036,7 @@ class AnalysisRun:
     """
 
     failure_limit: int = 0
-    inconclusive_limit: int = 0
+    inconclusive_limit: int | None = 0  # None: no limit (a step's max-intervals decides)
     consecutive_error_limit: int = 4
     failed: int = 0
     inconclusive: int = 0
@@ -571,7 +1062,7 @@ class AnalysisRun:
             return "error"
         if self.failed > self.failure_limit:
             return "failed"
-        if self.inconclusive > self.inconclusive_limit:
+        if self.inconclusive_limit is not None and self.inconclusive > self.inconclusive_limit:
             return "inconclusive"
         return "running"
 
@@ -593,3 +1084,66 @@ class AnalysisRun:
             f"{self.successful} passed, {self.failed} failed, {self.inconclusive} "
             f"inconclusive, {self.errors} errors"
         )
+
+
+# --------------------------------------------------------------------------------------
+# Steps: when one ends
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """How long a step (a canary weight, a blue/green preview, a shadow) lasts.
+
+    It passes once it has `min_intervals` intervals that were not error readings, has lasted
+    `duration` seconds, and its last measurement passed; it pauses for a decision when it has
+    had `max_intervals` intervals without passing (None: no limit but the analysis run's).
+    """
+
+    min_intervals: int = 1
+    max_intervals: int | None = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """What a step has seen so far."""
+
+    intervals: int = 0
+    valid: int = 0
+    last: Outcome = "inconclusive"
+    why: str = ""
+
+    def record(self, outcome: Outcome, reasons: Sequence[str] = ()) -> StepProgress:
+        why = self.why
+        if outcome != "pass" and reasons:
+            why = reasons[0]
+        return StepProgress(
+            intervals=self.intervals + 1,
+            valid=self.valid + (outcome != "error"),
+            last=outcome,
+            why=why,
+        )
+
+
+def step_decision(
+    policy: StepPolicy, progress: StepProgress, run: AnalysisRun, elapsed: float
+) -> tuple[StepAction, str]:
+    """After a measurement: roll back, pause, pass the step, or look once more."""
+    phase = run.phase
+    last = f"; last: {progress.why}" if progress.why else ""
+    if phase in ("failed", "error"):
+        return "failed", f"{run.explain()}{last}"
+    if phase == "inconclusive":
+        return "paused", f"{run.explain()}{last}"
+    if (
+        progress.last == "pass"
+        and progress.valid >= policy.min_intervals
+        and (elapsed >= policy.duration)
+    ):
+        return "pass", run.explain()
+    if policy.max_intervals is not None and progress.intervals >= policy.max_intervals:
+        return "paused", (
+            f"inconclusive after {progress.intervals} interval(s) (max-intervals "
+            f"{policy.max_intervals}){last}"
+        )
+    return "continue", ""

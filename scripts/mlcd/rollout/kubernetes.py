@@ -4,10 +4,14 @@ For `target: kubernetes` mlcd renders, for each deploy:
 - a `Rollout` whose strategy is `canary` (one `setWeight` + `pause` per step, a background
   analysis from the first step) or `blueGreen` (a preview service, pre-promotion analysis,
   `scaleDownDelaySeconds`);
-- an `AnalysisTemplate` whose Prometheus queries carry the judge's limits: error rate ≤
-  `max-error-rate`, p99 ≤ `max-p99-latency-ms`, and an inconclusive "too little traffic" metric
-  below `min-requests`, with the environment's failure-, inconclusive- and
-  consecutive-error-limits;
+- an `AnalysisTemplate` whose Prometheus queries carry the absolute limits as fixed
+  thresholds: error rate ≤ `max-error-rate`, p99 ≤ `max-p99-latency-ms`, and an inconclusive
+  "too little traffic" metric below `min-requests`, with the environment's failure-,
+  inconclusive- and consecutive-error-limits (a background analysis);
+- an `AnalysisTemplate` `<name>-judge` whose one metric is a Job running mlcd's own judge
+  (`python -m mlcd.rollout.watch`, i.e. `mlcd judge`) in the release's image against the
+  cluster's Prometheus: the canary step (or the blue/green promotion) waits for it, so the
+  step passes only when the judge shows the tolerances, as on the local target;
 - the `Service`s the strategy names (stable + canary, or active + preview).
 Every object is validated before it is written: the two Argo kinds against the JSON schemas
 kept in `mlcd/data/schemas/`, and the built-in kinds by the tests with kubernetes-validate.
@@ -30,6 +34,7 @@ from mlcd.errors import UserInputError
 from mlcd.evidence import StageOutcome
 from mlcd.rollout.gates import Release
 from mlcd.rollout.state import safe_name
+from mlcd.rollout.watch import METRIC_NAMES
 from mlcd.tools import kubectl
 
 ARGO_API = "argoproj.io/v1alpha1"
@@ -67,7 +72,10 @@ def analysis_template(
     window = _duration(max(interval, 30.0))
     limits = {
         "failureLimit": a.failure_limit,
-        "inconclusiveLimit": a.inconclusive_limit,
+        # no inconclusive-limit: a step's max-intervals is the limit, as on the local target
+        "inconclusiveLimit": (
+            a.max_intervals if a.inconclusive_limit is None else a.inconclusive_limit
+        ),
         "consecutiveErrorLimit": a.consecutive_error_limit,
     }
     every = _duration(interval)
@@ -127,6 +135,102 @@ def analysis_template(
     }
 
 
+def judge_template(
+    name: str,
+    project: str,
+    section: EnvironmentSection,
+    *,
+    image: str,
+    interval: float,
+    min_requests: int,
+    min_intervals: int,
+) -> dict[str, Any]:
+    """The AnalysisTemplate whose Job runs mlcd's judge for one step (docs/deploy.md)."""
+    a = section.analysis
+    k8s = section.kubernetes
+    pods = f'app_kubernetes_io_name="{safe_name(project)}",rollouts_pod_template_hash='
+    analysis = {
+        "max-error-rate": a.max_error_rate,
+        "max-p99-latency-ms": a.max_p99_latency_ms,
+        "max-prediction-shift": a.max_prediction_shift,
+        "max-latency-increase": a.max_latency_increase,
+        "min-latency-increase-ms": a.min_latency_increase_ms,
+        "latency-ok-ms": a.latency_ok_ms,
+        "max-error-rate-increase": a.max_error_rate_increase,
+        "quantiles": dict(a.quantiles),
+        "alpha": a.alpha,
+        "max-intervals": a.max_intervals,
+        "failure-limit": a.failure_limit,
+        "inconclusive-limit": a.inconclusive_limit,
+        "consecutive-error-limit": a.consecutive_error_limit,
+    }
+    command = [
+        "python",
+        "-m",
+        "mlcd.rollout.watch",
+        "--prometheus",
+        k8s.prometheus,
+        "--canary",
+        pods + '"{{args.canary-hash}}"',
+        "--stable",
+        pods + '"{{args.stable-hash}}"',
+        "--interval",
+        _duration(interval),
+        "--min-requests",
+        str(min_requests),
+        "--min-intervals",
+        str(min_intervals),
+        "--max-intervals",
+        str(a.max_intervals),
+        "--analysis",
+        json.dumps(analysis, sort_keys=True),
+    ]
+    deadline = round(interval * (a.max_intervals + 2) + 120)
+    job = {
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": deadline,
+        "template": {
+            "metadata": {"labels": _labels(project, "judge")},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": {"runAsNonRoot": True},
+                "containers": [
+                    {
+                        "name": "judge",
+                        "image": image,
+                        "command": command,
+                        "resources": {
+                            "requests": {"cpu": "50m", "memory": "128Mi"},
+                            "limits": {"memory": "512Mi"},
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            },
+        },
+    }
+    return {
+        "apiVersion": ARGO_API,
+        "kind": "AnalysisTemplate",
+        "metadata": {
+            "name": f"{name}-judge",
+            "namespace": k8s.namespace,
+            "labels": _labels(project, "analysis"),
+            "annotations": {"mlcd.dev/reads": ",".join(METRIC_NAMES)},
+        },
+        "spec": {
+            "args": [{"name": "canary-hash"}, {"name": "stable-hash"}],
+            "metrics": [
+                {"name": "mlcd-judge", "failureLimit": 0, "provider": {"job": {"spec": job}}}
+            ],
+        },
+    }
+
+
 def _service(
     name: str, namespace: str, labels: dict[str, str], selector: dict[str, str]
 ) -> dict[str, Any]:
@@ -165,9 +269,16 @@ def render(
         "app.kubernetes.io/name": labels["app.kubernetes.io/name"],
         "mlcd.dev/env": labels["mlcd.dev/env"],
     }
-    analysis_ref = {
+    analysis_ref: dict[str, Any] = {
         "templates": [{"templateName": f"{name}-analysis"}],
         "args": [{"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}],
+    }
+    judge_ref: dict[str, Any] = {
+        "templates": [{"templateName": f"{name}-judge"}],
+        "args": [
+            {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+            {"name": "stable-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
+        ],
     }
     if strategy == "canary":
         cfg = section.canary
@@ -175,10 +286,8 @@ def render(
         for weight in cfg.steps:
             if weight >= 100:
                 continue
-            steps += [
-                {"setWeight": weight},
-                {"pause": {"duration": _duration(cfg.interval * cfg.min_intervals)}},
-            ]
+            # the step lasts as long as mlcd's judge needs (min- to max-intervals)
+            steps += [{"setWeight": weight}, {"analysis": judge_ref}]
         strategy_spec: dict[str, Any] = {
             "canary": {
                 "stableService": f"{name}-stable",
@@ -189,6 +298,15 @@ def render(
         }
         services = [f"{name}-stable", f"{name}-canary"]
         template = analysis_template(name, project, section, cfg.interval, cfg.min_requests)
+        judged = judge_template(
+            name,
+            project,
+            section,
+            image=image,
+            interval=cfg.interval,
+            min_requests=cfg.min_requests,
+            min_intervals=cfg.min_intervals,
+        )
     else:
         bg = section.blue_green
         strategy_spec = {
@@ -196,12 +314,24 @@ def render(
                 "activeService": f"{name}-active",
                 "previewService": f"{name}-preview",
                 "autoPromotionEnabled": True,
-                "prePromotionAnalysis": analysis_ref,
+                "prePromotionAnalysis": {
+                    "templates": [*analysis_ref["templates"], *judge_ref["templates"]],
+                    "args": judge_ref["args"],
+                },
                 "scaleDownDelaySeconds": max(0, round(bg.scale_down_delay)),
             }
         }
         services = [f"{name}-active", f"{name}-preview"]
         template = analysis_template(name, project, section, bg.interval, bg.min_requests)
+        judged = judge_template(
+            name,
+            project,
+            section,
+            image=image,
+            interval=bg.interval,
+            min_requests=bg.min_requests,
+            min_intervals=max(1, round(bg.preview_duration / max(bg.interval, 0.001))),
+        )
     rollout = {
         "apiVersion": ARGO_API,
         "kind": "Rollout",
@@ -259,7 +389,7 @@ def render(
         },
     }
     svc = [_service(s, k8s.namespace, labels, selector) for s in services]
-    return [*svc, template, rollout]
+    return [*svc, template, judged, rollout]
 
 
 def schema(kind: str) -> dict[str, Any]:

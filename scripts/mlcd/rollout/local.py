@@ -21,7 +21,16 @@ from typing import Any, Literal
 from mlcd.config import EnvironmentSection
 from mlcd.errors import GateFailed, MlcdError
 from mlcd.evidence import utc_now
-from mlcd.rollout.judge import AnalysisRun, ArmWindow, JudgeState, Limits, Outcome, judge
+from mlcd.rollout.judge import (
+    AnalysisRun,
+    ArmWindow,
+    JudgeState,
+    Limits,
+    StepPolicy,
+    StepProgress,
+    judge,
+    step_decision,
+)
 from mlcd.rollout.loadgen import LoadGenerator
 from mlcd.rollout.metrics import (
     ArmReader,
@@ -98,6 +107,9 @@ def limits_for(section: EnvironmentSection, task: str, min_requests: int) -> Lim
         alpha=a.alpha,
         max_disagreement=section.shadow.max_disagreement,
         max_mean_abs_diff=mad if task == "regression" else None,
+        max_error_rate_increase=a.max_error_rate_increase,
+        quantiles=a.quantile_tolerances(),
+        latency_ok_ms=a.latency_ok_ms,
     )
 
 
@@ -305,14 +317,13 @@ class LocalController:
         min_intervals: int = 1,
     ) -> _Analysis:
         limits = limits_for(self.spec.section, self.spec.task, min_requests)
+        policy = StepPolicy(min_intervals, self.spec.section.analysis.max_intervals, duration)
+        progress = StepProgress()
         readers = (ArmReader(stable.port), ArmReader(candidate.port))
         started = time.monotonic()
         paired_ids: set[str] = set()
         used_ids: set[str] = set()
         baseline_ok = False
-        last: Outcome = "inconclusive"
-        why = ""
-        measured = 0
         while True:
             if not baseline_ok:
                 try:
@@ -335,9 +346,9 @@ class LocalController:
                 cand_window, cand_recent = self._read(readers[1], baseline_ok)
             except MetricsError as exc:
                 run = run.record("error")
+                progress = progress.record("error", [str(exc)])
                 self._measure("error", [str(exc)], {}, label)
                 baseline_ok = False
-                why = str(exc)
             else:
                 if like_for_like:
                     stable_window, cand_window = common_windows(
@@ -347,25 +358,18 @@ class LocalController:
                 judge_state, measurement = judge(
                     judge_state, stable_window, cand_window, limits, pairs=pairs
                 )
-                last = measurement.verdict
-                if measurement.verdict != "pass" and measurement.reasons:
-                    why = measurement.reasons[0]
                 run = run.record(measurement.verdict)
+                progress = progress.record(measurement.verdict, measurement.reasons)
                 self._measure(
                     measurement.verdict, list(measurement.reasons), dict(measurement.metrics), label
                 )
-            phase = run.phase
-            if phase in ("failed", "error"):
-                return _Analysis("failed", f"{run.explain()}; last: {why}", run, judge_state)
-            if phase == "inconclusive":
-                return _Analysis("paused", f"{run.explain()}; last: {why}", run, judge_state)
-            measured += 1
-            if (
-                last == "pass"
-                and measured >= min_intervals
-                and time.monotonic() - started >= duration
-            ):
-                return _Analysis("pass", run.explain(), run, judge_state)
+            action, explanation = step_decision(policy, progress, run, time.monotonic() - started)
+            if action == "failed":
+                return _Analysis("failed", explanation, run, judge_state)
+            if action == "paused":
+                return _Analysis("paused", explanation, run, judge_state)
+            if action == "pass":
+                return _Analysis("pass", explanation, run, judge_state)
 
     @staticmethod
     def _read(reader: ArmReader, baseline_ok: bool) -> tuple[ArmWindow, list[Recent]]:

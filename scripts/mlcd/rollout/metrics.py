@@ -3,16 +3,21 @@
 The model server (`mlcd serve`) exposes
 ``mlcd_requests_total{route,status}``, ``mlcd_request_duration_seconds_bucket{route,le}``,
 ``mlcd_predictions_total{class}``, ``mlcd_prediction_score_bucket{le}`` and
-``mlcd_model_info{name,version}`` on ``/metrics``, and
+``mlcd_model_info{name,version}`` (and, when the server exports it,
+``process_start_time_seconds``) on ``/metrics``, and
 ``GET /v1/recent-predictions?limit=N`` →
 ``{"predictions": [{"request_id", "predictions", "status", "latency_ms", "time"}]}``.
 A `Snapshot` is one reading of the counters; the difference of two is an `ArmWindow` for the
-judge. Parsing is pure; `ArmReader` does the HTTP, to 127.0.0.1 only.
+judge. A difference that makes no sense — a NaN or infinite reading, a counter that went down,
+a process start time that changed (the arm restarted), more errors than requests — is a
+`MetricsError`: an error reading, not a verdict. Parsing is pure; `ArmReader` does the HTTP, to
+127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import math
 import re
@@ -85,6 +90,10 @@ class Snapshot:
     classes: Mapping[str, float] = field(default_factory=dict)
     score_buckets: Mapping[float, float] = field(default_factory=dict)
     model_version: str | None = None
+    start_time: float | None = None
+
+
+START_TIME_NAMES = ("process_start_time_seconds", "mlcd_process_start_time_seconds")
 
 
 def snapshot(samples: Iterable[Sample]) -> Snapshot:
@@ -93,7 +102,11 @@ def snapshot(samples: Iterable[Sample]) -> Snapshot:
     classes: dict[str, float] = {}
     scores: dict[float, float] = {}
     version: str | None = None
+    start: float | None = None
     for s in samples:
+        if s.name in START_TIME_NAMES:
+            start = s.value if start is None else min(start, s.value)
+            continue
         if s.name == "mlcd_requests_total" and is_inference_route(s.labels.get("route", "")):
             requests += s.value
             if s.labels.get("status", "").startswith("5"):
@@ -111,7 +124,25 @@ def snapshot(samples: Iterable[Sample]) -> Snapshot:
             scores[bound] = scores.get(bound, 0.0) + s.value
         elif s.name == "mlcd_model_info" and s.value:
             version = s.labels.get("version")
-    return Snapshot(requests, errors, latency, classes, scores, version)
+    return Snapshot(requests, errors, latency, classes, scores, version, start)
+
+
+def snapshot_problems(snap: Snapshot) -> list[str]:
+    """Why one reading cannot be used (empty: it can)."""
+    out: list[str] = []
+    values = [snap.requests, snap.errors, *snap.classes.values()]
+    values += [*snap.latency_buckets.values(), *snap.score_buckets.values()]
+    if snap.start_time is not None:
+        values.append(snap.start_time)
+    if any(not math.isfinite(v) for v in values):
+        out.append("a NaN or infinite value in /metrics")
+    for name, buckets in (("latency", snap.latency_buckets), ("score", snap.score_buckets)):
+        counts = [buckets[b] for b in sorted(buckets)]
+        if any(b < a for a, b in itertools.pairwise(counts)):
+            out.append(f"{name} histogram buckets that are not cumulative")
+    if snap.errors > snap.requests:
+        out.append(f"more errors ({snap.errors:g}) than requests ({snap.requests:g})")
+    return out
 
 
 def _delta_buckets(
@@ -122,14 +153,57 @@ def _delta_buckets(
     )
 
 
+def _decreased(before: Mapping[Any, float], after: Mapping[Any, float]) -> bool:
+    return any(after.get(key, 0.0) < value for key, value in before.items())
+
+
 def window(before: Snapshot, after: Snapshot, latencies_ms: Sequence[float] = ()) -> ArmWindow:
-    """What happened between two snapshots; a counter going down means the arm restarted."""
-    if after.requests < before.requests or after.errors < before.errors:
-        raise MetricsError("request counters went down: the arm restarted between two readings")
+    """What happened between two snapshots.
+
+    Raises `MetricsError` (an error reading) when either reading is unusable, when the arm
+    restarted (its process start time changed, or a counter went down), or when the interval
+    has more errors than requests.
+    """
+    problems = snapshot_problems(before) + snapshot_problems(after)
+    if problems:
+        raise MetricsError(f"unusable metrics reading: {'; '.join(dict.fromkeys(problems))}")
+    if (
+        before.start_time is not None
+        and after.start_time is not None
+        and before.start_time != after.start_time
+    ):
+        raise MetricsError(
+            "the arm restarted between two readings (process start time "
+            f"{before.start_time:.0f} → {after.start_time:.0f})"
+        )
+    went_down = [
+        what
+        for what, old, new in (
+            ("requests", before.requests, after.requests),
+            ("errors", before.errors, after.errors),
+        )
+        if new < old
+    ]
+    if _decreased(before.latency_buckets, after.latency_buckets):
+        went_down.append("latency buckets")
+    if _decreased(before.classes, after.classes):
+        went_down.append("class counts")
+    if _decreased(before.score_buckets, after.score_buckets):
+        went_down.append("score buckets")
+    if went_down:
+        raise MetricsError(
+            f"counters went down ({', '.join(went_down)}): the arm restarted between two readings"
+        )
+    requests = round(after.requests - before.requests)
+    errors = round(after.errors - before.errors)
+    if errors > requests:
+        raise MetricsError(f"{errors} errors but {requests} requests in one interval")
+    if any(not math.isfinite(v) for v in latencies_ms):
+        raise MetricsError("a NaN or infinite latency in /v1/recent-predictions")
     classes = {k: max(0, round(v - before.classes.get(k, 0.0))) for k, v in after.classes.items()}
     return ArmWindow(
-        requests=round(after.requests - before.requests),
-        errors=round(after.errors - before.errors),
+        requests=requests,
+        errors=errors,
         latencies_ms=tuple(latencies_ms),
         latency_buckets=_delta_buckets(before.latency_buckets, after.latency_buckets),
         classes={k: v for k, v in classes.items() if v},
@@ -259,8 +333,9 @@ class ArmReader:
             raise MetricsError(f"GET /metrics on 127.0.0.1:{self.port} answered {status}")
         return snapshot(parse_prometheus(body.decode("utf-8", "replace")))
 
-    def read_recent(self) -> list[Recent]:
-        status, body = http_get(self.port, f"/v1/recent-predictions?limit={self.recent_limit}")
+    def read_recent(self, limit: int | None = None) -> list[Recent]:
+        wanted = self.recent_limit if limit is None else min(limit, self.recent_limit)
+        status, body = http_get(self.port, f"/v1/recent-predictions?limit={wanted}")
         if status != 200:
             raise MetricsError(
                 f"GET /v1/recent-predictions on 127.0.0.1:{self.port} answered {status}"
@@ -278,7 +353,11 @@ class ArmReader:
     def interval(self) -> tuple[ArmWindow, list[Recent]]:
         """What the arm did since the last reading, and every recent prediction it lists."""
         current = self.read_snapshot()
-        everything = self.read_recent()
+        # ask for what the interval can hold (its requests and a margin), not always the
+        # maximum: a busy arm's JSON of 1,000 records every interval slows it down
+        since = current.requests - (self.last.requests if self.last else 0.0)
+        wanted = self.recent_limit if not math.isfinite(since) else int(max(since, 0) * 1.5) + 50
+        everything = self.read_recent(wanted)
         recent = [r for r in everything if r.request_id not in self.seen]
         self.seen = {r.request_id for r in everything}
         before = self.last or Snapshot()

@@ -1,26 +1,63 @@
 """The nginx configuration of an environment's router (pure: text in, text out).
 
-One nginx per environment, with its own prefix folder, listens on 127.0.0.1:<port>:
-- `single`: every request to one arm (stable, or the new active after a blue/green switch);
-- `split`: weighted upstream servers for a canary step (nginx's smooth weighted round robin,
-  so a 10 % step sends exactly one request in ten); a failing arm is skipped by
-  ``proxy_next_upstream`` for requests not yet sent;
-- `mirror`: clients get the stable answer only; the idempotent inference routes
-  (``POST /predict`` and ``/v2/models/<name>/infer``) are copied to the shadow arm with
-  ``mirror``, whose answers are discarded.
+The router is two nginx instances under one prefix folder:
+- the client side (`render_front`) listens on 127.0.0.1:<port> and never reloads: it keeps
+  connections alive and answers pipelined requests, limits connections per client address
+  (one client's slow bodies cannot lock others out), times out slow headers and bodies,
+  takes request lines and headers up to the model server's 64 KiB, and answers its own
+  errors as JSON (`{"error": ...}`); every request goes on to
+- the routing side (`render_routes`), reloaded on every change, on a Unix socket the
+  client side opens one connection per request to (so a reload never races a kept-alive
+  client connection):
+  - `single`: every request to one arm (stable, or the new active after a blue/green
+    switch);
+  - `split`: weighted upstream servers for a canary step (nginx's smooth weighted round
+    robin, so a 10 % step sends exactly one request in ten); an inference request
+    (``POST /predict``, ``/v2/models/<name>/infer``: idempotent) that an arm failed before
+    answering is retried once on the other arm (``proxy_next_upstream ... non_idempotent``);
+  - `mirror`: clients get the stable answer only; the inference routes are copied to the
+    shadow arm with ``mirror``, whose answers are discarded and never retried.
 Every proxied request carries ``X-Request-ID``: the client's when it sent one, else nginx's
 ``$request_id``; the mirrored copy carries the same id, so the two arms' answers pair up.
+
+`render` returns both configurations in one text (`FRONT_MARKER` between them);
+`mlcd.tools.nginx` runs each as its own nginx.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mlcd.tools.nginx import FRONT_MARKER
+
 Mode = Literal["single", "split", "mirror"]
 INFERENCE_LOCATIONS = ("= /predict", r"~ ^/v2/models/[^/]+/infer$")
 MAX_BODY = "8m"
+MAX_HEADER = "64k"  # scripts/mlcd/serve/server.py: _MAX_HEAD_BYTES = 64 KiB
+HEADER_BUFFER = "8k"
+WORKERS = 2
+WORKER_CONNECTIONS = 8192
+FRONT_CONNECTIONS = 16384
+PER_CLIENT_CONNECTIONS = 512
+HEADER_TIMEOUT = "10s"
+BODY_TIMEOUT = "10s"
+_ERRORS = {
+    400: "bad request: the router could not parse it",
+    408: "the request (headers or body) did not arrive in time",
+    413: f"the request body is over the router's limit of {MAX_BODY}B",
+    414: f"the request line is over the router's limit of {MAX_HEADER}B",
+    429: f"too many connections from this address (at most {PER_CLIENT_CONNECTIONS} at once)",
+    494: f"a request header is over the router's limit of {MAX_HEADER}B",
+    500: "the router failed",
+    502: "no model server answered (the router tried the arms it has)",
+    503: "the model is not available",
+    504: "the model server did not answer in time",
+}
 
 
 @dataclass(frozen=True)
@@ -58,8 +95,52 @@ def _upstream(name: str, backends: tuple[Backend, ...]) -> list[str]:
     return lines
 
 
-def render(spec: RouterSpec, prefix: Path) -> str:
-    """The nginx.conf for `spec`, with every path under `prefix`."""
+def socket_path(prefix: Path) -> Path:
+    """Where the routing nginx listens for the front: a Unix socket in a folder every
+    nginx worker (they run as `nobody` under root) can reach, named after the prefix."""
+    digest = hashlib.sha256(str(prefix.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"mlcd-router-{digest}.sock"
+
+
+def _json_errors(statuses: tuple[int, ...], indent: str) -> list[str]:
+    """nginx's own error pages as the model server's JSON shape, `{"error": "..."}`."""
+    lines = [f"{indent}error_page {code} /_mlcd/error/{code};" for code in statuses]
+    for code in statuses:
+        shown = 400 if code == 494 else code
+        body = json.dumps({"error": _ERRORS[code]}).replace("'", "\\'")
+        lines += [
+            f"{indent}location = /_mlcd/error/{code} {{",
+            f"{indent}  internal;",
+            f"{indent}  default_type application/json;",
+            f"{indent}  return {shown} '{body}\\n';",
+            f"{indent}}}",
+        ]
+    return lines
+
+
+def _common_http(p: Path) -> list[str]:
+    return [
+        "  access_log off;",
+        "  server_tokens off;",
+        f"  client_body_temp_path {p}/scratch/body;",
+        f"  proxy_temp_path {p}/scratch/proxy;",
+        f"  fastcgi_temp_path {p}/scratch/fastcgi;",
+        f"  uwsgi_temp_path {p}/scratch/uwsgi;",
+        f"  scgi_temp_path {p}/scratch/scgi;",
+        # bodies stay in memory: workers never need to write under the prefix
+        f"  client_max_body_size {MAX_BODY};",
+        f"  client_body_buffer_size {MAX_BODY};",
+        "  proxy_max_temp_file_size 0;",
+        # the model server takes a request line and headers of up to 64 KiB: so does nginx
+        f"  client_header_buffer_size {HEADER_BUFFER};",
+        f"  large_client_header_buffers 4 {MAX_HEADER};",
+    ]
+
+
+def render_routes(spec: RouterSpec, prefix: Path) -> str:
+    """The routing nginx (reloaded on every change): arms, weights, mirror, retries. It
+    listens on `socket_path(prefix)` for the front only, one connection per request, so
+    a reload never closes a connection some client still means to use."""
     if not spec.primary:
         raise ValueError("a router needs at least one backend")
     if spec.mode == "mirror" and spec.shadow is None:
@@ -72,24 +153,14 @@ def render(spec: RouterSpec, prefix: Path) -> str:
     lines = [
         f"# Written by mlcd; rewritten on every change. {label_text}".rstrip(),
         f"# generation {spec.generation}: {spec.mode}: {spec.describe()}",
-        "worker_processes 1;",
+        f"worker_processes {WORKERS};",
         f"pid {p}/nginx.pid;",
         f"error_log {p}/logs/error.log warn;",
-        "events { worker_connections 2048; }",
+        f"events {{ worker_connections {WORKER_CONNECTIONS}; }}",
         "http {",
-        "  access_log off;",
-        "  server_tokens off;",
-        f"  client_body_temp_path {p}/scratch/body;",
-        f"  proxy_temp_path {p}/scratch/proxy;",
-        f"  fastcgi_temp_path {p}/scratch/fastcgi;",
-        f"  uwsgi_temp_path {p}/scratch/uwsgi;",
-        f"  scgi_temp_path {p}/scratch/scgi;",
-        # bodies stay in memory: workers never need to write under the prefix
-        f"  client_max_body_size {MAX_BODY};",
-        f"  client_body_buffer_size {MAX_BODY};",
-        "  proxy_max_temp_file_size 0;",
-        "  keepalive_timeout 0;  # see router docstring: reloads never race a kept-alive client",
-        "  keepalive_requests 100000;",
+        *_common_http(p),
+        # the front opens a new connection per request: nothing here is kept alive
+        "  keepalive_timeout 0;",
         '  map $http_x_request_id $mlcd_request_id { default $http_x_request_id; "" $request_id; }',
         *_upstream("mlcd_primary", spec.primary),
     ]
@@ -97,28 +168,33 @@ def render(spec: RouterSpec, prefix: Path) -> str:
         lines += _upstream("mlcd_shadow", (spec.shadow,))
     lines += [
         "  server {",
-        f"    listen 127.0.0.1:{spec.port};",
+        f"    listen unix:{socket_path(p)};",
         "    proxy_http_version 1.1;",
         '    proxy_set_header Connection "";',
         "    proxy_set_header Host $host;",
         "    proxy_set_header X-Request-ID $mlcd_request_id;",
         "    proxy_connect_timeout 2s;",
         "    proxy_read_timeout 60s;",
+        # a request an arm failed before answering goes to the other arm, once
         "    proxy_next_upstream error timeout;",
+        "    proxy_next_upstream_tries 2;",
+        *_json_errors((500, 502, 503, 504), "    "),
         "    location = /_mlcd/router {",
         "      default_type application/json;",
         f"      return 200 '{info}\\n';",
         "    }",
     ]
+    for where in INFERENCE_LOCATIONS:
+        lines += [
+            f"    location {where} {{",
+            # inference is idempotent (same rows, same answer): a POST the candidate failed
+            # before answering is retried on the stable arm, never on the shadow copy
+            "      proxy_next_upstream error timeout non_idempotent;",
+        ]
+        if spec.mode == "mirror":
+            lines += ["      mirror /_mlcd/mirror;", "      mirror_request_body on;"]
+        lines += ["      proxy_pass http://mlcd_primary;", "    }"]
     if spec.mode == "mirror":
-        for where in INFERENCE_LOCATIONS:
-            lines += [
-                f"    location {where} {{",
-                "      mirror /_mlcd/mirror;",
-                "      mirror_request_body on;",
-                "      proxy_pass http://mlcd_primary;",
-                "    }",
-            ]
         lines += [
             "    location = /_mlcd/mirror {",
             "      internal;",
@@ -138,3 +214,57 @@ def render(spec: RouterSpec, prefix: Path) -> str:
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_front(port: int, prefix: Path) -> str:
+    """The client-facing nginx on 127.0.0.1:<port>, which never reloads: keep-alive and
+    pipelining, a connection limit per client address, header and body timeouts, JSON
+    error pages; every request goes to the routing nginx."""
+    p = (prefix / "front").resolve()
+    lines = [
+        "# Written by mlcd: the router's client side (static; the routes are behind it).",
+        f"worker_processes {WORKERS};",
+        f"worker_rlimit_nofile {4 * FRONT_CONNECTIONS};",
+        f"pid {p}/nginx.pid;",
+        f"error_log {p}/logs/error.log warn;",
+        f"events {{ worker_connections {FRONT_CONNECTIONS}; }}",
+        "http {",
+        *_common_http(p),
+        f"  client_header_timeout {HEADER_TIMEOUT};",
+        f"  client_body_timeout {BODY_TIMEOUT};",
+        "  send_timeout 30s;",
+        "  reset_timedout_connection on;",
+        "  keepalive_timeout 65s;",
+        "  keepalive_requests 10000;",
+        "  limit_conn_zone $binary_remote_addr zone=mlcd_per_client:4m;",
+        "  limit_conn_status 429;",
+        "  limit_conn_log_level warn;",
+        '  map $http_x_request_id $mlcd_request_id { default $http_x_request_id; "" $request_id; }',
+        "  upstream mlcd_routes {",
+        f"    server unix:{socket_path(prefix)} max_fails=0;",
+        "  }",
+        "  server {",
+        f"    listen 127.0.0.1:{port} backlog=4096;",
+        f"    limit_conn mlcd_per_client {PER_CLIENT_CONNECTIONS};",
+        "    proxy_http_version 1.1;",
+        '    proxy_set_header Connection "";',
+        "    proxy_set_header Host $host;",
+        "    proxy_set_header X-Request-ID $mlcd_request_id;",
+        "    proxy_connect_timeout 2s;",
+        "    proxy_read_timeout 75s;",
+        "    proxy_next_upstream off;",
+        *_json_errors((400, 408, 413, 414, 429, 494, 500, 502, 503, 504), "    "),
+        "    location / {",
+        "      proxy_pass http://mlcd_routes;",
+        "    }",
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render(spec: RouterSpec, prefix: Path) -> str:
+    """The router's configuration for `spec`, every path under `prefix`: the routing
+    nginx's config, then `FRONT_MARKER`, then the client-facing one's
+    (`mlcd.tools.nginx.split_config` separates them; each runs as its own nginx)."""
+    return render_routes(spec, prefix) + FRONT_MARKER + "\n" + render_front(spec.port, prefix)

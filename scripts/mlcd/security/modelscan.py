@@ -8,7 +8,10 @@ loading it.
   as PyTorch checkpoints, and pickles hidden in zip members or NumPy object arrays): read
   opcode by opcode (`picklescan`), every imported global checked against `allowlist`.
 
-A file that cannot be read, or ends early, is a finding, never a crash.
+A file that cannot be read, or ends early, is a finding, never a crash; so is a zip member
+that is encrypted, damaged (CRC, headers), compressed by a method zipfile cannot read, an
+archive or compressed stream itself (nested containers are not unpacked), or over
+`MAX_MEMBER_BYTES`. Each such finding names the file and the member (`file!member`).
 """
 
 from __future__ import annotations
@@ -146,7 +149,97 @@ def _is_pickle_start(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
-def _scan_zip(path: Path, shown: str) -> list[Finding]:
+# An archive or compressed stream inside a zip member: mlcd does not unpack nested
+# containers, so their content is unknown (magic numbers long enough that raw tensor
+# bytes practically never match them).
+_NESTED_MAGIC = (
+    (b"PK\x03\x04", "a zip archive"),
+    (b"PK\x05\x06", "a zip archive"),
+    (b"\x1f\x8b\x08", "a gzip stream"),
+    (b"\xfd7zXZ\x00", "an xz stream"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7z archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+)
+_NESTED_SUFFIXES = (".zip", ".npz", ".7z", ".rar", ".tar", ".tgz", ".gz", ".bz2", ".xz")
+MAX_MEMBER_BYTES = 8 << 30
+"""A zip member that says it unpacks to more than this is not read (a zip bomb, or a file
+no scikit-learn model needs); it is reported as unreadable."""
+_ENCRYPTED = 0x1
+
+
+def _nested_kind(name: str, head: bytes) -> str:
+    for magic, kind in _NESTED_MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head.startswith(b"BZh") and head[3:4].isdigit() and head[4:10] == b"1AY&SY":
+        return "a bzip2 stream"
+    if name.lower().endswith(_NESTED_SUFFIXES):
+        return "an archive (by its name)"
+    return ""
+
+
+def _unreadable_member(shown: str, where: str, why: str) -> Finding:
+    return _finding(RULE_UNREADABLE, "HIGH", f"{where}: {why}, so its content is unknown", shown)
+
+
+def _scan_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, shown: str, where: str, max_bytes: int
+) -> list[Finding]:
+    if info.flag_bits & _ENCRYPTED:
+        return [_unreadable_member(shown, where, "the member is encrypted")]
+    if info.file_size > max_bytes:
+        return [
+            _unreadable_member(
+                shown,
+                where,
+                f"the member unpacks to {info.file_size} bytes, over the {max_bytes}-byte limit",
+            )
+        ]
+    with archive.open(info) as member:
+        head = member.read(16)
+    kind = _nested_kind(info.filename, head)
+    if kind:
+        return [_unreadable_member(shown, where, f"the member is {kind} inside the archive")]
+    with archive.open(info) as member:
+        if _is_pickle_start(head) or info.filename.endswith((".pkl", ".pickle")):
+            return _scan_pickle_stream(member, shown, where)
+        if head.startswith(b"\x93NUMPY"):
+            return _scan_npy(member, shown, where)
+        return _scan_if_pickle(member, shown, where)
+
+
+def _scan_if_pickle(stream: Readable, shown: str, where: str) -> list[Finding]:
+    """A member of no known kind (tensor storage, text, …) may still be a protocol 0/1
+    pickle, which has no magic number: walk it, and report what it imports when it reads
+    as a whole pickle. Bytes that are not a pickle are not a finding."""
+    try:
+        result = walk(stream)
+    except PickleReadError:
+        return []
+    static = {i.qualified for i in result.imports if not i.dynamic}
+    dynamic = {i.qualified for i in result.imports if i.dynamic}
+    return _global_findings(static, dynamic, shown, where)
+
+
+_MEMBER_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    NotImplementedError,  # a compression method zipfile cannot read
+    RuntimeError,  # zipfile's "encrypted, password required" (flag set in the local header)
+    OSError,
+    EOFError,
+    ValueError,
+    struct.error,
+    OverflowError,
+    MemoryError,
+)
+
+
+def _scan_zip(path: Path, shown: str, *, max_bytes: int = MAX_MEMBER_BYTES) -> list[Finding]:
+    """Every member of a zip container, each on its own: an unreadable member (encrypted,
+    damaged, compressed in a way zipfile cannot read, nested, over-size) is a HIGH finding
+    naming the file and the member, and the other members are still read."""
     findings: list[Finding] = []
     try:
         with zipfile.ZipFile(path) as archive:
@@ -154,21 +247,22 @@ def _scan_zip(path: Path, shown: str) -> list[Finding]:
                 if info.is_dir():
                     continue
                 where = f"{shown}!{info.filename}"
-                with archive.open(info) as member:
-                    head = member.read(8)
-                with archive.open(info) as member:
-                    if _is_pickle_start(head) or info.filename.endswith((".pkl", ".pickle")):
-                        findings += _scan_pickle_stream(member, shown, where)
-                    elif head.startswith(b"\x93NUMPY"):
-                        findings += _scan_npy(member, shown, where)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+                try:
+                    findings += _scan_member(archive, info, shown, where, max_bytes)
+                except _MEMBER_ERRORS as exc:
+                    findings.append(
+                        _unreadable_member(shown, where, f"the member cannot be read ({exc})")
+                    )
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error) as exc:
         findings.append(
             _finding(RULE_UNREADABLE, "HIGH", f"{shown}: damaged zip container ({exc})", shown)
         )
     return findings
 
 
-def _scan_skops(path: Path, shown: str, trusted: Iterable[str] = ()) -> list[Finding]:
+def _scan_skops(
+    path: Path, shown: str, max_bytes: int, trusted: Iterable[str] = ()
+) -> list[Finding]:
     try:
         import skops.io as sio
 
@@ -204,8 +298,9 @@ def _scan_skops(path: Path, shown: str, trusted: Iterable[str] = ()) -> list[Fin
                 name,
             )
         )
-    # a skops file holds JSON and .npy members; a pickle in it is never legitimate
-    findings += [f for f in _scan_zip(path, shown) if f.id != RULE_UNREADABLE]
+    # a skops file holds JSON and .npy members; a pickle in it is never legitimate, and a
+    # member skops did not need (encrypted, nested, damaged) is still unknown content
+    findings += _scan_zip(path, shown, max_bytes=max_bytes)
     return findings
 
 
@@ -270,14 +365,37 @@ class _ZlibStream:
 
 
 def scan_model_file(
-    path: Path, *, shown: str | None = None, trusted: Iterable[str] = ()
+    path: Path,
+    *,
+    shown: str | None = None,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    trusted: Iterable[str] = (),
 ) -> list[Finding]:
     """Every finding for one model file (empty: nothing it imports is a concern).
 
-    `trusted`: skops types the project trusts besides mlcd's list (its own classes, its
-    `model.trusted-types`); a dangerous callable is reported even when it is on it.
-    """
+    Never raises for what the file holds: content the scanner cannot read to the end is a
+    HIGH finding that names the file (and the archive member). `trusted`: skops types the
+    project trusts besides mlcd's list (its own classes, its `model.trusted-types`); a
+    dangerous callable is reported even when it is on it."""
     label = shown or str(path)
+    try:
+        return _scan_file(path, label, max_member_bytes, trusted)
+    except RecursionError:
+        return [_finding(RULE_UNREADABLE, "HIGH", f"{label}: nested too deeply to read", label)]
+    except Exception as exc:  # noqa: BLE001 - hostile input must never crash the scan
+        return [
+            _finding(
+                RULE_UNREADABLE,
+                "HIGH",
+                f"{label}: the scanner could not read it ({type(exc).__name__}: {exc})",
+                label,
+            )
+        ]
+
+
+def _scan_file(
+    path: Path, label: str, max_bytes: int, trusted: Iterable[str] = ()
+) -> list[Finding]:
     try:
         with path.open("rb") as handle:
             head = handle.read(8)
@@ -287,8 +405,8 @@ def scan_model_file(
         return [_finding(RULE_UNREADABLE, "HIGH", f"{label}: the file is empty", label)]
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         if path.suffix == ".skops" or _has_member(path, "schema.json"):
-            return _scan_skops(path, label, trusted)
-        return _scan_zip(path, label)
+            return _scan_skops(path, label, max_bytes, trusted)
+        return _scan_zip(path, label, max_bytes=max_bytes)
     if head.startswith(b"\x93NUMPY"):
         with path.open("rb") as handle:
             return _scan_npy(handle, label, label)
@@ -305,5 +423,5 @@ def _has_member(path: Path, name: str) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             return name in archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError, struct.error):
         return False

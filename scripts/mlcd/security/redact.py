@@ -37,3 +37,57 @@ def redact(text: str) -> str:
     if len(out) > MAX_MATCH:
         out = out[: MAX_MATCH - 1] + "…"
     return out
+
+
+# Parameter names whose values are secrets whatever they look like.
+_SECRET_NAME = re.compile(
+    r"(?i)(token|secret|passw|api[_-]?key|access[_-]?key|credential|auth|private[_-]?key)"
+)
+
+
+def _looks_secret(value: str) -> bool:
+    return any(pattern.search(value) for pattern, _ in _TOKENS)
+
+
+def _mask_value(value: str) -> str:
+    for pattern, keep in _TOKENS:
+        if pattern.search(value):
+            return pattern.sub(_masker(keep), value)
+    return "****"
+
+
+def secret_values(params: object, *, named: bool = False) -> list[str]:
+    """The string values in `params` (nested mappings and lists too) that are secrets: under
+    a secret-looking name (`token`, `password`, `api_key`, …) or shaped like one."""
+    found: list[str] = []
+    if isinstance(params, dict):
+        for key, value in params.items():
+            found += secret_values(value, named=named or bool(_SECRET_NAME.search(str(key))))
+    elif isinstance(params, list | tuple):
+        for value in params:
+            found += secret_values(value, named=named)
+    elif isinstance(params, str) and params and (named or _looks_secret(params)):
+        found.append(params)
+    return found
+
+
+def redact_params(params: object, *, named: bool = False) -> object:
+    """`params` with every secret value masked (same structure), for files and messages."""
+    if isinstance(params, dict):
+        return {
+            key: redact_params(value, named=named or bool(_SECRET_NAME.search(str(key))))
+            for key, value in params.items()
+        }
+    if isinstance(params, list | tuple):
+        return [redact_params(value, named=named) for value in params]
+    if isinstance(params, str) and params and (named or _looks_secret(params)):
+        return _mask_value(params)
+    return params
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with each of `secrets` masked wherever it appears (longest first), keeping
+    everything else (paths, numbers) as it is."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, _mask_value(secret))
+    return text

@@ -19,23 +19,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-# Request latency buckets, seconds: 0.5 ms to 10 s.
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+# Renard's R40 series: 40 preferred numbers a decade, at most 6.7 % apart, holding 1, 2, 2.5 and
+# 5 (so the usual limits such as 50 ms are bucket bounds and the judge tests them exactly).
+R40: tuple[float, ...] = (
+    1.0, 1.06, 1.12, 1.18, 1.25, 1.32, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.12,
+    2.24, 2.36, 2.5, 2.65, 2.8, 3.0, 3.15, 3.35, 3.55, 3.75, 4.0, 4.25, 4.5, 4.75,
+    5.0, 5.3, 5.6, 6.0, 6.3, 6.7, 7.1, 7.5, 8.0, 8.5, 9.0, 9.5,
+)  # fmt: skip
+
+
+def _latency_buckets() -> tuple[float, ...]:
+    out = [float(f"{m * 10.0**e:.6g}") for e in range(-4, 1) for m in R40]
+    return (*out, 10.0)
+
+
+# Request latency buckets, seconds: 0.1 ms to 10 s, R40 (fine enough for the judge's
+# confidence bounds on latency quantiles against a 20 % tolerance; docs/deploy.md).
+LATENCY_BUCKETS: tuple[float, ...] = _latency_buckets()
 SCORE_BUCKETS_PROBA: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(1, 21))
 STATUSES: tuple[int, ...] = (200, 400, 404, 405, 408, 411, 413, 415, 422, 431, 500, 503)
 OTHER_STATUS = "other"

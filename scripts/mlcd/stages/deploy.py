@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mlcd import releases
 from mlcd.config import EnvironmentSection
 from mlcd.context import Command, Context
 from mlcd.errors import UserInputError
@@ -202,6 +203,12 @@ def _deploy_body(
     section = env_section(ctx, env)
     chosen = strategy or section.strategy
     registry = open_registry(ctx.loaded)
+    if ctx.bundle.read("release") is None:
+        # a deploy of an existing release (workflow_dispatch): the newest that passed every
+        # `requires:` unless named, with its evidence (held-out rows, verdict, scan)
+        release_arg = release_arg or releases.default_version(registry, section.requires)
+        if release_arg and releases.SEMVER.match(release_arg):
+            releases.restore_evidence(registry, release_arg, ctx.bundle.root)
     release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, release_arg)
     report = gates.check(release, env, section.requires)
     details: dict[str, Any] = {
@@ -280,7 +287,8 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
         "--release",
         metavar="VERSION",
         default=None,
-        help="the release to deploy (default: the run's release, else the newest released version)",
+        help="the release to deploy (default: the run's release, else the newest release that "
+        "passed every `requires:` of ENV)",
     )
 
 
@@ -430,8 +438,9 @@ DEPLOY = Command(
     "it was live and healthy in every environment of `requires:`), take the environment's "
     "lock and roll the release out by its strategy. Every analysis interval the judge compares "
     "the candidate with the stable version on errors, latency and predictions; a failed "
-    "analysis rolls back by itself (exit 1), an inconclusive one past inconclusive-limit "
-    "pauses for `mlcd promote` / `mlcd abort` (exit 1, 'paused'). " + _ENV_HELP,
+    "analysis rolls back by itself (exit 1); a step passes only when the judge shows the "
+    "candidate within its tolerances, else it is extended up to analysis.max-intervals and "
+    "then pauses for `mlcd promote` / `mlcd abort` (exit 1, 'paused'). " + _ENV_HELP,
     example="mlcd deploy staging\nmlcd deploy production --strategy blue-green --release 0.1.3",
     add_arguments=_deploy_arguments,
     run=_deploy_run,

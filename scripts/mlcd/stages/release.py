@@ -41,6 +41,7 @@ from mlcd.registry import (
 from mlcd.stages.train import train_paths
 from mlcd.tools import docker
 from mlcd.tools import registry as oci
+from mlcd.tools.git import head_sha
 
 STAGE = "release"
 _EXCLUDE_TOP = {"release"}
@@ -148,6 +149,48 @@ def _already(release: releases.Release, wanted: str | None) -> StageOutcome:
 _MAX_SKIPPED = 100
 
 
+def _take_version(
+    ctx: Context,
+    registry: ModelRegistry,
+    name: str,
+    known: list[releases.Release],
+    wanted: str | None,
+) -> tuple[str, list[str]]:
+    """The release version, taken atomically (`registry.claim_release`) before anything is
+    pushed: `wanted`, or the next patch after the highest release. An automatic version that
+    is taken (by a release job running at the same time, or as an image tag this registry
+    does not know) moves on to the next patch; a taken `wanted` is an error. A version is
+    never overwritten. Returns the version and the ones skipped, with why."""
+    version = wanted or releases.next_version(registry, known=known)
+    releases.parse_version(version)
+    recorded = {release.version: release for release in known}
+    skipped: list[str] = []
+    commit = head_sha(ctx.loaded.root)
+    for _attempt in range(_MAX_SKIPPED):
+        if version in recorded:
+            why = f"release {version} exists already ({recorded[version].image})"
+        elif (tagged := oci.tag_digest(name, version)) is not None:
+            why = (
+                f"the image registry already has {name}:{version} ({tagged}), which this model "
+                f"registry ({registry.location}) does not know"
+            )
+        elif registry.claim_release(version, commit=commit):
+            return version, skipped
+        else:
+            why = f"another release took {version} first ({registry.location})"
+        if wanted:
+            raise UserInputError(
+                f"{why}; a version is never overwritten",
+                hint=f"leave out --version for the next free patch after {version}",
+            )
+        skipped.append(f"{version} ({why})")
+        version = releases.bump(version)
+    raise UserInputError(
+        f"no free release version after {len(skipped)} tries (the last: {skipped[-1]})",
+        hint="pass --version with an unused version",
+    )
+
+
 def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     build, model_version = _gates(ctx)
     registry = open_registry(ctx.loaded)
@@ -162,36 +205,14 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
             f"the built image {image_id[:19]}… is not on this Docker engine",
             hint="run `mlcd build` again with the same --out",
         )
-    existing = releases.find_by_image(registry, image_id)
+    known = releases.all_releases(registry)  # the registry, listed once for this command
+    existing = releases.find_by_image(registry, image_id, known=known)
     if existing is not None:
         return _already(existing, args.version)
     registered_how = ""
     if model_version is None:
         model_version, registered_how = _register(ctx, registry)
-    version = args.version or releases.next_version(registry)
-    releases.parse_version(version)
-    for release in releases.all_releases(registry):
-        if release.version == version:
-            raise UserInputError(
-                f"release {version} exists already ({release.image}); a version is never "
-                "overwritten",
-                hint=f"leave out --version for the next patch ({releases.next_version(registry)})",
-            )
-    taken = oci.tag_digest(name, version)
-    skipped: list[str] = []
-    while taken is not None and not args.version and len(skipped) < _MAX_SKIPPED:
-        # An automatic version whose tag another registry already used (another clone, a
-        # deleted registry folder) moves on to the next free patch instead of overwriting.
-        skipped.append(version)
-        major, minor, patch = releases.parse_version(version)
-        version = f"{major}.{minor}.{patch + 1}"
-        taken = oci.tag_digest(name, version)
-    if taken is not None:
-        raise UserInputError(
-            f"the image registry already has {name}:{version} ({taken}), which this model "
-            f"registry ({registry.location}) does not know; a version is never overwritten",
-            hint="pass --version with an unused version, or use the registry that released it",
-        )
+    version, skipped = _take_version(ctx, registry, name, known, args.version)
 
     folder = ctx.bundle.stage_dir(STAGE)
     ctx.progress("packing the evidence bundle")
@@ -236,17 +257,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     reasons = [
         f"pushed {ref} and pulled it back by digest {manifest}",
         *([registered_how] if registered_how else []),
-        *(
-            [
-                (
-                    f"skipped {', '.join(skipped)}: the image registry already has "
-                    f"{'that tag' if len(skipped) == 1 else 'those tags'} from images this "
-                    "model registry does not know (a version is never overwritten)"
-                )
-            ]
-            if skipped
-            else []
-        ),
+        *([f"skipped {'; '.join(skipped)} (a version is never overwritten)"] if skipped else []),
         f"model version {model_version} in the registry ({registry.location})",
         f"evidence bundle {evidence_digest} ({tarball.stat().st_size} bytes) stored at {stored}",
     ]

@@ -41,6 +41,7 @@ _SKIP_GLOBS = (
     "**/.ruff_cache",
     "**/.pytest_cache",
     "**/.tox",
+    "**/.mlcd-kit",  # mlcd itself, checked out by the workflows beside the project (docs/github.md)
 )
 _LISTED = 25
 
@@ -573,9 +574,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image",
         metavar="REF",
-        default=os.environ.get("MLCD_IMAGE") or None,
+        # not MLCD_IMAGE: that is the image *name* builds use (the workflow sets it for every
+        # job), not a reference to scan; the build's record names the image it made
+        default=None,
         help="the image to scan, from the local Docker engine (default: the one `mlcd build` "
-        "recorded; env MLCD_IMAGE)",
+        "recorded in the run folder)",
     )
     parser.add_argument(
         "--no-image", action="store_true", help="do not scan an image even if one was built"

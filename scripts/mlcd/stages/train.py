@@ -22,9 +22,10 @@ from typing import Any
 
 from mlcd import __version__, entrypoint, inputschema, modelio, projectcode
 from mlcd.context import Command, Context
-from mlcd.errors import GateFailed, UserInputError
+from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
 from mlcd.registry import open_registry
+from mlcd.security import redact
 
 STAGE = "train"
 MODEL_FILE = "model.skops"
@@ -183,7 +184,7 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
             "features": schema,
             "input": input_meta,
             "classes": [_label(c) for c in classes] if classes is not None else None,
-            "params": dict(cfg.params),
+            "params": redact.redact_params(dict(cfg.params)),
             "seeded_params": seeded,
             "data": cfg.data,
             "data_sha256": data_sha256,
@@ -306,10 +307,25 @@ def _label(value: Any) -> Any:
     return item() if callable(item) else value
 
 
+def _redacted_errors(ctx: Context, *, reuse: bool) -> StageOutcome:
+    """The body, with secrets from model.params masked in any error it raises (the
+    message is printed and written into train/result.json)."""
+    secrets = redact.secret_values(dict(ctx.config.model.params))
+    try:
+        return _body(ctx, reuse=reuse)
+    except MlcdError as exc:
+        if secrets:
+            exc.message = redact.scrub(exc.message, secrets)
+            exc.args = (exc.message,)
+            exc.problems = [redact.scrub(p, secrets) for p in exc.problems]
+            exc.hint = redact.scrub(exc.hint, secrets) if exc.hint else exc.hint
+        raise
+
+
 def stage(ctx: Context, *, reuse: bool | None = None) -> StageResult:
     if reuse is None:
         reuse = os.environ.get("MLCD_REUSE", "").lower() in ("1", "true", "yes")
-    return ctx.run_stage(STAGE, lambda: _body(ctx, reuse=reuse))
+    return ctx.run_stage(STAGE, lambda: _redacted_errors(ctx, reuse=reuse))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

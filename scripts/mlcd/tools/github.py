@@ -70,6 +70,7 @@ class GitHub:
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     clock: Callable[[], float] = field(default=time.time, repr=False)
     log: Callable[[str], None] = field(default=lambda _m: None, repr=False)
+    _login: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.api_url = self.api_url.rstrip("/")
@@ -411,15 +412,44 @@ class GitHub:
 
     # ------------------------------------------------------------------ PR comments
 
+    def identity(self) -> str:
+        """The login the token writes as. An Actions installation token (ghs_…, what
+        GITHUB_TOKEN is) writes as github-actions[bot] and may not read /user; any other
+        token is asked once (GET /user)."""
+        if self._login is None:
+            if self.token.startswith("ghs_"):
+                self._login = "github-actions[bot]"
+            else:
+                self._login = str(self.get_json("/user").get("login") or "")
+        return self._login
+
+    def create_tag(self, tag: str, sha: str) -> bool:
+        """Create `refs/tags/<tag>` at commit `sha`, atomically: True when this call made it,
+        False when the tag exists already (another run took it; never moved)."""
+        try:
+            self.request(
+                "POST",
+                self.repo_path("git/refs"),
+                json_body={"ref": f"refs/tags/{tag}", "sha": sha},
+            )
+        except GitHubApiError as exc:
+            if exc.status == 422 and "already exists" in str(exc).lower():
+                return False
+            raise
+        return True
+
     def upsert_comment(self, number: int, body: str, *, marker: str) -> tuple[dict[str, Any], bool]:
-        """Update the comment holding `marker` on issue/PR `number`, or create it.
+        """Update the comment holding `marker` that this token wrote on issue/PR `number`, or
+        create it. A comment somebody else wrote is never touched, marker or not.
 
         Returns the comment and whether it was created.
         """
         if marker not in body:
             body = f"{marker}\n{body}"
+        me = self.identity()
         for comment in self.paginate(self.repo_path(f"issues/{number}/comments")):
-            if marker in str(comment.get("body", "")):
+            author = str((comment.get("user") or {}).get("login", ""))
+            if marker in str(comment.get("body", "")) and author == me:
                 updated: dict[str, Any] = self.request(
                     "PATCH",
                     self.repo_path(f"issues/comments/{comment['id']}"),

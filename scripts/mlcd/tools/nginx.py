@@ -3,12 +3,18 @@
 `nginx -p PREFIX -c PREFIX/nginx.conf` runs with everything (pid, logs, temp folders) under
 PREFIX; changes are applied with `nginx -s reload`, which starts new workers with the new
 configuration and lets the old ones finish their requests (no request is dropped).
+
+A configuration may carry a second, client-side one after `FRONT_MARKER` (see
+`mlcd.rollout.router`): that one runs as its own nginx under PREFIX/front, is started once
+and reloaded only when its text changes, so that clients' kept-alive connections never see
+the routing side's reloads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +26,16 @@ INSTALL_HINT = (
     "install Debian's nginx: sudo apt-get install nginx (or sudo bash scripts/setup/apt.sh); "
     "mlcd runs its own nginx processes and does not touch the system's nginx service"
 )
+
+
+FRONT_MARKER = "# ---- mlcd router: client side ----"
+_UNIX_LISTEN = re.compile(r"^\s*listen unix:(\S+);", re.MULTILINE)
+
+
+def split_config(text: str) -> tuple[str, str | None]:
+    """The routing configuration and the client-side one (None when there is none)."""
+    routes, marker, front = text.partition(FRONT_MARKER + "\n")
+    return (routes, front) if marker else (text, None)
 
 
 def program() -> str:
@@ -40,6 +56,7 @@ class Nginx:
         self.pidfile = self.prefix / "nginx.pid"
         self.error_log = self.prefix / "logs" / "error.log"
         self._retiring: set[int] = set()  # workers of earlier configurations
+        self.front: Nginx | None = None  # the client side, when the config has one
 
     def _argv(self, *extra: str) -> list[str]:
         return [
@@ -88,10 +105,29 @@ class Nginx:
         return pid if b"nginx" in cmdline and b"master" in cmdline else None
 
     def running(self) -> bool:
-        return self.master_pid() is not None
+        """The nginx (and its client side, once it has one) is running."""
+        if self.master_pid() is None:
+            return False
+        front = self._front_instance()
+        return not front.conf.is_file() or front.master_pid() is not None
+
+    def _front_instance(self) -> Nginx:
+        if self.front is None:
+            self.front = Nginx(self.prefix / "front")
+        return self.front
 
     def apply(self, text: str) -> None:
-        """Write the configuration and start nginx, or reload it gracefully."""
+        """Write the configuration and start nginx, or reload it gracefully; a client side
+        (after FRONT_MARKER) is started after the routes and reloaded only when changed."""
+        routes, front_text = split_config(text)
+        self._apply(routes)
+        if front_text is not None:
+            front = self._front_instance()
+            current = front.conf.read_text("utf-8") if front.conf.is_file() else None
+            if current != front_text or not front.running():
+                front._apply(front_text)
+
+    def _apply(self, text: str) -> None:
         previous = self.conf.read_text("utf-8") if self.conf.is_file() else None
         self.write(text)
         checked = self.test()
@@ -107,6 +143,9 @@ class Nginx:
             return
         with contextlib.suppress(OSError):
             self.pidfile.unlink()
+        for socket in _UNIX_LISTEN.findall(text):
+            with contextlib.suppress(OSError):
+                Path(socket).unlink()  # left by an nginx that was killed: bind would fail
         result = run(self._argv(), timeout=30)
         if result.returncode != 0:
             raise self._failure("start", result)
@@ -154,7 +193,11 @@ class Nginx:
         return True
 
     def stop(self) -> None:
-        """Stop gracefully (`nginx -s quit`), waiting for the master to exit."""
+        """Stop gracefully (`nginx -s quit`), the client side first, waiting for the
+        masters to exit."""
+        front = self._front_instance()
+        if front.master_pid() is not None:
+            front.stop()
         master = self.master_pid()
         if master is None:
             return

@@ -45,6 +45,10 @@ DB_HINT = (
     "registry mirror this machine can reach"
 )
 _TIMEOUT = 1800.0
+# Trivy asks check.trivy.dev for version notices and sends telemetry on every run unless
+# told not to: scans make no network request of their own (the database comes from the
+# cache, `--skip-db-update`; the checks are the embedded ones, `--skip-check-update`).
+QUIET_NETWORK = ("--skip-version-check", "--disable-telemetry")
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,7 @@ def scan_image(
     with _workdir() as tmp:
         args = [
             "image",
+            *QUIET_NETWORK,
             "--no-progress",
             "--image-src",
             "docker",
@@ -354,6 +359,7 @@ def scan_secrets(trivy: Trivy, root: Path, *, skip_dirs: list[Path], label: str)
     with _workdir() as tmp:
         args = [
             "fs",
+            *QUIET_NETWORK,
             "--no-progress",
             "--scanners",
             "secret",
@@ -374,7 +380,14 @@ def scan_config(trivy: Trivy, dockerfile: Path, *, shown: str, label: str) -> li
     with _workdir() as tmp:
         report = _run_json(
             trivy,
-            ["config", "--cache-dir", str(tmp / "cache"), "--skip-check-update", str(dockerfile)],
+            [
+                "config",
+                *QUIET_NETWORK,
+                "--cache-dir",
+                str(tmp / "cache"),
+                "--skip-check-update",
+                str(dockerfile),
+            ],
             tmp / "config.json",
         )
     return [

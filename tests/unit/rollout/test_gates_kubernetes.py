@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from mlcd.context import Context
 from mlcd.errors import UserInputError
 from mlcd.evidence import Bundle
 from mlcd.registry import CHAMPION, IMAGE_DIGEST, LocalRegistry
-from mlcd.rollout import gates, kubernetes
+from mlcd.rollout import gates, kubernetes, watch
 from mlcd.stages import deploy
 
 IMAGE = "127.0.0.1:5000/p@sha256:" + "a" * 64
@@ -128,7 +129,7 @@ def test_rendered_objects_are_valid(strategy: str) -> None:
         "breast-cancer", "production", section, version="v7", image=IMAGE, strategy=strategy
     )
     kinds = [o["kind"] for o in objects]
-    assert kinds == ["Service", "Service", "AnalysisTemplate", "Rollout"]
+    assert kinds == ["Service", "Service", "AnalysisTemplate", "AnalysisTemplate", "Rollout"]
     for obj in objects:
         assert kubernetes.validate_custom(obj) == []
         if obj["kind"] in ("Service",):
@@ -144,16 +145,21 @@ def test_rendered_objects_are_valid(strategy: str) -> None:
     assert '"failureLimit": 1' in template
     if strategy == "canary":
         steps = rollout["spec"]["strategy"]["canary"]["steps"]
-        assert steps == [
-            {"setWeight": 10},
-            {"pause": {"duration": "60s"}},
-            {"setWeight": 50},
-            {"pause": {"duration": "60s"}},
-        ]
+        judge_step = {
+            "analysis": {
+                "templates": [{"templateName": "breast-cancer-production-judge"}],
+                "args": [
+                    {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+                    {"name": "stable-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
+                ],
+            }
+        }
+        assert steps == [{"setWeight": 10}, judge_step, {"setWeight": 50}, judge_step]
     else:
         bg = rollout["spec"]["strategy"]["blueGreen"]
         assert bg["activeService"].endswith("-active")
-        assert bg["prePromotionAnalysis"]["templates"][0]["templateName"].endswith("-analysis")
+        names = [t["templateName"] for t in bg["prePromotionAnalysis"]["templates"]]
+        assert names == ["breast-cancer-production-analysis", "breast-cancer-production-judge"]
 
 
 def test_the_pod_template_is_a_valid_pod_spec() -> None:
@@ -168,6 +174,41 @@ def test_the_pod_template_is_a_valid_pod_spec() -> None:
     kubernetes_validate.validate(pod, "1.30.0", strict=True)
 
 
+@pytest.mark.parametrize("strategy", ["canary", "blue-green"])
+def test_the_judge_template_runs_mlcds_judge_in_a_valid_job(strategy: str) -> None:
+    section = EnvironmentSection.model_validate(
+        {
+            "canary": {"interval": "20s", "min-requests": 300, "min-intervals": 3},
+            "analysis": {"max-error-rate": 0.02, "quantiles": {"p50": None, "p95": 0.25}},
+            "kubernetes": {"prometheus": "http://prom.monitoring:9090"},
+        }
+    )
+    template = _render(section, strategy)[3]
+    assert template["metadata"]["name"] == "p-staging-judge"
+    assert kubernetes.validate_custom(template) == []
+    [metric] = template["spec"]["metrics"]
+    spec = metric["provider"]["job"]["spec"]
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": spec}
+    kubernetes_validate.validate(job, "1.30.0", strict=True)
+    [container] = spec["template"]["spec"]["containers"]
+    assert container["image"] == IMAGE  # the release's own image carries the judge
+    command = container["command"]
+    assert command[:3] == ["python", "-m", "mlcd.rollout.watch"]
+    # the rendered command is one the judge accepts, and it carries the environment's limits
+    args = argparse.ArgumentParser()
+    watch.add_arguments(args)
+    parsed = args.parse_args(command[3:])
+    assert parsed.prometheus == "http://prom.monitoring:9090"
+    assert parsed.canary.endswith('rollouts_pod_template_hash="{{args.canary-hash}}"')
+    assert parsed.stable.endswith('rollouts_pod_template_hash="{{args.stable-hash}}"')
+    limits, run = watch.limits_from(parsed.analysis, int(parsed.min_requests))
+    assert limits.max_error_rate == 0.02
+    assert limits.quantiles == ((0.5, None), (0.95, 0.25))
+    assert run.inconclusive_limit is None
+    if strategy == "canary":
+        assert (parsed.interval, parsed.min_requests, parsed.min_intervals) == ("20s", 300, 3)
+
+
 def test_schema_rejects_broken_rollouts() -> None:
     section = EnvironmentSection()
     rollout = _render(section, "canary")[-1]
@@ -179,6 +220,9 @@ def test_schema_rejects_broken_rollouts() -> None:
     template = _render(section, "canary")[2]
     template["spec"]["metrics"][0]["provider"] = {}
     assert kubernetes.validate_custom(template)
+    judged = _render(section, "canary")[3]
+    del judged["spec"]["metrics"][0]["provider"]["job"]["spec"]
+    assert kubernetes.validate_custom(judged)
 
 
 def test_shadow_on_kubernetes_is_refused() -> None:
@@ -253,6 +297,7 @@ def test_kubernetes_deploy_writes_valid_manifests_and_applies_them(
     assert [f.name.split("-")[1] for f in files] == [
         "service",
         "service",
+        "analysistemplate",
         "analysistemplate",
         "rollout",
     ]

@@ -6,6 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,9 @@ from mlcd.rollout.metrics import (
     snapshot,
     window,
 )
-from mlcd.rollout.router import Backend, RouterSpec, render
+from mlcd.rollout.router import Backend, RouterSpec, render, render_front, socket_path
 from mlcd.rollout.state import Arm, EnvLock, EnvState, Rollout, StateStore, process_start
+from mlcd.tools.nginx import split_config
 
 METRICS = """
 # HELP mlcd_requests_total requests
@@ -86,6 +88,37 @@ def test_window_is_the_difference_and_a_reset_is_an_error() -> None:
         window(after, before)
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("} 195\n", "} NaN\n", 1), "NaN or infinite"),
+        (lambda t: t.replace("} 195\n", "} +Inf\n", 1), "NaN or infinite"),
+        (lambda t: t + "process_start_time_seconds 1700000999\n", "process start time"),
+        (lambda t: t.replace('le="0.01"} 90', 'le="0.01"} 80'), "latency buckets"),
+        (lambda t: t.replace('class="1"} 35', 'class="1"} 30'), "class counts"),
+        (lambda t: t.replace('le="+Inf"} 103', 'le="+Inf"} 80'), "not cumulative"),
+    ],
+)
+def test_unusable_readings_are_metrics_errors(edit: Any, message: str) -> None:
+    base = METRICS + "process_start_time_seconds 1700000000\n"
+    before = snapshot(parse_prometheus(base))
+    text = METRICS.replace("} 95\n", "} 195\n", 1)
+    after_text = edit(text)
+    if "process_start_time_seconds" not in after_text:
+        after_text += "process_start_time_seconds 1700000000\n"
+    with pytest.raises(MetricsError, match=message):
+        window(before, snapshot(parse_prometheus(after_text)))
+
+
+def test_a_restart_whose_counters_climbed_back_is_seen_by_its_start_time() -> None:
+    before = snapshot(parse_prometheus(METRICS + "process_start_time_seconds 100\n"))
+    bigger = METRICS.replace("} 95\n", "} 995\n", 1) + "process_start_time_seconds 160\n"
+    with pytest.raises(MetricsError, match="restarted"):
+        window(before, snapshot(parse_prometheus(bigger)))
+    same = METRICS.replace("} 95\n", "} 995\n", 1) + "process_start_time_seconds 100\n"
+    assert window(before, snapshot(parse_prometheus(same))).requests == 900
+
+
 def test_recent_predictions_and_pairing() -> None:
     stable = parse_recent(
         {
@@ -131,7 +164,7 @@ def test_split_config(tmp_path: Path) -> None:
         ),
         tmp_path,
     )
-    assert "listen 127.0.0.1:8081;" in text
+    assert "listen 127.0.0.1:8081 backlog=4096;" in text
     assert "server 127.0.0.1:1001 weight=90" in text
     assert "server 127.0.0.1:1002 weight=10" in text
     assert "proxy_set_header X-Request-ID $mlcd_request_id;" in text
@@ -154,6 +187,42 @@ def test_mirror_config_mirrors_inference_routes_only(tmp_path: Path) -> None:
     assert "proxy_pass http://mlcd_shadow$request_uri;" in text
     assert "internal;" in text
     assert "proxy_ignore_client_abort on;" in text  # the copy outlives the client
+
+
+def test_the_router_is_a_static_client_side_and_reloaded_routes(tmp_path: Path) -> None:
+    spec = RouterSpec(port=8081, mode="mirror", primary=(Backend(1001),), shadow=Backend(1003))
+    routes, front = split_config(render(spec, tmp_path))
+    assert front is not None
+    sock = socket_path(tmp_path)
+    assert f"listen unix:{sock};" in routes
+    assert "127.0.0.1:8081" not in routes  # clients never connect to what reloads
+    assert f"server unix:{sock} max_fails=0;" in front
+    assert "keepalive 32" not in front  # one connection per request to the routes
+    assert front == render_front(8081, tmp_path)  # independent of the routes
+    # the client side: keep-alive, limits, timeouts, the server's header size, JSON errors
+    for line in (
+        "keepalive_timeout 65s;",
+        "limit_conn mlcd_per_client 512;",
+        "client_header_timeout 10s;",
+        "client_body_timeout 10s;",
+        "large_client_header_buffers 4 64k;",
+        "worker_processes 2;",
+    ):
+        assert line in front, line
+    for code in (400, 413, 414, 429, 494, 502, 503, 504):
+        assert f"error_page {code} /_mlcd/error/{code};" in front
+    assert 'return 400 \'{"error": "a request header is over' in front  # 494 shows as 400
+
+
+def test_only_inference_is_retried_across_arms_and_never_the_mirror(tmp_path: Path) -> None:
+    spec = RouterSpec(port=8081, mode="mirror", primary=(Backend(1001),), shadow=Backend(1003))
+    routes, _ = split_config(render(spec, tmp_path))
+    blocks = {b.split("{", 1)[0].strip(): b for b in routes.split("    location ")[1:]}
+    for where in ("= /predict", "~ ^/v2/models/[^/]+/infer$"):
+        assert "proxy_next_upstream error timeout non_idempotent;" in blocks[where]
+    assert "proxy_next_upstream off;" in blocks["= /_mlcd/mirror"]
+    assert "non_idempotent" not in blocks["/"]
+    assert routes.count("non_idempotent") == 2
 
 
 def test_single_and_invalid_specs(tmp_path: Path) -> None:

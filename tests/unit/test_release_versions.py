@@ -1,0 +1,149 @@
+"""Release versions: taken atomically, never overwritten; the default release of a deploy."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlcd import releases
+from mlcd.config import load_config
+from mlcd.errors import GateFailed, UserInputError
+from mlcd.registry import DEPLOYMENTS, LocalRegistry, backend_of
+from mlcd.stages import release as release_stage
+from tests.mlprojects import write_project
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> LocalRegistry:
+    return LocalRegistry(tmp_path / "reg")
+
+
+def _model(registry: LocalRegistry, tmp_path: Path, fp: str) -> str:
+    path = tmp_path / f"{fp}.skops"
+    path.write_bytes(fp.encode())
+    return registry.register(
+        model_file=path, metadata={"fingerprint": fp}, metrics={}, verdict={"passed": True}
+    ).version
+
+
+def _release(registry: LocalRegistry, model: str, version: str, *, staged: bool) -> None:
+    image = f"127.0.0.1:5000/x@sha256:{version.replace('.', '') * 16}"[:86]
+    registry.append(
+        model,
+        releases.RELEASES,
+        {"version": version, "image": image, "image_id": "sha256:" + version, "released": "t"},
+    )
+    if staged:
+        registry.append(
+            model, DEPLOYMENTS, {"env": "staging", "status": "healthy", "release": version}
+        )
+
+
+def test_a_version_is_claimed_once_even_by_threads(registry: LocalRegistry) -> None:
+    results: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(registry.claim_release("0.1.0", commit="c")))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert registry.claim_release("0.1.1", commit="c") is True
+
+
+class _Ctx:
+    """What _take_version reads of a Context: the project's folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.loaded = argparse.Namespace(root=root)
+
+
+def test_the_loser_takes_the_next_version(
+    registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(release_stage.oci, "tag_digest", lambda _name, _tag: None)
+    monkeypatch.setenv("GITHUB_SHA", "a" * 40)
+    ctx: Any = _Ctx(tmp_path)
+    # another release job claimed 0.1.0 a moment ago and has not recorded it yet
+    assert registry.claim_release("0.1.0", commit="b" * 40)
+    version, skipped = release_stage._take_version(ctx, registry, "img", [], None)
+    assert version == "0.1.1"
+    assert skipped == [f"0.1.0 (another release took 0.1.0 first ({registry.location}))"]
+    # an explicit version that is taken is an error, never an overwrite
+    with pytest.raises(UserInputError, match=r"another release took 0\.1\.1 first"):
+        release_stage._take_version(ctx, registry, "img", [], "0.1.1")
+
+
+def test_an_image_tag_the_registry_does_not_know_is_skipped(
+    registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tags = {"0.1.0": "sha256:" + "e" * 64}
+    monkeypatch.setattr(release_stage.oci, "tag_digest", lambda _name, tag: tags.get(tag))
+    monkeypatch.setenv("GITHUB_SHA", "a" * 40)
+    ctx: Any = _Ctx(tmp_path)
+    version, skipped = release_stage._take_version(ctx, registry, "img", [], None)
+    assert version == "0.1.1"
+    assert "the image registry already has img:0.1.0" in skipped[0]
+
+
+def test_the_default_release_is_the_newest_that_passed_requires(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    first, second = _model(registry, tmp_path, "a"), _model(registry, tmp_path, "b")
+    _release(registry, first, "0.1.0", staged=True)
+    _release(registry, second, "0.1.1", staged=True)
+    _release(registry, second, "0.1.2", staged=False)
+    assert releases.default_version(registry, []) == "0.1.2"
+    assert releases.default_version(registry, ["staging"]) == "0.1.1"
+    assert releases.default_version(registry, ["staging", "qa"]) is None
+
+
+def test_the_registry_backend_is_github_inside_actions(tmp_path: Path) -> None:
+    path = write_project(tmp_path / "p")
+    text = path.read_text()
+    assert "backend: local" in text
+    path.write_text(text.replace("backend: local", "backend: auto"))
+    loaded = load_config(path)
+    assert loaded.config.registry.backend == "auto"
+    assert backend_of(loaded, {}) == "local"
+    assert backend_of(loaded, {"GITHUB_ACTIONS": "true"}) == "local"  # no token: no API
+    assert backend_of(loaded, {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": "t"}) == "github"
+
+
+def test_a_deploy_in_a_fresh_folder_gets_the_releases_evidence(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "holdout.csv").write_text("a,y\n1,0\n")
+    (run / "evaluate").mkdir()
+    (run / "evaluate" / "verdict.json").write_text('{"passed": true}')
+    (run / "build" / "context").mkdir(parents=True)
+    (run / "build" / "context" / "big.whl").write_bytes(b"w")
+    tarball = tmp_path / "evidence.tar.gz"
+    digest = release_stage.evidence_tarball(run, tarball)
+    model = _model(registry, tmp_path, "a")
+    registry.append(
+        model,
+        releases.RELEASES,
+        {"version": "0.1.0", "image": "i", "evidence": str(tarball), "evidence_digest": digest},
+    )
+    fresh = tmp_path / "fresh"
+    (fresh / "github").mkdir(parents=True)
+    assert releases.restore_evidence(registry, "0.1.0", fresh) == ["evaluate", "train"]
+    assert (fresh / "train" / "holdout.csv").read_text() == "a,y\n1,0\n"
+    assert not (fresh / "build").exists()  # the build context is not in the evidence
+    # a folder that has its own run keeps it
+    (fresh / "train" / "holdout.csv").write_text("mine")
+    assert releases.restore_evidence(registry, "0.1.0", fresh) == []
+    assert (fresh / "train" / "holdout.csv").read_text() == "mine"
+    # an archive that is not the recorded one is refused
+    tarball.write_bytes(tarball.read_bytes() + b"x")
+    with pytest.raises(GateFailed, match="does not match its recorded digest"):
+        releases.restore_evidence(registry, "0.1.0", tmp_path / "other")

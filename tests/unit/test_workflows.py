@@ -1,0 +1,246 @@
+"""The reusable workflows as GitHub reads them: what runs, with which permissions, named how.
+
+- every job runs mlcd's actions from a checkout of the kit at `job.workflow_sha` (the called
+  workflow's own commit), and no workflow or action names the kit by a moving ref;
+- checks.yml's jobs are deliver.yml's checks, job for job;
+- GitHub checks every job's `permissions:` against the caller's grant before the run (even
+  jobs an `if:` skips), so the README's snippet and every example caller grant at least
+  what each job of the workflow they call declares;
+- release and deploy jobs are serialized per project (and environment), never cancelled;
+  artifact names and concurrency groups carry the project.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / ".github/workflows"
+CALLED = {"checks.yml": WORKFLOWS / "checks.yml", "deliver.yml": WORKFLOWS / "deliver.yml"}
+SHARED_JOBS = ("lint", "test", "train", "evaluate", "build")
+LEVEL = {"none": 0, "read": 1, "write": 2}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), path
+    return data
+
+
+def _jobs(name: str) -> dict[str, dict[str, Any]]:
+    jobs = _load(CALLED[name])["jobs"]
+    assert isinstance(jobs, dict)
+    return jobs
+
+
+def _callers() -> list[tuple[str, dict[str, Any]]]:
+    """(where, caller job) for every job that calls checks.yml or deliver.yml: the example
+    workflows, the test's caller, this repository's CI and the README's snippet."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    files = [*ROOT.glob("examples/*.yml"), ROOT / "tests/workflows/ml.yml", WORKFLOWS / "ci.yml"]
+    for path in files:
+        data = _load(path)
+        if "jobs" not in data:
+            continue
+        for job_id, job in data["jobs"].items():
+            if re.search(r"(checks|deliver)\.yml", str(job.get("uses", ""))):
+                found.append((f"{path.relative_to(ROOT)}:{job_id}", job))
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Using mlcd in a model repository", 1)[1].split("\n## ", 1)[0]
+    for block in re.findall(r"```yaml\n(.*?)```", section, re.DOTALL):
+        data = yaml.safe_load(block)
+        for job_id, job in (data.get("jobs") or {}).items():
+            if re.search(r"(checks|deliver)\.yml", str(job.get("uses", ""))):
+                found.append((f"README.md:{job_id}", job))
+    return found
+
+
+def _called(job: dict[str, Any]) -> str:
+    match = re.search(r"(checks|deliver)\.yml", str(job["uses"]))
+    assert match
+    return match.group(0)
+
+
+def test_there_are_callers_of_both_workflows() -> None:
+    callers = _callers()
+    assert {where.split(":")[0] for where, _ in callers} >= {
+        "README.md",
+        "examples/ml.yml",
+        "examples/checks-only.yml",
+        "examples/production.yml",
+        "tests/workflows/ml.yml",
+        ".github/workflows/ci.yml",
+    }
+    assert {_called(job) for _, job in callers} == {"checks.yml", "deliver.yml"}
+
+
+@pytest.mark.parametrize("where_job", _callers(), ids=lambda item: item[0])
+def test_each_caller_grants_what_every_job_declares(where_job: tuple[str, Any]) -> None:
+    where, caller = where_job
+    granted = caller.get("permissions") or {}
+    assert isinstance(granted, dict), f"{where}: permissions must be a mapping"
+    missing = []
+    for job_id, job in _jobs(_called(caller)).items():
+        for scope, level in (job.get("permissions") or {}).items():
+            if LEVEL[str(granted.get(scope, "none"))] < LEVEL[str(level)]:
+                missing.append(f"{job_id} needs {scope}: {level}")
+    assert not missing, f"{where} grants too little: {missing}"
+
+
+def test_checks_yml_needs_only_read_unless_comment_and_code_scanning_are_on() -> None:
+    """Every job of checks.yml declares read access only; the two jobs that write (the PR
+    comment, the SARIF upload) declare nothing and take the caller's grant, because GitHub
+    refuses a run whose jobs declare more than the caller grants, skipped jobs included."""
+    wanted: dict[str, str] = {}
+    jobs = _jobs("checks.yml")
+    for job in jobs.values():
+        for scope, level in (job.get("permissions") or {}).items():
+            if LEVEL[level] > LEVEL[wanted.get(scope, "none")]:
+                wanted[scope] = level
+    assert wanted == {"contents": "read", "deployments": "read"}
+    assert "permissions" not in _load(CALLED["checks.yml"])  # so those two inherit the grant
+    undeclared = {job_id for job_id, job in jobs.items() if "permissions" not in job}
+    assert undeclared == {"report", "code-scanning"}
+    assert "inputs.code-scanning != 'off'" in jobs["code-scanning"]["if"]
+    assert jobs["code-scanning"]["steps"][2]["continue-on-error"] == (
+        "${{ inputs.code-scanning != 'on' }}"
+    )
+    # deliver.yml's callers grant everything anyway: there, both jobs declare their scope
+    deliver = _jobs("deliver.yml")
+    assert deliver["report"]["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert deliver["code-scanning"]["permissions"] == {
+        "contents": "read",
+        "security-events": "write",
+    }
+    assert _load(CALLED["deliver.yml"])["permissions"] == {}
+
+
+def test_the_checks_of_deliver_yml_are_the_jobs_of_checks_yml() -> None:
+    checks, deliver = _jobs("checks.yml"), _jobs("deliver.yml")
+    for job_id in (*SHARED_JOBS, "code-scanning", "report"):
+        mine = {
+            k: v for k, v in deliver[job_id].items() if job_id in SHARED_JOBS or k != "permissions"
+        }
+        assert checks[job_id] == mine, job_id
+    assert set(deliver) == {*checks, "release", "deploy"}
+    on = _load(CALLED["checks.yml"])[True]["workflow_call"]["inputs"]
+    on_deliver = _load(CALLED["deliver.yml"])[True]["workflow_call"]["inputs"]
+    assert {k: on_deliver[k] for k in on} == on
+
+
+def _steps(name: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(job_id, step) for job_id, job in _jobs(name).items() for step in job.get("steps", [])]
+
+
+@pytest.mark.parametrize("name", sorted(CALLED))
+def test_every_job_runs_the_kit_at_the_called_workflows_commit(name: str) -> None:
+    for job_id, job in _jobs(name).items():
+        steps = job.get("steps", [])
+        uses = [str(step.get("uses", "")) for step in steps]
+        kit_uses = [i for i, u in enumerate(uses) if u.startswith("./.mlcd-kit/")]
+        if not kit_uses:
+            continue
+        kit = [
+            step
+            for step in steps
+            if str(step.get("uses", "")).startswith("actions/checkout@")
+            and (step.get("with") or {}).get("path") == ".mlcd-kit"
+        ]
+        assert len(kit) == 1, f"{name}:{job_id} checks the kit out {len(kit)} times"
+        given = kit[0]["with"]
+        # job.workflow_* names the reusable workflow's own repository and commit (the github
+        # context is the caller's): docs/github.md
+        assert given["repository"] == "${{ job.workflow_repository || vars.MLCD_KIT_REPOSITORY }}"
+        assert given["ref"] == "${{ job.workflow_sha || vars.MLCD_KIT_SHA }}"
+        assert given["persist-credentials"] is False
+        assert steps.index(kit[0]) < kit_uses[0], f"{name}:{job_id}: kit used before checkout"
+        setup = steps[kit_uses[0]]
+        assert setup["uses"] == "./.mlcd-kit/actions/setup", f"{name}:{job_id}"
+        assert setup["with"]["kit-sha"] == given["ref"]
+
+
+def test_nothing_names_the_kit_by_a_moving_ref() -> None:
+    files = [*WORKFLOWS.glob("*.yml"), *ROOT.glob("actions/*/action.yml")]
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"(?m)^\s*-?\s*uses:\s*[\w.-]+/mlcd/", text), f"{path}: remote kit"
+        assert "@main" not in text, path
+    for name in CALLED:
+        for job_id, step in _steps(name):
+            ref = str(step.get("uses", ""))
+            if not ref:
+                continue
+            assert ref.startswith(("./.mlcd-kit/actions/", "actions/", "github/")), (
+                f"{name}:{job_id} uses {ref}"
+            )
+
+
+@pytest.mark.parametrize("name", sorted(CALLED))
+def test_no_expression_inside_run(name: str) -> None:
+    for job_id, step in _steps(name):
+        assert "${{" not in str(step.get("run", "")), f"{name}:{job_id}: use env:"
+
+
+def test_release_and_deploy_are_serialized_per_project_without_cancelling() -> None:
+    jobs = _jobs("deliver.yml")
+    release, deploy = jobs["release"], jobs["deploy"]
+    assert release["concurrency"] == {
+        "group": "mlcd-release-${{ github.repository }}-${{ needs.plan.outputs.project }}",
+        "cancel-in-progress": False,
+    }
+    assert deploy["concurrency"]["cancel-in-progress"] is False
+    assert "${{ needs.plan.outputs.project }}" in deploy["concurrency"]["group"]
+    assert "${{ inputs.environment }}" in deploy["concurrency"]["group"]
+    assert deploy["environment"]["name"] == "${{ inputs.environment }}"
+    assert deploy["environment"]["url"] == "${{ steps.deploy.outputs.url }}"
+    # only a push to the default branch releases; a dispatch deploys an existing release
+    plan = next(s for s in jobs["plan"]["steps"] if s.get("id") == "mode")
+    mode = plan["env"]["MODE"]
+    assert "github.event_name == 'workflow_dispatch' && 'deploy'" in mode
+    assert "format('refs/heads/{0}', github.event.repository.default_branch)" in mode
+    assert release["if"] == "needs.plan.outputs.mode == 'release'"
+    for job_id in (*SHARED_JOBS[:2],):
+        assert jobs[job_id]["if"] == "needs.plan.outputs.mode != 'deploy'"
+
+
+def test_deploy_passes_the_target_secrets_as_the_engines_env_vars() -> None:
+    deploy = next(s for s in _jobs("deliver.yml")["deploy"]["steps"] if s.get("id") == "deploy")
+    assert deploy["env"] == {
+        "MLCD_DEPLOY_SSH_KEY": "${{ secrets.deploy-ssh-key }}",
+        "MLCD_DEPLOY_KNOWN_HOSTS": "${{ secrets.deploy-known-hosts }}",
+        "MLCD_KUBECONFIG": "${{ secrets.kubeconfig }}",
+    }
+    secrets = _load(CALLED["deliver.yml"])[True]["workflow_call"]["secrets"]
+    assert {"deploy-ssh-key", "deploy-known-hosts", "kubeconfig"} <= set(secrets)
+
+
+@pytest.mark.parametrize("name", sorted(CALLED))
+def test_artifact_names_carry_the_project(name: str) -> None:
+    count = 0
+    for job_id, step in _steps(name):
+        if str(step.get("uses", "")).startswith(("actions/upload-artifact@", "actions/download")):
+            given = step.get("with") or {}
+            label = str(given.get("name") or given.get("pattern"))
+            assert "${{ needs.plan.outputs.project }}" in label, f"{name}:{job_id}: {label}"
+            count += 1
+    assert count >= 10
+
+
+def test_the_github_template_config_uses_ghcr_and_the_slim_base(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlcd.config import load_config
+
+    monkeypatch.delenv("MLCD_IMAGE", raising=False)
+    config = load_config(ROOT / "examples/mlcd.yaml").config
+    assert config.image_name == "ghcr.io/owner/repo"
+    assert config.image.base == "python:3.11-slim"
+    assert config.registry.backend == "auto"
+    # the workflow's `image: ghcr.io/${{ github.repository }}` may carry capitals
+    monkeypatch.setenv("MLCD_IMAGE", "ghcr.io/Acme/Churn-Model")
+    assert config.image_name == "ghcr.io/acme/churn-model"
