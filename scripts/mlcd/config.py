@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -75,6 +76,23 @@ Duration = Annotated[
 ]
 
 
+_TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def _trusted_type(value: str) -> str:
+    """A `model.trusted-types` entry: a dotted `module.Name`, and never a dangerous one."""
+    from mlcd.security import allowlist
+
+    if not _TYPE_NAME.match(value):
+        raise ValueError(f"`{value}` is not a dotted type name such as `package.module.Class`")
+    if allowlist.is_dangerous(value):
+        raise ValueError(
+            f"`{value}` can run code of a model file's choosing when it is loaded; "
+            "no configuration can trust it"
+        )
+    return value
+
+
 def check_canary_steps(steps: list[int]) -> list[int]:
     """Canary weights rise strictly and end at 100 (the rollout walks them in order)."""
     if not steps:
@@ -121,6 +139,18 @@ class ModelSection(Section):
     )
     test_size: float = Field(0.2, gt=0, lt=1, description="share of rows held out for evaluation")
     seed: int = Field(42, description="seed of the split and of anything random in training")
+    trusted_types: list[Annotated[str, AfterValidator(_trusted_type)]] = Field(
+        default_factory=list,
+        description="types from other packages the fitted model may hold, e.g. "
+        "`imblearn.ensemble._forest.BalancedRandomForestClassifier` (scikit-learn's and "
+        "the project's own classes are trusted without this); loaded with skops",
+    )
+    requirements: str | None = Field(
+        None,
+        description="a requirements file (relative to the config file) naming the packages "
+        "the model needs at serving time, e.g. `imbalanced-learn==0.14.2`; `mlcd build` "
+        "adds their wheels, pinned and hashed, to the image",
+    )
 
 
 class LintSection(Section):
@@ -568,6 +598,17 @@ class _Positions:
             if prefix in self.keys:
                 return self.keys[prefix]
         return _Pos(1, 1)
+
+
+def where(loaded: LoadedConfig, path: tuple[str | int, ...]) -> str:
+    """`file:line:column: dotted.key` of a key in a loaded config (for errors found later,
+    by a stage, about what the config asks)."""
+    try:
+        node = yaml.compose(loaded.path.read_text("utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        node = None
+    pos = _Positions(node).find(path, key=True)
+    return f"{loaded.path}:{pos.line}:{pos.column}: {_dotted(path)}"
 
 
 class KeyLocator:

@@ -69,18 +69,49 @@ def _not_python(file: Path) -> UserInputError:
     return UserInputError(f"{KEY}: cannot import {file} as Python")
 
 
+def module_name(file: Path, root: Path) -> tuple[str, Path]:
+    """The dotted name a file entrypoint is imported under, and the folder it is relative to.
+
+    `model/pipeline.py` under the config's folder is `model.pipeline` (so the classes it
+    defines have the same module name in training, in evaluation and in the image, and
+    `from model.features import X` works); a file outside it, or under a folder that is not
+    a Python name, is imported by its stem from its own folder.
+    """
+    try:
+        rel = file.resolve().relative_to(root.resolve())
+    except ValueError:
+        return file.stem, file.parent
+    parts = [*rel.parent.parts, rel.stem]
+    if all(p.isidentifier() for p in parts):
+        return ".".join(parts), root.resolve()
+    return file.stem, file.parent
+
+
+def forget(top: str) -> None:
+    """Drop an earlier import of the project's top-level module, so this one is fresh."""
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
+
+
+@contextmanager
+def project_path(root: Path, entry: Entrypoint | None = None) -> Iterator[None]:
+    """The config's folder (and a file entrypoint's own folder) on sys.path."""
+    folders = [root.resolve()]
+    if entry is not None and entry.file is not None:
+        folders.append(entry.file.parent)
+    with _on_path(folders[-1]), _on_path(folders[0]):
+        yield
+
+
 def _import(entry: Entrypoint, root: Path) -> ModuleType:
     try:
         if entry.file is not None:
-            name = entry.file.stem
-            spec = importlib.util.spec_from_file_location(name, entry.file)
-            if spec is None or spec.loader is None:
+            name, _ = module_name(entry.file, root)
+            if entry.file.suffix != ".py":
                 raise _not_python(entry.file)  # noqa: TRY301 - re-raised as is below
-            module = importlib.util.module_from_spec(spec)
-            with _on_path(entry.file.parent):
-                sys.modules[name] = module
-                spec.loader.exec_module(module)
-            return module
+            forget(name.split(".")[0])
+            with project_path(root, entry):
+                return importlib.import_module(name)
         with _on_path(root):
             return importlib.import_module(entry.module)
     except UserInputError:
@@ -88,8 +119,13 @@ def _import(entry: Entrypoint, root: Path) -> ModuleType:
     except ModuleNotFoundError as exc:
         raise UserInputError(
             f"{KEY}: importing `{entry.module}` failed: no module named `{exc.name}`",
-            hint="a module entrypoint is imported with the config's folder on sys.path; "
-            "check the name, or use `path/to/file.py:function`",
+            hint="the entrypoint is imported with the config's folder (and a file "
+            "entrypoint's own folder) on sys.path; check the name, or use "
+            "`path/to/file.py:function`",
+        ) from None
+    except SyntaxError as exc:
+        raise UserInputError(
+            f"{KEY}: {exc.filename}:{exc.lineno}: cannot import it as Python ({exc.msg})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - the user's module raised while being imported
         raise UserInputError(

@@ -23,6 +23,7 @@ import pandas as pd
 from mlcd import dataset, evalreport, modelio
 from mlcd import metrics as m
 from mlcd.config import Bound, EvaluateSection, SliceSection
+from mlcd.config import where as config_where
 from mlcd.context import Context
 from mlcd.errors import UserInputError
 from mlcd.evidence import StageOutcome, write_json_atomic
@@ -96,6 +97,40 @@ def _check_names(cfg: EvaluateSection, task: str, config_path: Path) -> None:
             f"{config_path}: {len(problems)} problem(s) in evaluate",
             problems=problems,
             hint=f"the {task} metrics are: {', '.join(known)}",
+        )
+
+
+# metrics computed from predict_proba: a label-only classifier (SVC, RidgeClassifier, a
+# hard VotingClassifier) has none of them
+PROBABILITY_METRICS = ("roc_auc", "log_loss")
+
+
+def _check_probability_metrics(ctx: Context, cfg: EvaluateSection, model: Any, task: str) -> None:
+    """A bound on a probability metric of a model without predict_proba is a config error."""
+    if task != "classification" or hasattr(model, "predict_proba"):
+        return
+    keys: list[tuple[str | int, ...]] = [
+        ("evaluate", "thresholds", n) for n in cfg.thresholds if n in PROBABILITY_METRICS
+    ]
+    keys += [
+        ("evaluate", "max-regression", n) for n in cfg.max_regression if n in PROBABILITY_METRICS
+    ]
+    for i, sl in enumerate(cfg.slices):
+        keys += [
+            ("evaluate", "slices", i, "thresholds", n)
+            for n in sl.thresholds
+            if n in PROBABILITY_METRICS
+        ]
+    if keys:
+        raise UserInputError(
+            f"{ctx.loaded.path}: {len(keys)} bound(s) on a probability metric, but the model "
+            f"({type(model).__name__}) has no predict_proba, so it answers with labels only",
+            problems=[
+                f"{config_where(ctx.loaded, key)}: needs predict_proba, which the model lacks"
+                for key in keys
+            ],
+            hint="bound a label metric instead (accuracy, precision, recall, f1), or use an "
+            "estimator with predict_proba (e.g. SVC(probability=True))",
         )
 
 
@@ -263,6 +298,8 @@ def _load_champion(
     frame: pd.DataFrame,
     meta: dict[str, Any],
     workdir: Path,
+    root: Path,
+    declared: list[str],
 ) -> tuple[Scored | None, str]:
     cmeta = champion.metadata
     if cmeta.get("task") != meta["task"]:
@@ -281,7 +318,9 @@ def _load_champion(
             f"champion {champion.version} has classes {cmeta.get('classes')}, the candidate "
             f"{meta.get('classes')}"
         )
-    model = modelio.load_model(registry.model_file(champion.version, workdir))
+    model = modelio.load_project_model(
+        registry.model_file(champion.version, workdir), root, declared
+    )
     target = str(meta["target"])
     return score(model, frame[names], frame[target], meta), ""
 
@@ -306,7 +345,13 @@ def _compare(
         )
     ctx.progress(f"scoring champion {champion.version}")
     scored, why = _load_champion(
-        registry=registry, champion=champion, frame=frame, meta=meta, workdir=workdir
+        registry=registry,
+        champion=champion,
+        frame=frame,
+        meta=meta,
+        workdir=workdir,
+        root=ctx.loaded.root,
+        declared=list(ctx.config.model.trusted_types),
     )
     if scored is None:
         return Comparison(
@@ -445,7 +490,8 @@ def body(ctx: Context, *, register: bool) -> StageOutcome:
     target = str(meta["target"])
 
     ctx.progress("loading the model")
-    model = modelio.load_model(model_path)
+    model = modelio.load_project_model(model_path, ctx.loaded.root, ctx.config.model.trusted_types)
+    _check_probability_metrics(ctx, cfg, model, task)
     candidate = score(model, frame[feature_names], frame[target], meta)
     values = m.compute(candidate.predictions)
 

@@ -38,6 +38,9 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.neighbors._ball_tree.BallTree",
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.tree._tree.Tree",
+    # a dict with attribute access: VotingClassifier's and StackingClassifier's
+    # named_estimators_
+    "sklearn.utils._bunch.Bunch",
 )
 
 
@@ -134,20 +137,29 @@ def refused_types(path: Path, extra_trusted: Iterable[str] = ()) -> list[str]:
 
 
 def load_model(path: Path, extra_trusted: Iterable[str] = ()) -> Any:
-    """Load a skops model file, refusing (exit 1) any type that is not trusted."""
+    """Load a skops model file, refusing (exit 1) any type that is not trusted.
+
+    A type the model scanner calls dangerous (`os.system`, `builtins.eval`, …) is refused
+    even when a caller's list names it.
+    """
     import skops.io as sio
+
+    from mlcd.security import allowlist
 
     needed = needed_types(path)
     allowed = set(TRUSTED_TYPES) | set(extra_trusted)
-    refused = [t for t in needed if t not in allowed]
+    refused = [t for t in needed if t not in allowed or allowlist.is_dangerous(t)]
     if refused:
         raise GateFailed(
             f"{path}: the model file needs {len(refused)} untrusted type"
             f"{'s' if len(refused) != 1 else ''}; it was not loaded",
-            problems=[f"untrusted type: {t}" for t in refused],
-            hint="only scikit-learn and NumPy types are trusted; a custom class in the "
-            "model cannot be loaded by the server either: build the model from "
-            "scikit-learn parts",
+            problems=[
+                f"{'dangerous' if allowlist.is_dangerous(t) else 'untrusted'} type: {t}"
+                for t in refused
+            ],
+            hint="scikit-learn and NumPy types are trusted, and so are classes defined in "
+            "the project's own source; declare any other estimator's types in "
+            "model.trusted-types (see the README, 'The model: what mlcd delivers')",
         )
     try:
         return sio.load(path, trusted=needed)
@@ -155,6 +167,18 @@ def load_model(path: Path, extra_trusted: Iterable[str] = ()) -> Any:
         raise GateFailed(
             f"{path}: the skops model file could not be loaded ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def load_project_model(path: Path, root: Path, declared: Iterable[str] = ()) -> Any:
+    """Load a model of the project at `root`: its own types and `declared` are trusted,
+    and its modules are importable (the config's folder is on sys.path while loading)."""
+    from mlcd import entrypoint, projectcode
+
+    report = projectcode.classify(needed_types(path), root, declared)
+    for module in report.modules:
+        entrypoint.forget(module.split(".")[0])  # an earlier project's module of that name
+    with entrypoint.project_path(root):
+        return load_model(path, report.allowed)
 
 
 def _check_file(path: Path) -> None:

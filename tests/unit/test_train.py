@@ -290,7 +290,7 @@ def test_fit_failure_is_input_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     _fails_with(capsys, 2, train(config, tmp_path / "out"), "fitting", "model.data")
 
 
-def test_custom_class_in_the_model_is_refused(
+def test_a_class_of_the_project_is_trusted_and_one_of_another_package_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = """
@@ -309,7 +309,26 @@ def test_custom_class_in_the_model_is_refused(
         return make_pipeline(Doubler(), LogisticRegression(max_iter=1000))
     """
     config = write_project(tmp_path / "p", code=code)
-    _fails_with(capsys, 1, train(config, tmp_path / "out"), "untrusted type: train.Doubler")
+    assert train(config, tmp_path / "out") == 0
+    meta = json.loads((tmp_path / "out/train/model.json").read_text())
+    assert meta["project_types"] == ["train.Doubler"]
+    assert [m["path"] for m in meta["project_modules"]] == ["train.py"]
+    # a class from an installed package that is not scikit-learn's: refused until declared
+    other = """
+    from imblearn.ensemble import BalancedRandomForestClassifier
+
+    def build_model():
+        return BalancedRandomForestClassifier(n_estimators=3, sampling_strategy="all",
+                                              replacement=True, bootstrap=False)
+    """
+    config = write_project(tmp_path / "q", code=other)
+    _fails_with(
+        capsys,
+        1,
+        train(config, tmp_path / "out2"),
+        "untrusted type: imblearn.ensemble._forest.BalancedRandomForestClassifier",
+        "model.trusted-types",
+    )
 
 
 TOKEN = "ghp_" + "Zq8w" * 9  # a GitHub token's shape

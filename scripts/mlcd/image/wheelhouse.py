@@ -169,6 +169,72 @@ def ensure_wheels(pins: list[Pin], cache: Path) -> dict[str, Path]:
     return found
 
 
+def _host_pins() -> dict[str, str]:
+    """name → version of every distribution installed here (where the model was fitted)."""
+    from importlib.metadata import distributions
+
+    found: dict[str, str] = {}
+    for dist in distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name and normalize(name) != "mlcd":
+            found.setdefault(normalize(name), dist.version)
+    return found
+
+
+def model_requirements(requirements: Path, shown: str, lock: list[Pin], cache: Path) -> list[Pin]:
+    """The wheels `model.requirements` adds to the image, pinned and hashed.
+
+    Resolved once with pip for the image's platform, constrained to the lock's pins (the
+    server's numpy, scipy, scikit-learn) and otherwise to the versions installed where the
+    model was fitted; the resolution is kept in the wheel cache, keyed by the file's and
+    the lock's content, so a rebuild needs no network. A requirement that cannot be met is
+    exit 2 naming the file; no index reachable is exit 3.
+    """
+    if not requirements.is_file():
+        raise UserInputError(
+            f"model.requirements: {shown} does not exist",
+            hint="the path is relative to the config file's folder",
+        )
+    text = requirements.read_text("utf-8")
+    locked = {p.name: p for p in lock}
+    key = hashlib.sha256(
+        (text + "\0" + "".join(f"{p.name}=={p.version}\n" for p in lock)).encode()
+    ).hexdigest()[:20]
+    cache.mkdir(parents=True, exist_ok=True)
+    resolved = cache / f"model-requirements-{key}.lock"
+    if resolved.is_file():
+        pins = parse_lock(resolved.read_text("utf-8"), str(resolved))
+        ensure_wheels(pins, cache)
+        return pins
+    with tempfile.TemporaryDirectory(prefix="mlcd-model-wheels-") as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        pins_for = {**_host_pins(), **{name: p.version for name, p in locked.items()}}
+        constraints.write_text(
+            "".join(f"{name}=={version}\n" for name, version in sorted(pins_for.items())),
+            "utf-8",
+        )
+        fresh = Path(tmp) / "dl"
+        pip.download(
+            fresh,
+            requirements=requirements,
+            constraints=constraints,
+            what=f"the wheels of model.requirements ({shown})",
+            user_source=f"model.requirements: {shown}",
+        )
+        pins = []
+        for wheel in sorted(fresh.glob("*.whl")):
+            name, version = _wheel_name_version(wheel.name)
+            if name in locked:
+                continue  # the server's own pin (the constraint made it the same version)
+            digest = sha256_file(wheel)
+            pins.append(Pin(name, version, digest))
+            shutil.move(str(wheel), cache / wheel.name)
+    header = f"# model.requirements ({shown}) resolved for the serving image; mlcd build\n"
+    body = "".join(f"{p.name}=={p.version} --hash=sha256:{p.sha256}\n" for p in pins)
+    resolved.write_text(header + body, "utf-8")
+    return pins
+
+
 _HASH_CACHE: dict[tuple[str, int, float], str] = {}
 
 

@@ -24,7 +24,7 @@ import lzma
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mlcd.modelio import TRUSTED_TYPES
@@ -260,7 +260,9 @@ def _scan_zip(path: Path, shown: str, *, max_bytes: int = MAX_MEMBER_BYTES) -> l
     return findings
 
 
-def _scan_skops(path: Path, shown: str, max_bytes: int) -> list[Finding]:
+def _scan_skops(
+    path: Path, shown: str, max_bytes: int, trusted: Iterable[str] = ()
+) -> list[Finding]:
     try:
         import skops.io as sio
 
@@ -274,10 +276,11 @@ def _scan_skops(path: Path, shown: str, max_bytes: int) -> list[Finding]:
                 shown,
             )
         ]
-    extra = trusted_types()
+    extra = trusted_types() | set(trusted)
     findings = []
     for name in needed:
-        if name in extra:
+        # a dangerous callable is a finding whatever a trusted list says
+        if name in extra and not allowlist.is_dangerous(name):
             continue
         label = allowlist.display_name(name)
         dangerous = allowlist.is_dangerous(name)
@@ -362,15 +365,21 @@ class _ZlibStream:
 
 
 def scan_model_file(
-    path: Path, *, shown: str | None = None, max_member_bytes: int = MAX_MEMBER_BYTES
+    path: Path,
+    *,
+    shown: str | None = None,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    trusted: Iterable[str] = (),
 ) -> list[Finding]:
     """Every finding for one model file (empty: nothing it imports is a concern).
 
     Never raises for what the file holds: content the scanner cannot read to the end is a
-    HIGH finding that names the file (and the archive member)."""
+    HIGH finding that names the file (and the archive member). `trusted`: skops types the
+    project trusts besides mlcd's list (its own classes, its `model.trusted-types`); a
+    dangerous callable is reported even when it is on it."""
     label = shown or str(path)
     try:
-        return _scan_file(path, label, max_member_bytes)
+        return _scan_file(path, label, max_member_bytes, trusted)
     except RecursionError:
         return [_finding(RULE_UNREADABLE, "HIGH", f"{label}: nested too deeply to read", label)]
     except Exception as exc:  # noqa: BLE001 - hostile input must never crash the scan
@@ -384,7 +393,9 @@ def scan_model_file(
         ]
 
 
-def _scan_file(path: Path, label: str, max_bytes: int) -> list[Finding]:
+def _scan_file(
+    path: Path, label: str, max_bytes: int, trusted: Iterable[str] = ()
+) -> list[Finding]:
     try:
         with path.open("rb") as handle:
             head = handle.read(8)
@@ -394,7 +405,7 @@ def _scan_file(path: Path, label: str, max_bytes: int) -> list[Finding]:
         return [_finding(RULE_UNREADABLE, "HIGH", f"{label}: the file is empty", label)]
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         if path.suffix == ".skops" or _has_member(path, "schema.json"):
-            return _scan_skops(path, label, max_bytes)
+            return _scan_skops(path, label, max_bytes, trusted)
         return _scan_zip(path, label, max_bytes=max_bytes)
     if head.startswith(b"\x93NUMPY"):
         with path.open("rb") as handle:

@@ -382,7 +382,9 @@ def load(folder: Path, *, version: str = "") -> ServedModel:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 - a damaged file, whatever skops says
         raise UserInputError(f"{path}: not a readable skops file ({exc})") from None
-    unexpected = sorted(set(untrusted) - set(trusted))
+    from mlcd.security import allowlist
+
+    unexpected = sorted(t for t in untrusted if t not in set(trusted) or allowlist.is_dangerous(t))
     if unexpected:
         raise UserInputError(
             f"{path} needs types that {META_FILE} does not trust: {', '.join(unexpected)}",

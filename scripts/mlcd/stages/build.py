@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, typedrows
+from mlcd import __version__, entrypoint, projectcode, typedrows
 from mlcd.context import Command, Context
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
@@ -94,6 +94,25 @@ def _copy_if_changed(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
+def model_wheels(ctx: Context, cache: Path, lock: list[wheelhouse.Pin]) -> list[wheelhouse.Pin]:
+    """The wheels `model.requirements` adds to the image (none without the key), resolved
+    against `lock`, the server's own pins (pandas' too for a DataFrame model)."""
+    named = ctx.config.model.requirements
+    if not named:
+        return []
+    ctx.progress(f"resolving model.requirements ({named}) for the image")
+    return wheelhouse.model_requirements(ctx.loaded.resolve(named), named, lock, cache)
+
+
+def project_files(ctx: Context, meta: dict[str, Any]) -> list[tuple[Path, str]]:
+    """The project's own modules the model needs (model.json's `project_modules`), as
+    (file, path under /opt/project); exit 2 when one changed since train."""
+    entries = meta.get("project_modules") or []
+    if not isinstance(entries, list):
+        raise UserInputError("train/model.json: `project_modules` must be a list")
+    return projectcode.check_shipped(entries, ctx.loaded.root)
+
+
 def needs_dataframe(meta: dict[str, Any]) -> bool:
     """model.json says the server builds a pandas DataFrame (docs/serving.md)."""
     declared = (meta.get("input") or {}).get("format")
@@ -112,9 +131,20 @@ def serving_pins(model_dir: Path) -> list[wheelhouse.Pin]:
 
 
 def prepare_context(
-    folder: Path, model_dir: Path, dockerfile: Path, cache: Path, progress: Any
+    folder: Path,
+    model_dir: Path,
+    dockerfile: Path,
+    cache: Path,
+    progress: Any,
+    *,
+    extra: list[wheelhouse.Pin] | None = None,
+    project: list[tuple[Path, str]] | None = None,
 ) -> dict[str, Any]:
-    """Fill the build context; files that did not change are left alone."""
+    """Fill the build context; files that did not change are left alone.
+
+    `extra`: wheels the model needs besides the server's lock (model.requirements);
+    `project`: the project's own modules, copied to `project/` (/opt/project in the image).
+    """
     wheels = folder / "wheels"
     app = folder / "app"
     model = folder / "model"
@@ -123,6 +153,8 @@ def prepare_context(
     pins = serving_pins(model_dir)
     progress(f"wheelhouse: {len(pins)} locked wheels (cache {cache})")
     found = wheelhouse.ensure_wheels(pins, cache)
+    added = _fill_model_wheels(folder / "model-wheels", pins, extra or [], cache)
+    _fill_project(folder / "project", project or [])
     keep = {"requirements.txt"}
     for pin in pins:
         source = found[pin.sha256]
@@ -145,7 +177,52 @@ def prepare_context(
             stale.unlink()
     _copy_if_changed(dockerfile, folder / "Dockerfile")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    return {"wheels": len(pins) + 1, "context_bytes": size}
+    return {
+        "wheels": len(pins) + len(added) + 1,
+        "context_bytes": size,
+        "model_wheels": [f"{p.name}=={p.version}" for p in added],
+        "project_modules": sorted(rel for _, rel in project or []),
+    }
+
+
+def _fill_model_wheels(
+    folder: Path, server: list[wheelhouse.Pin], extra: list[wheelhouse.Pin], cache: Path
+) -> list[wheelhouse.Pin]:
+    """`model-wheels/`: the wheels of model.requirements and their hashed requirements.txt
+    (empty for most models). The image installs them in a layer of their own, after the
+    server's, so that the server's dependency layer stays one cached layer for all models."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {p.name for p in server}
+    added = [p for p in extra if p.name not in names]
+    found = wheelhouse.ensure_wheels(added, cache) if added else {}
+    keep = {"requirements.txt"}
+    for pin in added:
+        source = found[pin.sha256]
+        keep.add(source.name)
+        _copy_if_changed(source, folder / source.name)
+    lines = "".join(f"{p.name}=={p.version} --hash=sha256:{p.sha256}\n" for p in added)
+    target = folder / "requirements.txt"
+    if not target.is_file() or target.read_text("utf-8") != lines:
+        target.write_text(lines, "utf-8")
+    for stale in folder.iterdir():
+        if stale.name not in keep:
+            stale.unlink()
+    return added
+
+
+def _fill_project(code: Path, files: list[tuple[Path, str]]) -> None:
+    code.mkdir(parents=True, exist_ok=True)
+    wanted = {rel for _, rel in files}
+    for source, rel in files:
+        target = code / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy_if_changed(source, target)
+    for stale in sorted(code.rglob("*"), reverse=True):
+        rel = stale.relative_to(code).as_posix()
+        if stale.is_file() and rel not in wanted:
+            stale.unlink()
+        elif stale.is_dir() and not any(stale.iterdir()):
+            stale.rmdir()
 
 
 def _ensure_base(base: str) -> None:
@@ -180,7 +257,13 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     folder = ctx.bundle.stage_dir(STAGE) / "context"
     cache = Path(args.wheel_cache) if args.wheel_cache else wheelhouse.default_cache()
     context_info = prepare_context(
-        folder, model_dir, _dockerfile(args.dockerfile), cache, ctx.progress
+        folder,
+        model_dir,
+        _dockerfile(args.dockerfile),
+        cache,
+        ctx.progress,
+        extra=model_wheels(ctx, cache, serving_pins(model_dir)),
+        project=project_files(ctx, meta),
     )
 
     fingerprint = str(meta.get("fingerprint") or "")
@@ -222,12 +305,25 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         ),
         f"user {config.get('User') or 'root'}, healthcheck {healthcheck}",
     ]
+    if context_info["model_wheels"]:
+        reasons.append(
+            "model.requirements added (pinned, hashed): " + ", ".join(context_info["model_wheels"])
+        )
+    if context_info["project_modules"]:
+        reasons.append(
+            "the project's own modules in /opt/project: "
+            + ", ".join(context_info["project_modules"])
+        )
     contract_details: dict[str, Any] = {"skipped": True}
     status = "pass"
     if args.skip_contract:
         reasons.append("contract test skipped (--skip-contract)")
     else:
-        outcome = contract.run_contract(built.image_id, model_dir, holdout, progress=ctx.progress)
+        # the in-process side of the comparison imports the project's own modules too
+        with entrypoint.project_path(root):
+            outcome = contract.run_contract(
+                built.image_id, model_dir, holdout, progress=ctx.progress
+            )
         contract_details = {
             "skipped": False,
             "passed": outcome.passed,

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlcd import modelio, projectcode
 from mlcd.context import Command, Context
-from mlcd.errors import EnvironmentMissing, UserInputError
+from mlcd.errors import EnvironmentMissing, MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
 from mlcd.security import clair, modelscan
 from mlcd.security.findings import SEVERITIES, Finding
@@ -122,6 +123,19 @@ def _model_files(ctx: Context, opts: ScanOptions) -> list[Path]:
             ):
                 found.append(path.resolve())
     return found
+
+
+def _project_trust(ctx: Context, path: Path) -> list[str]:
+    """The skops types of this model file that the project trusts: classes defined in its
+    own source and its `model.trusted-types` (docs/serving.md)."""
+    if path.suffix != ".skops":
+        return []
+    try:
+        needed = modelio.needed_types(path)
+    except MlcdError:
+        return []  # the scanner reports an unreadable file itself
+    report = projectcode.classify(needed, ctx.loaded.root, ctx.config.model.trusted_types)
+    return [*report.project, *report.declared]
 
 
 def _dockerfile(ctx: Context, opts: ScanOptions, repo: Path) -> Path | None:
@@ -371,7 +385,7 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
         shown = _shown(path, repo)
         ctx.progress(f"model file {shown}")
         clock = time.monotonic()
-        found = modelscan.scan_model_file(path, shown=shown)
+        found = modelscan.scan_model_file(path, shown=shown, trusted=_project_trust(ctx, path))
         parts.append(
             Part(
                 "model",

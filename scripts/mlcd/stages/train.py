@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, entrypoint, inputschema, modelio
+from mlcd import __version__, entrypoint, inputschema, modelio, projectcode
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
@@ -41,6 +41,38 @@ def library_versions() -> dict[str, str]:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = "absent"
+    return found
+
+
+def requirement_versions(ctx: Context) -> dict[str, str]:
+    """The installed versions of what `model.requirements` names (part of the fingerprint
+    and of the model card: the model was fitted with these)."""
+    import re
+
+    named = ctx.config.model.requirements
+    if not named:
+        return {}
+    path = ctx.loaded.resolve(named)
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except OSError:
+        raise UserInputError(
+            f"model.requirements: {named} does not exist",
+            hint="the path is relative to the config file's folder",
+        ) from None
+    found = {}
+    for raw in lines:
+        match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", raw.split("#", 1)[0])
+        if match and not raw.lstrip().startswith("-"):
+            name = match.group(1)
+            try:
+                found[name] = version(name)
+            except PackageNotFoundError:
+                raise UserInputError(
+                    f"model.requirements: {named} names `{name}`, which is not installed here",
+                    hint="install the model's requirements where `mlcd train` runs "
+                    f"(pip install -r {named})",
+                ) from None
     return found
 
 
@@ -93,7 +125,7 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
     frame = dataset.read_table(data_path)
     dataset.check_frame(frame, data_path, target=cfg.target, task=cfg.task)
     data_sha256 = modelio.file_sha256(data_path)
-    versions = library_versions()
+    versions = library_versions() | requirement_versions(ctx)
     fp = fingerprint(
         data_sha256=data_sha256,
         code_sha256=entrypoint.code_sha256(entry, root),
@@ -131,15 +163,9 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
         x_train = parts.train[features]
         y_train = parts.train[cfg.target]
         fit_seconds = _fit(estimator, x_train, y_train, cfg.entrypoint)
-        trusted = modelio.save_model(estimator, model_path)
-        refused = modelio.refused_types(model_path)
-        if refused:
-            raise GateFailed(
-                f"the fitted model needs {len(refused)} type(s) that mlcd does not trust, so "
-                "evaluate and the server would refuse to load it",
-                problems=[f"untrusted type: {t}" for t in refused],
-                hint="build the model from scikit-learn parts (no custom classes)",
-            )
+        needed = modelio.save_model(estimator, model_path)
+        types = _check_types(needed, root, cfg.trusted_types)
+        ship = projectcode.modules_to_ship(types, root, projectcode.loaded_modules(root))
         classes = getattr(estimator, "classes_", None)
         ctx.progress("probing the fitted model's inputs (format, gaps per column)")
         schema, input_meta = inputschema.describe(
@@ -171,7 +197,12 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
             "versions": versions,
             "fit_seconds": fit_seconds,
             "fingerprint": fp,
-            "trusted_types": trusted,
+            "trusted_types": needed,
+            # why each needed type may be loaded (README, "The model"): the project's own
+            # classes, those declared in model.trusted-types; the project files the image ships
+            "project_types": types.project,
+            "declared_types": types.declared,
+            "project_modules": ship,
             "model_sha256": modelio.file_sha256(model_path),
         }
     write_json_atomic(meta_path, meta)
@@ -190,6 +221,15 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
     ]
     if n_classes:
         reasons.append(f"{n_classes} classes: {', '.join(map(str, meta['classes']))}")
+    own = list(meta.get("project_types") or [])
+    shipped: list[str] = [str(m["path"]) for m in meta.get("project_modules") or []]
+    if own:
+        reasons.append(
+            f"project types (trusted: defined in the project's source): {', '.join(own)}"
+        )
+        reasons.append(f"project modules the image ships: {', '.join(shipped)}")
+    if meta.get("declared_types"):
+        reasons.append("types trusted by model.trusted-types: " + ", ".join(meta["declared_types"]))
     md = [
         f"### ✅ train: {summary}",
         "",
@@ -202,6 +242,14 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
         f"| fit time | {meta['fit_seconds']:.3f}s{' (reused)' if reused_from else ''} |",
         f"| fingerprint | `{fp[:16]}` |",
     ]
+    if own or meta.get("declared_types"):
+        md.append(
+            "| trusted types | "
+            + ", ".join(f"`{t}`" for t in [*own, *(meta.get("declared_types") or [])])
+            + " |"
+        )
+    if shipped:
+        md.append("| project code in the image | " + ", ".join(f"`{p}`" for p in shipped) + " |")
     return StageOutcome(
         status="pass",
         summary=summary,
@@ -222,9 +270,36 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
             "fit_seconds": meta["fit_seconds"],
             "reused_from": reused_from,
             "model_sha256": meta["model_sha256"],
+            "project_types": own,
+            "declared_types": list(meta.get("declared_types") or []),
+            "project_modules": shipped,
         },
         markdown="\n".join(md) + "\n",
     )
+
+
+def _check_types(needed: list[str], root: Path, declared: list[str]) -> projectcode.TypeReport:
+    """Every type the fitted model needs must be mlcd's, the project's or declared."""
+    types = projectcode.classify(needed, root, declared)
+    if types.dangerous:
+        raise GateFailed(
+            f"the fitted model holds {len(types.dangerous)} callable(s) that can run code "
+            "when a model file is loaded; no model may",
+            problems=[f"dangerous type: {t}" for t in types.dangerous],
+            hint="remove them from the pipeline (e.g. a FunctionTransformer of a builtin)",
+        )
+    if types.refused:
+        packages = sorted({t.split(".")[0] for t in types.refused})
+        raise GateFailed(
+            f"the fitted model needs {len(types.refused)} type(s) that are neither "
+            "scikit-learn's nor defined in the project's source, so evaluate and the server "
+            "would refuse to load it",
+            problems=[f"untrusted type: {t}" for t in types.refused],
+            hint=f"if you trust {', '.join(packages)}, list the types in model.trusted-types "
+            "in mlcd.yaml (and the package in model.requirements); a class of your own "
+            "must live in a module under the config's folder, e.g. model/features.py",
+        )
+    return types
 
 
 def _label(value: Any) -> Any:

@@ -1,0 +1,1 @@
+"""The team's own package: the pipeline and the transformer it uses."""
