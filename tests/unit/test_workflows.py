@@ -51,9 +51,11 @@ def _callers() -> list[tuple[str, dict[str, Any]]]:
             if re.search(r"(checks|deliver)\.yml", str(job.get("uses", ""))):
                 found.append((f"{path.relative_to(ROOT)}:{job_id}", job))
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Using mlcd in a model repository", 1)[1].split("\n## ", 1)[0]
-    for block in re.findall(r"```yaml\n(.*?)```", section, re.DOTALL):
+    # every snippet of the README, the quick one at the top included: a user copies any of them
+    for block in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL):
         data = yaml.safe_load(block)
+        if not isinstance(data, dict):
+            continue
         for job_id, job in (data.get("jobs") or {}).items():
             if re.search(r"(checks|deliver)\.yml", str(job.get("uses", ""))):
                 found.append((f"README.md:{job_id}", job))
