@@ -261,12 +261,6 @@ def _deploy_body(
     section = env_section(ctx, env)
     chosen = strategy or section.strategy
     registry = open_registry(ctx.loaded)
-    if ctx.bundle.read("release") is None:
-        # a deploy of an existing release (workflow_dispatch): the newest that passed every
-        # `requires:` unless named, with its evidence (held-out rows, verdict, scan)
-        release_arg = release_arg or releases.default_version(registry, section.requires)
-        if release_arg and releases.SEMVER.match(release_arg):
-            releases.restore_evidence(registry, release_arg, ctx.bundle.root)
     release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, release_arg)
     report = gates.check(release, env, section.requires)
     details: dict[str, Any] = {
@@ -326,22 +320,41 @@ def _recorded(ctx: Context, stage: str, exc: MlcdError) -> StageResult:
     return ctx.run_stage(stage, body)
 
 
+def existing_release(ctx: Context, section: EnvironmentSection, release: str | None) -> str | None:
+    """A deploy of an existing release (workflow_dispatch, a fresh clone) when this run folder
+    made none: the newest release that passed every `requires:` unless one is named, with its
+    evidence restored (held-out rows, verdict, scan) — before the controller is built, since
+    the rollout's synthetic traffic is made from those rows."""
+    if ctx.bundle.read("release") is not None:
+        return release
+    registry = open_registry(ctx.loaded)
+    release = release or releases.default_version(registry, section.requires)
+    if release and releases.SEMVER.match(release):
+        releases.restore_evidence(registry, release, ctx.bundle.root)
+    return release
+
+
 def stage(
     ctx: Context, env: str, *, strategy: str | None = None, release: str | None = None
 ) -> StageResult:
     name = f"deploy-{env}"
     section = env_section(ctx, env)
     if section.target == "kubernetes":
-        return ctx.run_stage(name, lambda: _deploy_body(ctx, env, strategy, release))
+        return ctx.run_stage(
+            name,
+            lambda: _deploy_body(ctx, env, strategy, existing_release(ctx, section, release)),
+        )
     ran = False
+    chosen: str | None = release
 
     def body(ctl: Controller) -> StageOutcome:
         nonlocal ran
         ran = True
-        return _deploy_body(ctx, env, strategy, release, ctl)
+        return _deploy_body(ctx, env, strategy, chosen, ctl)
 
     try:
         refuse_ephemeral(env, section)
+        chosen = existing_release(ctx, section, release)
         with locked(ctx, env, "deploy", strategy or section.strategy) as ctl:
             return ctx.run_stage(name, lambda: body(ctl))
     except LockRefused as exc:
