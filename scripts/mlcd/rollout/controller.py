@@ -450,10 +450,9 @@ class Controller:
                     min_intervals=cfg.min_intervals,
                 )
                 run, jstate = result.run, result.judge_state
-                if result.verdict == "failed":
-                    return self.rollback_candidate(f"analysis failed: {result.explanation}")
-                if result.verdict == "paused":
-                    return self.pause(result.explanation)
+                ended = self._unless_passed(result, "analysis failed")
+                if ended is not None:
+                    return ended
         return self.promote()
 
     def _blue_green(self, candidate: Arm) -> DeployOutcome:
@@ -483,11 +482,7 @@ class Controller:
                 label="preview",
                 like_for_like=True,
             )
-        if result.verdict == "failed":
-            return self.rollback_candidate(f"preview analysis failed: {result.explanation}")
-        if result.verdict == "paused":
-            return self.pause(result.explanation)
-        return self.promote()
+        return self._unless_passed(result, "preview analysis failed") or self.promote()
 
     def _shadow(self, candidate: Arm) -> DeployOutcome:
         section = self.spec.section
@@ -514,10 +509,9 @@ class Controller:
                 paired=True,
                 label="shadow",
             )
-        if result.verdict == "failed":
-            return self.rollback_candidate(f"shadow blocked from promotion: {result.explanation}")
-        if result.verdict == "paused":
-            return self.pause(result.explanation)
+        ended = self._unless_passed(result, "shadow blocked from promotion")
+        if ended is not None:
+            return ended
         if not cfg.promote:
             outcome = self.rollback_candidate("shadow passed; shadow.promote is false")
             outcome.result = "already live"
@@ -529,6 +523,14 @@ class Controller:
         return self.promote()
 
     # ------------------------------------------------------------------ endings
+
+    def _unless_passed(self, result: _Analysis, failed: str) -> DeployOutcome | None:
+        """The ending of an analysis that did not pass (rolled back or paused), else None."""
+        if result.verdict == "failed":
+            return self.rollback_candidate(f"{failed}: {result.explanation}")
+        if result.verdict == "paused":
+            return self.pause(result.explanation)
+        return None
 
     def pause(self, explanation: str) -> DeployOutcome:
         rollout = self.state.rollout
