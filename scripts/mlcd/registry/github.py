@@ -23,13 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlcd.contracts import MODEL_FILE
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import utc_now
 from mlcd.modelio import file_sha256
 from mlcd.registry.base import CHAMPION, ModelRegistry, ModelVersion
 from mlcd.tools.github import DEPLOYMENT_TASK, GitHub, GitHubApiError
 
-MODEL_FILE = "model.skops"
 ATTACHMENTS = "attachments.json"
 PRODUCTION = "production"
 _RECORD = re.compile(r"<!-- mlcd-record (\{.*\}) -->", re.DOTALL)
