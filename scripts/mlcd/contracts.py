@@ -153,8 +153,8 @@ class ContractTest(BaseModel):
     ready_seconds: int | float | None = None
     health: Any = None
     user: str | None = None
-    problems: list[str] = []
-    forms: list[str] = []
+    problems: list[Any] = []
+    forms: Any = None  # {form: rows that agree}
 
 
 class BuildDetails(Details):

@@ -66,6 +66,18 @@ def test_nested_and_open_ended_details_survive() -> None:
     assert build.dump() == given
 
 
+def test_a_real_builds_contract_test_reads_strictly() -> None:
+    # as `mlcd build` writes it: forms maps each request form to the rows that agree
+    contract = {"skipped": False, "passed": True, "rows": 2, "agree": 2, "ready_seconds": 1.2,
+                "health": "healthy", "user": "10001:10001", "problems": [],
+                "forms": {"instances": 2, "records": 2}}  # fmt: skip
+    build = details(
+        result("build", {"contract": contract, "wheels": 40}), BuildDetails, strict=True
+    )
+    assert build.contract.forms == {"instances": 2, "records": 2}
+    assert build.dump()["contract"] == contract
+
+
 def test_lenient_reading_drops_only_the_wrong_key() -> None:
     given = {"version": ["not", "text"], "image": "n@sha256:1", "model_version": "v2"}
     release = details(result("release", given), ReleaseDetails)

@@ -28,7 +28,14 @@ from pathlib import Path
 
 from mlcd import evaluation, releases
 from mlcd.context import Command, Context
-from mlcd.contracts import BuildDetails, EvaluateDetails, details, train_files, verdict_file
+from mlcd.contracts import (
+    BuildDetails,
+    EvaluateDetails,
+    ReleaseDetails,
+    details,
+    train_files,
+    verdict_file,
+)
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, utc_now, write_json_atomic
 from mlcd.registry import (
@@ -141,7 +148,7 @@ def _already(release: releases.Release, wanted: str | None) -> StageOutcome:
             f"image {release.image_id} was released as {release.version} on {release.released}",
             f"model version {release.model_version}; evidence {release.evidence_digest}",
         ],
-        details={**release.to_json(), "existing": True},
+        details=ReleaseDetails.model_validate({**release.to_json(), "existing": True}).dump(),
         markdown=f"### ✅ release: {summary}\n",
     )
 
@@ -263,7 +270,9 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         f"model version {model_version} in the registry ({registry.location})",
         f"evidence bundle {evidence_digest} ({tarball.stat().st_size} bytes) stored at {stored}",
     ]
-    details = {**record.to_json(), "existing": False, "tag": ref, "registry": registry.location}
+    details = ReleaseDetails.model_validate(
+        {**record.to_json(), "existing": False, "tag": ref, "registry": registry.location}
+    ).dump()
     md = [
         f"### ✅ release {version}",
         "",
