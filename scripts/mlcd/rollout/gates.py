@@ -21,7 +21,7 @@ from typing import Any
 
 from mlcd import releases
 from mlcd.config import LoadedConfig
-from mlcd.contracts import ReleaseDetails, details
+from mlcd.contracts import ReleaseDetails, details, verdict_file
 from mlcd.errors import UserInputError
 from mlcd.evidence import Bundle, utc_now
 from mlcd.registry import CHAMPION, DEPLOYMENTS, ModelRegistry, ModelVersion, open_registry
@@ -83,7 +83,7 @@ def _status_data(data: Any) -> bool | None:
 
 
 def _from_bundle(bundle: Bundle) -> tuple[bool | None, bool | None]:
-    path = bundle.root / "evaluate" / "verdict.json"
+    path = verdict_file(bundle)
     evaluate: bool | None = None
     if path.is_file():
         with contextlib.suppress(OSError, json.JSONDecodeError):
