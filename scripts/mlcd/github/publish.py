@@ -339,13 +339,3 @@ def record_deployment(
     record["status_id"] = status.get("id")
     write_json_atomic(path, record)
     return record
-
-
-def payload_of(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    payload = deployment.get("payload")
-    if isinstance(payload, str):
-        try:
-            payload = json.loads(payload)
-        except ValueError:
-            payload = {}
-    return payload if isinstance(payload, dict) else {}
