@@ -259,6 +259,22 @@ def _parts() -> Any:
     return pages.macros("parts.html.j2")
 
 
+def _model_parts() -> Any:
+    return pages.macros("model.html.j2")
+
+
+def _scan_parts() -> Any:
+    return pages.macros("scan.html.j2")
+
+
+def _cols(left: str, right: str) -> str:
+    return str(_parts().cols(html_(left), html_(right)))
+
+
+def _chart(svg: str) -> str:
+    return str(_parts().chart(html_(svg)))
+
+
 def _pill(status: str) -> str:
     return str(_parts().pill(status))
 
@@ -366,7 +382,8 @@ def _thresholds(checks: Iterable[Any]) -> dict[str, float]:
     return found
 
 
-def _plots(view: RunView, evaluate: StageResult) -> str:
+def _plots(view: RunView, evaluate: StageResult) -> list[tuple[str, str, str]]:
+    """The evaluation's PNG plots inside the bundle: (path, data URI, title) each."""
     figures = []
     for key, rel in sorted(evaluate.artifacts.items()):
         if not key.startswith("plot_"):
@@ -379,13 +396,8 @@ def _plots(view: RunView, evaluate: StageResult) -> str:
             continue
         title = key.removeprefix("plot_").replace("_", " ")
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-        figures.append(
-            f'<figure><a href="{e(rel)}"><img src="{uri}" alt="{e(title)}"></a>'
-            f"<figcaption>{e(title)}</figcaption></figure>"
-        )
-    if not figures:
-        return ""
-    return '<div class="plots">' + "".join(figures) + "</div>"
+        figures.append((rel, uri, title))
+    return figures
 
 
 def _metric_table(
@@ -450,9 +462,7 @@ def _model(view: RunView) -> str:
         "regression."
     )
     if evaluate is None:
-        body = ""
-        if train is not None:
-            body += f"<p>Trained: {e(train.summary)}</p>"
+        body = str(_model_parts().trained(train.summary)) if train is not None else ""
         return _section("model", "Model", intro, body + _not_run("evaluate", "evaluation"))
     verdict_path = view.file("evaluate", "verdict", "evaluate/verdict.json")
     data = _dict(_json_file(verdict_path)) if verdict_path else {}
@@ -474,7 +484,10 @@ def _model(view: RunView) -> str:
     facts = _facts(
         [
             ("model version", e(str(evaluated.model_version or ""))),
-            ("estimator", e(" ".join(str(meta.get(k) or "") for k in ("estimator", "task")))),
+            (
+                "estimator",
+                e(" ".join(str(meta.get(k) or "") for k in ("estimator", "task"))),
+            ),
             ("target", _code(str(meta.get("target") or ""))),
             (
                 "held-out rows",
@@ -483,37 +496,37 @@ def _model(view: RunView) -> str:
             ("trained", e(train.summary) if train else ""),
         ]
     )
+    model = _model_parts()
     left = [facts]
     if checks:
-        items = "".join(
-            f'<li class="{"ok" if _dict(c).get("passed") else "bad"}">'
-            f"{'✓' if _dict(c).get('passed') else '✗'} {e(str(_dict(c).get('line', '')))}</li>"
-            for c in checks
-        )
-        left.append(f'<h3>Checks</h3><ul class="checks">{items}</ul>')
-    else:
         left.append(
-            "<ul class='checks'>" + "".join(f"<li>{e(r)}</li>" for r in evaluate.reasons) + "</ul>"
+            str(
+                model.checks(
+                    [(_dict(c).get("passed"), str(_dict(c).get("line", ""))) for c in checks]
+                )
+            )
         )
+    else:
+        left.append(str(model.reasons(evaluate.reasons)))
     said = any(_dict(c).get("kind") == "champion" for c in checks)
     if comparison.get("status") != "compared" and comparison.get("reason") and not said:
-        left.append(f"<p><b>Champion:</b> {e(str(comparison['reason']))}</p>")
+        left.append(str(model.champion(str(comparison["reason"]))))
     chart = metric_chart(
-        metrics, intervals, champion_metrics, _thresholds(checks), champion_name=champion
+        metrics,
+        intervals,
+        champion_metrics,
+        _thresholds(checks),
+        champion_name=champion,
     )
-    right = f'<div class="chart">{chart}</div>' if chart else ""
     parts = [
         _earlier(next((r for r in view.rows if r.name == "evaluate"), None)),
-        f'<div class="cols"><div>{"".join(left)}</div><div>{right}</div></div>',
+        _cols("".join(left), _chart(chart)),
         _metric_table(metrics, intervals, champion_metrics, comparison),
     ]
-    plots = _plots(view, evaluate)
-    if plots:
+    figures = _plots(view, evaluate)
+    if figures:
         report = evaluate.artifacts.get("report", "evaluate/report.html")
-        parts.append(
-            f'<h3>Plots</h3><p class="intro">From the evaluation (<a href="{e(report)}">'
-            f"{e(report)}</a> has them full size, with slices).</p>{plots}"
-        )
+        parts.append(str(model.plots(figures, report)))
     return _section("model", "Model", intro, "".join(parts), status=evaluate.status)
 
 
@@ -535,10 +548,7 @@ def sbom_components(path: Path | None) -> int | None:
 
 def _target_status(part: dict[str, Any]) -> str:
     """`scanned`, or why not; a scanned target with a caveat shows it (e.g. no vuln DB)."""
-    reason = e(str(part.get("reason", "")))
-    if not part.get("scanned"):
-        return reason
-    return f"scanned; <b>{reason}</b>" if reason else "scanned"
+    return str(_scan_parts().target_status(part.get("scanned"), str(part.get("reason", ""))))
 
 
 _SCAN_INTRO = (
@@ -600,7 +610,6 @@ def _finding_tables(view: RunView) -> list[str]:
     parts = []
     failing = [_dict(f) for f in findings if _dict(f).get("gate") == "fail"]
     if failing:
-        parts.append(f"<h3>Failing findings ({len(failing)})</h3>")
         rows = [
             [
                 *_finding_cells(f),
@@ -610,9 +619,9 @@ def _finding_tables(view: RunView) -> list[str]:
             for f in failing[:25]
         ]
         head = ["severity", "id", "package / file", "installed", "fixed", "title"]
-        parts.append(_table(head, rows))
+        parts.append(str(_scan_parts().failing(len(failing), html_(_table(head, rows)))))
     suppressed = [_dict(f) for f in findings if _dict(f).get("suppressed_by")]
-    parts.append(f"<h3>Suppressions ({len(suppressed)})</h3>")
+    table = ""
     if suppressed:
         rows = []
         for f in suppressed[:50]:
@@ -620,9 +629,8 @@ def _finding_tables(view: RunView) -> list[str]:
             reason, expires = (e(str(by.get(k, ""))) for k in ("reason", "expires"))
             rows.append([*_finding_cells(f), reason, expires, e(str(by.get("owner") or ""))])
         head = ["severity", "id", "package / file", "reason", "expires", "owner"]
-        parts.append(_table(head, rows))
-    else:
-        parts.append("<p>No finding is suppressed.</p>")
+        table = _table(head, rows)
+    parts.append(str(_scan_parts().suppressed(len(suppressed), html_(table))))
     return parts
 
 
@@ -640,24 +648,18 @@ def _scan(view: RunView) -> str:
         ]
         for p in scanned.parts
     ]
-    right = f'<div class="chart">{severity_bar(counts)}</div>'
+    right = _chart(severity_bar(counts))
     if targets:
         right += _table(["target", "findings", "status"], targets)
     parts = [
         _earlier(next((r for r in view.rows if r.name == "scan"), None)),
-        f'<div class="cols"><div>{_scan_facts(view, scan, scanned)}</div><div>{right}</div></div>',
+        _cols(_scan_facts(view, scan, scanned), right),
         *_finding_tables(view),
     ]
     expired = scanned.expired_ignores
     if expired:
-        parts.append(
-            "<p class='bad'>Expired ignore entries (they suppress nothing now): "
-            + ", ".join(
-                f"<code>{e(str(_dict(x).get('id', '')))}</code> ({e(str(_dict(x).get('expires')))})"
-                for x in expired
-            )
-            + "</p>"
-        )
+        entries = [(str(_dict(x).get("id", "")), str(_dict(x).get("expires"))) for x in expired]
+        parts.append(str(_scan_parts().expired(entries)))
     return _section("scan", "Security scan", _SCAN_INTRO, "".join(parts), status=scan.status)
 
 
@@ -715,7 +717,10 @@ def _image(view: RunView) -> str:
         facts += [
             ("built image", _code(d.image)),
             ("tag", _code(d.tag)),
-            ("base, user", " ".join(x for x in (_code(d.base_image), _code(d.user)) if x)),
+            (
+                "base, user",
+                " ".join(x for x in (_code(d.base_image), _code(d.user)) if x),
+            ),
         ]
     else:
         notes.append(_not_run("build", "build"))
@@ -733,7 +738,7 @@ def _image(view: RunView) -> str:
             facts.append(("release", f"{_pill(release.status)} {e(release.summary)}"))
     else:
         notes.append(_not_run("release", "release"))
-    body = "".join(notes) + f'<div class="stats">{"".join(stats)}</div>' + _facts(facts)
+    body = "".join(notes) + str(_parts().stats(html_("".join(stats)))) + _facts(facts)
     status = build.status if build is not None else release.status if release else ""
     return _section("image", "Image and release", intro, body, status=status)
 
@@ -802,82 +807,61 @@ _ARM_NAMES = {
 }
 
 
-def _deploy(row: StageRow) -> str:
-    env = row.name.removeprefix("deploy-")
-    result = row.result
-    if result is None:
-        body = _not_run(f"deploy {env}", "rollout")
-        return f'<div class="env"><h3>{e(env)} {_pill(row.status)}</h3>{body}</div>'
-    d = details(result, DeployDetails)
-    steps = intervals(d)
-    analysis = d.analysis
-    outcome = d.outcome
-    what = " · ".join(
-        x
-        for x in (
-            f"release <b>{e(d.version)}</b>" if d.version else "",
-            f"by {e(d.strategy)}" if d.strategy else "",
-            f"router {_code(d.router)}" if d.router else "",
-            f"{len(steps)} analysis interval{'s' * (len(steps) != 1)}",
-        )
-        if x
-    )
-    parts = [
-        (
-            f'<div class="env"><h3>{e(env)} {_pill(result.status)} '
-            f'<span class="what">{what}</span></h3>'
-        ),
-        _earlier(row),
-        f"<p>{e(result.summary)}</p>",
+_INTERVAL_HEAD = (
+    "#",
+    "phase",
+    "traffic",
+    "outcome",
+    "canary req / err",
+    "stable req / err",
+    "p99 canary / stable",
+    "first reason",
+)
+
+
+def _interval_row(s: Interval) -> list[str]:
+    return [
+        str(s.index),
+        e(s.phase),
+        f"{s.weight:g}%",
+        e(s.outcome),
+        f"{_fmt(s.canary_requests)} / {_fmt(s.canary_errors)}",
+        f"{_fmt(s.stable_requests)} / {_fmt(s.stable_errors)}",
+        f"{_fmt(s.canary_p99_ms, 1)} / {_fmt(s.stable_p99_ms, 1)} ms",
+        e(s.reason[:140]),
     ]
+
+
+def _deploy(row: StageRow) -> str:
+    """One environment: what was rolled out, the timeline and its intervals as a table."""
+    env = row.name.removeprefix("deploy-")
+    rollout = pages.macros("rollout.html.j2")
+    if row.result is None:
+        return str(rollout.environment(env, row.status))
+    d = details(row.result, DeployDetails)
+    steps = intervals(d)
+    chart = table = ""
     if steps:
         chart = timeline_chart(
             steps,
-            outcome=outcome,
-            max_error_rate=_num(analysis.get("max_error_rate")),
-            max_p99_ms=_num(analysis.get("max_p99_latency_ms")),
+            outcome=d.outcome,
+            max_error_rate=_num(d.analysis.get("max_error_rate")),
+            max_p99_ms=_num(d.analysis.get("max_p99_latency_ms")),
             names=_ARM_NAMES.get(d.strategy, ("canary", "stable")),
         )
-        parts.append(f'<div class="chart">{chart}</div>')
-        table = _table(
-            [
-                "#",
-                "phase",
-                "traffic",
-                "outcome",
-                "canary req / err",
-                "stable req / err",
-                "p99 canary / stable",
-                "first reason",
-            ],
-            [
-                [
-                    str(s.index),
-                    e(s.phase),
-                    f"{s.weight:g}%",
-                    e(s.outcome),
-                    f"{_fmt(s.canary_requests)} / {_fmt(s.canary_errors)}",
-                    f"{_fmt(s.stable_requests)} / {_fmt(s.stable_errors)}",
-                    f"{_fmt(s.canary_p99_ms, 1)} / {_fmt(s.stable_p99_ms, 1)} ms",
-                    e(s.reason[:140]),
-                ]
-                for s in steps
-            ],
-            css="small",
+        table = _table(_INTERVAL_HEAD, [_interval_row(s) for s in steps], css="small")
+    return str(
+        rollout.environment(
+            env,
+            row.result.status,
+            d,
+            steps,
+            html_(_earlier(row)),
+            row.result.summary,
+            html_(chart),
+            html_(table),
         )
-        parts.append(f"<details><summary>the intervals as a table</summary>{table}</details>")
-    else:
-        parts.append(
-            "<p class='note'>No analysis intervals: "
-            + (
-                "nothing was live here before, so there was nothing to compare with."
-                if outcome == "deployed"
-                else e(outcome or "the deploy stage recorded none")
-            )
-            + "</p>"
-        )
-    parts.append("</div>")
-    return "".join(parts)
+    )
 
 
 def _rollout(view: RunView) -> str:
