@@ -365,7 +365,8 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         "contract": contract_details,
         **context_info,
     }
-    details = BuildDetails.model_validate(details).dump()  # the stage contract (mlcd.contracts)
+    checked = BuildDetails.model_validate(details)  # the stage contract (mlcd.contracts)
+    details = checked.dump()
     folder_out = ctx.bundle.stage_dir(STAGE)
     (folder_out / "build.log").write_text(built.log, "utf-8")
     write_json_atomic(folder_out / "image.json", details)
@@ -381,7 +382,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
             f"| build | {build_seconds} s ({built.seconds_cached_steps}/{built.steps} cached), "
             "network none |"
         ),
-        f"| user | `{details['user']}` |",
+        f"| user | `{checked.user}` |",
     ]
     md += ["", *[f"- {r}" for r in reasons]]
     return StageOutcome(

@@ -220,9 +220,8 @@ def _outcome(
         "router": ctl.target.url.split("://", 1)[-1],
         "state_file": ctl.target.state_location,
         "measurements": ctl.measurements,
+        **({"waiting_for": result.waiting_for} if result.waiting_for else {}),
     }
-    if result.waiting_for:
-        details["waiting_for"] = result.waiting_for
     details = DeployDetails.model_validate(details).dump()
     md = [f"### {'✅' if passed else '❌'} {stage}: {result.summary}", ""]
     md += [f"- {r}" for r in [*reasons, *result.reasons]]
