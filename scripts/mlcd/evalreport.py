@@ -14,34 +14,17 @@ import numpy as np
 import yaml
 
 from mlcd import metrics as m
+from mlcd.charts import CANDIDATE as _CANDIDATE
+from mlcd.charts import CHAMPION as _CHAMPION
+from mlcd.presentation import metric_name
+from mlcd.presentation import report_number as _fmt
 
 if TYPE_CHECKING:
     from mlcd.evaluation import Scored
 
-_PRETTY = {
-    "accuracy": "Accuracy",
-    "precision": "Precision",
-    "recall": "Recall",
-    "f1": "F1",
-    "roc_auc": "ROC AUC",
-    "log_loss": "Log loss",
-    "rmse": "RMSE",
-    "mae": "MAE",
-    "r2": "R²",
-}
-_CANDIDATE = "#1f77b4"
-_CHAMPION = "#ff7f0e"
 _PALETTE = f"{_CANDIDATE}, {_CHAMPION}"
 # Mermaid's init directive: the chart's bars and line in the plots' colours
 _THEME = '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + _PALETTE + '"}}}}%%'
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, float | int):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _interval(pair: Any) -> str:
@@ -461,7 +444,12 @@ def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
     task = str(meta["task"])
     hf_task = "tabular-classification" if task == "classification" else "tabular-regression"
     results = [
-        {"type": k, "value": round(float(v), 6), "name": _PRETTY.get(k, k), "verified": False}
+        {
+            "type": k,
+            "value": round(float(v), 6),
+            "name": metric_name(k, title=True),
+            "verified": False,
+        }
         for k, v in verdict["metrics"].items()
         if k in m.names(task) and v is not None
     ]
@@ -590,7 +578,7 @@ def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
         "",
         "#### Metrics",
         "",
-        ", ".join(_PRETTY.get(k, k) for k in m.names(task)) + f", with {conf}% intervals "
+        ", ".join(metric_name(k, title=True) for k in m.names(task)) + f", with {conf}% intervals "
         f"from {verdict['bootstrap_samples']} bootstrap resamples.",
         "",
         "### Results",

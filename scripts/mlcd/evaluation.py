@@ -25,10 +25,10 @@ from mlcd import metrics as m
 from mlcd.config import Bound, EvaluateSection, SliceSection
 from mlcd.config import where as config_where
 from mlcd.context import Context
+from mlcd.contracts import META_FILE, MODEL_FILE, VERDICT_FILE, train_files
 from mlcd.errors import UserInputError
 from mlcd.evidence import StageOutcome, write_json_atomic
 from mlcd.registry import CHAMPION, ModelRegistry, ModelVersion, open_registry
-from mlcd.stages.train import train_paths
 
 STAGE = "evaluate"
 
@@ -469,10 +469,11 @@ def _comparison_checks(
 
 def _load_train(ctx: Context) -> tuple[dict[str, Any], Path, pd.DataFrame]:
     ctx.bundle.require("train", by=STAGE)
-    model_path, meta_path, holdout_path = train_paths(ctx.bundle.root / "train")
+    files = train_files(ctx.bundle)
+    model_path, meta_path, holdout_path = files.model, files.meta, files.holdout
     if not meta_path.is_file() or not model_path.is_file():
         raise UserInputError(
-            f"{ctx.bundle.root / 'train'} lacks model.skops or model.json",
+            f"{ctx.bundle.root / 'train'} lacks {MODEL_FILE} or {META_FILE}",
             hint="run `mlcd train` first, with the same --out",
         )
     meta = json.loads(meta_path.read_text("utf-8"))
@@ -594,7 +595,7 @@ def body(ctx: Context, *, register: bool) -> StageOutcome:
         champion=comparison.scored,
         champion_version=comparison.champion.version if comparison.champion else None,
     )
-    write_json_atomic(folder / "verdict.json", verdict)
+    write_json_atomic(folder / VERDICT_FILE, verdict)
 
     registered: dict[str, Any] = {"registered": False, "version": None}
     if register and registry is not None:
@@ -606,7 +607,7 @@ def body(ctx: Context, *, register: bool) -> StageOutcome:
             verdict=verdict,
             folder=folder,
         )
-    verdict_path = folder / "verdict.json"
+    verdict_path = folder / VERDICT_FILE
     artifacts = {"verdict": ctx.bundle.relative(verdict_path)}
     artifacts |= {k: ctx.bundle.relative(v) for k, v in reports.items()}
     return StageOutcome(
@@ -652,7 +653,7 @@ def register_candidate(
         verdict=verdict,
         files={
             "model_card.md": folder / "model_card.md",
-            "verdict.json": folder / "verdict.json",
+            VERDICT_FILE: folder / VERDICT_FILE,
         },
     )
     return {"registered": True, "version": version.version, "registry": registry.location}
