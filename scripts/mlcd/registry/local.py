@@ -41,7 +41,7 @@ def _read_json(path: Path) -> Any:
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"model registry: cannot read {path} ({exc})") from None
+        raise UserInputError(f"model registry: cannot read {path} ({exc})") from exc
 
 
 class LocalRegistry(ModelRegistry):
@@ -84,7 +84,7 @@ class LocalRegistry(ModelRegistry):
             raise UserInputError(
                 f"model registry: cannot use the folder {self.root} ({exc.strerror})",
                 hint="set registry.path in mlcd.yaml or MLCD_REGISTRY_PATH to a writable folder",
-            ) from None
+            ) from exc
         with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

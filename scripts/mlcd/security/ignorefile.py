@@ -78,13 +78,13 @@ def load_ignore_file(path: Path, *, shown_as: str | None = None) -> list[IgnoreE
         text = path.read_text("utf-8")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"cannot read the ignore file {name}: {exc}") from None
+        raise UserInputError(f"cannot read the ignore file {name}: {exc}") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
         raise UserInputError(
             f"{where}: invalid YAML in the ignore file: {getattr(exc, 'problem', exc)}"
-        ) from None
+        ) from exc
     if node is None:
         return []
     items: list[yaml.Node]

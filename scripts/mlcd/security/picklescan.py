@@ -170,7 +170,7 @@ class _Machine:
         except PickleReadError:
             raise
         except (ValueError, KeyError, TypeError, IndexError, EOFError, OSError) as exc:
-            raise PickleReadError(str(exc) or type(exc).__name__) from None
+            raise PickleReadError(str(exc) or type(exc).__name__) from exc
         raise PickleReadError("the stream ended before its STOP opcode (truncated)")
 
     def step(self, name: str, arg: Any, pos: int) -> None:
@@ -367,8 +367,8 @@ def _dtype_info(dtype: Any) -> tuple[int, bool]:
 
     try:
         parsed = np.dtype(code)
-    except TypeError:
-        raise PickleReadError(f"joblib array wrapper with unknown dtype {code!r}") from None
+    except TypeError as exc:
+        raise PickleReadError(f"joblib array wrapper with unknown dtype {code!r}") from exc
     itemsize = elsize if isinstance(elsize, int) and elsize > 0 else parsed.itemsize
     return int(itemsize), bool(parsed.hasobject)
 

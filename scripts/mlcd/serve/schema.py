@@ -72,15 +72,15 @@ def parse_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
+        raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ClientError(
             400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        ) from exc
     except (ValueError, RecursionError) as exc:  # e.g. integers with too many digits, deep nesting
-        raise ClientError(400, f"malformed JSON: {str(exc)[:200] or type(exc).__name__}") from None
+        raise ClientError(400, f"malformed JSON: {str(exc)[:200] or type(exc).__name__}") from exc
 
 
 def _describe(value: Any) -> str:
@@ -281,7 +281,7 @@ def _to_array(model: ServedModel, rows: Sequence[Sequence[Any]]) -> NDArray[Any]
             _check_typed_row(model, index, row)
     try:
         array = np.asarray(rows, dtype=np.float64)
-    except (OverflowError, ValueError, TypeError):
+    except (OverflowError, ValueError, TypeError) as exc:
         for index, row in enumerate(rows):
             for col, value in enumerate(row):
                 if type(value) is int and not -1e308 < value < 1e308:
@@ -289,8 +289,8 @@ def _to_array(model: ServedModel, rows: Sequence[Sequence[Any]]) -> NDArray[Any]
                         422,
                         f"row {index}, feature `{model.features[col].name}` (column {col}): "
                         "the number is too large",
-                    ) from None
-        raise ClientError(422, "the rows cannot be read as numbers") from None
+                    ) from exc
+        raise ClientError(422, "the rows cannot be read as numbers") from exc
     array = array.reshape(len(rows), model.n_features)
     if not np.isfinite(array).all():
         bad = ~np.isfinite(array)
@@ -392,8 +392,8 @@ def _binary_values(raw: bytes, datatype: str, where: str) -> list[Any]:
             raise ClientError(422, f"{where}: a BYTES element is cut short")
         try:
             out.append(raw[offset : offset + length].decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ClientError(422, f"{where}: a BYTES element is not UTF-8 text") from None
+        except UnicodeDecodeError as exc:
+            raise ClientError(422, f"{where}: a BYTES element is not UTF-8 text") from exc
         offset += length
     return out
 

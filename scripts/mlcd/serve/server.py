@@ -70,7 +70,7 @@ def _import_http() -> tuple[Any, Any]:
         raise EnvironmentMissing(
             f"the server needs the Python package `{exc.name}`",
             hint="pip install uvloop httptools (or reinstall mlcd: pip install .)",
-        ) from None
+        ) from exc
     return httptools, uvloop
 
 
@@ -482,7 +482,7 @@ def _listen_socket(host: str, port: int, *, reuse_port: bool, listen: bool) -> s
             f"cannot listen on {host}:{port}: {exc.strerror}",
             hint="choose another port (MLCD_PORT or --port; 0 picks a free one) or stop "
             "what holds it",
-        ) from None
+        ) from exc
     if listen:
         sock.listen(2048)
     sock.setblocking(False)  # noqa: FBT003 - the socket API

@@ -234,7 +234,7 @@ def _ensure_base(base: str) -> None:
         raise EnvironmentMissing(
             f"the base image {base} is not on this machine and cannot be pulled ({exc.message})",
             hint=BASE_HINT,
-        ) from None
+        ) from exc
 
 
 def _created(root: Path, model_dir: Path) -> str:

@@ -55,11 +55,11 @@ def requirement_versions(ctx: Context) -> dict[str, str]:
     path = ctx.loaded.resolve(named)
     try:
         lines = path.read_text("utf-8").splitlines()
-    except OSError:
+    except OSError as exc:
         raise UserInputError(
             f"model.requirements: {named} does not exist",
             hint="the path is relative to the config file's folder",
-        ) from None
+        ) from exc
     found = {}
     for raw in lines:
         match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", raw.split("#", 1)[0])
@@ -67,12 +67,12 @@ def requirement_versions(ctx: Context) -> dict[str, str]:
             name = match.group(1)
             try:
                 found[name] = version(name)
-            except PackageNotFoundError:
+            except PackageNotFoundError as exc:
                 raise UserInputError(
                     f"model.requirements: {named} names `{name}`, which is not installed here",
                     hint="install the model's requirements where `mlcd train` runs "
                     f"(pip install -r {named})",
-                ) from None
+                ) from exc
     return found
 
 
@@ -105,12 +105,12 @@ def _fit(estimator: Any, features: Any, target: Any, text: str) -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             estimator.fit(features, target)
-    except Exception as exc:  # noqa: BLE001 - the user's estimator failed on the user's data
+    except Exception as exc:  # the user's estimator failed on the user's data
         raise UserInputError(
             f"model.entrypoint: fitting `{text}` on model.data raised {type(exc).__name__}: {exc}",
             hint="check that the pipeline handles every column type in the data "
             "(e.g. encode text columns)",
-        ) from None
+        ) from exc
     return round(time.perf_counter() - clock, 4)
 
 
