@@ -256,6 +256,18 @@ class LocalRegistry(ModelRegistry):
             )
         return path
 
+    def keep_evidence(self, release: str, tarball: Path) -> str:
+        """A read-only copy in `releases/<release>/` beside the versions."""
+        home = self.root / "releases" / release
+        home.mkdir(parents=True, exist_ok=True)
+        target = home / "evidence.tar.gz"
+        shutil.copyfile(tarball, target)
+        target.chmod(0o444)
+        return str(target)
+
+    def record_release(self, release: str, record: dict[str, Any]) -> None:
+        write_json_atomic(self.root / "releases" / release / "release.json", record)
+
     def version_file(self, version: str, name: str) -> Path:
         """A stored file of a version (model card, verdict, …) in this folder."""
         path = self._folder(version) / name
