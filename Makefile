@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # benchmarks/ is linted once it exists (ruff fails on a path that does not)
 LINT_PATHS := scripts tests $(wildcard benchmarks)
 
-.PHONY: help setup system venv js demo test lint unit integration schema docs serve-lock bench-serve clean test-host test-host-down
+.PHONY: help setup system venv js demo test lint unit integration schema docs golden serve-lock bench-serve clean test-host test-host-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -74,6 +74,10 @@ schema: venv ## regenerate schema/mlcd.schema.json from the code
 
 docs: schema ## regenerate docs/cli.md and docs/configuration.md (and the schema) from the code
 	$(PY) scripts/gen_docs.py
+
+golden: venv ## regenerate tests/golden/expected/ (SARIF, summaries, model card, page, PR comment)
+	MLCD_UPDATE_GOLDEN=1 $(PY) -m pytest tests/unit/test_golden.py -m unit -q
+	@git status --short tests/golden/expected
 
 serve-lock: venv ## regenerate the serving image's hashed wheel lock from constraints.txt
 	$(PY) -m mlcd.image.wheelhouse constraints.txt scripts/mlcd/data/serve-requirements.txt
