@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import pickletools  # nosec B403
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -422,6 +423,19 @@ def walk(stream: Readable, *, max_streams: int = 64) -> PickleScan:
     return scan
 
 
+def read_line(read: Callable[[int], bytes], size: int = -1) -> bytes:
+    """A line (at most `size` bytes) of a stream that only reads forward, a byte at a time."""
+    out = bytearray()
+    while size < 0 or len(out) < size:
+        char = read(1)
+        if not char:
+            break
+        out += char
+        if char == b"\n":
+            break
+    return bytes(out)
+
+
 class _Prepend:
     """A read-only stream with some bytes put back in front."""
 
@@ -446,15 +460,7 @@ class _Prepend:
         return data
 
     def readline(self, size: int = -1, /) -> bytes:
-        out = bytearray()
-        while size < 0 or len(out) < size:
-            char = self.read(1)
-            if not char:
-                break
-            out += char
-            if char == b"\n":
-                break
-        return bytes(out)
+        return read_line(self.read, size)
 
     def tell(self) -> int:
         return self.pos
