@@ -945,22 +945,22 @@ def load_config(path: str | Path) -> LoadedConfig:
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise UserInputError(
             f"config file {file} not found",
             hint="run from the project folder or pass --config PATH",
-        ) from None
-    except IsADirectoryError:
+        ) from exc
+    except IsADirectoryError as exc:
         raise UserInputError(
             f"config path {file} is a folder", hint=f"pass the file: --config {file}/mlcd.yaml"
-        ) from None
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"cannot read config file {file}: {exc}") from None
+        raise UserInputError(f"cannot read config file {file}: {exc}") from exc
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise _yaml_error(file, text, exc) from None
+        raise _yaml_error(file, text, exc) from exc
     if data is None:
         raise UserInputError(
             f"{file}:1:1: the config file is empty",

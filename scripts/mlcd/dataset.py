@@ -39,12 +39,12 @@ def read_table(path: Path, *, key: str = "model.data") -> pd.DataFrame:
         )
     try:
         frame = pd.read_parquet(path) if suffix in _PARQUET else pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise UserInputError(f"{key}: data file {path} is empty (no header, no rows)") from None
-    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many kinds
+    except pd.errors.EmptyDataError as exc:
+        raise UserInputError(f"{key}: data file {path} is empty (no header, no rows)") from exc
+    except Exception as exc:  # pandas/pyarrow raise many kinds
         raise UserInputError(
             f"{key}: cannot read {path} ({type(exc).__name__}: {exc})".rstrip()
-        ) from None
+        ) from exc
     if len(frame) == 0:
         raise UserInputError(f"{key}: data file {path} has a header but no rows")
     return frame

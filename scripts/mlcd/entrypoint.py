@@ -122,15 +122,15 @@ def _import(entry: Entrypoint, root: Path) -> ModuleType:
             hint="the entrypoint is imported with the config's folder (and a file "
             "entrypoint's own folder) on sys.path; check the name, or use "
             "`path/to/file.py:function`",
-        ) from None
+        ) from exc
     except SyntaxError as exc:
         raise UserInputError(
             f"{KEY}: {exc.filename}:{exc.lineno}: cannot import it as Python ({exc.msg})"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - the user's module raised while being imported
+        ) from exc
+    except Exception as exc:  # the user's module raised while being imported
         raise UserInputError(
             f"{KEY}: importing `{entry.module}` raised {type(exc).__name__}: {exc}"
-        ) from None
+        ) from exc
 
 
 def load_function(entry: Entrypoint, root: Path) -> Callable[..., Any]:
@@ -157,11 +157,11 @@ def build(entry: Entrypoint, root: Path, params: dict[str, Any], task: str) -> A
     except TypeError as exc:
         raise UserInputError(
             f"{KEY}: `{entry.text}` rejected model.params {params}: {exc}"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - the user's function raised
+        ) from exc
+    except Exception as exc:  # the user's function raised
         raise UserInputError(
             f"{KEY}: `{entry.text}(**model.params)` raised {type(exc).__name__}: {exc}"
-        ) from None
+        ) from exc
     missing = [
         m for m in ("fit", "predict", "get_params") if not callable(getattr(estimator, m, None))
     ]

@@ -2,7 +2,12 @@
 
 Every expected failure is raised as one of these. The CLI's single top-level handler
 prints the message (and the hint, when there is one) and exits with the class's code;
-a traceback is shown only with ``--verbose``.
+a traceback is shown only with ``--verbose``. An error raised while handling another is
+raised ``from`` it, so that ``--verbose`` shows the cause's own traceback too (the
+estimator's, Docker's, the parser's).
+
+The exit code says whose the problem is: what the user wrote (the config, the arguments,
+the data, a Dockerfile that cannot be built) is 2, what the machine lacks is 3.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ class GateFailed(MlcdError):  # noqa: N818 - the names are part of the stage con
 
 
 class UserInputError(MlcdError):
-    """Exit 2: the user's input is wrong (config, arguments, missing files)."""
+    """Exit 2: the user's input is wrong (config, arguments, data, missing files, a broken
+    Dockerfile)."""
 
     exit_code = 2
     label = "input error"

@@ -155,11 +155,11 @@ def score(model: Any, features: pd.DataFrame, truth: pd.Series, meta: dict[str, 
             if task == "classification" and hasattr(model, "predict_proba")
             else None
         )
-    except Exception as exc:  # noqa: BLE001 - a model that cannot predict its own holdout
+    except Exception as exc:  # a model that cannot predict its own holdout
         raise UserInputError(
             f"the model could not predict the held-out rows ({type(exc).__name__}: {exc})",
             hint="re-run `mlcd train`; the holdout and the model must come from the same run",
-        ) from None
+        ) from exc
     if task == "classification":
         classes = list(meta.get("classes") or [])
         model_classes = [str(c) for c in getattr(model, "classes_", classes)]
@@ -170,7 +170,7 @@ def score(model: Any, features: pd.DataFrame, truth: pd.Series, meta: dict[str, 
             raise UserInputError(
                 f"the held-out target holds label {exc.args[0]!r}, which is not one of the "
                 f"model's classes {classes}"
-            ) from None
+            ) from exc
         if proba is not None and model_classes != [str(c) for c in classes]:
             order = [model_classes.index(str(c)) for c in classes]
             proba = proba[:, order]

@@ -83,7 +83,7 @@ class StageResult:
                 details=dict(data.get("details", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise UserInputError(f"{source}: malformed result.json ({exc})") from None
+            raise UserInputError(f"{source}: malformed result.json ({exc})") from exc
 
 
 def utc_now() -> str:
@@ -126,7 +126,7 @@ def require_writable(folder: Path, what: str = "the run folder") -> None:
         reason = exc.strerror or str(exc)
         raise EnvironmentMissing(
             f"cannot write {what} {folder}: {reason}; nothing was done", hint=_WRITE_HINT
-        ) from None
+        ) from exc
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -170,7 +170,7 @@ class Bundle:
             write_json_atomic(folder / "result.json", result.to_json())
             (folder / "summary.md").write_text(markdown or _default_markdown(result), "utf-8")
         except OSError as exc:
-            raise write_failure(exc, self.root / result.stage) from None
+            raise write_failure(exc, self.root / result.stage) from exc
 
     def read(self, stage: str) -> StageResult | None:
         path = self.root / stage / "result.json"
@@ -179,7 +179,7 @@ class Bundle:
         try:
             data = json.loads(path.read_text("utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise UserInputError(f"{path}: unreadable result ({exc})") from None
+            raise UserInputError(f"{path}: unreadable result ({exc})") from exc
         if not isinstance(data, dict):
             raise UserInputError(f"{path}: result.json is not an object")
         return StageResult.from_json(data, path)
@@ -251,7 +251,7 @@ def run_stage(
         except OSError as exc:
             if not is_write_failure(exc):
                 raise
-            raise write_failure(exc) from None
+            raise write_failure(exc) from exc
     except MlcdError as exc:
         result = StageResult(
             stage=stage,

@@ -235,8 +235,8 @@ def _numeric_key(value: Any, index: dict[str, int]) -> str:
     """`1.0` read from a CSV matches the class `1`."""
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise KeyError(value) from None
+    except (TypeError, ValueError) as exc:
+        raise KeyError(value) from exc
     for key in index:
         try:
             if float(key) == number:

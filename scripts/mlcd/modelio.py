@@ -123,11 +123,11 @@ def needed_types(path: Path) -> list[str]:
     _check_file(path)
     try:
         return sorted(sio.get_untrusted_types(file=path))
-    except Exception as exc:  # noqa: BLE001 - skops raises many kinds on a damaged file
+    except Exception as exc:  # skops raises many kinds on a damaged file
         raise GateFailed(
             f"{path}: not a readable skops model file ({type(exc).__name__}: {exc})",
             hint="models are saved by `mlcd train` with skops; pickle files are not accepted",
-        ) from None
+        ) from exc
 
 
 def refused_types(path: Path, extra_trusted: Iterable[str] = ()) -> list[str]:
@@ -163,10 +163,10 @@ def load_model(path: Path, extra_trusted: Iterable[str] = ()) -> Any:
         )
     try:
         return sio.load(path, trusted=needed)
-    except Exception as exc:  # noqa: BLE001 - content that does not match its schema
+    except Exception as exc:  # content that does not match its schema
         raise GateFailed(
             f"{path}: the skops model file could not be loaded ({type(exc).__name__}: {exc})"
-        ) from None
+        ) from exc
 
 
 def load_project_model(path: Path, root: Path, declared: Iterable[str] = ()) -> Any:

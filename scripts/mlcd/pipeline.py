@@ -239,7 +239,7 @@ def _finish(
         )
         report = runreport.write_html(ctx.out, [s.name for s in steps(ctx)])
     except OSError as exc:
-        raise write_failure(exc, ctx.out) from None
+        raise write_failure(exc, ctx.out) from exc
     if ctx.fmt == "json":
         print(
             json.dumps(

@@ -254,3 +254,25 @@ def test_build_without_a_docker_engine_is_exit_3(project: Project, tmp_path: Pat
     assert done.returncode == 3, done.stderr
     assert "scripts/setup/docker.sh" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "docker_says"),
+    [
+        ("FROM local/python:3.11-bookworm\nFOO bar\n", "unknown instruction"),
+        ("FROM local/python:3.11-bookworm\nRUN false\n", "returned a non-zero code"),
+        ("FROM local/python:3.11-bookworm\nCOPY absent.txt /x\n", "COPY failed"),
+    ],
+)
+def test_a_broken_dockerfile_is_exit_2_naming_it(
+    tmp_path: Path, dockerfile: str, docker_says: str
+) -> None:
+    from mlcd.errors import UserInputError
+    from mlcd.tools import docker
+
+    path = tmp_path / "Dockerfile"
+    path.write_text(dockerfile)
+    with pytest.raises(UserInputError, match=docker_says) as caught:
+        docker.build(tmp_path, dockerfile=path)
+    assert caught.value.exit_code == 2
+    assert str(path) in caught.value.message

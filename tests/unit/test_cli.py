@@ -134,3 +134,40 @@ def test_problems_and_hint_are_indented_under_the_message() -> None:
     assert error.render() == (
         "mlcd: input error: f: 2 problems\n  f:1:1: a\n  f:2:1: b\n  hint: see docs"
     )
+
+
+def _estimator_fit() -> None:
+    raise ValueError("could not convert string to float: 'abc'")
+
+
+def _fit_command() -> Command:
+    def run(_ctx: object, _args: argparse.Namespace) -> int:
+        try:
+            _estimator_fit()
+        except ValueError as exc:
+            raise UserInputError("model.entrypoint: fitting raised ValueError") from exc
+        return 0
+
+    return Command(
+        name="boom",
+        help="raises",
+        description="raises",
+        example="mlcd boom",
+        add_arguments=lambda _parser: None,
+        run=run,  # type: ignore[arg-type]
+    )
+
+
+def test_verbose_shows_the_cause_and_its_own_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "COMMANDS", [_fit_command()])
+    assert main(["boom"]) == 2
+    quiet = capsys.readouterr().err
+    assert quiet == "mlcd: input error: model.entrypoint: fitting raised ValueError\n"
+    assert main(["boom", "--verbose"]) == 2
+    loud = capsys.readouterr().err
+    assert "in _estimator_fit" in loud
+    assert "ValueError: could not convert string to float: 'abc'" in loud
+    assert "The above exception was the direct cause of the following exception" in loud
+    assert loud.endswith(quiet)

@@ -51,15 +51,15 @@ def read_holdout(path: Path, model: ServedModel) -> tuple[list[dict[str, Any]], 
     try:
         frame = typedrows.holdout_frame(path, features, target)
     except OSError as exc:
-        raise UserInputError(f"cannot read the held-out rows {path}: {exc}") from None
+        raise UserInputError(f"cannot read the held-out rows {path}: {exc}") from exc
     records = typedrows.records_from_frame(frame, features)
     try:
         expected = np.asarray(model.estimator.predict(frame[model.feature_names])).tolist()
-    except Exception as exc:  # noqa: BLE001 - the user's model on the user's rows
+    except Exception as exc:  # the user's model on the user's rows
         raise UserInputError(
             f"in process, the model cannot predict the held-out rows of {path} "
             f"({type(exc).__name__}: {str(exc)[:300]})"
-        ) from None
+        ) from exc
     return records, expected
 
 

@@ -111,6 +111,15 @@ class ModelRegistry(ABC):
         next version; a taken version is never overwritten). `commit` is what is released."""
         raise NotImplementedError(f"the {self.backend} registry cannot take release versions")
 
+    def keep_evidence(self, release: str, tarball: Path) -> str:  # noqa: ARG002 - see local
+        """Where release `release`'s evidence bundle is kept. A backend that stores bundles
+        copies it and returns its copy; by default it stays in the run folder (`tarball`)."""
+        return str(tarball)
+
+    def record_release(self, release: str, record: dict[str, Any]) -> None:  # noqa: B027
+        """Keep the release's record beside its bundle, for a backend with a folder per
+        release; by default the model version's `releases` attachment is the record."""
+
     @abstractmethod
     def attach(self, version: str, key: str, value: Any) -> ModelVersion:
         """Record a fact about a version; a key once set is never changed to another value."""

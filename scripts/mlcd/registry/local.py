@@ -41,7 +41,7 @@ def _read_json(path: Path) -> Any:
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"model registry: cannot read {path} ({exc})") from None
+        raise UserInputError(f"model registry: cannot read {path} ({exc})") from exc
 
 
 class LocalRegistry(ModelRegistry):
@@ -84,7 +84,7 @@ class LocalRegistry(ModelRegistry):
             raise UserInputError(
                 f"model registry: cannot use the folder {self.root} ({exc.strerror})",
                 hint="set registry.path in mlcd.yaml or MLCD_REGISTRY_PATH to a writable folder",
-            ) from None
+            ) from exc
         with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -255,6 +255,18 @@ class LocalRegistry(ModelRegistry):
                 hint=f"{path} was modified; restore it or register a new version",
             )
         return path
+
+    def keep_evidence(self, release: str, tarball: Path) -> str:
+        """A read-only copy in `releases/<release>/` beside the versions."""
+        home = self.root / "releases" / release
+        home.mkdir(parents=True, exist_ok=True)
+        target = home / "evidence.tar.gz"
+        shutil.copyfile(tarball, target)
+        target.chmod(0o444)
+        return str(target)
+
+    def record_release(self, release: str, record: dict[str, Any]) -> None:
+        write_json_atomic(self.root / "releases" / release / "release.json", record)
 
     def version_file(self, version: str, name: str) -> Path:
         """A stored file of a version (model card, verdict, …) in this folder."""

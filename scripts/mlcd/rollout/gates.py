@@ -132,26 +132,39 @@ def _scan_attachment(record: ModelVersion) -> bool | None:
     return None
 
 
-def resolve_release(
-    loaded: LoadedConfig, bundle: Bundle, registry: ModelRegistry, wanted: str | None
-) -> Release:
-    """The release to deploy: `wanted`, else the run folder's release, else the newest one.
+# what resolve_release picks before it reads the gates: version, image, model version, and
+# the release's evidence bundle when there is one
+_Picked = tuple[str, str, str, str | None]
 
-    Releases are the model registry's (`mlcd.releases`: a semantic version, its image by
-    digest, its model version and its evidence bundle); a model version with an
-    `image_digest` attachment and no release record is accepted as a release of itself.
-    """
-    in_bundle = _bundle_release(bundle)
-    evidence: str | None = None
+
+def _newest(loaded: LoadedConfig, bundle: Bundle, registry: ModelRegistry) -> _Picked:
+    """The newest release, else the newest model version with an image_digest."""
+    newest = releases.latest(registry)
+    if newest is not None:
+        return newest.version, newest.image, newest.model_version, newest.evidence
+    legacy = [v for v in registry.versions() if v.image_digest]
+    if not legacy:
+        raise UserInputError(
+            f"there is no release to deploy: no release/result.json in {bundle.root} "
+            f"and no release in the model registry ({registry.location})",
+            hint="run `mlcd release` first, or pass --release VERSION",
+        )
+    record = legacy[-1]
+    return record.version, _image_of(record, loaded.config.image_name) or "", record.version, None
+
+
+def _pick(
+    loaded: LoadedConfig,
+    bundle: Bundle,
+    registry: ModelRegistry,
+    wanted: str | None,
+    in_bundle: ReleaseDetails | None,
+) -> _Picked:
+    """`wanted` (a release or a model version), else the run folder's, else the newest."""
     if wanted and releases.SEMVER.match(wanted):
         rel = releases.get(registry, wanted)  # exit 2 naming the releases there are
-        version, image, model_version, evidence = (
-            rel.version,
-            rel.image,
-            rel.model_version,
-            rel.evidence,
-        )
-    elif wanted:
+        return rel.version, rel.image, rel.model_version, rel.evidence
+    if wanted:
         record = registry.get(wanted)  # exit 2 naming the versions there are
         image_of = _image_of(record, loaded.config.image_name)
         if image_of is None:
@@ -160,33 +173,24 @@ def resolve_release(
                 "in the registry)",
                 hint=f"run `mlcd release` for {wanted}, or deploy a released version",
             )
-        version, image, model_version = wanted, image_of, wanted
-    elif in_bundle is not None:
-        version, image = in_bundle.version, in_bundle.image
+        return wanted, image_of, wanted, None
+    if in_bundle is not None:
+        version = in_bundle.version
         model_version = in_bundle.model_version or version
-        evidence = in_bundle.evidence or None
-    else:
-        newest = releases.latest(registry)
-        if newest is not None:
-            version, image, model_version, evidence = (
-                newest.version,
-                newest.image,
-                newest.model_version,
-                newest.evidence,
-            )
-        else:
-            legacy = [v for v in registry.versions() if v.image_digest]
-            if not legacy:
-                raise UserInputError(
-                    f"there is no release to deploy: no release/result.json in {bundle.root} "
-                    f"and no release in the model registry ({registry.location})",
-                    hint="run `mlcd release` first, or pass --release VERSION",
-                )
-            record = legacy[-1]
-            version = model_version = record.version
-            image = _image_of(record, loaded.config.image_name) or ""
-    record = registry.get(model_version)
-    if in_bundle is not None and in_bundle.version == version:
+        return version, in_bundle.image, model_version, in_bundle.evidence or None
+    return _newest(loaded, bundle, registry)
+
+
+def _gate_results(
+    bundle: Bundle,
+    record: ModelVersion,
+    *,
+    from_bundle: bool,
+    evidence: str | None,
+) -> tuple[bool | None, str, bool | None, str]:
+    """Did evaluate and scan pass, and who says so: the run folder, the release's evidence
+    bundle, else the model registry."""
+    if from_bundle:
         evaluate_passed, scan_passed = _from_bundle(bundle)
         evaluate_source = scan_source = f"the run folder {bundle.root}"
     elif evidence and Path(evidence).is_file():
@@ -201,6 +205,25 @@ def resolve_release(
     if scan_passed is None:
         scan_passed = _scan_attachment(record)
         scan_source = "the model registry"
+    return evaluate_passed, evaluate_source, scan_passed, scan_source
+
+
+def resolve_release(
+    loaded: LoadedConfig, bundle: Bundle, registry: ModelRegistry, wanted: str | None
+) -> Release:
+    """The release to deploy: `wanted`, else the run folder's release, else the newest one.
+
+    Releases are the model registry's (`mlcd.releases`: a semantic version, its image by
+    digest, its model version and its evidence bundle); a model version with an
+    `image_digest` attachment and no release record is accepted as a release of itself.
+    """
+    in_bundle = _bundle_release(bundle)
+    version, image, model_version, evidence = _pick(loaded, bundle, registry, wanted, in_bundle)
+    record = registry.get(model_version)
+    from_bundle = in_bundle is not None and in_bundle.version == version
+    evaluate_passed, evaluate_source, scan_passed, scan_source = _gate_results(
+        bundle, record, from_bundle=from_bundle, evidence=evidence
+    )
     deployments = [
         d
         for d in record.attachments.get(DEPLOYMENTS, [])

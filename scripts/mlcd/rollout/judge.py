@@ -670,38 +670,8 @@ def judge(
     reasons: list[str] = []
     failures: list[str] = []
     pending: list[str] = []
-    metrics: dict[str, float | int | None] = {}
-    extra = (limits.max_p99_latency_ms / 1000.0,)
-
-    # accumulate
-    s = replace(
-        state,
-        intervals=state.intervals + 1,
-        step_requests=state.step_requests + canary.requests,
-        canary_requests=state.canary_requests + canary.requests,
-        canary_errors=state.canary_errors + canary.errors,
-        stable_requests=state.stable_requests + stable.requests,
-        stable_errors=state.stable_errors + stable.errors,
-        canary_latencies=_tail(state.canary_latencies, canary.latencies_ms),
-        stable_latencies=_tail(state.stable_latencies, stable.latencies_ms),
-        canary_buckets=_merge_latency(state.canary_buckets, canary, extra),
-        stable_buckets=_merge_latency(state.stable_buckets, stable, extra),
-        canary_classes=_add_counts(state.canary_classes, canary.classes),
-        stable_classes=_add_counts(state.stable_classes, stable.classes),
-        canary_scores=add_buckets(state.canary_scores, canary.score_buckets),
-        stable_scores=add_buckets(state.stable_scores, stable.score_buckets),
-    )
-    metrics.update(
-        canary_requests=s.canary_requests,
-        canary_errors=s.canary_errors,
-        stable_requests=s.stable_requests,
-        stable_errors=s.stable_errors,
-        step_requests=s.step_requests,
-        interval_canary_requests=canary.requests,
-        interval_stable_requests=stable.requests,
-        interval_canary_errors=canary.errors,
-        interval_stable_errors=stable.errors,
-    )
+    s = _accumulate(state, stable, canary, extra=(limits.max_p99_latency_ms / 1000.0,))
+    metrics = _interval_metrics(s, stable, canary)
     has_stable = s.stable_requests > 0
 
     notes = {"reasons": reasons, "failures": failures, "pending": pending}
@@ -719,27 +689,79 @@ def judge(
         )
     else:
         s = _distribution(s, limits, metrics=metrics, **notes)
+    measurement = _decision(s, limits, paired=pairs is not None, metrics=metrics, **notes)
+    return s, measurement
 
+
+def _accumulate(
+    state: JudgeState, stable: ArmWindow, canary: ArmWindow, *, extra: tuple[float, ...]
+) -> JudgeState:
+    """The state with this interval's counts, latencies, classes and scores added."""
+    return replace(
+        state,
+        intervals=state.intervals + 1,
+        step_requests=state.step_requests + canary.requests,
+        canary_requests=state.canary_requests + canary.requests,
+        canary_errors=state.canary_errors + canary.errors,
+        stable_requests=state.stable_requests + stable.requests,
+        stable_errors=state.stable_errors + stable.errors,
+        canary_latencies=_tail(state.canary_latencies, canary.latencies_ms),
+        stable_latencies=_tail(state.stable_latencies, stable.latencies_ms),
+        canary_buckets=_merge_latency(state.canary_buckets, canary, extra),
+        stable_buckets=_merge_latency(state.stable_buckets, stable, extra),
+        canary_classes=_add_counts(state.canary_classes, canary.classes),
+        stable_classes=_add_counts(state.stable_classes, stable.classes),
+        canary_scores=add_buckets(state.canary_scores, canary.score_buckets),
+        stable_scores=add_buckets(state.stable_scores, stable.score_buckets),
+    )
+
+
+def _interval_metrics(
+    s: JudgeState, stable: ArmWindow, canary: ArmWindow
+) -> dict[str, float | int | None]:
+    return {
+        "canary_requests": s.canary_requests,
+        "canary_errors": s.canary_errors,
+        "stable_requests": s.stable_requests,
+        "stable_errors": s.stable_errors,
+        "step_requests": s.step_requests,
+        "interval_canary_requests": canary.requests,
+        "interval_stable_requests": stable.requests,
+        "interval_canary_errors": canary.errors,
+        "interval_stable_errors": stable.errors,
+    }
+
+
+def _decision(
+    s: JudgeState,
+    limits: Limits,
+    *,
+    paired: bool,
+    metrics: dict[str, float | int | None],
+    reasons: list[str],
+    failures: list[str],
+    pending: list[str],
+) -> Measurement:
+    """Fail on any failure; inconclusive on too little traffic or what is not yet shown."""
     if failures:
-        return s, Measurement("fail", tuple(failures + reasons), metrics)
-    if pairs is not None and s.pairs < limits.min_requests:
+        return Measurement("fail", tuple(failures + reasons), metrics)
+    needed = ""
+    if paired and s.pairs < limits.min_requests:
         needed = f"{s.pairs} of {limits.min_requests} requests paired by request id"
-        return s, Measurement(
-            "inconclusive", (f"too little traffic: {needed}", *reasons), metrics, tuple(pending)
-        )
-    if s.step_requests < limits.min_requests:
+    elif s.step_requests < limits.min_requests:
         needed = f"{s.step_requests} of {limits.min_requests} requests on the canary in this step"
-        return s, Measurement(
+    if needed:
+        return Measurement(
             "inconclusive", (f"too little traffic: {needed}", *reasons), metrics, tuple(pending)
         )
     if pending:
-        return s, Measurement(
+        return Measurement(
             "inconclusive",
             (f"not yet shown within tolerance: {'; '.join(pending)}", *reasons),
             metrics,
             tuple(pending),
         )
-    return s, Measurement("pass", tuple(reasons), metrics)
+    return Measurement("pass", tuple(reasons), metrics)
 
 
 def _errors(

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from mlcd.config import EnvironmentSection
+from mlcd.config import AnalysisSection, EnvironmentSection
 from mlcd.errors import UserInputError
 from mlcd.rollout.state import safe_name
 from mlcd.rollout.watch import METRIC_NAMES
@@ -131,21 +131,9 @@ def analysis_template(
     }
 
 
-def judge_template(
-    name: str,
-    project: str,
-    section: EnvironmentSection,
-    *,
-    image: str,
-    interval: float,
-    min_requests: int,
-    min_intervals: int,
-) -> dict[str, Any]:
-    """The AnalysisTemplate whose Job runs mlcd's judge for one step (docs/deploy.md)."""
-    a = section.analysis
-    k8s = section.kubernetes
-    pods = f'app_kubernetes_io_name="{safe_name(project)}",rollouts_pod_template_hash='
-    analysis = {
+def _judge_analysis(a: AnalysisSection) -> dict[str, Any]:
+    """environments.<env>.analysis as the judge's --analysis reads it."""
+    return {
         "max-error-rate": a.max_error_rate,
         "max-p99-latency-ms": a.max_p99_latency_ms,
         "max-prediction-shift": a.max_prediction_shift,
@@ -160,6 +148,58 @@ def judge_template(
         "inconclusive-limit": a.inconclusive_limit,
         "consecutive-error-limit": a.consecutive_error_limit,
     }
+
+
+def _container_security() -> dict[str, Any]:
+    """What every container of the rollout runs with (a new dict each time: YAML would
+    write a shared one as an anchor and aliases)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _judge_job(project: str, image: str, command: list[str], deadline: int) -> dict[str, Any]:
+    return {
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": deadline,
+        "template": {
+            "metadata": {"labels": _labels(project, "judge")},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": {"runAsNonRoot": True},
+                "containers": [
+                    {
+                        "name": "judge",
+                        "image": image,
+                        "command": command,
+                        "resources": {
+                            "requests": {"cpu": "50m", "memory": "128Mi"},
+                            "limits": {"memory": "512Mi"},
+                        },
+                        "securityContext": _container_security(),
+                    }
+                ],
+            },
+        },
+    }
+
+
+def judge_template(
+    name: str,
+    project: str,
+    section: EnvironmentSection,
+    *,
+    image: str,
+    interval: float,
+    min_requests: int,
+    min_intervals: int,
+) -> dict[str, Any]:
+    """The AnalysisTemplate whose Job runs mlcd's judge for one step (docs/deploy.md)."""
+    a = section.analysis
+    k8s = section.kubernetes
+    pods = f'app_kubernetes_io_name="{safe_name(project)}",rollouts_pod_template_hash='
     command = [
         "python",
         "-m",
@@ -179,36 +219,10 @@ def judge_template(
         "--max-intervals",
         str(a.max_intervals),
         "--analysis",
-        json.dumps(analysis, sort_keys=True),
+        json.dumps(_judge_analysis(a), sort_keys=True),
     ]
     deadline = round(interval * (a.max_intervals + 2) + 120)
-    job = {
-        "backoffLimit": 0,
-        "activeDeadlineSeconds": deadline,
-        "template": {
-            "metadata": {"labels": _labels(project, "judge")},
-            "spec": {
-                "restartPolicy": "Never",
-                "securityContext": {"runAsNonRoot": True},
-                "containers": [
-                    {
-                        "name": "judge",
-                        "image": image,
-                        "command": command,
-                        "resources": {
-                            "requests": {"cpu": "50m", "memory": "128Mi"},
-                            "limits": {"memory": "512Mi"},
-                        },
-                        "securityContext": {
-                            "allowPrivilegeEscalation": False,
-                            "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                    }
-                ],
-            },
-        },
-    }
+    job = _judge_job(project, image, command, deadline)
     return {
         "apiVersion": ARGO_API,
         "kind": "AnalysisTemplate",
@@ -242,6 +256,154 @@ def _service(
     }
 
 
+_Strategy = tuple[dict[str, Any], list[str], dict[str, Any], dict[str, Any]]
+
+
+def _refs(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The rollout's references to its two AnalysisTemplates (thresholds, mlcd's judge)."""
+    analysis_ref: dict[str, Any] = {
+        "templates": [{"templateName": f"{name}-analysis"}],
+        "args": [{"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}],
+    }
+    judge_ref: dict[str, Any] = {
+        "templates": [{"templateName": f"{name}-judge"}],
+        "args": [
+            {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+            {"name": "stable-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
+        ],
+    }
+    return analysis_ref, judge_ref
+
+
+def _canary(name: str, project: str, section: EnvironmentSection, image: str) -> _Strategy:
+    """The canary strategy, its services and its two AnalysisTemplates."""
+    analysis_ref, judge_ref = _refs(name)
+    cfg = section.canary
+    steps: list[dict[str, Any]] = []
+    for weight in cfg.steps:
+        if weight >= 100:
+            continue
+        # the step lasts as long as mlcd's judge needs (min- to max-intervals)
+        steps += [{"setWeight": weight}, {"analysis": judge_ref}]
+    spec: dict[str, Any] = {
+        "canary": {
+            "stableService": f"{name}-stable",
+            "canaryService": f"{name}-canary",
+            "analysis": {**analysis_ref, "startingStep": 1 if steps else 0},
+            "steps": steps,
+        }
+    }
+    template = analysis_template(name, project, section, cfg.interval, cfg.min_requests)
+    judged = judge_template(
+        name,
+        project,
+        section,
+        image=image,
+        interval=cfg.interval,
+        min_requests=cfg.min_requests,
+        min_intervals=cfg.min_intervals,
+    )
+    return spec, [f"{name}-stable", f"{name}-canary"], template, judged
+
+
+def _blue_green(name: str, project: str, section: EnvironmentSection, image: str) -> _Strategy:
+    """The blue-green strategy (both analyses before promotion), services and templates."""
+    analysis_ref, judge_ref = _refs(name)
+    bg = section.blue_green
+    spec: dict[str, Any] = {
+        "blueGreen": {
+            "activeService": f"{name}-active",
+            "previewService": f"{name}-preview",
+            "autoPromotionEnabled": True,
+            "prePromotionAnalysis": {
+                "templates": [*analysis_ref["templates"], *judge_ref["templates"]],
+                "args": judge_ref["args"],
+            },
+            "scaleDownDelaySeconds": max(0, round(bg.scale_down_delay)),
+        }
+    }
+    template = analysis_template(name, project, section, bg.interval, bg.min_requests)
+    judged = judge_template(
+        name,
+        project,
+        section,
+        image=image,
+        interval=bg.interval,
+        min_requests=bg.min_requests,
+        min_intervals=max(1, round(bg.preview_duration / max(bg.interval, 0.001))),
+    )
+    return spec, [f"{name}-active", f"{name}-preview"], template, judged
+
+
+def _model_container(image: str, version: str) -> dict[str, Any]:
+    return {
+        "name": "model",
+        "image": image,
+        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+        "env": [
+            {"name": "MLCD_PORT", "value": "8080"},
+            {"name": "MLCD_MODEL_VERSION", "value": version},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+        },
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"memory": "1Gi"},
+        },
+        "securityContext": _container_security(),
+    }
+
+
+def _rollout(
+    name: str,
+    section: EnvironmentSection,
+    labels: dict[str, str],
+    selector: dict[str, str],
+    *,
+    version: str,
+    image: str,
+    strategy_spec: dict[str, Any],
+) -> dict[str, Any]:
+    k8s = section.kubernetes
+    secrets = [{"name": n} for n in k8s.image_pull_secrets]
+    return {
+        "apiVersion": ARGO_API,
+        "kind": "Rollout",
+        "metadata": {
+            "name": name,
+            "namespace": k8s.namespace,
+            "labels": {**labels, "mlcd.dev/version": safe_name(version)},
+        },
+        "spec": {
+            "replicas": k8s.replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": {**labels, "mlcd.dev/version": safe_name(version)},
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": "8080",
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    **({"imagePullSecrets": secrets} if secrets else {}),
+                    "securityContext": {"runAsNonRoot": True},
+                    "containers": [_model_container(image, version)],
+                },
+            },
+            "strategy": strategy_spec,
+        },
+    }
+
+
 def render(
     project: str,
     env: str,
@@ -265,130 +427,17 @@ def render(
         "app.kubernetes.io/name": labels["app.kubernetes.io/name"],
         "mlcd.dev/env": labels["mlcd.dev/env"],
     }
-    analysis_ref: dict[str, Any] = {
-        "templates": [{"templateName": f"{name}-analysis"}],
-        "args": [{"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}}],
-    }
-    judge_ref: dict[str, Any] = {
-        "templates": [{"templateName": f"{name}-judge"}],
-        "args": [
-            {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
-            {"name": "stable-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
-        ],
-    }
-    if strategy == "canary":
-        cfg = section.canary
-        steps: list[dict[str, Any]] = []
-        for weight in cfg.steps:
-            if weight >= 100:
-                continue
-            # the step lasts as long as mlcd's judge needs (min- to max-intervals)
-            steps += [{"setWeight": weight}, {"analysis": judge_ref}]
-        strategy_spec: dict[str, Any] = {
-            "canary": {
-                "stableService": f"{name}-stable",
-                "canaryService": f"{name}-canary",
-                "analysis": {**analysis_ref, "startingStep": 1 if steps else 0},
-                "steps": steps,
-            }
-        }
-        services = [f"{name}-stable", f"{name}-canary"]
-        template = analysis_template(name, project, section, cfg.interval, cfg.min_requests)
-        judged = judge_template(
-            name,
-            project,
-            section,
-            image=image,
-            interval=cfg.interval,
-            min_requests=cfg.min_requests,
-            min_intervals=cfg.min_intervals,
-        )
-    else:
-        bg = section.blue_green
-        strategy_spec = {
-            "blueGreen": {
-                "activeService": f"{name}-active",
-                "previewService": f"{name}-preview",
-                "autoPromotionEnabled": True,
-                "prePromotionAnalysis": {
-                    "templates": [*analysis_ref["templates"], *judge_ref["templates"]],
-                    "args": judge_ref["args"],
-                },
-                "scaleDownDelaySeconds": max(0, round(bg.scale_down_delay)),
-            }
-        }
-        services = [f"{name}-active", f"{name}-preview"]
-        template = analysis_template(name, project, section, bg.interval, bg.min_requests)
-        judged = judge_template(
-            name,
-            project,
-            section,
-            image=image,
-            interval=bg.interval,
-            min_requests=bg.min_requests,
-            min_intervals=max(1, round(bg.preview_duration / max(bg.interval, 0.001))),
-        )
-    rollout = {
-        "apiVersion": ARGO_API,
-        "kind": "Rollout",
-        "metadata": {
-            "name": name,
-            "namespace": k8s.namespace,
-            "labels": {**labels, "mlcd.dev/version": safe_name(version)},
-        },
-        "spec": {
-            "replicas": k8s.replicas,
-            "revisionHistoryLimit": 5,
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {
-                    "labels": {**labels, "mlcd.dev/version": safe_name(version)},
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": "8080",
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": {
-                    **(
-                        {"imagePullSecrets": [{"name": n} for n in k8s.image_pull_secrets]}
-                        if k8s.image_pull_secrets
-                        else {}
-                    ),
-                    "securityContext": {"runAsNonRoot": True},
-                    "containers": [
-                        {
-                            "name": "model",
-                            "image": image,
-                            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-                            "env": [
-                                {"name": "MLCD_PORT", "value": "8080"},
-                                {"name": "MLCD_MODEL_VERSION", "value": version},
-                            ],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/readyz", "port": "http"},
-                                "periodSeconds": 5,
-                            },
-                            "livenessProbe": {
-                                "httpGet": {"path": "/healthz", "port": "http"},
-                                "periodSeconds": 10,
-                            },
-                            "resources": {
-                                "requests": {"cpu": "100m", "memory": "256Mi"},
-                                "limits": {"memory": "1Gi"},
-                            },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
-                },
-            },
-            "strategy": strategy_spec,
-        },
-    }
+    make = _canary if strategy == "canary" else _blue_green
+    strategy_spec, services, template, judged = make(name, project, section, image)
+    rollout = _rollout(
+        name,
+        section,
+        labels,
+        selector,
+        version=version,
+        image=image,
+        strategy_spec=strategy_spec,
+    )
     svc = [_service(s, k8s.namespace, labels, selector) for s in services]
     return [*svc, template, judged, rollout]
 

@@ -50,7 +50,7 @@ def holdout_rows(path: Path, target: str, limit: int = 5000) -> list[dict[str, A
             except OSError as exc:
                 raise UserInputError(
                     f"cannot read the held-out rows for the load test: {path} ({exc})"
-                ) from None
+                ) from exc
             if not rows:
                 raise UserInputError(f"{path} has no rows to send in the load test")
             return rows
@@ -66,7 +66,7 @@ def holdout_rows(path: Path, target: str, limit: int = 5000) -> list[dict[str, A
         raise UserInputError(
             f"cannot read the held-out rows for the load test: {path} ({exc.strerror})",
             hint="run `mlcd train` first (it writes train/holdout.csv), with the same --out",
-        ) from None
+        ) from exc
     if not rows:
         raise UserInputError(f"{path} has no rows to send in the load test")
     return rows

@@ -313,7 +313,7 @@ def http_get(port: int, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]
         response = conn.getresponse()
         return response.status, response.read()
     except (OSError, http.client.HTTPException) as exc:
-        raise MetricsError(f"GET 127.0.0.1:{port}{path}: {exc}") from None
+        raise MetricsError(f"GET 127.0.0.1:{port}{path}: {exc}") from exc
     finally:
         conn.close()
 
@@ -343,7 +343,7 @@ class ArmReader:
         try:
             return parse_recent(json.loads(body))
         except json.JSONDecodeError as exc:
-            raise MetricsError(f"/v1/recent-predictions is not JSON: {exc}") from None
+            raise MetricsError(f"/v1/recent-predictions is not JSON: {exc}") from exc
 
     def start(self) -> None:
         """The baseline reading at the start of an interval."""

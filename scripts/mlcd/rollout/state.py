@@ -183,7 +183,7 @@ class StateStore:
             raise UserInputError(
                 f"{self.path}: the environment's state file is unreadable ({exc})",
                 hint="inspect it; moving it aside makes mlcd treat the environment as empty",
-            ) from None
+            ) from exc
 
     def save(self, state: EnvState) -> None:
         write_json_atomic(self.path, state.to_json())
@@ -256,7 +256,7 @@ class EnvLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except BlockingIOError:
+            except BlockingIOError as exc:
                 if time.monotonic() < deadline:
                     time.sleep(0.1)
                     continue
@@ -267,7 +267,7 @@ class EnvLock:
                     f"environment `{self.env}` is locked by {who}: one rollout per "
                     "environment at a time",
                     hint=f"wait for it to finish, or see `mlcd status {self.env}`",
-                ) from None
+                ) from exc
         self._fd = fd
         self.previous = self.read()
         me = os.getpid()

@@ -67,7 +67,7 @@ class PrometheusArm:
         try:
             series = self._query(self.address, arm_query(self.selector))
         except prometheus.QueryError as exc:
-            raise MetricsError(str(exc)) from None
+            raise MetricsError(str(exc)) from exc
         return snapshot(Sample(labels.get("__name__", ""), labels, v) for labels, v in series)
 
 
@@ -162,7 +162,7 @@ def limits_from(text: str, min_requests: int) -> tuple[Limits, AnalysisRun]:
     try:
         data = json.loads(text) if text else {}
     except ValueError as exc:
-        raise UserInputError(f"--analysis is not JSON: {exc}") from None
+        raise UserInputError(f"--analysis is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise UserInputError("--analysis must be a JSON object of analysis keys")
     known = {*_LIMIT_KEYS, *_RUN_KEYS, "quantiles", "max-intervals"}

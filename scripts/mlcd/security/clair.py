@@ -42,10 +42,10 @@ def parse_clair(path: Path) -> list[Finding]:
     """Findings from one Clair report; a file that is not one is an input error (exit 2)."""
     try:
         data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise UserInputError(f"--clair-report: {path} does not exist") from None
+    except FileNotFoundError as exc:
+        raise UserInputError(f"--clair-report: {path} does not exist") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"--clair-report: {path} is not readable JSON ({exc})") from None
+        raise UserInputError(f"--clair-report: {path} is not readable JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise UserInputError(f"--clair-report: {path} is not a Clair report (not an object)")
     label = f"clair report {path.name}"

@@ -30,7 +30,7 @@ from pathlib import Path
 from mlcd.modelio import TRUSTED_TYPES
 from mlcd.security import allowlist
 from mlcd.security.findings import Finding
-from mlcd.security.picklescan import PickleReadError, Readable, walk
+from mlcd.security.picklescan import PickleReadError, Readable, read_line, walk
 
 SOURCE = "mlcd-model-scan"
 MODEL_SUFFIXES = (".skops", ".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt", ".npy", ".bin")
@@ -353,15 +353,7 @@ class _ZlibStream:
         return data
 
     def readline(self, size: int = -1, /) -> bytes:
-        out = bytearray()
-        while size < 0 or len(out) < size:
-            char = self.read(1)
-            if not char:
-                break
-            out += char
-            if char == b"\n":
-                break
-        return bytes(out)
+        return read_line(self.read, size)
 
 
 def scan_model_file(

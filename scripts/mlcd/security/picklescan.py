@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import pickletools  # nosec B403
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -113,6 +114,21 @@ _CONSTANTS = {
 
 
 _SINGLETONS: dict[str, Any] = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
+_STACK_OPS = frozenset(
+    {"PROTO", "FRAME", "READONLY_BUFFER", "MARK", "POP", "POP_MARK", "DUP"}
+    | {"EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET"}
+)
+_CONTAINER_OPS = frozenset(
+    {"APPEND", "APPENDS", "LIST", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "DICT"}
+    | {"SETITEM", "SETITEMS", "ADDITEMS", "FROZENSET"}
+)
+_CALL_OPS = frozenset(
+    {"GLOBAL", "INST", "STACK_GLOBAL", "OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE", "BUILD"}
+)
+_MEMO_OPS = frozenset(
+    {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET"}
+    | {"EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID", "NEXT_BUFFER"}
+)
 
 
 @dataclass
@@ -170,18 +186,29 @@ class _Machine:
         except PickleReadError:
             raise
         except (ValueError, KeyError, TypeError, IndexError, EOFError, OSError) as exc:
-            raise PickleReadError(str(exc) or type(exc).__name__) from None
+            raise PickleReadError(str(exc) or type(exc).__name__) from exc
         raise PickleReadError("the stream ended before its STOP opcode (truncated)")
 
     def step(self, name: str, arg: Any, pos: int) -> None:
-        push = self.push
         if name in _CONSTANTS:
-            push(arg)
-        elif name in ("PROTO", "FRAME", "READONLY_BUFFER"):
-            return
+            self.push(arg)
         elif name in _SINGLETONS:
-            push(_SINGLETONS[name])
-        elif name == "MARK":
+            self.push(_SINGLETONS[name])
+        elif name in _STACK_OPS:
+            self.stack_op(name)
+        elif name in _CONTAINER_OPS:
+            self.container_op(name)
+        elif name in _CALL_OPS:
+            self.call_op(name, arg, pos)
+        elif name in _MEMO_OPS:
+            self.memo_op(name, arg, pos)
+        else:
+            raise PickleReadError(f"unsupported opcode {name}")
+
+    def stack_op(self, name: str) -> None:
+        """Marks, pops, duplicates and empty containers."""
+        push = self.push
+        if name == "MARK":
             self.metastack.append(self.stack)
             self.stack = []
         elif name == "POP":
@@ -201,7 +228,12 @@ class _Machine:
             push(_Dict())
         elif name == "EMPTY_SET":
             push(_Opaque("set"))
-        elif name == "APPEND":
+        # PROTO, FRAME, READONLY_BUFFER change nothing the walk follows
+
+    def container_op(self, name: str) -> None:
+        """Lists, tuples, dicts and sets filled from the stack."""
+        push = self.push
+        if name == "APPEND":
             value = self.pop()
             target = self.top()
             if isinstance(target, list):
@@ -241,7 +273,11 @@ class _Machine:
         elif name == "FROZENSET":
             self.pop_mark()
             push(_Opaque("frozenset"))
-        elif name in ("GLOBAL", "INST"):
+
+    def call_op(self, name: str, arg: Any, pos: int) -> None:
+        """Imports (recorded) and the calls and builds that use them."""
+        push = self.push
+        if name in ("GLOBAL", "INST"):
             module, _, attr = str(arg).partition(" ")
             glob = self.record(module, attr, pos)
             if name == "GLOBAL":
@@ -260,16 +296,9 @@ class _Machine:
             if not items:
                 raise PickleReadError("OBJ without a class")
             push(_Call(items[0], tuple(items[1:])))
-        elif name == "NEWOBJ":
-            args = self.pop()
-            cls = self.pop()
-            push(_Call(cls, args))
-        elif name == "NEWOBJ_EX":
-            self.pop()
-            args = self.pop()
-            cls = self.pop()
-            push(_Call(cls, args))
-        elif name == "REDUCE":
+        elif name in ("NEWOBJ", "NEWOBJ_EX", "REDUCE"):
+            if name == "NEWOBJ_EX":
+                self.pop()  # its kwargs
             args = self.pop()
             func = self.pop()
             push(_Call(func, args))
@@ -279,7 +308,11 @@ class _Machine:
             if isinstance(target, _Call):
                 target.state = state
                 self.after_build(target)
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+
+    def memo_op(self, name: str, arg: Any, pos: int) -> None:
+        """The memo, extension codes, persistent ids and out-of-band buffers."""
+        push = self.push
+        if name in ("PUT", "BINPUT", "LONG_BINPUT"):
             self.memo[int(arg)] = self.top()
         elif name == "MEMOIZE":
             self.memo[len(self.memo)] = self.top()
@@ -297,8 +330,6 @@ class _Machine:
             push(_Opaque("persistent"))
         elif name == "NEXT_BUFFER":
             push(_Opaque("buffer"))
-        else:
-            raise PickleReadError(f"unsupported opcode {name}")
 
     # -- joblib: skip the array bytes that follow a NumpyArrayWrapper ---------------------
     def after_build(self, obj: _Call) -> None:
@@ -367,8 +398,8 @@ def _dtype_info(dtype: Any) -> tuple[int, bool]:
 
     try:
         parsed = np.dtype(code)
-    except TypeError:
-        raise PickleReadError(f"joblib array wrapper with unknown dtype {code!r}") from None
+    except TypeError as exc:
+        raise PickleReadError(f"joblib array wrapper with unknown dtype {code!r}") from exc
     itemsize = elsize if isinstance(elsize, int) and elsize > 0 else parsed.itemsize
     return int(itemsize), bool(parsed.hasobject)
 
@@ -390,6 +421,19 @@ def walk(stream: Readable, *, max_streams: int = 64) -> PickleScan:
         except PickleReadError:
             break
     return scan
+
+
+def read_line(read: Callable[[int], bytes], size: int = -1) -> bytes:
+    """A line (at most `size` bytes) of a stream that only reads forward, a byte at a time."""
+    out = bytearray()
+    while size < 0 or len(out) < size:
+        char = read(1)
+        if not char:
+            break
+        out += char
+        if char == b"\n":
+            break
+    return bytes(out)
 
 
 class _Prepend:
@@ -416,15 +460,7 @@ class _Prepend:
         return data
 
     def readline(self, size: int = -1, /) -> bytes:
-        out = bytearray()
-        while size < 0 or len(out) < size:
-            char = self.read(1)
-            if not char:
-                break
-            out += char
-            if char == b"\n":
-                break
-        return bytes(out)
+        return read_line(self.read, size)
 
     def tell(self) -> int:
         return self.pos

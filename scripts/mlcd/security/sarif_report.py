@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlcd.sarif import SARIF_SCHEMA, SARIF_VERSION
+from mlcd import sarif
 from mlcd.security.policy import Judged, Verdict
 
 MAX_RESULTS_PER_RUN = 25_000
@@ -76,33 +76,10 @@ def _result(judged: Judged, rule_index: int, fallback_uri: Mapping[str, str]) ->
         text += " — not gated: no fixed version yet (scan.ignore-unfixed)"
     elif judged.decision == "below":
         text += " — below scan.severity"
-    item: dict[str, Any] = {
-        "ruleId": f.id,
-        "ruleIndex": rule_index,
-        "level": LEVEL.get(f.severity, "note"),
-        "message": {"text": text},
-        "locations": [
-            {
-                "physicalLocation": {
-                    "artifactLocation": _artifact(uri or "mlcd.yaml"),
-                    "region": region,
-                }
-            }
-        ],
-        "partialFingerprints": {"mlcdFinding/v1": _fingerprint(judged)},
-        "properties": {
-            "severity": f.severity,
-            "kind": f.kind,
-            "target": f.target,
-            "gate": judged.decision,
-            **({"package": f.package} if f.package else {}),
-            **({"installedVersion": f.installed} if f.installed else {}),
-            **({"fixedVersion": f.fixed} if f.fixed else {}),
-        },
-    }
+    suppressions = None
     if judged.decision == "suppressed" and judged.entry is not None:
         entry = judged.entry
-        item["suppressions"] = [
+        suppressions = [
             {
                 "kind": "external",
                 "status": "accepted",
@@ -111,7 +88,24 @@ def _result(judged: Judged, rule_index: int, fallback_uri: Mapping[str, str]) ->
                 + f"; {entry.where})",
             }
         ]
-    return item
+    return sarif.result(
+        f.id,
+        rule_index=rule_index,
+        level=LEVEL.get(f.severity, "note"),
+        text=text,
+        locations=[sarif.location(_artifact(uri or "mlcd.yaml"), region)],
+        fingerprints={"mlcdFinding/v1": _fingerprint(judged)},
+        properties={
+            "severity": f.severity,
+            "kind": f.kind,
+            "target": f.target,
+            "gate": judged.decision,
+            **({"package": f.package} if f.package else {}),
+            **({"installedVersion": f.installed} if f.installed else {}),
+            **({"fixedVersion": f.fixed} if f.fixed else {}),
+        },
+        suppressions=suppressions,
+    )
 
 
 def _run(
@@ -128,41 +122,31 @@ def _run(
         rule = rules.get(f.id)
         score = SECURITY_SEVERITY.get(f.severity, 0.0)
         if rule is None:
-            rule = {
-                "id": f.id,
-                "name": f.id,
-                "shortDescription": {"text": (f.title or f.id)[:1000]},
-                "defaultConfiguration": {"level": LEVEL.get(f.severity, "note")},
-                "properties": {
-                    "security-severity": f"{score:.1f}",
-                    "tags": ["security", f.kind],
-                },
-            }
-            if f.url:
-                rule["helpUri"] = f.url
-            rules[f.id] = rule
+            rules[f.id] = sarif.rule(
+                f.id,
+                name=f.id,
+                short=(f.title or f.id)[:1000],
+                level=LEVEL.get(f.severity, "note"),
+                properties={"security-severity": f"{score:.1f}", "tags": ["security", f.kind]},
+                help_uri=f.url,
+            )
         elif float(rule["properties"]["security-severity"]) < score:
             rule["properties"]["security-severity"] = f"{score:.1f}"
             rule["defaultConfiguration"]["level"] = LEVEL.get(f.severity, "note")
         results.append(_result(j, list(rules).index(f.id), fallback_uri))
-    run: dict[str, Any] = {
-        "tool": {
-            "driver": {
-                "name": tool.name,
-                "version": tool.version,
-                "informationUri": tool.uri,
-                "rules": list(rules.values()),
-            }
-        },
-        "results": results,
-        "columnKind": "utf16CodeUnits",
-        "properties": {"mlcd/dropped": dropped},
-    }
     invocation: dict[str, Any] = {"executionSuccessful": True}
     if dropped and note:
         invocation["toolExecutionNotifications"] = [{"level": "warning", "message": {"text": note}}]
-    run["invocations"] = [invocation]
-    return run
+    return sarif.run(
+        tool=tool.name,
+        version=tool.version,
+        information_uri=tool.uri,
+        rules=list(rules.values()),
+        results=results,
+        columnKind="utf16CodeUnits",
+        properties={"mlcd/dropped": dropped},
+        invocations=[invocation],
+    )
 
 
 def build_sarif(
@@ -189,9 +173,7 @@ def build_sarif(
             tool = tools.get(source) or ToolInfo(source, "unknown", "https://github.com/")
             kept = items[: limits[source]]
             runs.append(_run(tool, kept, len(items) - len(kept), fallback_uri, note))
-        for run in runs:
-            run["originalUriBaseIds"] = {"%SRCROOT%": {"uri": root_uri}}
-        return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": runs}
+        return sarif.log(runs, root_uri=root_uri)
 
     def size(log: dict[str, Any]) -> int:
         return len(gzip.compress(json.dumps(log, separators=(",", ":")).encode(), 6))

@@ -106,7 +106,7 @@ def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
     try:
         data = decoder.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise ClientError(400, f"the body is not valid {name} data ({exc})") from None
+        raise ClientError(400, f"the body is not valid {name} data ({exc})") from exc
     if len(data) > limit or decoder.unconsumed_tail:
         raise ClientError(413, f"the decoded body is over the limit of {limit} bytes")
     if not decoder.eof:

@@ -95,14 +95,14 @@ def _load_meta(folder: Path) -> dict[str, Any]:
     path = folder / META_FILE
     try:
         meta = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise UserInputError(
             f"no {META_FILE} in the model folder {folder}",
             hint="point MLCD_MODEL_DIR (or --model-dir) at the folder `mlcd train` wrote "
             "(.mlcd/train)",
-        ) from None
+        ) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path}: unreadable model metadata ({exc})") from None
+        raise UserInputError(f"{path}: unreadable model metadata ({exc})") from exc
     if not isinstance(meta, dict):
         raise UserInputError(f"{path}: model metadata must be a JSON object")
     return meta
@@ -376,14 +376,14 @@ def load(folder: Path, *, version: str = "") -> ServedModel:
         raise UserInputError(f"{folder / META_FILE}: `trusted_types` must be a list of strings")
     try:
         import skops.io as sio
-    except ImportError:
+    except ImportError as exc:
         raise EnvironmentMissing(
             "the Python package `skops` is not installed", hint="pip install skops"
-        ) from None
+        ) from exc
     try:
         untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # noqa: BLE001 - a damaged file, whatever skops says
-        raise UserInputError(f"{path}: not a readable skops file ({exc})") from None
+    except Exception as exc:  # a damaged file, whatever skops says
+        raise UserInputError(f"{path}: not a readable skops file ({exc})") from exc
     from mlcd.security import allowlist
 
     unexpected = sorted(t for t in untrusted if t not in set(trusted) or allowlist.is_dangerous(t))
@@ -394,10 +394,10 @@ def load(folder: Path, *, version: str = "") -> ServedModel:
         )
     try:
         estimator = sio.load(path, trusted=list(trusted))
-    except Exception as exc:  # noqa: BLE001 - same: report, never trace back
+    except Exception as exc:  # same: report, never trace back
         raise UserInputError(
             f"{path}: cannot load the model ({type(exc).__name__}: {exc})"
-        ) from None
+        ) from exc
     return ServedModel(estimator, meta, version=version)
 
 

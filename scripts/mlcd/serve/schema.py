@@ -72,15 +72,15 @@ def parse_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
+        raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ClientError(
             400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        ) from exc
     except (ValueError, RecursionError) as exc:  # e.g. integers with too many digits, deep nesting
-        raise ClientError(400, f"malformed JSON: {str(exc)[:200] or type(exc).__name__}") from None
+        raise ClientError(400, f"malformed JSON: {str(exc)[:200] or type(exc).__name__}") from exc
 
 
 def _describe(value: Any) -> str:
@@ -281,7 +281,7 @@ def _to_array(model: ServedModel, rows: Sequence[Sequence[Any]]) -> NDArray[Any]
             _check_typed_row(model, index, row)
     try:
         array = np.asarray(rows, dtype=np.float64)
-    except (OverflowError, ValueError, TypeError):
+    except (OverflowError, ValueError, TypeError) as exc:
         for index, row in enumerate(rows):
             for col, value in enumerate(row):
                 if type(value) is int and not -1e308 < value < 1e308:
@@ -289,8 +289,8 @@ def _to_array(model: ServedModel, rows: Sequence[Sequence[Any]]) -> NDArray[Any]
                         422,
                         f"row {index}, feature `{model.features[col].name}` (column {col}): "
                         "the number is too large",
-                    ) from None
-        raise ClientError(422, "the rows cannot be read as numbers") from None
+                    ) from exc
+        raise ClientError(422, "the rows cannot be read as numbers") from exc
     array = array.reshape(len(rows), model.n_features)
     if not np.isfinite(array).all():
         bad = ~np.isfinite(array)
@@ -392,8 +392,8 @@ def _binary_values(raw: bytes, datatype: str, where: str) -> list[Any]:
             raise ClientError(422, f"{where}: a BYTES element is cut short")
         try:
             out.append(raw[offset : offset + length].decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ClientError(422, f"{where}: a BYTES element is not UTF-8 text") from None
+        except UnicodeDecodeError as exc:
+            raise ClientError(422, f"{where}: a BYTES element is not UTF-8 text") from exc
         offset += length
     return out
 
@@ -422,6 +422,120 @@ def _binary_outputs(doc: dict[str, Any], outputs: Any) -> set[str]:
     return chosen
 
 
+_Tensor = tuple[str, list[int], list[Any]]
+
+
+def _v2_body(body: bytes, header_length: int | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary data after it (none without `header_length`)."""
+    if header_length is None:
+        return body, b""
+    if not 0 < header_length <= len(body):
+        raise ClientError(
+            400,
+            f"Inference-Header-Content-Length {header_length} does not fit the body of "
+            f"{len(body)} bytes",
+        )
+    return body[:header_length], body[header_length:]
+
+
+def _v2_wanted(outputs: Any) -> list[str] | None:
+    """The names of the requested outputs (None: every output)."""
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict)
+        and isinstance(o.get("name"), str)
+        and isinstance(o.get("parameters", {}), dict)
+        for o in outputs
+    ):
+        raise ClientError(422, "`outputs` must be a list of objects with a `name`")
+    wanted = [o["name"] for o in outputs]
+    unknown = [w for w in wanted if w not in ("predict", "predict_proba")]
+    if unknown:
+        raise ClientError(
+            422, f"unknown output(s) {unknown}; this model has predict and predict_proba"
+        )
+    return wanted
+
+
+def _v2_tensor(tensor: Any, where: str, binary: bytes, offset: int) -> tuple[_Tensor, int]:
+    """One input tensor (name, shape, values) and the offset after its binary data."""
+    if not isinstance(tensor, dict):
+        raise ClientError(422, f"{where} must be an object with name, shape, datatype, data")
+    size = _binary_size(tensor, where)
+    for key in ("name", "shape", "datatype", "data"):
+        if key not in tensor and not (key == "data" and size is not None):
+            raise ClientError(422, f"{where} has no `{key}`")
+    if not isinstance(tensor["name"], str):
+        raise ClientError(422, f"{where}.name must be a string")
+    shape = _shape(tensor["shape"], where)
+    datatype = tensor["datatype"]
+    if not isinstance(datatype, str) or datatype not in (*V2_NUMERIC, "BYTES"):
+        raise ClientError(422, f"{where}.datatype {_describe(datatype)} is not a v2 datatype")
+    if size is not None:
+        if offset + size > len(binary):
+            raise ClientError(
+                422,
+                f"{where}: binary_data_size {size} goes past the {len(binary)} bytes of "
+                "binary data after the JSON header (send Inference-Header-Content-Length)",
+            )
+        data = _binary_values(binary[offset : offset + size], datatype, where)
+        offset += size
+    else:
+        data = _flatten(tensor["data"])
+    expected = shape[0] * (shape[1] if len(shape) == 2 else 1)
+    if len(data) != expected:
+        raise ClientError(
+            422, f"{where}: shape {shape} needs {expected} values, `data` has {len(data)}"
+        )
+    return (tensor["name"], shape, data), offset
+
+
+def _row_count(count: int, none: str) -> None:
+    if count == 0:
+        raise ClientError(422, none)
+    if count > MAX_ROWS:
+        raise ClientError(413, f"{count} rows in one request; at most {MAX_ROWS}")
+
+
+def _v2_matrix(model: ServedModel, tensor: _Tensor) -> list[list[Any]]:
+    """The rows of one [N, F] input (or [F]: one row)."""
+    n = model.n_features
+    _, shape, data = tensor
+    width = shape[1] if len(shape) == 2 else shape[0]
+    count = shape[0] if len(shape) == 2 else 1
+    if width != n:
+        raise ClientError(
+            422,
+            f"inputs[0] has {width} columns (shape {shape}); the model takes {n} "
+            f"features: {feature_summary(model.feature_names)}",
+        )
+    _row_count(count, "inputs[0] has no rows")
+    return [data[r * n : (r + 1) * n] for r in range(count)]
+
+
+def _v2_columns(model: ServedModel, tensors: list[_Tensor]) -> list[list[Any]]:
+    """The rows of one input per feature, each of shape [N] or [N, 1]."""
+    by_name = {}
+    for name, shape, data in tensors:
+        if name not in model.feature_index:
+            close = difflib.get_close_matches(name, model.feature_names, n=1, cutoff=0.6)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise ClientError(422, f"input `{name}` is not a feature of the model{hint}")
+        if len(shape) == 2 and shape[1] != 1:
+            raise ClientError(422, f"input `{name}`: a feature column has shape [N] or [N, 1]")
+        by_name[name] = data
+    missing = [f for f in model.feature_names if f not in by_name]
+    if missing:
+        raise ClientError(422, f"missing input(s): {feature_summary(missing)}")
+    lengths = {len(d) for d in by_name.values()}
+    if len(lengths) != 1:
+        raise ClientError(422, "the feature inputs have different numbers of rows")
+    _row_count(lengths.pop(), "the inputs have no rows")
+    columns = [by_name[f] for f in model.feature_names]
+    return [list(r) for r in zip(*columns, strict=True)]
+
+
 def parse_v2(model: ServedModel, body: bytes, header_length: int | None = None) -> Parsed:
     """An Open Inference Protocol (v2) infer request.
 
@@ -430,15 +544,7 @@ def parse_v2(model: ServedModel, body: bytes, header_length: int | None = None) 
     `Inference-Header-Content-Length` header of the binary data extension) the body is that
     many bytes of JSON, then the binary data of the inputs that give `binary_data_size`.
     """
-    binary = b""
-    if header_length is not None:
-        if not 0 < header_length <= len(body):
-            raise ClientError(
-                400,
-                f"Inference-Header-Content-Length {header_length} does not fit the body of "
-                f"{len(body)} bytes",
-            )
-        body, binary = body[:header_length], body[header_length:]
+    body, binary = _v2_body(body, header_length)
     doc = parse_json(body)
     if not isinstance(doc, dict):
         raise ClientError(422, "the body must be a JSON object with `inputs`")
@@ -447,93 +553,16 @@ def parse_v2(model: ServedModel, body: bytes, header_length: int | None = None) 
         raise ClientError(422, "`inputs` must be a non-empty list of tensors")
     req_id = doc.get("id")
     outputs = doc.get("outputs")
-    wanted: list[str] | None = None
-    if outputs is not None:
-        if not isinstance(outputs, list) or not all(
-            isinstance(o, dict)
-            and isinstance(o.get("name"), str)
-            and isinstance(o.get("parameters", {}), dict)
-            for o in outputs
-        ):
-            raise ClientError(422, "`outputs` must be a list of objects with a `name`")
-        wanted = [o["name"] for o in outputs]
-        unknown = [w for w in wanted if w not in ("predict", "predict_proba")]
-        if unknown:
-            raise ClientError(
-                422, f"unknown output(s) {unknown}; this model has predict and predict_proba"
-            )
-    tensors = []
+    wanted = _v2_wanted(outputs)
+    tensors: list[_Tensor] = []
     offset = 0
-    for i, tensor in enumerate(inputs):
-        where = f"inputs[{i}]"
-        if not isinstance(tensor, dict):
-            raise ClientError(422, f"{where} must be an object with name, shape, datatype, data")
-        size = _binary_size(tensor, where)
-        for key in ("name", "shape", "datatype", "data"):
-            if key not in tensor and not (key == "data" and size is not None):
-                raise ClientError(422, f"{where} has no `{key}`")
-        if not isinstance(tensor["name"], str):
-            raise ClientError(422, f"{where}.name must be a string")
-        shape = _shape(tensor["shape"], where)
-        datatype = tensor["datatype"]
-        if not isinstance(datatype, str) or datatype not in (*V2_NUMERIC, "BYTES"):
-            raise ClientError(422, f"{where}.datatype {_describe(datatype)} is not a v2 datatype")
-        if size is not None:
-            if offset + size > len(binary):
-                raise ClientError(
-                    422,
-                    f"{where}: binary_data_size {size} goes past the {len(binary)} bytes of "
-                    "binary data after the JSON header (send Inference-Header-Content-Length)",
-                )
-            data = _binary_values(binary[offset : offset + size], datatype, where)
-            offset += size
-        else:
-            data = _flatten(tensor["data"])
-        expected = shape[0] * (shape[1] if len(shape) == 2 else 1)
-        if len(data) != expected:
-            raise ClientError(
-                422, f"{where}: shape {shape} needs {expected} values, `data` has {len(data)}"
-            )
-        tensors.append((tensor["name"], shape, data))
-    n = model.n_features
+    for i, item in enumerate(inputs):
+        tensor, offset = _v2_tensor(item, f"inputs[{i}]", binary, offset)
+        tensors.append(tensor)
     if len(tensors) == 1 and tensors[0][0] not in model.feature_index:
-        _, shape, data = tensors[0]
-        width = shape[1] if len(shape) == 2 else shape[0]
-        count = shape[0] if len(shape) == 2 else 1
-        if width != n:
-            raise ClientError(
-                422,
-                f"inputs[0] has {width} columns (shape {shape}); the model takes {n} "
-                f"features: {feature_summary(model.feature_names)}",
-            )
-        if count == 0:
-            raise ClientError(422, "inputs[0] has no rows")
-        if count > MAX_ROWS:
-            raise ClientError(413, f"{count} rows in one request; at most {MAX_ROWS}")
-        rows = [data[r * n : (r + 1) * n] for r in range(count)]
+        rows = _v2_matrix(model, tensors[0])
     else:
-        by_name = {}
-        for name, shape, data in tensors:
-            if name not in model.feature_index:
-                close = difflib.get_close_matches(name, model.feature_names, n=1, cutoff=0.6)
-                hint = f" (did you mean `{close[0]}`?)" if close else ""
-                raise ClientError(422, f"input `{name}` is not a feature of the model{hint}")
-            if len(shape) == 2 and shape[1] != 1:
-                raise ClientError(422, f"input `{name}`: a feature column has shape [N] or [N, 1]")
-            by_name[name] = data
-        missing = [f for f in model.feature_names if f not in by_name]
-        if missing:
-            raise ClientError(422, f"missing input(s): {feature_summary(missing)}")
-        lengths = {len(d) for d in by_name.values()}
-        if len(lengths) != 1:
-            raise ClientError(422, "the feature inputs have different numbers of rows")
-        count = lengths.pop()
-        if count == 0:
-            raise ClientError(422, "the inputs have no rows")
-        if count > MAX_ROWS:
-            raise ClientError(413, f"{count} rows in one request; at most {MAX_ROWS}")
-        columns = [by_name[f] for f in model.feature_names]
-        rows = [list(r) for r in zip(*columns, strict=True)]
+        rows = _v2_columns(model, tensors)
     if offset != len(binary):
         raise ClientError(
             422, f"{len(binary) - offset} bytes of binary data after the inputs belong to none"

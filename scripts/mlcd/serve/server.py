@@ -70,7 +70,7 @@ def _import_http() -> tuple[Any, Any]:
         raise EnvironmentMissing(
             f"the server needs the Python package `{exc.name}`",
             hint="pip install uvloop httptools (or reinstall mlcd: pip install .)",
-        ) from None
+        ) from exc
     return httptools, uvloop
 
 
@@ -482,7 +482,7 @@ def _listen_socket(host: str, port: int, *, reuse_port: bool, listen: bool) -> s
             f"cannot listen on {host}:{port}: {exc.strerror}",
             hint="choose another port (MLCD_PORT or --port; 0 picks a free one) or stop "
             "what holds it",
-        ) from None
+        ) from exc
     if listen:
         sock.listen(2048)
     sock.setblocking(False)  # noqa: FBT003 - the socket API
@@ -506,30 +506,92 @@ def _run_worker(app: App, settings: ServeSettings, index: int, sock: socket.sock
     uvloop.run(worker.run(sock))
 
 
-def serve(settings: ServeSettings, *, announce: Callable[[str, int], None] | None = None) -> int:
-    """Load the model, start the workers, and block until SIGTERM/SIGINT has drained them."""
+class _Supervisor:
+    """The forked workers of a multi-worker server, each listening on the reserved port
+    with SO_REUSEPORT: SIGTERM/SIGINT are forwarded to them; a worker that exits is
+    started again, unless they keep exiting."""
+
+    def __init__(self, app: App, settings: ServeSettings, port: int) -> None:
+        self.app = app
+        self.settings = settings
+        self.port = port
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.stopping = False
+
+    def spawn(self, index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                sock = _listen_socket(self.settings.host, self.port, reuse_port=True, listen=True)
+                _run_worker(self.app, self.settings, index, sock)
+            except BaseException as exc:  # noqa: BLE001 - report, then leave the child
+                log("worker_failed", worker=index, error=repr(exc)[:500])
+                code = 1
+            finally:
+                os._exit(code)
+        self.children[pid] = index
+
+    def forward(self, _signum: int, _frame: Any) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def supervise(self) -> None:
+        """Until every worker has exited: restart the ones that exit on their own."""
+        failures = 0
+        started = time.monotonic()
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            index = self.children.pop(pid, -1)
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping or index < 0:
+                continue
+            log("worker_exited", worker=index, exit_code=code)
+            failures += 1
+            if failures > 5 and time.monotonic() - started < 60:
+                log("giving_up", message="workers keep exiting; stopping the server")
+                self.forward(signal.SIGTERM, None)
+                continue
+            self.spawn(index)
+
+
+def _start(settings: ServeSettings) -> App:
+    """The app with its model loaded (one BLAS thread per worker)."""
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
     _import_http()
     model = load(settings.model_dir, version=settings.model_version)
-    workers = settings.worker_count
     app = App(
         model,
-        workers=workers,
+        workers=settings.worker_count,
         recent_capacity=settings.recent_capacity,
         max_body_bytes=settings.max_body_bytes,
     )
-    host = settings.host
     log(
         "starting",
         model=model.name,
         version=model.version,
         task=model.task,
         features=model.n_features,
-        workers=workers,
-        host=host,
+        workers=settings.worker_count,
+        host=settings.host,
         port=settings.port,
     )
+    return app
+
+
+def serve(settings: ServeSettings, *, announce: Callable[[str, int], None] | None = None) -> int:
+    """Load the model, start the workers, and block until SIGTERM/SIGINT has drained them."""
+    app = _start(settings)
+    workers = settings.worker_count
+    host = settings.host
     if workers == 1:
         sock = _listen_socket(host, settings.port, reuse_port=False, listen=True)
         port = sock.getsockname()[1]
@@ -544,63 +606,20 @@ def serve(settings: ServeSettings, *, announce: Callable[[str, int], None] | Non
     # SO_REUSEPORT; the reservation makes port 0 work and keeps the port ours.
     reservation = _listen_socket(host, settings.port, reuse_port=True, listen=False)
     port = reservation.getsockname()[1]
-    settings_port = port
     gc.collect()
     gc.freeze()  # keep the model's pages shared between the forked workers
-    children: dict[int, int] = {}
-    stopping = False
-
-    def spawn(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 0
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                sock = _listen_socket(host, settings_port, reuse_port=True, listen=True)
-                _run_worker(app, settings, index, sock)
-            except BaseException as exc:  # noqa: BLE001 - report, then leave the child
-                log("worker_failed", worker=index, error=repr(exc)[:500])
-                code = 1
-            finally:
-                os._exit(code)
-        children[pid] = index
-
-    def forward(_signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    supervisor = _Supervisor(app, settings, port)
+    signal.signal(signal.SIGTERM, supervisor.forward)
+    signal.signal(signal.SIGINT, supervisor.forward)
     for index in range(workers):
-        spawn(index)
+        supervisor.spawn(index)
     log("listening", host=host, port=port, workers=workers)
     if announce:
         announce(host, port)
-    failures = 0
-    started = time.monotonic()
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        index = children.pop(pid, -1)
-        code = os.waitstatus_to_exitcode(status)
-        if stopping or index < 0:
-            continue
-        log("worker_exited", worker=index, exit_code=code)
-        failures += 1
-        if failures > 5 and time.monotonic() - started < 60:
-            log("giving_up", message="workers keep exiting; stopping the server")
-            forward(signal.SIGTERM, None)
-            continue
-        spawn(index)
+    supervisor.supervise()
     reservation.close()
     log("stopped")
-    return 0 if stopping else 1
+    return 0 if supervisor.stopping else 1
 
 
 def check_model(settings: ServeSettings) -> dict[str, Any]:

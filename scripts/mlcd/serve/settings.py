@@ -106,15 +106,15 @@ def parse_value(field: str, raw: str, where: str) -> Any:
         low, high = _INT_LIMITS[field]
         try:
             value: float = int(raw)
-        except ValueError:
-            raise UserInputError(f"{where}={raw!r} is not an integer") from None
+        except ValueError as exc:
+            raise UserInputError(f"{where}={raw!r} is not an integer") from exc
     else:
         low_f, high_f = _FLOAT_LIMITS[field]
         low, high = low_f, high_f  # type: ignore[assignment]
         try:
             value = float(raw)
-        except ValueError:
-            raise UserInputError(f"{where}={raw!r} is not a number") from None
+        except ValueError as exc:
+            raise UserInputError(f"{where}={raw!r} is not a number") from exc
         if math.isnan(value):
             raise UserInputError(f"{where}={raw!r} is not a number")
     if not low <= value <= high:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -235,7 +236,7 @@ def _ensure_base(base: str) -> None:
         raise EnvironmentMissing(
             f"the base image {base} is not on this machine and cannot be pulled ({exc.message})",
             hint=BASE_HINT,
-        ) from None
+        ) from exc
 
 
 def _created(root: Path, model_dir: Path) -> str:
@@ -246,14 +247,42 @@ def _created(root: Path, model_dir: Path) -> str:
     return datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
-    cfg = ctx.config
-    root = ctx.loaded.root
+@dataclass(frozen=True)
+class _Prepared:
+    """What the build needs, gathered and checked before `docker build` runs."""
+
+    model_dir: Path
+    holdout: Path
+    meta: dict[str, Any]
+    engine: str
+    base: str
+    folder: Path
+    context_info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Built:
+    """The image `docker build` made, as the engine describes it."""
+
+    output: docker.BuildOutput
+    seconds: float
+    tag: str
+    config: dict[str, Any]
+    labels: dict[str, str]
+    size: int
+    model_version: str
+
+    @property
+    def size_mb(self) -> float:
+        return round(self.size / 1e6, 1)
+
+
+def _prepare(ctx: Context, args: argparse.Namespace) -> _Prepared:
     model_dir, holdout = train_files(ctx, by=STAGE)
     meta = json.loads((model_dir / "model.json").read_text("utf-8"))
     ctx.progress("checking the Docker engine")
     engine = docker.ping()
-    base = args.base or cfg.image.base
+    base = args.base or ctx.config.image.base
     _ensure_base(base)
     folder = ctx.bundle.stage_dir(STAGE) / "context"
     cache = Path(args.wheel_cache) if args.wheel_cache else wheelhouse.default_cache()
@@ -266,137 +295,174 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         extra=model_wheels(ctx, cache, serving_pins(model_dir)),
         project=project_files(ctx, meta),
     )
+    return _Prepared(model_dir, holdout, meta, engine, base, folder, context_info)
 
+
+def _model_version(meta: dict[str, Any]) -> str:
     fingerprint = str(meta.get("fingerprint") or "")
-    model_version = str(
-        meta.get("version") or (f"0.0.0+{fingerprint[:12]}" if fingerprint else "0.0.0")
-    )
+    return str(meta.get("version") or (f"0.0.0+{fingerprint[:12]}" if fingerprint else "0.0.0"))
+
+
+def _build(ctx: Context, prep: _Prepared) -> _Built:
+    root = ctx.loaded.root
+    meta = prep.meta
+    model_version = _model_version(meta)
     build_args = {
-        "BASE_IMAGE": base,
+        "BASE_IMAGE": prep.base,
         "MLCD_VERSION": __version__,
         "MLCD_REVISION": head_sha(root),
-        "MLCD_CREATED": _created(root, model_dir),
+        "MLCD_CREATED": _created(root, prep.model_dir),
         "MLCD_SOURCE": remote_url(root) or "unknown",
-        "MODEL_NAME": str(meta.get("name") or cfg.project),
+        "MODEL_NAME": str(meta.get("name") or ctx.config.project),
         "MODEL_VERSION": model_version,
         "MODEL_DATA_SHA256": str(meta.get("data_sha256") or "unknown"),
         "MODEL_METRICS_SHA256": _metrics_sha256(ctx),
     }
-    ctx.progress(f"docker build --network none (base {base})")
+    ctx.progress(f"docker build --network none (base {prep.base})")
     clock = time.monotonic()
-    built = docker.build(folder, dockerfile=folder / "Dockerfile", build_args=build_args)
-    build_seconds = round(time.monotonic() - clock, 1)
-    name = cfg.image_name
-    tag = f"{name}:build-{built.image_id.removeprefix('sha256:')[:12]}"
+    built = docker.build(prep.folder, dockerfile=prep.folder / "Dockerfile", build_args=build_args)
+    seconds = round(time.monotonic() - clock, 1)
+    tag = f"{ctx.config.image_name}:build-{built.image_id.removeprefix('sha256:')[:12]}"
     docker.tag(built.image_id, tag)
     info = docker.inspect_image(built.image_id) or {}
     config = info.get("Config") or {}
     labels = dict(config.get("Labels") or {})
     size = int(info.get("Size") or 0)
-    size_mb = round(size / 1e6, 1)
-    image = tag  # resolvable on this engine (docker, trivy); the registry digest comes at release
+    return _Built(built, seconds, tag, config, labels, size, model_version)
 
+
+def _contract(
+    ctx: Context, args: argparse.Namespace, prep: _Prepared, built: _Built
+) -> tuple[str, dict[str, Any], list[str]]:
+    """The contract test's status, details and reasons (skipped with --skip-contract)."""
+    if args.skip_contract:
+        return "pass", {"skipped": True}, ["contract test skipped (--skip-contract)"]
+    # the in-process side of the comparison imports the project's own modules too
+    with entrypoint.project_path(ctx.loaded.root):
+        outcome = contract.run_contract(
+            built.output.image_id, prep.model_dir, prep.holdout, progress=ctx.progress
+        )
+    details = {
+        "skipped": False,
+        "passed": outcome.passed,
+        "rows": outcome.rows,
+        "agree": outcome.agree,
+        "ready_seconds": outcome.ready_seconds,
+        "health": outcome.health,
+        "user": outcome.user,
+        "problems": outcome.problems,
+        "forms": outcome.forms,
+    }
+    if outcome.passed:
+        passed = (
+            f"contract: {outcome.agree}/{outcome.rows} held-out predictions equal in "
+            f"process in every form ({', '.join(outcome.forms)}); ready in "
+            f"{outcome.ready_seconds} s; {outcome.health}"
+        )
+        return "pass", details, [passed]
+    reasons = [f"contract test failed ({outcome.agree}/{outcome.rows} agree)"]
+    return "fail", details, reasons + [f"contract: {p}" for p in outcome.problems]
+
+
+def _image_reasons(prep: _Prepared, built: _Built) -> list[str]:
+    size_mb = built.size_mb
     over = f" - over the {MAX_IMAGE_MB} MB goal" if size_mb >= MAX_IMAGE_MB else ""
-    healthcheck = "yes" if config.get("Healthcheck") else "no"
+    healthcheck = "yes" if built.config.get("Healthcheck") else "no"
+    out = built.output
     reasons = [
-        f"image {tag} ({size_mb} MB{over})",
+        f"image {built.tag} ({size_mb} MB{over})",
         (
-            f"built in {build_seconds} s, {built.seconds_cached_steps}/{built.steps} steps "
+            f"built in {built.seconds} s, {out.seconds_cached_steps}/{out.steps} steps "
             "from cache, network none"
         ),
-        f"user {config.get('User') or 'root'}, healthcheck {healthcheck}",
+        f"user {built.config.get('User') or 'root'}, healthcheck {healthcheck}",
     ]
-    if context_info["model_wheels"]:
+    info = prep.context_info
+    if info["model_wheels"]:
         reasons.append(
-            "model.requirements added (pinned, hashed): " + ", ".join(context_info["model_wheels"])
+            "model.requirements added (pinned, hashed): " + ", ".join(info["model_wheels"])
         )
-    if context_info["project_modules"]:
+    if info["project_modules"]:
         reasons.append(
-            "the project's own modules in /opt/project: "
-            + ", ".join(context_info["project_modules"])
+            "the project's own modules in /opt/project: " + ", ".join(info["project_modules"])
         )
-    contract_details: dict[str, Any] = {"skipped": True}
-    status = "pass"
-    if args.skip_contract:
-        reasons.append("contract test skipped (--skip-contract)")
-    else:
-        # the in-process side of the comparison imports the project's own modules too
-        with entrypoint.project_path(root):
-            outcome = contract.run_contract(
-                built.image_id, model_dir, holdout, progress=ctx.progress
-            )
-        contract_details = {
-            "skipped": False,
-            "passed": outcome.passed,
-            "rows": outcome.rows,
-            "agree": outcome.agree,
-            "ready_seconds": outcome.ready_seconds,
-            "health": outcome.health,
-            "user": outcome.user,
-            "problems": outcome.problems,
-            "forms": outcome.forms,
-        }
-        if outcome.passed:
-            reasons.append(
-                f"contract: {outcome.agree}/{outcome.rows} held-out predictions equal in "
-                f"process in every form ({', '.join(outcome.forms)}); ready in "
-                f"{outcome.ready_seconds} s; {outcome.health}"
-            )
-        else:
-            status = "fail"
-            reasons.append(f"contract test failed ({outcome.agree}/{outcome.rows} agree)")
-            reasons += [f"contract: {p}" for p in outcome.problems]
-    details = {
-        "image": image,
-        "image_id": built.image_id,
-        "digest": f"{name}@{built.image_id}",
-        "tag": tag,
-        "name": name,
-        "size_bytes": size,
-        "size_mb": size_mb,
-        "labels": labels,
-        "user": config.get("User") or "",
-        "base_image": base,
-        "build_seconds": build_seconds,
-        "cached_steps": built.seconds_cached_steps,
-        "steps": built.steps,
-        "docker_engine": engine,
-        "model_version": model_version,
-        "contract": contract_details,
-        **context_info,
-    }
-    checked = BuildDetails.model_validate(details)  # the stage contract (mlcd.contracts)
-    details = checked.dump()
-    folder_out = ctx.bundle.stage_dir(STAGE)
-    (folder_out / "build.log").write_text(built.log, "utf-8")
-    write_json_atomic(folder_out / "image.json", details)
-    verdict = ", contract passed" if status == "pass" else ", contract FAILED"
-    summary = f"{tag} ({size_mb} MB)" + ("" if args.skip_contract else verdict)
+    return reasons
+
+
+def _markdown(status: str, summary: str, prep: _Prepared, built: _Built, reasons: list[str]) -> str:
+    out = built.output
     md = [f"### {'✅' if status == 'pass' else '❌'} build: {summary}", ""]
     md += ["| | |", "|---|---|"]
     md += [
-        f"| image | `{image}` (`{built.image_id}`) |",
-        f"| size | {size_mb} MB |",
-        f"| base | `{base}` |",
+        f"| image | `{built.tag}` (`{out.image_id}`) |",
+        f"| size | {built.size_mb} MB |",
+        f"| base | `{prep.base}` |",
         (
-            f"| build | {build_seconds} s ({built.seconds_cached_steps}/{built.steps} cached), "
+            f"| build | {built.seconds} s ({out.seconds_cached_steps}/{out.steps} cached), "
             "network none |"
         ),
-        f"| user | `{checked.user}` |",
+        f"| user | `{built.config.get('User') or ''}` |",
     ]
     md += ["", *[f"- {r}" for r in reasons]]
+    return "\n".join(md) + "\n"
+
+
+def _write(
+    ctx: Context,
+    args: argparse.Namespace,
+    prep: _Prepared,
+    built: _Built,
+    contract_result: tuple[str, dict[str, Any], list[str]],
+) -> StageOutcome:
+    """build.log, image.json and the stage's record."""
+    status, contract_details, contract_reasons = contract_result
+    reasons = _image_reasons(prep, built) + contract_reasons
+    name = ctx.config.image_name
+    image_id = built.output.image_id
+    details = {
+        "image": built.tag,  # resolvable on this engine (docker, trivy); the digest: release
+        "image_id": image_id,
+        "digest": f"{name}@{image_id}",
+        "tag": built.tag,
+        "name": name,
+        "size_bytes": built.size,
+        "size_mb": built.size_mb,
+        "labels": built.labels,
+        "user": built.config.get("User") or "",
+        "base_image": prep.base,
+        "build_seconds": built.seconds,
+        "cached_steps": built.output.seconds_cached_steps,
+        "steps": built.output.steps,
+        "docker_engine": prep.engine,
+        "model_version": built.model_version,
+        "contract": contract_details,
+        **prep.context_info,
+    }
+    details = BuildDetails.model_validate(details).dump()  # the stage contract (mlcd.contracts)
+    folder_out = ctx.bundle.stage_dir(STAGE)
+    (folder_out / "build.log").write_text(built.output.log, "utf-8")
+    write_json_atomic(folder_out / "image.json", details)
+    verdict = ", contract passed" if status == "pass" else ", contract FAILED"
+    summary = f"{built.tag} ({built.size_mb} MB)" + ("" if args.skip_contract else verdict)
     return StageOutcome(
         status=status,  # type: ignore[arg-type]
         summary=summary,
         reasons=reasons,
-        metrics={"image_mb": size_mb, "build_seconds": build_seconds},
+        metrics={"image_mb": built.size_mb, "build_seconds": built.seconds},
         artifacts={
             "image": ctx.bundle.relative(folder_out / "image.json"),
             "log": ctx.bundle.relative(folder_out / "build.log"),
         },
         details=details,
-        markdown="\n".join(md) + "\n",
+        markdown=_markdown(status, summary, prep, built, reasons),
     )
+
+
+def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
+    """Prepare the context, build, run the contract test, write."""
+    prep = _prepare(ctx, args)
+    built = _build(ctx, prep)
+    return _write(ctx, args, prep, built, _contract(ctx, args, prep, built))
 
 
 def stage(ctx: Context, args: argparse.Namespace | None = None) -> StageResult:

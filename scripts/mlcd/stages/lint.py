@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from mlcd.errors import UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
 from mlcd.sarif import SarifResult, SarifRun, render
 from mlcd.tools import bandit, ruff
+from mlcd.tools.bandit import BanditFinding
 from mlcd.tools.git import toplevel
+from mlcd.tools.ruff import RuffFinding, Unformatted
 
 STAGE = "lint"
 _BANDIT_LEVEL = {"high": "error", "medium": "warning", "low": "note"}
@@ -45,29 +48,46 @@ def lint_paths(ctx: Context) -> list[Path]:
     return paths
 
 
-def _body(ctx: Context) -> StageOutcome:
+@dataclass(frozen=True)
+class _Found:
+    """What ruff and bandit found, and the bandit findings the gate counts."""
+
+    ruff: list[RuffFinding]
+    unformatted: list[Unformatted]
+    bandit: list[BanditFinding]
+    bandit_failing: list[BanditFinding]
+
+    @property
+    def n_ruff(self) -> int:
+        return len(self.ruff) + len(self.unformatted)
+
+    @property
+    def failed(self) -> bool:
+        return self.n_ruff > 0 or bool(self.bandit_failing)
+
+
+def _collect(ctx: Context) -> _Found:
     cfg = ctx.config.lint
     root = ctx.loaded.root
-    repo = toplevel(root)
     paths = lint_paths(ctx)
     ctx.progress("ruff check")
     ruff_findings = ruff.check(paths, cwd=root)
     unformatted = ruff.format_check(paths, cwd=root) if cfg.ruff_format else []
     ctx.progress("bandit")
     bandit_findings = bandit.scan(paths, cwd=root)
-
     threshold = bandit.SEVERITIES.index(cfg.bandit_severity)
-    bandit_failing = [
-        f for f in bandit_findings if bandit.SEVERITIES.index(f.severity) >= threshold
-    ]
+    failing = [f for f in bandit_findings if bandit.SEVERITIES.index(f.severity) >= threshold]
+    return _Found(ruff_findings, unformatted, bandit_findings, failing)
 
+
+def _sarif_runs(found: _Found) -> list[SarifRun]:
     ruff_run = SarifRun("ruff", _pkg_version("ruff"), "https://docs.astral.sh/ruff/")
-    for f in ruff_findings:
+    for f in found.ruff:
         ruff_run.add_rule(
             f.code, short=_rule_name(f.url) or f.message, help_uri=f.url, level="error"
         )
         ruff_run.results.append(SarifResult(f.code, "error", f.message, f.path, f.line, f.column))
-    for item in unformatted:
+    for item in found.unformatted:
         ruff_run.add_rule(
             "format", short="file is not formatted as `ruff format` would", level="error"
         )
@@ -77,7 +97,7 @@ def _body(ctx: Context) -> StageOutcome:
             )
         )
     bandit_run = SarifRun("bandit", _pkg_version("bandit"), "https://bandit.readthedocs.io/")
-    for b in bandit_findings:
+    for b in found.bandit:
         level = _BANDIT_LEVEL.get(b.severity, "note")
         bandit_run.add_rule(b.test_id, short=b.test_name, help_uri=b.url, level=level)
         bandit_run.results.append(
@@ -91,10 +111,10 @@ def _body(ctx: Context) -> StageOutcome:
                 {"severity": b.severity, "confidence": b.confidence},
             )
         )
-    folder = ctx.bundle.stage_dir(STAGE)
-    sarif_path = folder / "lint.sarif"
-    write_json_atomic(sarif_path, render([ruff_run, bandit_run], root=repo))
+    return [ruff_run, bandit_run]
 
+
+def _listed(found: _Found, repo: Path) -> list[str]:
     def where(path: Path, line: int) -> str:
         try:
             rel = path.relative_to(repo).as_posix()
@@ -103,43 +123,63 @@ def _body(ctx: Context) -> StageOutcome:
         return f"{rel}:{line}"
 
     listed: list[str] = []
-    listed += [f"ruff {f.code} {where(f.path, f.line)}: {f.message}" for f in ruff_findings]
-    listed += [f"ruff format {where(u.path, u.line)}: would be reformatted" for u in unformatted]
+    listed += [f"ruff {f.code} {where(f.path, f.line)}: {f.message}" for f in found.ruff]
+    listed += [
+        f"ruff format {where(u.path, u.line)}: would be reformatted" for u in found.unformatted
+    ]
     listed += [
         f"bandit {b.test_id} ({b.severity}) {where(b.path, b.line)}: {b.message}"
-        for b in bandit_failing
+        for b in found.bandit_failing
     ]
-    n_ruff = len(ruff_findings) + len(unformatted)
-    n_bandit_below = len(bandit_findings) - len(bandit_failing)
-    failed = n_ruff > 0 or bool(bandit_failing)
-    summary = (
-        f"ruff: {n_ruff} finding{'s' * (n_ruff != 1)}, bandit: {len(bandit_failing)} at or above "
-        f"{cfg.bandit_severity} ({n_bandit_below} below)"
-    )
-    md = [f"### {'❌' if failed else '✅'} lint: {summary}", ""]
+    return listed
+
+
+def _markdown(found: _Found, summary: str, listed: list[str], severity: str) -> str:
+    md = [f"### {'❌' if found.failed else '✅'} lint: {summary}", ""]
     md.append("| tool | findings | gate |")
     md.append("|---|---:|---|")
-    md.append(f"| ruff check | {len(ruff_findings)} | any finding fails |")
-    md.append(f"| ruff format | {len(unformatted)} | any file fails |")
-    md.append(f"| bandit | {len(bandit_findings)} | {cfg.bandit_severity} and above fails |")
+    md.append(f"| ruff check | {len(found.ruff)} | any finding fails |")
+    md.append(f"| ruff format | {len(found.unformatted)} | any file fails |")
+    md.append(f"| bandit | {len(found.bandit)} | {severity} and above fails |")
     if listed:
         md += ["", "First findings:", ""]
         md += [f"- `{line}`" for line in listed[:_LISTED]]
         if len(listed) > _LISTED:
             md.append(f"- … and {len(listed) - _LISTED} more in `lint/lint.sarif`")
+    return "\n".join(md) + "\n"
+
+
+def _write(ctx: Context, found: _Found) -> StageOutcome:
+    """lint.sarif and the stage's record."""
+    repo = toplevel(ctx.loaded.root)
+    severity = ctx.config.lint.bandit_severity
+    sarif_path = ctx.bundle.stage_dir(STAGE) / "lint.sarif"
+    write_json_atomic(sarif_path, render(_sarif_runs(found), root=repo))
+    listed = _listed(found, repo)
+    n_ruff = found.n_ruff
+    n_bandit_below = len(found.bandit) - len(found.bandit_failing)
+    summary = (
+        f"ruff: {n_ruff} finding{'s' * (n_ruff != 1)}, bandit: {len(found.bandit_failing)} at "
+        f"or above {severity} ({n_bandit_below} below)"
+    )
     return StageOutcome(
-        status="fail" if failed else "pass",
+        status="fail" if found.failed else "pass",
         summary=summary,
         reasons=listed,
         metrics={
-            "ruff_findings": len(ruff_findings),
-            "ruff_unformatted": len(unformatted),
-            "bandit_findings": len(bandit_findings),
-            "bandit_failing": len(bandit_failing),
+            "ruff_findings": len(found.ruff),
+            "ruff_unformatted": len(found.unformatted),
+            "bandit_findings": len(found.bandit),
+            "bandit_failing": len(found.bandit_failing),
         },
         artifacts={"sarif": ctx.bundle.relative(sarif_path)},
-        markdown="\n".join(md) + "\n",
+        markdown=_markdown(found, summary, listed, severity),
     )
+
+
+def _body(ctx: Context) -> StageOutcome:
+    """Run ruff and bandit, then write the SARIF log and the record."""
+    return _write(ctx, _collect(ctx))
 
 
 def stage(ctx: Context) -> StageResult:

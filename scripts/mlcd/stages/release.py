@@ -22,8 +22,8 @@ import gzip
 import hashlib
 import io
 import json
-import shutil
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlcd import evaluation, releases
@@ -41,7 +41,6 @@ from mlcd.evidence import StageOutcome, StageResult, utc_now, write_json_atomic
 from mlcd.registry import (
     EVIDENCE_DIGEST,
     IMAGE_DIGEST,
-    LocalRegistry,
     ModelRegistry,
     open_registry,
 )
@@ -198,7 +197,30 @@ def _take_version(
     )
 
 
-def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
+@dataclass(frozen=True)
+class _Candidate:
+    """What is to be released, checked: the built image and its model version."""
+
+    registry: ModelRegistry
+    image_id: str
+    name: str
+    model_version: str | None
+    known: list[releases.Release]
+
+
+@dataclass(frozen=True)
+class _Published:
+    version: str
+    model_version: str
+    registered_how: str
+    skipped: list[str]
+    ref: str
+    manifest: str
+    tarball: Path
+    record: releases.Release
+
+
+def _candidate(ctx: Context) -> _Candidate:
     build, model_version = _gates(ctx)
     registry = open_registry(ctx.loaded)
     if model_version is not None:
@@ -215,42 +237,34 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
             hint="run `mlcd build` again with the same --out",
         )
     known = releases.all_releases(registry)  # the registry, listed once for this command
-    existing = releases.find_by_image(registry, image_id, known=known)
-    if existing is not None:
-        return _already(existing, args.version)
+    return _Candidate(registry, image_id, name, model_version, known)
+
+
+def _publish(ctx: Context, cand: _Candidate, wanted: str | None) -> _Published:
+    """Take the version, pack the evidence, push and pull back by digest, record."""
+    registry = cand.registry
     registered_how = ""
+    model_version = cand.model_version
     if model_version is None:
         model_version, registered_how = _register(ctx, registry)
-    version, skipped = _take_version(ctx, registry, name, known, args.version)
-
-    folder = ctx.bundle.stage_dir(STAGE)
+    version, skipped = _take_version(ctx, registry, cand.name, cand.known, wanted)
     ctx.progress("packing the evidence bundle")
-    tarball = folder / "evidence.tar.gz"
+    tarball = ctx.bundle.stage_dir(STAGE) / "evidence.tar.gz"
     evidence_digest = evidence_tarball(ctx.bundle.root, tarball)
-
-    ref = f"{name}:{version}"
+    ref = f"{cand.name}:{version}"
     ctx.progress(f"docker push {ref}")
-    docker.tag(image_id, ref)
+    docker.tag(cand.image_id, ref)
     manifest = docker.push(ref)
-    image = f"{name}@{manifest}"
+    image = f"{cand.name}@{manifest}"
     ctx.progress(f"docker pull {image} (by digest)")
     docker.pull(image)
-
-    stored = str(tarball)
-    if isinstance(registry, LocalRegistry):
-        home = registry.root / "releases" / version
-        home.mkdir(parents=True, exist_ok=True)
-        target = home / "evidence.tar.gz"
-        shutil.copyfile(tarball, target)
-        target.chmod(0o444)
-        stored = str(target)
     record = releases.Release(
         version=version,
         model_version=model_version,
         image=image,
-        image_id=image_id,
+        image_id=cand.image_id,
         evidence_digest=evidence_digest,
-        evidence=stored,
+        evidence=registry.keep_evidence(version, tarball),
         released=utc_now(),
     )
     registry.append(model_version, releases.RELEASES, record.to_json())
@@ -259,41 +273,62 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         registry.attach(model_version, IMAGE_DIGEST, image)
     if EVIDENCE_DIGEST not in model.attachments:
         registry.attach(model_version, EVIDENCE_DIGEST, evidence_digest)
-    if isinstance(registry, LocalRegistry):
-        write_json_atomic(registry.root / "releases" / version / "release.json", record.to_json())
+    registry.record_release(version, record.to_json())
+    return _Published(
+        version, model_version, registered_how, skipped, ref, manifest, tarball, record
+    )
 
-    summary = f"{version}: {image}"
+
+def _write(ctx: Context, registry: ModelRegistry, done: _Published) -> StageOutcome:
+    """release.json and the stage's record."""
+    record = done.record
+    summary = f"{done.version}: {record.image}"
+    skipped = done.skipped
     reasons = [
-        f"pushed {ref} and pulled it back by digest {manifest}",
-        *([registered_how] if registered_how else []),
+        f"pushed {done.ref} and pulled it back by digest {done.manifest}",
+        *([done.registered_how] if done.registered_how else []),
         *([f"skipped {'; '.join(skipped)} (a version is never overwritten)"] if skipped else []),
-        f"model version {model_version} in the registry ({registry.location})",
-        f"evidence bundle {evidence_digest} ({tarball.stat().st_size} bytes) stored at {stored}",
+        f"model version {done.model_version} in the registry ({registry.location})",
+        (
+            f"evidence bundle {record.evidence_digest} ({done.tarball.stat().st_size} bytes) "
+            f"stored at {record.evidence}"
+        ),
     ]
     details = ReleaseDetails.model_validate(
-        {**record.to_json(), "existing": False, "tag": ref, "registry": registry.location}
+        {**record.to_json(), "existing": False, "tag": done.ref, "registry": registry.location}
     ).dump()
     md = [
-        f"### ✅ release {version}",
+        f"### ✅ release {done.version}",
         "",
         "| | |",
         "|---|---|",
-        f"| image | `{image}` |",
-        f"| model version | {model_version} |",
-        f"| evidence | `{evidence_digest}` |",
+        f"| image | `{record.image}` |",
+        f"| model version | {done.model_version} |",
+        f"| evidence | `{record.evidence_digest}` |",
     ]
+    folder = ctx.bundle.stage_dir(STAGE)
     write_json_atomic(folder / "release.json", details)
     return StageOutcome(
         status="pass",
         summary=summary,
         reasons=reasons,
         artifacts={
-            "evidence": ctx.bundle.relative(tarball),
+            "evidence": ctx.bundle.relative(done.tarball),
             "release": ctx.bundle.relative(folder / "release.json"),
         },
         details=details,
         markdown="\n".join(md) + "\n",
     )
+
+
+def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
+    """Check what is to be released; the same image released before is the answer; else
+    publish and write."""
+    cand = _candidate(ctx)
+    existing = releases.find_by_image(cand.registry, cand.image_id, known=cand.known)
+    if existing is not None:
+        return _already(existing, args.version)
+    return _write(ctx, cand.registry, _publish(ctx, cand, args.version))
 
 
 def stage(ctx: Context, args: argparse.Namespace | None = None) -> StageResult:

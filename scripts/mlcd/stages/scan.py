@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,15 @@ from mlcd.security import clair, modelscan
 from mlcd.security.findings import SEVERITIES, Finding
 from mlcd.security.ignorefile import IgnoreEntry, load_ignore_file
 from mlcd.security.policy import Policy, Verdict, judge
-from mlcd.security.sarif_report import ToolInfo, build_sarif
+from mlcd.security.sarif_report import SarifOutcome, ToolInfo, build_sarif
+from mlcd.security.scanners import (
+    ClairReportScanner,
+    DockerfileScanner,
+    ImageScanner,
+    ModelScanner,
+    Part,
+    SecretScanner,
+)
 from mlcd.tools import trivy
 from mlcd.tools.git import toplevel
 
@@ -56,28 +63,6 @@ class ScanOptions:
     clair_reports: tuple[Path, ...] = ()
     dockerfile: Path | None = None
     skip_image: bool = False
-
-
-@dataclass
-class Part:
-    """One target of the scan: scanned (with its findings) or skipped (with the reason)."""
-
-    name: str
-    label: str
-    scanned: bool
-    reason: str = ""
-    seconds: float = 0.0
-    findings: list[Finding] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "target": self.label,
-            "scanned": self.scanned,
-            "reason": self.reason,
-            "seconds": round(self.seconds, 2),
-            "findings": len(self.findings),
-        }
 
 
 def _shown(path: Path, repo: Path) -> str:
@@ -180,26 +165,8 @@ def _entry_label(entry: IgnoreEntry) -> str:
     return entry.id + (f" ({entry.package})" if entry.package else "")
 
 
-def _markdown(
-    verdict: Verdict,
-    *,
-    parts: list[Part],
-    policy: Policy,
-    ignore_file: str,
-    header: str,
-    db_line: str,
-    sarif_note: str | None,
-) -> str:
-    failed = not verdict.passed
-    md = [f"### {'❌' if failed else '✅'} scan: {header}", ""]
-    md.append(
-        f"Policy: findings at **{policy.severity}** or above fail"
-        + ("; vulnerabilities without a fix are not gated" if policy.ignore_unfixed else "")
-        + f"; model-file findings always fail; suppressions from `{ignore_file}`."
-    )
-    if db_line:
-        md.append(f"{db_line}.")
-    md += ["", "| target | " + " | ".join(reversed(SEVERITIES)) + " | failing | status |"]
+def _markdown_table(verdict: Verdict, parts: list[Part]) -> list[str]:
+    md = ["| target | " + " | ".join(reversed(SEVERITIES)) + " | failing | status |"]
     md.append("|---|" + "---:|" * (len(SEVERITIES) + 1) + "---|")
     fail_ids = {id(j.finding) for j in verdict.failing}
     totals: Counter[str] = Counter()
@@ -220,23 +187,32 @@ def _markdown(
         + " | ".join(str(totals.get(s, 0)) for s in reversed(SEVERITIES))
         + f" | {len(verdict.failing)} | |"
     )
-    if verdict.failing:
-        md += ["", f"**Failing findings** ({len(verdict.failing)}):", ""]
-        md.append("| severity | id | package / file | installed | fixed | target | title |")
-        md.append("|---|---|---|---|---|---|---|")
-        for judged in verdict.failing[:_LISTED]:
-            f = judged.finding
-            what = f.where if f.kind in ("secret", "misconfiguration") else f.package
-            title = f.title + (f" — `{f.match}`" if f.kind == "secret" and f.match else "")
-            md.append(
-                f"| {f.severity} | {_cell(f.id)} | {_cell(what)} | {_cell(f.installed)} | "
-                f"{_cell(f.fixed or ('no fix yet' if f.kind == 'vulnerability' else ''))} | "
-                f"{_cell(f.target)} | {_cell(title)} |"
-            )
-        if len(verdict.failing) > _LISTED:
-            md.append(f"\n… and {len(verdict.failing) - _LISTED} more in `scan/findings.json`.")
+    return md
+
+
+def _markdown_failing(verdict: Verdict) -> list[str]:
+    if not verdict.failing:
+        return []
+    md = ["", f"**Failing findings** ({len(verdict.failing)}):", ""]
+    md.append("| severity | id | package / file | installed | fixed | target | title |")
+    md.append("|---|---|---|---|---|---|---|")
+    for judged in verdict.failing[:_LISTED]:
+        f = judged.finding
+        what = f.where if f.kind in ("secret", "misconfiguration") else f.package
+        title = f.title + (f" — `{f.match}`" if f.kind == "secret" and f.match else "")
+        md.append(
+            f"| {f.severity} | {_cell(f.id)} | {_cell(what)} | {_cell(f.installed)} | "
+            f"{_cell(f.fixed or ('no fix yet' if f.kind == 'vulnerability' else ''))} | "
+            f"{_cell(f.target)} | {_cell(title)} |"
+        )
+    if len(verdict.failing) > _LISTED:
+        md.append(f"\n… and {len(verdict.failing) - _LISTED} more in `scan/findings.json`.")
+    return md
+
+
+def _markdown_ignores(verdict: Verdict) -> list[str]:
     suppressed = verdict.suppressed
-    md += ["", f"**Suppressions** ({len(suppressed)} finding{'s' * (len(suppressed) != 1)}):"]
+    md = ["", f"**Suppressions** ({len(suppressed)} finding{'s' * (len(suppressed) != 1)}):"]
     if suppressed:
         md += [
             "",
@@ -274,186 +250,183 @@ def _markdown(
             "Unused ignore entries (match no finding): "
             + ", ".join(f"`{_entry_label(e)}` ({e.where})" for e in verdict.unused),
         ]
+    return md
+
+
+def _markdown(
+    verdict: Verdict,
+    *,
+    parts: list[Part],
+    policy: Policy,
+    ignore_file: str,
+    header: str,
+    db_line: str,
+    sarif_note: str | None,
+) -> str:
+    failed = not verdict.passed
+    md = [f"### {'❌' if failed else '✅'} scan: {header}", ""]
+    md.append(
+        f"Policy: findings at **{policy.severity}** or above fail"
+        + ("; vulnerabilities without a fix are not gated" if policy.ignore_unfixed else "")
+        + f"; model-file findings always fail; suppressions from `{ignore_file}`."
+    )
+    if db_line:
+        md.append(f"{db_line}.")
+    md += ["", *_markdown_table(verdict, parts)]
+    md += _markdown_failing(verdict)
+    md += _markdown_ignores(verdict)
     if sarif_note:
         md += ["", f"SARIF: {sarif_note}."]
     return "\n".join(md) + "\n"
 
 
-def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
+@dataclass(frozen=True)
+class _Plan:
+    """What to scan and under which policy, read before anything slow runs."""
+
+    root: Path
+    repo: Path
+    config_path: Path
+    policy: Policy
+    ignore_shown: str
+    entries: list[IgnoreEntry]
+    image: str | None
+    image_reason: str
+    models: list[Path]
+    clair: list[tuple[Path, Part]]
+    dockerfile: Path | None
+    today: dt.date
+
+
+@dataclass
+class _Scanned:
+    """The scan's parts and what they were scanned with."""
+
+    parts: list[Part]
+    tool: trivy.Trivy
+    now: dt.datetime
+    db: trivy.TrivyDb | None
+    no_vuln_reason: str
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for part in self.parts for f in part.findings]
+
+
+def _plan(ctx: Context, opts: ScanOptions) -> _Plan:
     cfg = ctx.config.scan
+    today = dt.datetime.now(dt.UTC).date()
     root = ctx.loaded.root.resolve()
     repo = toplevel(root)
-    policy = Policy(severity=cfg.severity, ignore_unfixed=cfg.ignore_unfixed)
     ignore_path = ctx.loaded.resolve(cfg.ignore_file)
     ignore_shown = _shown(ignore_path, repo)
     entries = load_ignore_file(ignore_path, shown_as=ignore_shown)
-    today = dt.datetime.now(dt.UTC).date()
-
     # Inputs first, so that a wrong argument is reported before anything slow runs.
     image, image_reason = _image(ctx, opts)
     models = _model_files(ctx, opts)
-    clair_findings = [(p, clair.parse_clair(p)) for p in opts.clair_reports]
-    dockerfile = _dockerfile(ctx, opts, repo)
+    reader = ClairReportScanner()
+    return _Plan(
+        root=root,
+        repo=repo,
+        config_path=ctx.loaded.path,
+        policy=Policy(severity=cfg.severity, ignore_unfixed=cfg.ignore_unfixed),
+        ignore_shown=ignore_shown,
+        entries=entries,
+        image=image,
+        image_reason=image_reason,
+        models=models,
+        clair=[(p, reader.scan(p)) for p in opts.clair_reports],
+        dockerfile=_dockerfile(ctx, opts, repo),
+        today=today,
+    )
 
+
+def _database(ctx: Context, tool: trivy.Trivy) -> tuple[trivy.TrivyDb | None, str]:
+    """Trivy's vulnerability database and, when there is none (and it is optional), why."""
+    ctx.progress("Trivy database")
+    try:
+        return trivy.ensure_db(tool, _cache_dir(ctx)), ""
+    except EnvironmentMissing as exc:
+        if ctx.config.scan.vulnerability_db == "required":
+            raise
+        return None, (
+            "vulnerabilities NOT scanned: no Trivy database "
+            f"(scan.vulnerability-db is optional): {exc.message}"
+        )
+
+
+def _collect(ctx: Context, plan: _Plan) -> _Scanned:
+    """Every part of the scan, in the order of the summary's table."""
     tool = trivy.locate()
     now = trivy.now_utc()
-    db = None
-    no_vuln_reason = ""
-    if image:
-        ctx.progress("Trivy database")
-        try:
-            db = trivy.ensure_db(tool, _cache_dir(ctx))
-        except EnvironmentMissing as exc:
-            if ctx.config.scan.vulnerability_db == "required":
-                raise
-            no_vuln_reason = (
-                "vulnerabilities NOT scanned: no Trivy database "
-                f"(scan.vulnerability-db is optional): {exc.message}"
-            )
-
-    folder = ctx.bundle.stage_dir(STAGE)
+    db, no_vuln_reason = _database(ctx, tool) if plan.image else (None, "")
+    repo = plan.repo
     parts: list[Part] = []
-    artifacts: dict[str, str] = {}
-    image_os = ""
-    packages = 0
-
-    label = f"image {image}" if image else "image"
-    if image:
-        ctx.progress(f"trivy image {image}")
-        clock = time.monotonic()
-        result = trivy.scan_image(tool, image, db, label=label)
-        parts.append(
-            Part(
-                "image",
-                label,
-                scanned=True,
-                reason=no_vuln_reason,
-                seconds=time.monotonic() - clock,
-                findings=result.findings,
-            )
-        )
-        image_os, packages = result.os, result.packages
-        if result.sbom is not None:
-            sbom_path = folder / "sbom.cdx.json"
-            write_json_atomic(sbom_path, result.sbom)
-            artifacts["sbom"] = ctx.bundle.relative(sbom_path)
+    if plan.image:
+        parts.append(ImageScanner(tool, db, ctx.progress, reason=no_vuln_reason).scan(plan.image))
     else:
-        parts.append(Part("image", label, scanned=False, reason=image_reason))
-
-    if dockerfile is not None:
-        shown = _shown(dockerfile, repo)
-        ctx.progress(f"trivy config {shown}")
-        clock = time.monotonic()
-        df_label = shown if shown.endswith("Dockerfile") else f"Dockerfile {shown}"
-        found = trivy.scan_config(tool, dockerfile, shown=shown, label=df_label)
-        parts.append(
-            Part(
-                "dockerfile",
-                df_label,
-                scanned=True,
-                seconds=time.monotonic() - clock,
-                findings=found,
-            )
-        )
+        parts.append(Part("image", "image", scanned=False, reason=plan.image_reason))
+    if plan.dockerfile is not None:
+        target = (plan.dockerfile, _shown(plan.dockerfile, repo))
+        parts.append(DockerfileScanner(tool, ctx.progress).scan(target))
     else:
-        parts.append(
-            Part(
-                "dockerfile",
-                "Dockerfile",
-                scanned=False,
-                reason=f"skipped: no Dockerfile in {_shown(root, repo) or '.'} "
-                "or the repository root",
-            )
-        )
-
-    ctx.progress("trivy secrets in the repository")
-    clock = time.monotonic()
+        where = _shown(plan.root, repo) or "."
+        reason = f"skipped: no Dockerfile in {where} or the repository root"
+        parts.append(Part("dockerfile", "Dockerfile", scanned=False, reason=reason))
     skip = [ctx.out.resolve(), ctx.loaded.resolve(ctx.config.registry.path)]
-    secrets = trivy.scan_secrets(
-        tool, repo, skip_dirs=[*skip, *map(Path, _SKIP_GLOBS)], label="repository"
-    )
-    parts.append(
-        Part(
-            "repository",
-            "repository (secrets)",
-            scanned=True,
-            seconds=time.monotonic() - clock,
-            findings=secrets,
-        )
-    )
+    secrets = SecretScanner(tool, ctx.progress, skip_dirs=[*skip, *map(Path, _SKIP_GLOBS)])
+    parts.append(secrets.scan(repo))
+    models = ModelScanner(ctx.progress, trusted=lambda path: _project_trust(ctx, path))
+    parts += [models.scan((path, _shown(path, repo))) for path in plan.models]
+    if not plan.models:
+        reason = f"skipped: no model file in {ctx.out} and no --model given"
+        parts.append(Part("model", "model files", scanned=False, reason=reason))
+    parts += [part for _, part in plan.clair]
+    return _Scanned(parts, tool=tool, now=now, db=db, no_vuln_reason=no_vuln_reason)
 
-    for path in models:
-        shown = _shown(path, repo)
-        ctx.progress(f"model file {shown}")
-        clock = time.monotonic()
-        found = modelscan.scan_model_file(path, shown=shown, trusted=_project_trust(ctx, path))
-        parts.append(
-            Part(
-                "model",
-                f"model {shown}",
-                scanned=True,
-                seconds=time.monotonic() - clock,
-                findings=found,
-            )
-        )
-    if not models:
-        parts.append(
-            Part(
-                "model",
-                "model files",
-                scanned=False,
-                reason=f"skipped: no model file in {ctx.out} and no --model given",
-            )
-        )
-    for report_path, found in clair_findings:
-        parts.append(
-            Part("clair", f"clair report {report_path.name}", scanned=True, findings=found)
-        )
 
-    findings = [f for part in parts for f in part.findings]
-    verdict = judge(findings, policy, entries, today=today)
-
-    # outputs: SARIF, findings.json, summary
+def _sarif(plan: _Plan, scanned: _Scanned, verdict: Verdict) -> SarifOutcome:
+    repo = plan.repo
     tools = {
-        trivy.SOURCE: ToolInfo("Trivy", tool.version, "https://trivy.dev/"),
+        trivy.SOURCE: ToolInfo("Trivy", scanned.tool.version, "https://trivy.dev/"),
         modelscan.SOURCE: ToolInfo("mlcd model scanner", _mlcd_version(), "https://github.com/"),
     }
-    if clair_findings:
+    if plan.clair:
         tools[clair.SOURCE] = ToolInfo("Clair", "report", "https://github.com/quay/clair")
+    image_label = f"image {plan.image}" if plan.image else "image"
     fallback = {"": "mlcd.yaml"}
-    if dockerfile is not None:
-        fallback[label] = _shown(dockerfile, repo)
-    else:
-        fallback[label] = _shown(ctx.loaded.path, repo)
-    for report_path, _ in clair_findings:
-        fallback[f"clair report {report_path.name}"] = _shown(report_path, repo)
-    sarif = build_sarif(verdict, tools, root_uri=repo.as_uri() + "/", fallback_uri=fallback)
-    sarif_path = folder / "scan.sarif"
-    write_json_atomic(sarif_path, sarif.log)
-    artifacts["sarif"] = ctx.bundle.relative(sarif_path)
-    findings_path = folder / "findings.json"
-    write_json_atomic(
-        findings_path,
-        {
-            "policy": {
-                "severity": policy.severity,
-                "ignore_unfixed": policy.ignore_unfixed,
-                "ignore_file": ignore_shown,
-            },
-            "findings": [
-                {
-                    **j.finding.to_json(),
-                    "gate": j.decision,
-                    "suppressed_by": j.entry.to_json() if j.entry else None,
-                }
-                for j in verdict.judged
-            ],
-            "expired_ignores": [e.to_json() for e in verdict.expired],
-            "unused_ignores": [e.to_json() for e in verdict.unused],
-        },
-    )
-    artifacts["findings"] = ctx.bundle.relative(findings_path)
+    # an image's findings point at the Dockerfile that made it (else at mlcd.yaml)
+    fallback[image_label] = _shown(plan.dockerfile or plan.config_path, repo)
+    for path, part in plan.clair:
+        fallback[part.label] = _shown(path, repo)
+    return build_sarif(verdict, tools, root_uri=repo.as_uri() + "/", fallback_uri=fallback)
 
+
+def _policy_json(plan: _Plan) -> dict[str, Any]:
+    return {
+        "severity": plan.policy.severity,
+        "ignore_unfixed": plan.policy.ignore_unfixed,
+        "ignore_file": plan.ignore_shown,
+    }
+
+
+def _findings_json(plan: _Plan, verdict: Verdict) -> dict[str, Any]:
+    return {
+        "policy": _policy_json(plan),
+        "findings": [
+            {
+                **j.finding.to_json(),
+                "gate": j.decision,
+                "suppressed_by": j.entry.to_json() if j.entry else None,
+            }
+            for j in verdict.judged
+        ],
+        "expired_ignores": [e.to_json() for e in verdict.expired],
+        "unused_ignores": [e.to_json() for e in verdict.unused],
+    }
+
+
+def _summary(scanned: _Scanned, verdict: Verdict) -> str:
     counts = Counter(j.finding.severity for j in verdict.failing)
     words = {
         "image": "image",
@@ -461,9 +434,10 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
         "repository": "repository",
         "clair": "Clair report",
     }
-    scanned = [words.get(p.name, p.name) for p in parts if p.scanned]
+    parts = scanned.parts
+    names = [words.get(p.name, p.name) for p in parts if p.scanned]
     n_models = sum(p.name == "model" and p.scanned for p in parts)
-    what = ", ".join(dict.fromkeys(s for s in scanned if s != "model"))
+    what = ", ".join(dict.fromkeys(s for s in names if s != "model"))
     if n_models:
         what += f", {n_models} model file{'s' * (n_models != 1)}"
     if verdict.failing:
@@ -475,7 +449,7 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
             + ")"
         )
     else:
-        header = f"no finding fails the gate ({len(findings)} found)"
+        header = f"no finding fails the gate ({len(scanned.findings)} found)"
     extras = []
     if verdict.suppressed:
         extras.append(f"{len(verdict.suppressed)} suppressed")
@@ -483,8 +457,12 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
         plural = "ies" if len(verdict.expired) != 1 else "y"
         extras.append(f"{len(verdict.expired)} ignore entr{plural} expired")
     summary = f"{header}; " + (", ".join(extras) + "; " if extras else "") + f"scanned {what}"
+    if scanned.no_vuln_reason:
+        summary += "; WARNING: image vulnerabilities not scanned (no Trivy database)"
+    return summary
 
-    db_line = db.describe(now) if db is not None else ""
+
+def _reasons(scanned: _Scanned, verdict: Verdict, sarif_note: str | None) -> list[str]:
     reasons = [j.finding.one_line() for j in verdict.failing]
     reasons += [
         f"ignore entry {_entry_label(e)} ({e.where}) expired on {e.expires.isoformat()}: "
@@ -497,55 +475,76 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
         for j in verdict.suppressed
         if j.entry is not None
     ]
+    parts = scanned.parts
     reasons += [f"{p.label}: {p.reason}" for p in parts if not p.scanned]
     reasons += [f"warning: {p.label}: {p.reason}" for p in parts if p.scanned and p.reason]
-    if no_vuln_reason:
-        summary += "; WARNING: image vulnerabilities not scanned (no Trivy database)"
-    if db is not None and db.stale(now):
-        reasons.append(f"warning: the Trivy DB is past its next update: {db_line}")
-    if sarif.note:
-        reasons.append(f"SARIF: {sarif.note}")
+    db = scanned.db
+    if db is not None and db.stale(scanned.now):
+        reasons.append(f"warning: the Trivy DB is past its next update: {db.describe(scanned.now)}")
+    if sarif_note:
+        reasons.append(f"SARIF: {sarif_note}")
+    return reasons
 
+
+def _metrics(scanned: _Scanned, verdict: Verdict, sarif: SarifOutcome) -> dict[str, Any]:
+    findings = scanned.findings
+    by_severity = Counter(f.severity for f in findings)
+    return {
+        "findings": len(findings),
+        "failing": len(verdict.failing),
+        "suppressed": len(verdict.suppressed),
+        "expired_ignores": len(verdict.expired),
+        "unfixed": sum(j.decision == "unfixed" for j in verdict.judged),
+        "below_threshold": sum(j.decision == "below" for j in verdict.judged),
+        **{f"severity_{s.lower()}": by_severity.get(s, 0) for s in SEVERITIES},
+        "sarif_results": sarif.results,
+        "sarif_dropped": sarif.dropped,
+        "image_packages": sum(p.packages for p in scanned.parts),
+    }
+
+
+def _write(ctx: Context, plan: _Plan, scanned: _Scanned, verdict: Verdict) -> StageOutcome:
+    """The scan's files (SBOM, SARIF, findings.json) and its record."""
+    folder = ctx.bundle.stage_dir(STAGE)
+    artifacts: dict[str, str] = {}
+    image = next((p for p in scanned.parts if p.name == "image" and p.scanned), None)
+    if image is not None and image.sbom is not None:
+        sbom_path = folder / "sbom.cdx.json"
+        write_json_atomic(sbom_path, image.sbom)
+        artifacts["sbom"] = ctx.bundle.relative(sbom_path)
+    sarif = _sarif(plan, scanned, verdict)
+    sarif_path = folder / "scan.sarif"
+    write_json_atomic(sarif_path, sarif.log)
+    artifacts["sarif"] = ctx.bundle.relative(sarif_path)
+    findings_path = folder / "findings.json"
+    write_json_atomic(findings_path, _findings_json(plan, verdict))
+    artifacts["findings"] = ctx.bundle.relative(findings_path)
+    db, now = scanned.db, scanned.now
+    summary = _summary(scanned, verdict)
     markdown = _markdown(
         verdict,
-        parts=parts,
-        policy=policy,
-        ignore_file=ignore_shown,
+        parts=scanned.parts,
+        policy=plan.policy,
+        ignore_file=plan.ignore_shown,
         header=summary,
-        db_line=db_line,
+        db_line=db.describe(now) if db is not None else "",
         sarif_note=sarif.note,
     )
-    by_severity = Counter(f.severity for f in findings)
     return StageOutcome(
         status="fail" if verdict.failing else "pass",
         summary=summary,
-        reasons=reasons,
-        metrics={
-            "findings": len(findings),
-            "failing": len(verdict.failing),
-            "suppressed": len(verdict.suppressed),
-            "expired_ignores": len(verdict.expired),
-            "unfixed": sum(j.decision == "unfixed" for j in verdict.judged),
-            "below_threshold": sum(j.decision == "below" for j in verdict.judged),
-            **{f"severity_{s.lower()}": by_severity.get(s, 0) for s in SEVERITIES},
-            "sarif_results": sarif.results,
-            "sarif_dropped": sarif.dropped,
-            "image_packages": packages,
-        },
+        reasons=_reasons(scanned, verdict, sarif.note),
+        metrics=_metrics(scanned, verdict, sarif),
         artifacts=artifacts,
         details={
-            "image": image,
-            "image_os": image_os,
-            "trivy_version": tool.version,
+            "image": plan.image,
+            "image_os": image.image_os if image is not None else "",
+            "trivy_version": scanned.tool.version,
             "db": db.to_json(now) if db is not None else None,
-            "parts": [p.to_json() for p in parts],
-            "policy": {
-                "severity": policy.severity,
-                "ignore_unfixed": policy.ignore_unfixed,
-                "ignore_file": ignore_shown,
-            },
+            "parts": [p.to_json() for p in scanned.parts],
+            "policy": _policy_json(plan),
             "ignores": {
-                "entries": len(entries),
+                "entries": len(plan.entries),
                 "expired": [e.to_json() for e in verdict.expired],
                 "unused": [e.to_json() for e in verdict.unused],
             },
@@ -558,6 +557,14 @@ def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
         },
         markdown=markdown,
     )
+
+
+def _body(ctx: Context, opts: ScanOptions) -> StageOutcome:
+    """Collect (the plan, then every scanner's part), decide (one policy), write."""
+    plan = _plan(ctx, opts)
+    scanned = _collect(ctx, plan)
+    verdict = judge(scanned.findings, plan.policy, plan.entries, today=plan.today)
+    return _write(ctx, plan, scanned, verdict)
 
 
 def _mlcd_version() -> str:

@@ -16,6 +16,7 @@ import platform
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,11 @@ def requirement_versions(ctx: Context) -> dict[str, str]:
     path = ctx.loaded.resolve(named)
     try:
         lines = path.read_text("utf-8").splitlines()
-    except OSError:
+    except OSError as exc:
         raise UserInputError(
             f"model.requirements: {named} does not exist",
             hint="the path is relative to the config file's folder",
-        ) from None
+        ) from exc
     found = {}
     for raw in lines:
         match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", raw.split("#", 1)[0])
@@ -65,12 +66,12 @@ def requirement_versions(ctx: Context) -> dict[str, str]:
             name = match.group(1)
             try:
                 found[name] = version(name)
-            except PackageNotFoundError:
+            except PackageNotFoundError as exc:
                 raise UserInputError(
                     f"model.requirements: {named} names `{name}`, which is not installed here",
                     hint="install the model's requirements where `mlcd train` runs "
                     f"(pip install -r {named})",
-                ) from None
+                ) from exc
     return found
 
 
@@ -103,16 +104,36 @@ def _fit(estimator: Any, features: Any, target: Any, text: str) -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             estimator.fit(features, target)
-    except Exception as exc:  # noqa: BLE001 - the user's estimator failed on the user's data
+    except Exception as exc:  # the user's estimator failed on the user's data
         raise UserInputError(
             f"model.entrypoint: fitting `{text}` on model.data raised {type(exc).__name__}: {exc}",
             hint="check that the pipeline handles every column type in the data "
             "(e.g. encode text columns)",
-        ) from None
+        ) from exc
     return round(time.perf_counter() - clock, 4)
 
 
-def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
+@dataclass(frozen=True)
+class _Data:
+    """The training data, read and checked, split, and the run's fingerprint."""
+
+    entry: Any
+    frame: Any
+    data_sha256: str
+    versions: dict[str, str]
+    fingerprint: str
+    parts: Any
+    features: list[str]
+
+
+@dataclass(frozen=True)
+class _Paths:
+    model: Path
+    meta: Path
+    holdout: Path
+
+
+def _read(ctx: Context) -> _Data:
     from mlcd import dataset  # pandas: only when training
 
     cfg = ctx.config.model
@@ -134,100 +155,109 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
         frame, target=cfg.target, task=cfg.task, test_size=cfg.test_size, seed=cfg.seed
     )
     features = [str(c) for c in frame.columns if c != cfg.target]
-    folder = ctx.bundle.stage_dir(STAGE)
-    model_path, meta_path, holdout_path = (
-        folder / MODEL_FILE,
-        folder / META_FILE,
-        folder / HOLDOUT_FILE,
+    return _Data(entry, frame, data_sha256, versions, fp, parts, features)
+
+
+def _reused(ctx: Context, data: _Data, paths: _Paths) -> dict[str, Any] | None:
+    """model.json of a model registered from the same fingerprint, its file copied; None
+    when there is none."""
+    registry = open_registry(ctx.loaded)
+    earlier = registry.find_by_fingerprint(data.fingerprint)
+    if earlier is None:
+        return None
+    ctx.progress(f"reusing {earlier.version} from {registry.location}")
+    shutil.copyfile(registry.model_file(earlier.version, paths.model.parent), paths.model)
+    paths.model.chmod(0o644)
+    meta = dict(earlier.metadata)
+    meta["git_sha"] = ctx.inputs["git_sha"]
+    meta["reused_from"] = earlier.version
+    return meta
+
+
+def _fitted(ctx: Context, data: _Data, paths: _Paths) -> dict[str, Any]:
+    """Fit the estimator, save it (its types checked), and model.json's content."""
+    cfg = ctx.config.model
+    root = ctx.loaded.root
+    parts, features = data.parts, data.features
+    estimator = entrypoint.build(data.entry, root, dict(cfg.params), cfg.task)
+    seeded = _seed_estimator(estimator, cfg.seed)
+    ctx.progress(f"fitting on {len(parts.train)} rows")
+    x_train = parts.train[features]
+    y_train = parts.train[cfg.target]
+    fit_seconds = _fit(estimator, x_train, y_train, cfg.entrypoint)
+    needed = modelio.save_model(estimator, paths.model)
+    types = _check_types(needed, root, cfg.trusted_types)
+    ship = projectcode.modules_to_ship(types, root, projectcode.loaded_modules(root))
+    classes = getattr(estimator, "classes_", None)
+    ctx.progress("probing the fitted model's inputs (format, gaps per column)")
+    schema, input_meta = inputschema.describe(
+        estimator,
+        x_train,
+        parts.holdout[features],
+        task=cfg.task,
+        name=ctx.config.project,
     )
-    parts.holdout[[*features, cfg.target]].to_csv(holdout_path, index=False)
+    return {
+        "name": ctx.config.project,
+        "task": cfg.task,
+        "target": cfg.target,
+        "estimator": type(estimator).__name__,
+        "entrypoint": cfg.entrypoint,
+        "features": schema,
+        "input": input_meta,
+        "classes": [_label(c) for c in classes] if classes is not None else None,
+        "params": redact.redact_params(dict(cfg.params)),
+        "seeded_params": seeded,
+        "data": cfg.data,
+        "data_sha256": data.data_sha256,
+        "rows": len(data.frame),
+        "train_rows": len(parts.train),
+        "holdout_rows": len(parts.holdout),
+        "seed": cfg.seed,
+        "test_size": cfg.test_size,
+        "git_sha": ctx.inputs["git_sha"],
+        "versions": data.versions,
+        "fit_seconds": fit_seconds,
+        "fingerprint": data.fingerprint,
+        "trusted_types": needed,
+        # why each needed type may be loaded (README, "The model"): the project's own
+        # classes, those declared in model.trusted-types; the project files the image ships
+        "project_types": types.project,
+        "declared_types": types.declared,
+        "project_modules": ship,
+        "model_sha256": modelio.file_sha256(paths.model),
+    }
 
-    reused_from: str | None = None
-    if reuse:
-        registry = open_registry(ctx.loaded)
-        earlier = registry.find_by_fingerprint(fp)
-        if earlier is not None:
-            ctx.progress(f"reusing {earlier.version} from {registry.location}")
-            shutil.copyfile(registry.model_file(earlier.version, folder), model_path)
-            model_path.chmod(0o644)
-            meta = dict(earlier.metadata)
-            meta["git_sha"] = ctx.inputs["git_sha"]
-            meta["reused_from"] = earlier.version
-            reused_from = earlier.version
-    if reused_from is None:
-        estimator = entrypoint.build(entry, root, dict(cfg.params), cfg.task)
-        seeded = _seed_estimator(estimator, cfg.seed)
-        ctx.progress(f"fitting on {len(parts.train)} rows")
-        x_train = parts.train[features]
-        y_train = parts.train[cfg.target]
-        fit_seconds = _fit(estimator, x_train, y_train, cfg.entrypoint)
-        needed = modelio.save_model(estimator, model_path)
-        types = _check_types(needed, root, cfg.trusted_types)
-        ship = projectcode.modules_to_ship(types, root, projectcode.loaded_modules(root))
-        classes = getattr(estimator, "classes_", None)
-        ctx.progress("probing the fitted model's inputs (format, gaps per column)")
-        schema, input_meta = inputschema.describe(
-            estimator,
-            x_train,
-            parts.holdout[features],
-            task=cfg.task,
-            name=ctx.config.project,
-        )
-        meta = {
-            "name": ctx.config.project,
-            "task": cfg.task,
-            "target": cfg.target,
-            "estimator": type(estimator).__name__,
-            "entrypoint": cfg.entrypoint,
-            "features": schema,
-            "input": input_meta,
-            "classes": [_label(c) for c in classes] if classes is not None else None,
-            "params": redact.redact_params(dict(cfg.params)),
-            "seeded_params": seeded,
-            "data": cfg.data,
-            "data_sha256": data_sha256,
-            "rows": len(frame),
-            "train_rows": len(parts.train),
-            "holdout_rows": len(parts.holdout),
-            "seed": cfg.seed,
-            "test_size": cfg.test_size,
-            "git_sha": ctx.inputs["git_sha"],
-            "versions": versions,
-            "fit_seconds": fit_seconds,
-            "fingerprint": fp,
-            "trusted_types": needed,
-            # why each needed type may be loaded (README, "The model"): the project's own
-            # classes, those declared in model.trusted-types; the project files the image ships
-            "project_types": types.project,
-            "declared_types": types.declared,
-            "project_modules": ship,
-            "model_sha256": modelio.file_sha256(model_path),
-        }
-    write_json_atomic(meta_path, meta)
 
-    n_classes = len(meta["classes"]) if meta.get("classes") else None
-    what = f"{meta['estimator']} on {meta['train_rows']} rows, {len(features)} features"
-    if reused_from:
-        summary = f"reused {reused_from} from the registry ({what}); no fit"
-    else:
-        summary = f"fitted {what} in {meta['fit_seconds']:.2f}s"
+def _reasons(ctx: Context, data: _Data, meta: dict[str, Any]) -> list[str]:
+    cfg = ctx.config.model
     reasons = [
-        f"data {cfg.data}: {meta['rows']} rows, sha256 {data_sha256[:12]}…",
+        f"data {cfg.data}: {meta['rows']} rows, sha256 {data.data_sha256[:12]}…",
         f"split seed {cfg.seed}: {meta['train_rows']} train, {meta['holdout_rows']} held out"
         + (" (stratified)" if cfg.task == "classification" else ""),
-        f"fingerprint {fp[:12]}…",
+        f"fingerprint {data.fingerprint[:12]}…",
     ]
+    n_classes = len(meta["classes"]) if meta.get("classes") else None
     if n_classes:
         reasons.append(f"{n_classes} classes: {', '.join(map(str, meta['classes']))}")
     own = list(meta.get("project_types") or [])
-    shipped: list[str] = [str(m["path"]) for m in meta.get("project_modules") or []]
     if own:
         reasons.append(
             f"project types (trusted: defined in the project's source): {', '.join(own)}"
         )
-        reasons.append(f"project modules the image ships: {', '.join(shipped)}")
+        reasons.append(f"project modules the image ships: {', '.join(_shipped(meta))}")
     if meta.get("declared_types"):
         reasons.append("types trusted by model.trusted-types: " + ", ".join(meta["declared_types"]))
+    return reasons
+
+
+def _shipped(meta: dict[str, Any]) -> list[str]:
+    return [str(m["path"]) for m in meta.get("project_modules") or []]
+
+
+def _markdown(ctx: Context, data: _Data, meta: dict[str, Any], summary: str) -> str:
+    cfg = ctx.config.model
+    reused = " (reused)" if meta.get("reused_from") else ""
     md = [
         f"### ✅ train: {summary}",
         "",
@@ -235,45 +265,73 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
         "|---|---|",
         f"| estimator | `{meta['estimator']}` from `{cfg.entrypoint}` |",
         f"| params | `{json.dumps(meta['params'], sort_keys=True)}` |",
-        f"| data | `{cfg.data}` ({meta['rows']} rows, sha256 `{data_sha256[:12]}`) |",
+        f"| data | `{cfg.data}` ({meta['rows']} rows, sha256 `{data.data_sha256[:12]}`) |",
         f"| split | {meta['train_rows']} train, {meta['holdout_rows']} held out, seed {cfg.seed} |",
-        f"| fit time | {meta['fit_seconds']:.3f}s{' (reused)' if reused_from else ''} |",
-        f"| fingerprint | `{fp[:16]}` |",
+        f"| fit time | {meta['fit_seconds']:.3f}s{reused} |",
+        f"| fingerprint | `{data.fingerprint[:16]}` |",
     ]
+    own = list(meta.get("project_types") or [])
     if own or meta.get("declared_types"):
         md.append(
             "| trusted types | "
             + ", ".join(f"`{t}`" for t in [*own, *(meta.get("declared_types") or [])])
             + " |"
         )
-    if shipped:
+    if shipped := _shipped(meta):
         md.append("| project code in the image | " + ", ".join(f"`{p}`" for p in shipped) + " |")
+    return "\n".join(md) + "\n"
+
+
+def _write(
+    ctx: Context, data: _Data, paths: _Paths, meta: dict[str, Any], reused_from: str | None
+) -> StageOutcome:
+    """model.json and the stage's record."""
+    write_json_atomic(paths.meta, meta)
+    what = f"{meta['estimator']} on {meta['train_rows']} rows, {len(data.features)} features"
+    if reused_from:
+        summary = f"reused {reused_from} from the registry ({what}); no fit"
+    else:
+        summary = f"fitted {what} in {meta['fit_seconds']:.2f}s"
     return StageOutcome(
         status="pass",
         summary=summary,
-        reasons=reasons,
+        reasons=_reasons(ctx, data, meta),
         metrics={
             "rows": meta["rows"],
             "train_rows": meta["train_rows"],
             "holdout_rows": meta["holdout_rows"],
-            "features": len(features),
+            "features": len(data.features),
         },
         artifacts={
-            "model": ctx.bundle.relative(model_path),
-            "metadata": ctx.bundle.relative(meta_path),
-            "holdout": ctx.bundle.relative(holdout_path),
+            "model": ctx.bundle.relative(paths.model),
+            "metadata": ctx.bundle.relative(paths.meta),
+            "holdout": ctx.bundle.relative(paths.holdout),
         },
         details=TrainDetails(
-            fingerprint=fp,
+            fingerprint=data.fingerprint,
             fit_seconds=meta["fit_seconds"],
             reused_from=reused_from,
             model_sha256=meta["model_sha256"],
-            project_types=own,
+            project_types=list(meta.get("project_types") or []),
             declared_types=list(meta.get("declared_types") or []),
-            project_modules=shipped,
+            project_modules=_shipped(meta),
         ).dump(),
-        markdown="\n".join(md) + "\n",
+        markdown=_markdown(ctx, data, meta, summary),
     )
+
+
+def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
+    """Read the data, then reuse a registered model of the same fingerprint or fit, write."""
+    data = _read(ctx)
+    folder = ctx.bundle.stage_dir(STAGE)
+    paths = _Paths(folder / MODEL_FILE, folder / META_FILE, folder / HOLDOUT_FILE)
+    cfg = ctx.config.model
+    data.parts.holdout[[*data.features, cfg.target]].to_csv(paths.holdout, index=False)
+    meta = _reused(ctx, data, paths) if reuse else None
+    reused_from = meta["reused_from"] if meta is not None else None
+    if meta is None:
+        meta = _fitted(ctx, data, paths)
+    return _write(ctx, data, paths, meta, reused_from)
 
 
 def _check_types(needed: list[str], root: Path, declared: list[str]) -> projectcode.TypeReport:

@@ -32,9 +32,9 @@ def scan(paths: list[Path], *, cwd: Path) -> list[BanditFinding]:
     # bandit exits 1 when it has findings; anything without JSON output is a failure.
     try:
         data = json.loads(result.stdout)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as exc:
         first = next((ln for ln in result.stderr.splitlines() if ln.strip()), "no output")
-        raise EnvironmentMissing(f"bandit failed: {first}") from None
+        raise EnvironmentMissing(f"bandit failed: {first}") from exc
     return [
         BanditFinding(
             test_id=str(item["test_id"]),

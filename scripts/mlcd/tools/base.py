@@ -68,12 +68,12 @@ def run(
     except FileNotFoundError as exc:
         raise EnvironmentMissing(
             f"cannot start `{argv[0]}`: {exc.strerror}", hint="install it and retry"
-        ) from None
-    except subprocess.TimeoutExpired:
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
         raise EnvironmentMissing(
             f"`{' '.join(argv[:3])} …` did not finish within {timeout} s",
             hint="check that the program is not waiting for input or a network",
-        ) from None
+        ) from exc
     return ToolResult(tuple(argv), done.returncode, done.stdout, done.stderr)
 
 
@@ -105,4 +105,4 @@ def spawn(
     except FileNotFoundError as exc:
         raise EnvironmentMissing(
             f"cannot start `{argv[0]}`: {exc.strerror}", hint="install it and retry"
-        ) from None
+        ) from exc

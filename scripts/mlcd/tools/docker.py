@@ -3,7 +3,9 @@
 
 Every call goes through `tools.base.run`. A missing client or an engine that does not
 answer is exit 3 with how to start it; a failing command raises `DockerError` (exit 3 as
-well: the environment did not do what was asked) carrying Docker's own message.
+well: the environment did not do what was asked) carrying Docker's own message. A build
+that fails because of what the Dockerfile says (a parse error, a step that fails, a file it
+copies that is not there) is the user's input: exit 2, naming the Dockerfile.
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ _SSH_FAILURES = {
     "docker: command not found": "Docker is not installed on the server (or not on the SSH "
     "user's PATH)",
 }
+# what `docker build` (the classic builder) prints when the Dockerfile itself is wrong
+_DOCKERFILE_FAULTS = (
+    "dockerfile parse error",
+    "unknown instruction",
+    "returned a non-zero code",
+    "copy failed",
+    "add failed",
+    "failed to process",
+    "no build stage in current context",
+    "unknown flag",
+    "when using copy with more than one source",
+)
 _DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 
@@ -174,15 +188,29 @@ def build(
         args.append(str(context))
         result = call(args, timeout=timeout, env={"DOCKER_BUILDKIT": "0"}, check=False)
         if result.returncode != 0 or not iidfile.is_file():
-            tail = "\n".join(result.stdout.splitlines()[-15:])
-            raise DockerError(
-                f"docker build failed: {_first_error(result.stderr or result.stdout)}",
-                problems=[tail] if tail else [],
-            )
+            raise build_failure(dockerfile, result.stdout, result.stderr)
         image_id = iidfile.read_text("utf-8").strip()
     steps = len(re.findall(r"^Step \d+/\d+", result.stdout, re.MULTILINE))
     cached = result.stdout.count("Using cache")
     return BuildOutput(image_id, result.stdout, cached, steps)
+
+
+def build_failure(
+    dockerfile: Path, stdout: str, stderr: str
+) -> EnvironmentMissing | UserInputError:
+    """The error of a failed `docker build`: exit 2 when the Dockerfile is at fault (what it
+    says cannot be built), else exit 3 (the engine, the disk, a missing base image)."""
+    first = _first_error(stderr or stdout)
+    tail = "\n".join(stdout.splitlines()[-15:])
+    problems = [tail] if tail else []
+    lowered = f"{stderr}\n{stdout}".lower()
+    if any(marker in lowered for marker in _DOCKERFILE_FAULTS):
+        return UserInputError(
+            f"docker build failed: {dockerfile}: {first}",
+            hint="fix the Dockerfile (the failing step is the last one in the output above)",
+            problems=problems,
+        )
+    return DockerError(f"docker build failed: {first}", problems=problems)
 
 
 def inspect_image(ref: str) -> dict[str, Any] | None:

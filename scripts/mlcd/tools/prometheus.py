@@ -34,7 +34,7 @@ def query(address: str, promql: str, *, timeout: float = 10.0) -> list[Series]:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only  # nosec B310
             body = response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise QueryError(f"GET {address}/api/v1/query: {exc}") from None
+        raise QueryError(f"GET {address}/api/v1/query: {exc}") from exc
     return parse_vector(body)
 
 
@@ -42,7 +42,7 @@ def parse_vector(body: bytes | str) -> list[Series]:
     try:
         payload: Any = json.loads(body)
     except ValueError as exc:
-        raise QueryError(f"Prometheus answered something that is not JSON: {exc}") from None
+        raise QueryError(f"Prometheus answered something that is not JSON: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("status") != "success":
         error = payload.get("error") if isinstance(payload, dict) else None
         raise QueryError(f"Prometheus refused the query: {error or payload!r:.200}")
@@ -54,7 +54,7 @@ def parse_vector(body: bytes | str) -> list[Series]:
         try:
             labels = {str(k): str(v) for k, v in dict(item["metric"]).items()}
             value = float(item["value"][1])
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise QueryError(f"a series Prometheus answered is malformed: {item!r:.200}") from None
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise QueryError(f"a series Prometheus answered is malformed: {item!r:.200}") from exc
         out.append((labels, value if not math.isnan(value) else math.nan))
     return out

@@ -36,7 +36,7 @@ def check(paths: list[Path], *, cwd: Path) -> list[RuffFinding]:
     try:
         items = json.loads(result.stdout or "[]")
     except json.JSONDecodeError as exc:
-        raise EnvironmentMissing(f"ruff printed output mlcd cannot read ({exc})") from None
+        raise EnvironmentMissing(f"ruff printed output mlcd cannot read ({exc})") from exc
     findings = []
     for item in items:
         location = item.get("location") or {}
@@ -84,7 +84,7 @@ def format_check(paths: list[Path], *, cwd: Path) -> list[Unformatted]:
     try:
         items = json.loads(result.stdout or "[]")
     except json.JSONDecodeError as exc:
-        raise EnvironmentMissing(f"ruff format printed output mlcd cannot read ({exc})") from None
+        raise EnvironmentMissing(f"ruff format printed output mlcd cannot read ({exc})") from exc
     return [
         Unformatted(
             (cwd / item["filename"]).resolve(),

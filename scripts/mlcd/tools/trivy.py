@@ -165,7 +165,7 @@ def read_db(cache_dir: Path) -> TrivyDb | None:
     except (OSError, json.JSONDecodeError) as exc:
         raise UserInputError(
             f"{meta_file}: unreadable Trivy DB metadata ({exc})", hint=DB_HINT
-        ) from None
+        ) from exc
     if not isinstance(meta, dict):
         raise UserInputError(f"{meta_file}: Trivy DB metadata is not an object", hint=DB_HINT)
     version = meta.get("Version")
@@ -253,7 +253,7 @@ def _run_json(trivy: Trivy, args: list[str], out: Path) -> dict[str, Any]:
     try:
         data = json.loads(out.read_text("utf-8") or "{}")
     except (OSError, json.JSONDecodeError) as exc:
-        raise EnvironmentMissing(f"trivy {args[0]} wrote output mlcd cannot read ({exc})") from None
+        raise EnvironmentMissing(f"trivy {args[0]} wrote output mlcd cannot read ({exc})") from exc
     return data if isinstance(data, dict) else {}
 
 
@@ -302,13 +302,13 @@ def scan_image(
                 if not (name and digest.startswith("sha256:")):
                     raise
                 report = _run_json(trivy, [*args, digest], tmp / "image.json")
-            except UserInputError:
+            except UserInputError as exc:
                 raise UserInputError(
                     f"image {image} is not in the local Docker engine (mlcd scans local "
                     "images and pulls nothing)",
                     hint="build it first (`mlcd build`), `docker pull` it, or pass --image "
                     "with an image that `docker image ls` shows",
-                ) from None
+                ) from exc
         findings = parse_report(report, target=label)
         results = report.get("Results") or []
         packages = sum(len(r.get("Packages") or []) for r in results if isinstance(r, dict))
@@ -348,7 +348,7 @@ def _cyclonedx(trivy: Trivy, report: dict[str, Any], tmp: Path) -> dict[str, Any
     try:
         data = json.loads(out.read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise EnvironmentMissing(f"trivy wrote an SBOM mlcd cannot read ({exc})") from None
+        raise EnvironmentMissing(f"trivy wrote an SBOM mlcd cannot read ({exc})") from exc
     if not isinstance(data, dict):
         raise EnvironmentMissing("trivy wrote an SBOM that is not a JSON object")
     return data

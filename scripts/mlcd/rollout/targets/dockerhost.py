@@ -183,7 +183,7 @@ class DockerHostTarget(Target):
         except (ValueError, KeyError, TypeError) as exc:
             raise EnvironmentMissing(
                 f"{self.state_location}: the environment's state is unreadable ({exc})"
-            ) from None
+            ) from exc
 
     def save_state(self, state: EnvState) -> None:
         text = json.dumps(state.to_json(), indent=2, sort_keys=True, default=str) + "\n"
@@ -208,7 +208,7 @@ class DockerHostTarget(Target):
             raise EnvironmentMissing(
                 f"lost the lock of `{self.env}` on {self.transport.target.url} ({exc})",
                 hint=f"the next `mlcd status {self.env}` restores stable serving",
-            ) from None
+            ) from exc
         if answer.strip() != b"ok":
             raise EnvironmentMissing(
                 f"writing {op} into volume {self.volume} on {self.transport.target.url} "
