@@ -8,12 +8,14 @@ Traffic goes only to the test host's address (and to 127.0.0.1 tunnels mlcd open
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -208,6 +210,79 @@ def test_canary_promotes_a_good_release_and_rolls_back_a_bad_one(
     # the models are not published on the server: only the router is
     published = _remote_ports(project)
     assert published == {f"mlcd-{project.name}-staging-router": f"0.0.0.0:{port}->{port}/tcp"}
+
+
+def _raw(host: str, port: int, data: bytes, *, wait: float = 1.0) -> bytes:
+    """Send raw bytes, read until the router closes or stays silent for `wait` seconds."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        sock.settimeout(wait)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _json_error(response: bytes, status: int) -> str:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head[:200]
+    assert b"Content-Type: application/json" in head, head
+    message = json.loads(body.decode().strip())["error"]
+    assert isinstance(message, str)
+    return message
+
+
+def test_the_routers_client_side_keeps_pipelines_and_answers_its_errors_as_json(
+    remote_project: Any, standin_images: dict[str, str], test_host: dict[str, str]
+) -> None:
+    """The docker-host router is the local target's two nginx: the client side on the port
+    (limits, JSON errors, pipelining), the routing side behind it on a socket."""
+    project = remote_project({"strategy": "canary"})
+    host, port = address(project)
+    v1 = project.release(standin_images["clean"])
+    assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
+    base = f"mlcd-{project.name}-staging"
+    roles = _remote(
+        test_host, "ps", "--filter", f"label=mlcd.project={project.name}",
+        "--format", '{{.Names}}\t{{.Label "mlcd.role"}}',
+    )  # fmt: skip
+    found = dict(line.split("\t", 1) for line in roles.splitlines() if "\t" in line)
+    assert found[f"{base}-router"] == "router-front"
+    assert found[f"{base}-routes"] == "router-routes"
+    predict = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    assert "over the router's limit of 8m" in _json_error(
+        _raw(host, port, predict + b"Content-Length: 9000000\r\n\r\n{}"), 413
+    )
+    long_uri = b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert "request line" in _json_error(_raw(host, port, long_uri), 414)
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n"
+    assert "header" in _json_error(_raw(host, port, big), 400)
+    assert "could not parse" in _json_error(_raw(host, port, b"\x16\x03\x01 no http\r\n\r\n"), 400)
+    # what the model server takes (64 KiB of headers) passes both nginx
+    fits = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 60_000 + b"\r\n\r\n"
+    assert _raw(host, port, fits).startswith(b"HTTP/1.1 200 ")
+    body = json.dumps({"records": [ROW]}).encode()
+    one = predict + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    count = 50
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(one * count)  # every request before reading any answer
+        data = b""
+        deadline = time.monotonic() + 30
+        while data.count(b"HTTP/1.1 200 OK") < count and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == count
+    assert data.count(b'"predictions"') == count
+    # no arm answers: the routing side's error is JSON too, through the client side
+    stable = remote_state(project)["stable"]["container"]
+    _remote(test_host, "stop", "--time", "1", stable)
+    answer = _raw(host, port, one, wait=10)
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (502, 504), answer[:300]
+    assert _json_error(answer, status)
 
 
 def _remote_ports(project: Project) -> dict[str, str]:
