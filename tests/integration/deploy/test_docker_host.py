@@ -276,6 +276,29 @@ def test_the_routers_client_side_keeps_pipelines_and_answers_its_errors_as_json(
             data += chunk
     assert data.count(b"HTTP/1.1 200 OK") == count
     assert data.count(b'"predictions"') == count
+    # a router of an older mlcd (one container on the port, role `router`) is replaced by
+    # the next command, which finds the router not running
+    _remote(test_host, "rm", "-f", f"{base}-router", f"{base}-routes")
+    old = _remote(
+        test_host, "run", "-d", "--name", f"{base}-router", "--network", base,
+        "--label", f"mlcd.project={project.name}", "--label", "mlcd.role=router",
+        "--publish", f"{port}:{port}", "--user", "65534:65534",
+        "-v", f"{base}-state:/mlcd", "--entrypoint", "nginx", ROUTER_IMAGE,
+        "-p", "/mlcd/router/front/", "-c", "/mlcd/router/front/nginx.conf",
+        "-e", "/mlcd/router/front/logs/error.log", "-g", "daemon off;",
+    )  # fmt: skip
+    assert old.strip()
+    repaired = project.mlcd("status", "staging")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "the router was not running: restarted" in repaired.stdout + repaired.stderr
+    roles = _remote(
+        test_host, "ps", "--filter", f"label=mlcd.project={project.name}",
+        "--format", '{{.Names}}\t{{.Label "mlcd.role"}}',
+    )  # fmt: skip
+    found = dict(line.split("\t", 1) for line in roles.splitlines() if "\t" in line)
+    assert found[f"{base}-router"] == "router-front"
+    assert found[f"{base}-routes"] == "router-routes"
+    assert _raw(host, port, one).startswith(b"HTTP/1.1 200 ")
     # no arm answers: the routing side's error is JSON too, through the client side
     stable = remote_state(project)["stable"]["container"]
     _remote(test_host, "stop", "--time", "1", stable)
@@ -283,6 +306,52 @@ def test_the_routers_client_side_keeps_pipelines_and_answers_its_errors_as_json(
     status = int(answer.split(b" ", 2)[1])
     assert status in (502, 504), answer[:300]
     assert _json_error(answer, status)
+
+
+def test_an_inference_post_a_killed_candidate_failed_is_retried_on_stable(
+    remote_project: Any, standin_images: dict[str, str], test_host: dict[str, str]
+) -> None:
+    """The routing side's one retry of an idempotent inference POST, on the server: the
+    candidate of a 50 % canary step is killed under steady traffic, and clients see only
+    answers (the requests it failed went to stable)."""
+    project = remote_project(
+        {
+            "strategy": "canary",
+            "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 100000},
+            "analysis": {"max-p99-latency-ms": 5000, "inconclusive-limit": 50},
+        }
+    )
+    host, port = address(project)
+    v1 = project.release(standin_images["clean"])
+    assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
+    v2 = project.release(standin_images["clean"])
+    deploy = project.spawn("deploy", "staging", "--release", v2)
+    try:
+
+        def canary_up() -> bool:
+            if deploy.poll() is not None:
+                raise AssertionError(deploy.err_file.read_text())
+            return "step 1 at 50%" in project.mlcd("status", "staging").stdout
+
+        wait_for(canary_up, 120, "the canary step at 50 %")
+        with Client(host, port, rps=40) as client:
+            time.sleep(2)
+            assert set(client.versions) == {v1, v2}, client.versions  # the split is live
+            ids = _remote(
+                test_host, "ps", "-q", "--filter", f"label=mlcd.project={project.name}",
+                "--filter", f"label=mlcd.version={v2}",
+            ).split()  # fmt: skip
+            assert len(ids) == 1
+            _remote(test_host, "kill", ids[0])
+            time.sleep(4)
+        print("clients during the kill:", dict(client.seen))
+        assert set(client.seen) == {200}, client.seen
+        out, err = deploy.communicate(timeout=180)
+        assert deploy.returncode == 1, out + err
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+    assert remote_state(project)["stable"]["version"] == v1
 
 
 def _remote_ports(project: Project) -> dict[str, str]:
