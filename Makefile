@@ -24,7 +24,9 @@ system: ## Debian packages, Docker engine, local base image and registry (as roo
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	@$(PY) -c 'import mlcd' && touch $@ && echo "virtualenv ready: $(VENV)"
+	@# kserve declares pandas<3 and python-dateutil<3: its own code without those pins (its imports are in the dev extra)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt kserve 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import mlcd, kserve' && touch $@ && echo "virtualenv ready: $(VENV)"
 
 venv: $(STAMP) ## the virtualenv with mlcd and its tools
 

@@ -1,7 +1,8 @@
 """The nginx configuration of an environment's router (pure: text in, text out).
 
 The router is two nginx instances under one prefix folder:
-- the client side (`render_front`) listens on 127.0.0.1:<port> and never reloads: it keeps
+- the client side (`render_front`) listens on 127.0.0.1:<port> (a Docker host's router
+  container: on all its addresses) and never reloads: it keeps
   connections alive and answers pipelined requests, limits connections per client address
   (one client's slow bodies cannot lock others out), times out slow headers and bodies,
   takes request lines and headers up to the model server's 64 KiB, and answers its own
@@ -85,9 +86,11 @@ class RouterSpec:
     shadow: Backend | None = None
     generation: int = 0
     labels: dict[str, str] = field(default_factory=dict)
-    # None: behind the front (render), on its Unix socket; an address: the routing nginx
-    # alone on address:port (a router container on a Docker host, render_routes)
-    listen: str | None = None
+    # the address the client side listens on (a router container on a Docker host: all)
+    listen: str = "127.0.0.1"
+    # the routing side's Unix socket; None: `socket_path(prefix)` (a Docker host's router
+    # containers share one in their volume)
+    socket: str | None = None
 
     def describe(self) -> str:
         if self.mode == "split":
@@ -180,10 +183,8 @@ def render_routes(spec: RouterSpec, prefix: Path) -> str:
         lines += _upstream("mlcd_shadow", (spec.shadow,))
     lines += [
         "  server {",
-        # behind the front on its socket, or (a router container) on an address of its own
-        f"    listen {spec.listen}:{spec.port};"
-        if spec.listen
-        else f"    listen unix:{socket_path(p)};",
+        # behind the client side only, on its socket
+        f"    listen unix:{spec.socket or socket_path(p)};",
         "    proxy_http_version 1.1;",
         '    proxy_set_header Connection "";',
         "    proxy_set_header Host $host;",
@@ -231,10 +232,13 @@ def render_routes(spec: RouterSpec, prefix: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_front(port: int, prefix: Path) -> str:
-    """The client-facing nginx on 127.0.0.1:<port>, which never reloads: keep-alive and
+def render_front(
+    port: int, prefix: Path, *, listen: str = "127.0.0.1", socket: str | None = None
+) -> str:
+    """The client-facing nginx on <listen>:<port>, which never reloads: keep-alive and
     pipelining, a connection limit per client address, header and body timeouts, JSON
-    error pages; every request goes to the routing nginx."""
+    error pages; every request goes to the routing nginx on `socket` (by default
+    `socket_path(prefix)`). Its folder is <prefix>/front."""
     p = (prefix / "front").resolve()
     lines = [
         "# Written by mlcd: the router's client side (static; the routes are behind it).",
@@ -256,10 +260,10 @@ def render_front(port: int, prefix: Path) -> str:
         "  limit_conn_log_level warn;",
         '  map $http_x_request_id $mlcd_request_id { default $http_x_request_id; "" $request_id; }',
         "  upstream mlcd_routes {",
-        f"    server unix:{socket_path(prefix)} max_fails=0;",
+        f"    server unix:{socket or socket_path(prefix)} max_fails=0;",
         "  }",
         "  server {",
-        f"    listen 127.0.0.1:{port} backlog=4096;",
+        f"    listen {listen}:{port} backlog=4096;",
         f"    limit_conn mlcd_per_client {PER_CLIENT_CONNECTIONS};",
         "    proxy_http_version 1.1;",
         '    proxy_set_header Connection "";',
@@ -282,4 +286,5 @@ def render(spec: RouterSpec, prefix: Path) -> str:
     """The router's configuration for `spec`, every path under `prefix`: the routing
     nginx's config, then `FRONT_MARKER`, then the client-facing one's
     (`mlcd.tools.nginx.split_config` separates them; each runs as its own nginx)."""
-    return render_routes(spec, prefix) + FRONT_MARKER + "\n" + render_front(spec.port, prefix)
+    front = render_front(spec.port, prefix, listen=spec.listen, socket=spec.socket)
+    return render_routes(spec, prefix) + FRONT_MARKER + "\n" + front

@@ -8,12 +8,14 @@ Traffic goes only to the test host's address (and to 127.0.0.1 tunnels mlcd open
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -208,6 +210,148 @@ def test_canary_promotes_a_good_release_and_rolls_back_a_bad_one(
     # the models are not published on the server: only the router is
     published = _remote_ports(project)
     assert published == {f"mlcd-{project.name}-staging-router": f"0.0.0.0:{port}->{port}/tcp"}
+
+
+def _raw(host: str, port: int, data: bytes, *, wait: float = 1.0) -> bytes:
+    """Send raw bytes, read until the router closes or stays silent for `wait` seconds."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        sock.settimeout(wait)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _json_error(response: bytes, status: int) -> str:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head[:200]
+    assert b"Content-Type: application/json" in head, head
+    message = json.loads(body.decode().strip())["error"]
+    assert isinstance(message, str)
+    return message
+
+
+def test_the_routers_client_side_keeps_pipelines_and_answers_its_errors_as_json(
+    remote_project: Any, standin_images: dict[str, str], test_host: dict[str, str]
+) -> None:
+    """The docker-host router is the local target's two nginx: the client side on the port
+    (limits, JSON errors, pipelining), the routing side behind it on a socket."""
+    project = remote_project({"strategy": "canary"})
+    host, port = address(project)
+    v1 = project.release(standin_images["clean"])
+    assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
+    base = f"mlcd-{project.name}-staging"
+    roles = _remote(
+        test_host, "ps", "--filter", f"label=mlcd.project={project.name}",
+        "--format", '{{.Names}}\t{{.Label "mlcd.role"}}',
+    )  # fmt: skip
+    found = dict(line.split("\t", 1) for line in roles.splitlines() if "\t" in line)
+    assert found[f"{base}-router"] == "router-front"
+    assert found[f"{base}-routes"] == "router-routes"
+    predict = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    assert "over the router's limit of 8m" in _json_error(
+        _raw(host, port, predict + b"Content-Length: 9000000\r\n\r\n{}"), 413
+    )
+    long_uri = b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert "request line" in _json_error(_raw(host, port, long_uri), 414)
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n"
+    assert "header" in _json_error(_raw(host, port, big), 400)
+    assert "could not parse" in _json_error(_raw(host, port, b"\x16\x03\x01 no http\r\n\r\n"), 400)
+    # what the model server takes (64 KiB of headers) passes both nginx
+    fits = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 60_000 + b"\r\n\r\n"
+    assert _raw(host, port, fits).startswith(b"HTTP/1.1 200 ")
+    body = json.dumps({"records": [ROW]}).encode()
+    one = predict + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    count = 50
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(one * count)  # every request before reading any answer
+        data = b""
+        deadline = time.monotonic() + 30
+        while data.count(b"HTTP/1.1 200 OK") < count and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == count
+    assert data.count(b'"predictions"') == count
+    # a router of an older mlcd (one container on the port, role `router`) is replaced by
+    # the next command, which finds the router not running
+    _remote(test_host, "rm", "-f", f"{base}-router", f"{base}-routes")
+    old = _remote(
+        test_host, "run", "-d", "--name", f"{base}-router", "--network", base,
+        "--label", f"mlcd.project={project.name}", "--label", "mlcd.role=router",
+        "--publish", f"{port}:{port}", "--user", "65534:65534",
+        "-v", f"{base}-state:/mlcd", "--entrypoint", "nginx", ROUTER_IMAGE,
+        "-p", "/mlcd/router/front/", "-c", "/mlcd/router/front/nginx.conf",
+        "-e", "/mlcd/router/front/logs/error.log", "-g", "daemon off;",
+    )  # fmt: skip
+    assert old.strip()
+    repaired = project.mlcd("status", "staging")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "the router was not running: restarted" in repaired.stdout + repaired.stderr
+    roles = _remote(
+        test_host, "ps", "--filter", f"label=mlcd.project={project.name}",
+        "--format", '{{.Names}}\t{{.Label "mlcd.role"}}',
+    )  # fmt: skip
+    found = dict(line.split("\t", 1) for line in roles.splitlines() if "\t" in line)
+    assert found[f"{base}-router"] == "router-front"
+    assert found[f"{base}-routes"] == "router-routes"
+    assert _raw(host, port, one).startswith(b"HTTP/1.1 200 ")
+    # no arm answers: the routing side's error is JSON too, through the client side
+    stable = remote_state(project)["stable"]["container"]
+    _remote(test_host, "stop", "--time", "1", stable)
+    answer = _raw(host, port, one, wait=10)
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (502, 504), answer[:300]
+    assert _json_error(answer, status)
+
+
+def test_an_inference_post_a_killed_candidate_failed_is_retried_on_stable(
+    remote_project: Any, standin_images: dict[str, str], test_host: dict[str, str]
+) -> None:
+    """The routing side's one retry of an idempotent inference POST, on the server: the
+    candidate of a 50 % canary step is killed under steady traffic, and clients see only
+    answers (the requests it failed went to stable)."""
+    project = remote_project(
+        {
+            "strategy": "canary",
+            "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 100000},
+            "analysis": {"max-p99-latency-ms": 5000, "inconclusive-limit": 50},
+        }
+    )
+    host, port = address(project)
+    v1 = project.release(standin_images["clean"])
+    assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
+    v2 = project.release(standin_images["clean"])
+    deploy = project.spawn("deploy", "staging", "--release", v2)
+    try:
+
+        def canary_up() -> bool:
+            if deploy.poll() is not None:
+                raise AssertionError(deploy.err_file.read_text())
+            return "step 1 at 50%" in project.mlcd("status", "staging").stdout
+
+        wait_for(canary_up, 120, "the canary step at 50 %")
+        with Client(host, port, rps=40) as client:
+            time.sleep(2)
+            assert set(client.versions) == {v1, v2}, client.versions  # the split is live
+            ids = _remote(
+                test_host, "ps", "-q", "--filter", f"label=mlcd.project={project.name}",
+                "--filter", f"label=mlcd.version={v2}",
+            ).split()  # fmt: skip
+            assert len(ids) == 1
+            _remote(test_host, "kill", ids[0])
+            time.sleep(4)
+        print("clients during the kill:", dict(client.seen))
+        assert set(client.seen) == {200}, client.seen
+        out, err = deploy.communicate(timeout=180)
+        assert deploy.returncode == 1, out + err
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+    assert remote_state(project)["stable"]["version"] == v1
 
 
 def _remote_ports(project: Project) -> dict[str, str]:

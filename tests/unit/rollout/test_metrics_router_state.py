@@ -214,6 +214,28 @@ def test_the_router_is_a_static_client_side_and_reloaded_routes(tmp_path: Path) 
     assert 'return 400 \'{"error": "a request header is over' in front  # 494 shows as 400
 
 
+def test_a_docker_hosts_router_shares_one_socket_and_listens_on_every_address() -> None:
+    """The docker-host router's two containers: the socket is in their shared volume."""
+    spec = RouterSpec(
+        port=8081,
+        mode="split",
+        primary=(Backend(8080, 90, host="v1"), Backend(8080, 10, host="v2")),
+        listen="0.0.0.0",
+        socket="/mlcd/router/routes.sock",
+    )
+    routes, front = split_config(render(spec, Path("/mlcd/router")))
+    assert front is not None
+    assert "listen unix:/mlcd/router/routes.sock;" in routes
+    assert ":8081" not in routes
+    assert "server unix:/mlcd/router/routes.sock max_fails=0;" in front
+    assert "listen 0.0.0.0:8081 backlog=4096;" in front
+    assert "pid /mlcd/router/front/nginx.pid;" in front
+    assert "server v2:8080 weight=10" in routes
+    assert front == render_front(
+        8081, Path("/mlcd/router"), listen="0.0.0.0", socket="/mlcd/router/routes.sock"
+    )
+
+
 def test_only_inference_is_retried_across_arms_and_never_the_mirror(tmp_path: Path) -> None:
     spec = RouterSpec(port=8081, mode="mirror", primary=(Backend(1001),), shadow=Backend(1003))
     routes, _ = split_config(render(spec, tmp_path))

@@ -4,11 +4,15 @@
 (`DOCKER_HOST=ssh://…`, `mlcd.tools.ssh`) carries every call; on the server, per environment
 (`mlcd-<project>-<env>`):
 - a bridge network `mlcd-<project>-<env>`; the model containers join it and publish nothing;
-- the router: a container of `router.image` (nginx) on that network, publishing the
-  environment's port on the server's addresses, restarted with the engine. Its configuration
-  is `render()`'s, written into the state volume and applied by `nginx -s reload` through
-  `docker exec` (the old workers finish their requests; a container is removed only after
-  they have exited);
+- the router: two containers of `router.image` (nginx), both restarted with the engine and
+  both mounting the state volume, as on the local target (`mlcd.rollout.router`):
+  `mlcd-<project>-<env>-router`, the client side, publishes the environment's port on the
+  server's addresses and never reloads (keep-alive, pipelining, a connection limit per
+  client address, header and body timeouts, JSON errors); every request goes on over a
+  Unix socket in the volume to `mlcd-<project>-<env>-routes`, the routing side on the
+  network, whose configuration is `render_routes()`'s, written into the volume and applied
+  by `nginx -s reload` through `docker exec` (the old workers finish their requests; a
+  container is removed only after they have exited);
 - the state volume `mlcd-<project>-<env>-state`: `state/state.json` (what is live, the
   rollout in progress, the history), written whole to a temporary file and renamed, after a
   byte count check, so a dropped connection never leaves half a file;
@@ -34,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import EnvironmentMissing
-from mlcd.rollout.router import Backend, RouterSpec, render_routes
+from mlcd.rollout.router import Backend, RouterSpec, render_front, render_routes
 from mlcd.rollout.state import Arm, EnvState, LockInfo, LockRefused, process_start, safe_name
 from mlcd.rollout.targets.base import CONTAINER_PORT, Owner, Route, Target, wait_generation
 from mlcd.tools import docker
@@ -44,6 +48,9 @@ from mlcd.tools.ssh import SshTransport
 ROOT = "/mlcd"
 STATE_FILE = f"{ROOT}/state/state.json"
 ROUTER_PREFIX = f"{ROOT}/router"
+FRONT_PREFIX = f"{ROUTER_PREFIX}/front"  # render_front's folder under the prefix
+ROUTER_SOCKET = f"{ROUTER_PREFIX}/routes.sock"  # the routing side's, shared in the volume
+FRONT_ROLE = "router-front"
 USER = "65534:65534"
 LOCK_WAIT = 30.0
 LOCKED = "mlcd-locked"
@@ -54,6 +61,7 @@ _LOCK_LABELS = ("pid", "start", "host", "command", "acquired")
 _SERVE = (
     'while read -r op size; do case "$op" in '
     f"put) f={STATE_FILE} ;; conf) f={ROUTER_PREFIX}/nginx.conf ;; "
+    f"front) f={FRONT_PREFIX}/nginx.conf ;; "
     f"get) if [ -f {STATE_FILE} ]; then wc -c < {STATE_FILE}; cat {STATE_FILE}; "
     "else echo 3; echo '{}'; fi; continue ;; "
     "*) echo unknown; continue ;; esac; "
@@ -88,7 +96,9 @@ class DockerHostTarget(Target):
         self.base = "-".join(safe_name(p) for p in ("mlcd", project, env)).lower()
         self.network = self.base
         self.volume = f"{self.base}-state"
-        self.router = f"{self.base}-router"
+        self.router = f"{self.base}-router"  # the client side, on the environment's port
+        self.routes = f"{self.base}-routes"  # the routing side, reloaded on every change
+        self._front_checked = False
         self.lock_name = f"{self.base}-lock"
         self._lock: Any = None  # the attached `docker run -i` of the lock container
         self._retiring: set[str] = set()
@@ -285,7 +295,8 @@ class DockerHostTarget(Target):
             arg for key in _LOCK_LABELS for arg in ("--label", f"mlcd.lock.{key}={info[key]}")
         ]
         init = (
-            f"mkdir -p {ROOT}/state {ROUTER_PREFIX}/logs {ROUTER_PREFIX}/scratch && "
+            f"mkdir -p {ROOT}/state {ROUTER_PREFIX}/logs {ROUTER_PREFIX}/scratch "
+            f"{FRONT_PREFIX}/logs {FRONT_PREFIX}/scratch && "
             f"chown -R {USER} {ROOT} && echo {LOCKED} && {_SERVE}"
         )
         argv = [
@@ -393,12 +404,25 @@ class DockerHostTarget(Target):
 
     # ---------------------------------------------------------------- router
 
-    def _router_running(self) -> bool:
-        data = self._inspect(self.router)
-        return bool(data and (data.get("State") or {}).get("Running"))
+    def _running(self, name: str) -> dict[str, Any] | None:
+        data = self._inspect(name)
+        return data if data and (data.get("State") or {}).get("Running") else None
 
     def router_running(self) -> bool:
-        return self._router_running()
+        front = self._running(self.router)
+        role = ((front or {}).get("Config") or {}).get("Labels") or {}
+        return role.get("mlcd.role") == FRONT_ROLE and self._running(self.routes) is not None
+
+    def _nginx(self, prefix: str) -> str:
+        return f"nginx -p {prefix}/ -e {prefix}/logs/error.log"
+
+    def _router_container(self, name: str, role: str, *args: str) -> None:
+        self._docker("rm", "--force", name, check=False)
+        self._run_detached(
+            name, "--network", self.network, "--restart", "unless-stopped", "--user", USER,
+            "--label", f"mlcd.project={self.project}", "--label", f"mlcd.env={self.env}",
+            "--label", f"mlcd.role={role}", "-v", f"{self.volume}:{ROOT}", *args,
+        )  # fmt: skip
 
     def route(self, route: Route, generation: int) -> str:
         self._check_lock()
@@ -412,51 +436,88 @@ class DockerHostTarget(Target):
             generation=generation,
             labels={"env": self.env, "project": self.project},
             listen="0.0.0.0",  # noqa: S104 - the environment's address on the server  # nosec B104
+            socket=ROUTER_SOCKET,
         )
-        text = render_routes(spec, Path(ROUTER_PREFIX))
-        conf, new = f"{ROUTER_PREFIX}/nginx.conf", f"{ROUTER_PREFIX}/nginx.conf.new"
-        nginx = f"nginx -p {ROUTER_PREFIX}/ -e {ROUTER_PREFIX}/logs/error.log"
-        script = (
-            f"cat > {new} && {nginx} -t -q -c {new} && mv -f {new} {conf} && "
-            f"{{ {_WORKERS}; }} && {nginx} -c {conf} -s reload"
-        )
-        result = self._docker(
-            "exec", "-i", self.router, "sh", "-c", script, input_text=text, check=False
-        )
-        missing = any(
-            w in result.stderr.lower()
-            for w in ("no such container", "is not running", "restarting")
-        )
-        if not missing:
-            if result.returncode != 0:
-                raise EnvironmentMissing(
-                    f"the router {self.router} on {self.transport.target.url} refused its new "
-                    f"configuration: {docker.first_error(result.stderr or result.stdout)}"
-                )
-            self._retiring |= {p for p in result.stdout.split() if p.isdigit()}
-        else:
-            self._request("conf", text.encode("utf-8"))
-            self._docker("rm", "--force", self.router, check=False)
-            self._run_detached(
-                self.router, "--network", self.network,
-                "--restart", "unless-stopped", "--user", USER,
-                "--publish", f"{self.port}:{self.port}",
-                "--label", f"mlcd.project={self.project}", "--label", f"mlcd.env={self.env}",
-                "--label", "mlcd.role=router", "-v", f"{self.volume}:{ROOT}",
-                "--entrypoint", "nginx", self.router_image,
-                "-p", f"{ROUTER_PREFIX}/", "-c", conf, "-e", f"{ROUTER_PREFIX}/logs/error.log",
-                "-g", "daemon off;",
-            )  # fmt: skip
+        self._apply_routes(render_routes(spec, Path(ROUTER_PREFIX)))
+        if not self._front_checked:
+            front = render_front(
+                self.port, Path(ROUTER_PREFIX), listen=spec.listen, socket=ROUTER_SOCKET
+            )
+            self._apply_front(front)
+            self._front_checked = True
         host, port = self.router_address
         wait_generation(
             host,
             port,
             generation,
             where=self.url,
-            hint=f"docker logs {self.router} on the server, and {ROUTER_PREFIX}/logs/error.log "
-            f"in volume {self.volume}",
+            hint=f"docker logs {self.router} and {self.routes} on the server, and "
+            f"{ROUTER_PREFIX}/logs/error.log, {FRONT_PREFIX}/logs/error.log in volume "
+            f"{self.volume}",
         )
         return spec.describe()
+
+    def _refused(self, name: str, result: ToolResult) -> EnvironmentMissing:
+        return EnvironmentMissing(
+            f"the router {name} on {self.transport.target.url} refused its new "
+            f"configuration: {docker.first_error(result.stderr or result.stdout)}"
+        )
+
+    @staticmethod
+    def _missing(result: ToolResult) -> bool:
+        text = result.stderr.lower()
+        return any(w in text for w in ("no such container", "is not running", "restarting"))
+
+    def _apply_routes(self, text: str) -> None:
+        """The routing side: tested, swapped in and reloaded; started when it is missing."""
+        conf, new = f"{ROUTER_PREFIX}/nginx.conf", f"{ROUTER_PREFIX}/nginx.conf.new"
+        nginx = self._nginx(ROUTER_PREFIX)
+        script = (
+            f"cat > {new} && {nginx} -t -q -c {new} && mv -f {new} {conf} && "
+            f"{{ {_WORKERS}; }} && {nginx} -c {conf} -s reload"
+        )
+        result = self._docker(
+            "exec", "-i", self.routes, "sh", "-c", script, input_text=text, check=False
+        )
+        if not self._missing(result):
+            if result.returncode != 0:
+                raise self._refused(self.routes, result)
+            self._retiring |= {p for p in result.stdout.split() if p.isdigit()}
+            return
+        self._request("conf", text.encode("utf-8"))
+        # a socket left by a killed nginx would make its bind fail
+        start = f'rm -f {ROUTER_SOCKET} && exec {nginx} -c {conf} -g "daemon off;"'
+        self._router_container(
+            self.routes, "router-routes", "--entrypoint", "sh", self.router_image, "-c", start
+        )
+
+    def _apply_front(self, text: str) -> None:
+        """The client side: reloaded only when its text changed (a new mlcd), started when
+        it is missing; a router of an older mlcd on the port (the routing nginx alone) is
+        replaced by it."""
+        conf, new = f"{FRONT_PREFIX}/nginx.conf", f"{FRONT_PREFIX}/nginx.conf.new"
+        nginx = self._nginx(FRONT_PREFIX)
+        found = self._running(self.router)
+        labels = ((found or {}).get("Config") or {}).get("Labels") or {}
+        if found is not None and labels.get("mlcd.role") == FRONT_ROLE:
+            script = (
+                f"cat > {new} && if cmp -s {new} {conf}; then rm -f {new}; else "
+                f"{nginx} -t -q -c {new} && mv -f {new} {conf} && {nginx} -c {conf} -s reload; fi"
+            )
+            result = self._docker(
+                "exec", "-i", self.router, "sh", "-c", script, input_text=text, check=False
+            )
+            if not self._missing(result):
+                if result.returncode != 0:
+                    raise self._refused(self.router, result)
+                return
+        self._request("front", text.encode("utf-8"))
+        self._router_container(
+            self.router, FRONT_ROLE, "--publish", f"{self.port}:{self.port}",
+            "--entrypoint", "nginx", self.router_image,
+            "-p", f"{FRONT_PREFIX}/", "-c", conf, "-e", f"{FRONT_PREFIX}/logs/error.log",
+            "-g", "daemon off;",
+        )  # fmt: skip
 
     def _wait_drained(self, timeout: float = 30.0) -> None:
         """Wait until the router workers of earlier configurations have exited."""
@@ -464,7 +525,7 @@ class DockerHostTarget(Target):
         while self._retiring and time.monotonic() < deadline:
             pids = " ".join(sorted(self._retiring))
             result = self._docker(
-                "exec", self.router, "sh", "-c",
+                "exec", self.routes, "sh", "-c",
                 f"for p in {pids}; do [ -d /proc/$p ] && echo $p; done; true",
                 check=False,
             )  # fmt: skip
