@@ -92,6 +92,38 @@ def test_an_image_tag_the_registry_does_not_know_is_skipped(
     assert "the image registry already has img:0.1.0" in skipped[0]
 
 
+def test_a_version_an_interrupted_release_pushed_is_resumed_only_for_that_image(
+    registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = "sha256:" + "e" * 64
+    monkeypatch.setattr(
+        release_stage.oci, "tag_digest", lambda _name, tag: {"0.1.0": digest}.get(tag)
+    )
+    pushed = {"sha256:this": {"RepoDigests": [f"img@{digest}"]}, "sha256:other": {}}
+    monkeypatch.setattr(release_stage.docker, "inspect_image", pushed.get)
+    monkeypatch.setenv("GITHUB_SHA", "a" * 40)
+    ctx: Any = argparse.Namespace(loaded=argparse.Namespace(root=tmp_path), progress=print)
+    # without a claim in this registry the tag is someone else's, even for this image
+    version, _ = release_stage._take_version(ctx, registry, "img", [], None, image_id="sha256:this")
+    assert version == "0.1.1"
+    # claimed here, pushed, never recorded: the interrupted release of this image
+    registry2 = LocalRegistry(tmp_path / "reg2")
+    assert registry2.claim_release("0.1.0", commit="b" * 40)
+    claim = registry2.claim("0.1.0") or {}
+    assert (claim["version"], claim["commit"]) == ("0.1.0", "b" * 40)
+    assert registry2.claim("0.1.1") is None
+    version, skipped = release_stage._take_version(
+        ctx, registry2, "img", [], None, image_id="sha256:this"
+    )
+    assert (version, skipped) == ("0.1.0", [])
+    # another image never takes it
+    version, skipped = release_stage._take_version(
+        ctx, registry2, "img", [], None, image_id="sha256:other"
+    )
+    assert version == "0.1.1"
+    assert "the image registry already has img:0.1.0" in skipped[0]
+
+
 def test_the_default_release_is_the_newest_that_passed_requires(
     registry: LocalRegistry, tmp_path: Path
 ) -> None:

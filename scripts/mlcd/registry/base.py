@@ -111,6 +111,13 @@ class ModelRegistry(ABC):
         next version; a taken version is never overwritten). `commit` is what is released."""
         raise NotImplementedError(f"the {self.backend} registry cannot take release versions")
 
+    def claim(self, version: str) -> dict[str, Any] | None:
+        """The claim `claim_release` made on release `version` (`{"version", "commit", "pid"}`),
+        or None when there is none or this backend cannot tell (then an interrupted release
+        is never resumed: the next one moves on to the next version)."""
+        _ = version
+        return None
+
     @abstractmethod
     def attach(self, version: str, key: str, value: Any) -> ModelVersion:
         """Record a fact about a version; a key once set is never changed to another value."""

@@ -69,6 +69,10 @@ class LocalRegistry(ModelRegistry):
                 json.dump({"version": version, "commit": commit, "pid": os.getpid()}, handle)
         return True
 
+    def claim(self, version: str) -> dict[str, Any] | None:
+        found = _read_json(self.root / "releases" / version / "claim.json")
+        return found if isinstance(found, dict) else None
+
     # ------------------------------------------------------------------ helpers
 
     @property

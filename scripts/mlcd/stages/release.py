@@ -155,12 +155,18 @@ def _take_version(
     name: str,
     known: list[releases.Release],
     wanted: str | None,
+    *,
+    image_id: str = "",
 ) -> tuple[str, list[str]]:
     """The release version, taken atomically (`registry.claim_release`) before anything is
     pushed: `wanted`, or the next patch after the highest release. An automatic version that
     is taken (by a release job running at the same time, or as an image tag this registry
     does not know) moves on to the next patch; a taken `wanted` is an error. A version is
-    never overwritten. Returns the version and the ones skipped, with why."""
+    never overwritten. A version whose tag already holds this very image (`image_id`), with
+    no release recorded and a claim in this model registry, is the one an interrupted release
+    of this image claimed and pushed: it is taken again, so that the interruption leaves no
+    orphan tag and no gap (`_pushed_as`).
+    Returns the version and the ones skipped, with why."""
     version = wanted or releases.next_version(registry, known=known)
     releases.parse_version(version)
     recorded = {release.version: release for release in known}
@@ -170,6 +176,9 @@ def _take_version(
         if version in recorded:
             why = f"release {version} exists already ({recorded[version].image})"
         elif (tagged := oci.tag_digest(name, version)) is not None:
+            if registry.claim(version) is not None and _pushed_as(image_id, name, tagged):
+                ctx.progress(f"resuming release {version}: {name}:{version} is this image")
+                return version, skipped
             why = (
                 f"the image registry already has {name}:{version} ({tagged}), which this model "
                 f"registry ({registry.location}) does not know"
@@ -189,6 +198,15 @@ def _take_version(
         f"no free release version after {len(skipped)} tries (the last: {skipped[-1]})",
         hint="pass --version with an unused version",
     )
+
+
+def _pushed_as(image_id: str, name: str, manifest: str) -> bool:
+    """Whether this engine pushed (or pulled) image `image_id` as `name@manifest`: the
+    release that pushed it was interrupted before it recorded the release."""
+    if not image_id:
+        return False
+    found = docker.inspect_image(image_id)
+    return found is not None and f"{name}@{manifest}" in (found.get("RepoDigests") or [])
 
 
 def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
@@ -212,7 +230,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     registered_how = ""
     if model_version is None:
         model_version, registered_how = _register(ctx, registry)
-    version, skipped = _take_version(ctx, registry, name, known, args.version)
+    version, skipped = _take_version(ctx, registry, name, known, args.version, image_id=image_id)
 
     folder = ctx.bundle.stage_dir(STAGE)
     ctx.progress("packing the evidence bundle")
