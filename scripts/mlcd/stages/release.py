@@ -250,6 +250,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         home = registry.root / "releases" / version
         home.mkdir(parents=True, exist_ok=True)
         target = home / "evidence.tar.gz"
+        target.unlink(missing_ok=True)  # read-only, left by an interrupted release (resumed)
         shutil.copyfile(tarball, target)
         target.chmod(0o444)
         stored = str(target)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -463,6 +464,9 @@ def test_a_release_killed_after_the_push_is_resumed_with_its_version(
         assert result["details"]["version"] == "0.1.1", result
         assert not any("skipped" in r for r in result["reasons"]), result["reasons"]
         assert result["details"]["image"] in json.loads(tagged)
+        stored = Path(result["details"]["evidence"])
+        digest = "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest()
+        assert digest == result["details"]["evidence_digest"]
         found = [r.version for r in releases.all_releases(project.registry)]
         assert sorted(found) == ["0.1.0", "0.1.1"]
         # and the one after is 0.1.2: no gap
