@@ -111,12 +111,12 @@ class ModelRegistry(ABC):
         next version; a taken version is never overwritten). `commit` is what is released."""
         raise NotImplementedError(f"the {self.backend} registry cannot take release versions")
 
-    def claim(self, version: str) -> dict[str, Any] | None:
-        """The claim `claim_release` made on release `version` (`{"version", "commit", "pid"}`),
-        or None when there is none or this backend cannot tell (then an interrupted release
-        is never resumed: the next one moves on to the next version)."""
-        _ = version
-        return None
+    def reclaim_release(self, version: str, *, commit: str) -> bool:
+        """Take over release `version` from a claim whose release was interrupted (its process
+        is gone): True when this call took it. False when the claimer may still be at work,
+        or this backend cannot tell (then the next release moves on to the next version)."""
+        _ = version, commit
+        return False
 
     @abstractmethod
     def attach(self, version: str, key: str, value: Any) -> ModelVersion:

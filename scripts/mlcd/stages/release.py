@@ -163,9 +163,10 @@ def _take_version(
     is taken (by a release job running at the same time, or as an image tag this registry
     does not know) moves on to the next patch; a taken `wanted` is an error. A version is
     never overwritten. A version whose tag already holds this very image (`image_id`), with
-    no release recorded and a claim in this model registry, is the one an interrupted release
-    of this image claimed and pushed: it is taken again, so that the interruption leaves no
-    orphan tag and no gap (`_pushed_as`).
+    no release recorded, is the one an interrupted release of this image pushed: when its
+    claim's process is gone (`registry.reclaim_release`) it is taken again, so that the
+    interruption leaves no orphan tag and no gap (`_pushed_as`); a claim whose process is
+    gone with nothing pushed is taken over too.
     Returns the version and the ones skipped, with why."""
     version = wanted or releases.next_version(registry, known=known)
     releases.parse_version(version)
@@ -176,14 +177,18 @@ def _take_version(
         if version in recorded:
             why = f"release {version} exists already ({recorded[version].image})"
         elif (tagged := oci.tag_digest(name, version)) is not None:
-            if registry.claim(version) is not None and _pushed_as(image_id, name, tagged):
+            if _pushed_as(image_id, name, tagged) and registry.reclaim_release(
+                version, commit=commit
+            ):
                 ctx.progress(f"resuming release {version}: {name}:{version} is this image")
                 return version, skipped
             why = (
                 f"the image registry already has {name}:{version} ({tagged}), which this model "
                 f"registry ({registry.location}) does not know"
             )
-        elif registry.claim_release(version, commit=commit):
+        elif registry.claim_release(version, commit=commit) or registry.reclaim_release(
+            version, commit=commit
+        ):
             return version, skipped
         else:
             why = f"another release took {version} first ({registry.location})"
