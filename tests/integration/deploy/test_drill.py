@@ -475,3 +475,52 @@ def test_a_release_killed_after_the_push_is_resumed_with_its_version(
         subprocess.run(
             ["docker", "image", "rm", "--force", image_id], capture_output=True, check=False
         )
+
+
+# ------------------------------------------------------- the router process gone (a reboot)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # field 4, the parent's pid
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_router_process_that_died_is_restarted_by_the_next_status(
+    make_project: Any, standin_images: dict[str, str]
+) -> None:
+    """After a reboot the containers come back with the engine; mlcd's nginx does not."""
+    project = make_project({"staging": {"strategy": "canary"}})
+    v1 = project.release(standin_images["clean"])
+    assert project.mlcd("deploy", "staging", "--release", v1).returncode == 0
+    port = project.ports["staging"]
+    assert _serves(port) == v1
+    masters = [
+        pid
+        for nginx in (Nginx(project.state / "staging" / "nginx"),)
+        for pid in (nginx.master_pid(), Nginx(nginx.prefix / "front").master_pid())
+        if pid is not None
+    ]
+    assert masters
+    for pid in [*masters, *(c for m in masters for c in _children(m))]:
+        os.kill(pid, signal.SIGKILL)  # this test's own nginx processes, by pid
+
+    def refused() -> bool:
+        try:
+            post(port, b"{}")
+        except OSError:
+            return True
+        return False
+
+    wait_for(refused, 30, "the router to stop answering")
+    status = project.mlcd("status", "staging", "--format", "json")
+    assert status.returncode == 0, status.stderr
+    notes = json.loads(status.stdout)["notes"]
+    assert any("the router was not running: restarted" in n for n in notes), notes
+    assert {_serves(port) for _ in range(10)} == {v1}
