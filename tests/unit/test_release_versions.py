@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,62 @@ def test_an_image_tag_the_registry_does_not_know_is_skipped(
     version, skipped = release_stage._take_version(ctx, registry, "img", [], None)
     assert version == "0.1.1"
     assert "the image registry already has img:0.1.0" in skipped[0]
+
+
+def _abandoned_claim(registry: LocalRegistry, version: str, **over: Any) -> None:
+    """The claim of a release process that is gone (a pid no process has, this host)."""
+    folder = registry.root / "releases" / version
+    folder.mkdir(parents=True)
+    claim = {"version": version, "commit": "b" * 40, "pid": 2**22 + 1, "start": "1"}
+    (folder / "claim.json").write_text(json.dumps({**claim, "host": socket.gethostname(), **over}))
+
+
+def test_a_version_an_interrupted_release_pushed_is_resumed_only_for_that_image(
+    registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = "sha256:" + "e" * 64
+    tags = {"0.1.0": digest}
+    monkeypatch.setattr(release_stage.oci, "tag_digest", lambda _name, tag: tags.get(tag))
+    pushed = {"sha256:this": {"RepoDigests": [f"img@{digest}"]}, "sha256:other": {}}
+    monkeypatch.setattr(release_stage.docker, "inspect_image", pushed.get)
+    monkeypatch.setenv("GITHUB_SHA", "a" * 40)
+    ctx: Any = argparse.Namespace(loaded=argparse.Namespace(root=tmp_path), progress=print)
+    # without a claim in this registry the tag is someone else's, even for this image
+    version, _ = release_stage._take_version(ctx, registry, "img", [], None, image_id="sha256:this")
+    assert version == "0.1.1"
+    # claimed here by a process that is gone, pushed, never recorded: another image skips it
+    other = LocalRegistry(tmp_path / "other")
+    _abandoned_claim(other, "0.1.0")
+    version, skipped = release_stage._take_version(
+        ctx, other, "img", [], None, image_id="sha256:other"
+    )
+    assert version == "0.1.1"
+    assert "the image registry already has img:0.1.0" in skipped[0]
+    # this image takes it over, and the claim is this process's now
+    version, skipped = release_stage._take_version(
+        ctx, other, "img", [], None, image_id="sha256:this"
+    )
+    assert (version, skipped) == ("0.1.0", [])
+    claim = json.loads((other.root / "releases" / "0.1.0" / "claim.json").read_text())
+    assert (claim["pid"], claim["commit"]) == (os.getpid(), "a" * 40)
+    # now held by a running process (this one): nobody takes it over
+    assert not other.reclaim_release("0.1.0", commit="c" * 40)
+
+
+def test_a_claim_whose_process_is_gone_with_nothing_pushed_is_taken_over(
+    registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(release_stage.oci, "tag_digest", lambda _name, _tag: None)
+    monkeypatch.setenv("GITHUB_SHA", "a" * 40)
+    ctx: Any = _Ctx(tmp_path)
+    _abandoned_claim(registry, "0.1.0")
+    _abandoned_claim(registry, "0.1.1", host="another-runner")  # cannot tell: never taken
+    _abandoned_claim(registry, "0.1.2", start=None, host=None)  # an older claim: pid only
+    assert release_stage._take_version(ctx, registry, "img", [], None) == ("0.1.0", [])
+    known = [releases.Release("0.1.0", "v1", "img@sha256:1", "sha256:1", "", "", "t")]
+    version, skipped = release_stage._take_version(ctx, registry, "img", known, None)
+    assert version == "0.1.3"
+    assert [s.split(" ", 1)[0] for s in skipped] == ["0.1.1", "0.1.2"]
 
 
 def test_the_default_release_is_the_newest_that_passed_requires(

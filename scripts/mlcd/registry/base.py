@@ -120,6 +120,13 @@ class ModelRegistry(ABC):
         """Keep the release's record beside its bundle, for a backend with a folder per
         release; by default the model version's `releases` attachment is the record."""
 
+    def reclaim_release(self, version: str, *, commit: str) -> bool:
+        """Take over release `version` from a claim whose release was interrupted (its process
+        is gone): True when this call took it. False when the claimer may still be at work,
+        or this backend cannot tell (then the next release moves on to the next version)."""
+        _ = version, commit
+        return False
+
     @abstractmethod
     def attach(self, version: str, key: str, value: Any) -> ModelVersion:
         """Record a fact about a version; a key once set is never changed to another value."""

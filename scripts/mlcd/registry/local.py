@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import utc_now, write_json_atomic
 from mlcd.modelio import file_sha256
 from mlcd.registry.base import ModelRegistry, ModelVersion
+from mlcd.rollout.state import process_start
 
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -62,12 +64,44 @@ class LocalRegistry(ModelRegistry):
         with self._locked():
             folder.mkdir(parents=True, exist_ok=True)
             try:
-                fd = os.open(folder / "claim.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+                self._write_claim(folder, version, commit)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"version": version, "commit": commit, "pid": os.getpid()}, handle)
         return True
+
+    def reclaim_release(self, version: str, *, commit: str) -> bool:
+        """Rewrite `releases/<version>/claim.json` when the process that wrote it, on this
+        host, is gone (pid and start time) and no release was recorded: an interrupted
+        release. A claim from another host, or from a running process, is never taken."""
+        folder = self.root / "releases" / version
+        with self._locked():
+            claim = _read_json(folder / "claim.json")
+            if not isinstance(claim, dict) or (folder / "release.json").exists():
+                return False
+            if claim.get("host") != socket.gethostname():
+                return False
+            pid, start = int(claim.get("pid") or 0), str(claim.get("start") or "")
+            if pid > 0 and process_start(pid) == start:
+                return False  # still at work
+            (folder / "claim.json").unlink()
+            self._write_claim(folder, version, commit)
+        return True
+
+    @staticmethod
+    def _write_claim(folder: Path, version: str, commit: str) -> None:
+        fd = os.open(folder / "claim.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        me = os.getpid()
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(
+                {
+                    "version": version,
+                    "commit": commit,
+                    "pid": me,
+                    "start": process_start(me),
+                    "host": socket.gethostname(),
+                },
+                handle,
+            )
 
     # ------------------------------------------------------------------ helpers
 
@@ -261,6 +295,7 @@ class LocalRegistry(ModelRegistry):
         home = self.root / "releases" / release
         home.mkdir(parents=True, exist_ok=True)
         target = home / "evidence.tar.gz"
+        target.unlink(missing_ok=True)  # read-only, left by an interrupted release (resumed)
         shutil.copyfile(tarball, target)
         target.chmod(0o444)
         return str(target)

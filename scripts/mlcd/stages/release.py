@@ -161,12 +161,19 @@ def _take_version(
     name: str,
     known: list[releases.Release],
     wanted: str | None,
+    *,
+    image_id: str = "",
 ) -> tuple[str, list[str]]:
     """The release version, taken atomically (`registry.claim_release`) before anything is
     pushed: `wanted`, or the next patch after the highest release. An automatic version that
     is taken (by a release job running at the same time, or as an image tag this registry
     does not know) moves on to the next patch; a taken `wanted` is an error. A version is
-    never overwritten. Returns the version and the ones skipped, with why."""
+    never overwritten. A version whose tag already holds this very image (`image_id`), with
+    no release recorded, is the one an interrupted release of this image pushed: when its
+    claim's process is gone (`registry.reclaim_release`) it is taken again, so that the
+    interruption leaves no orphan tag and no gap (`_pushed_as`); a claim whose process is
+    gone with nothing pushed is taken over too.
+    Returns the version and the ones skipped, with why."""
     version = wanted or releases.next_version(registry, known=known)
     releases.parse_version(version)
     recorded = {release.version: release for release in known}
@@ -176,11 +183,18 @@ def _take_version(
         if version in recorded:
             why = f"release {version} exists already ({recorded[version].image})"
         elif (tagged := oci.tag_digest(name, version)) is not None:
+            if _pushed_as(image_id, name, tagged) and registry.reclaim_release(
+                version, commit=commit
+            ):
+                ctx.progress(f"resuming release {version}: {name}:{version} is this image")
+                return version, skipped
             why = (
                 f"the image registry already has {name}:{version} ({tagged}), which this model "
                 f"registry ({registry.location}) does not know"
             )
-        elif registry.claim_release(version, commit=commit):
+        elif registry.claim_release(version, commit=commit) or registry.reclaim_release(
+            version, commit=commit
+        ):
             return version, skipped
         else:
             why = f"another release took {version} first ({registry.location})"
@@ -195,6 +209,15 @@ def _take_version(
         f"no free release version after {len(skipped)} tries (the last: {skipped[-1]})",
         hint="pass --version with an unused version",
     )
+
+
+def _pushed_as(image_id: str, name: str, manifest: str) -> bool:
+    """Whether this engine pushed (or pulled) image `image_id` as `name@manifest`: the
+    release that pushed it was interrupted before it recorded the release."""
+    if not image_id:
+        return False
+    found = docker.inspect_image(image_id)
+    return found is not None and f"{name}@{manifest}" in (found.get("RepoDigests") or [])
 
 
 @dataclass(frozen=True)
@@ -247,7 +270,9 @@ def _publish(ctx: Context, cand: _Candidate, wanted: str | None) -> _Published:
     model_version = cand.model_version
     if model_version is None:
         model_version, registered_how = _register(ctx, registry)
-    version, skipped = _take_version(ctx, registry, cand.name, cand.known, wanted)
+    version, skipped = _take_version(
+        ctx, registry, cand.name, cand.known, wanted, image_id=cand.image_id
+    )
     ctx.progress("packing the evidence bundle")
     tarball = ctx.bundle.stage_dir(STAGE) / "evidence.tar.gz"
     evidence_digest = evidence_tarball(ctx.bundle.root, tarball)

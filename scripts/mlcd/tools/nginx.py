@@ -135,7 +135,9 @@ class Nginx:
             if previous is not None:
                 self.write(previous)
             raise self._failure("configuration test", checked)
-        if self.running():
+        # this instance's own master: running() also wants the client side, which apply()
+        # starts after this one (after a reboot both are gone)
+        if self.master_pid() is not None:
             self._retiring |= self.workers()
             result = run(self._argv("-s", "reload"), timeout=30)
             if result.returncode != 0:
@@ -150,7 +152,7 @@ class Nginx:
         if result.returncode != 0:
             raise self._failure("start", result)
         deadline = time.monotonic() + 10
-        while not self.running():
+        while self.master_pid() is None:
             if time.monotonic() > deadline:
                 raise EnvironmentMissing(
                     f"nginx did not start under {self.prefix}", hint=f"see {self.error_log}"
