@@ -258,6 +258,7 @@ class _Prepared:
     base: str
     folder: Path
     context_info: dict[str, Any]
+    user_dockerfile: str | None  # --dockerfile as given (errors name it, not the copy)
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def _prepare(ctx: Context, args: argparse.Namespace) -> _Prepared:
         extra=model_wheels(ctx, cache, serving_pins(model_dir)),
         project=project_files(ctx, meta),
     )
-    return _Prepared(model_dir, holdout, meta, engine, base, folder, context_info)
+    return _Prepared(model_dir, holdout, meta, engine, base, folder, context_info, args.dockerfile)
 
 
 def _model_version(meta: dict[str, Any]) -> str:
@@ -320,7 +321,12 @@ def _build(ctx: Context, prep: _Prepared) -> _Built:
     }
     ctx.progress(f"docker build --network none (base {prep.base})")
     clock = time.monotonic()
-    built = docker.build(prep.folder, dockerfile=prep.folder / "Dockerfile", build_args=build_args)
+    built = docker.build(
+        prep.folder,
+        dockerfile=prep.folder / "Dockerfile",
+        build_args=build_args,
+        shown_as=prep.user_dockerfile,
+    )
     seconds = round(time.monotonic() - clock, 1)
     tag = f"{ctx.config.image_name}:build-{built.image_id.removeprefix('sha256:')[:12]}"
     docker.tag(built.image_id, tag)

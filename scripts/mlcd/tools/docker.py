@@ -172,8 +172,10 @@ def build(
     labels: Mapping[str, str] | None = None,
     network: str | None = "none",
     timeout: float = 1800,
+    shown_as: str | None = None,
 ) -> BuildOutput:
-    """`docker build` with the classic builder (works with and without buildx)."""
+    """`docker build` with the classic builder (works with and without buildx). `shown_as`
+    names the Dockerfile in errors (the user's file, when `dockerfile` is a copy of it)."""
     with tempfile.TemporaryDirectory(prefix="mlcd-build-") as tmp:
         iidfile = Path(tmp) / "iid"
         args = ["build", "--file", str(dockerfile), "--iidfile", str(iidfile)]
@@ -188,7 +190,8 @@ def build(
         args.append(str(context))
         result = call(args, timeout=timeout, env={"DOCKER_BUILDKIT": "0"}, check=False)
         if result.returncode != 0 or not iidfile.is_file():
-            raise build_failure(dockerfile, result.stdout, result.stderr)
+            shown = Path(shown_as) if shown_as else dockerfile
+            raise build_failure(shown, result.stdout, result.stderr)
         image_id = iidfile.read_text("utf-8").strip()
     steps = len(re.findall(r"^Step \d+/\d+", result.stdout, re.MULTILINE))
     cached = result.stdout.count("Using cache")
