@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, entrypoint, inputschema, modelio, projectcode
+from mlcd import __version__, entrypoint, modelio, projectcode
 from mlcd.context import Command, Context
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
@@ -115,7 +115,7 @@ def _fit(estimator: Any, features: Any, target: Any, text: str) -> float:
 
 
 def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
-    from mlcd import dataset  # pandas: only when training
+    from mlcd import dataset, inputschema  # pandas, NumPy: only when training
 
     cfg = ctx.config.model
     root = ctx.loaded.root
