@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from mlcd import preflight, runreport
 from mlcd.context import Command, Context
+from mlcd.contracts import DeployDetails, ReleaseDetails, details, train_files
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import (
     StageOutcome,
@@ -46,8 +47,8 @@ def _deploy_this_runs_release(env: str, since: str) -> Step:
         made = ctx.bundle.read("release")
         if made is not None and made.started < since:
             made = None  # an earlier run's release, not this one's
-        version = made.details.get("version") if made is not None else None
-        if made is None or made.status != "pass" or not isinstance(version, str):
+        version = details(made, ReleaseDetails).version if made is not None else ""
+        if made is None or made.status != "pass" or not version:
             status = made.status if made is not None else "not run"
             return ctx.run_stage(
                 f"deploy-{env}",
@@ -290,33 +291,34 @@ def _where_to_look(ctx: Context, ran: set[str]) -> list[str]:
     """The environments this run deployed to: their URLs, and a request to try on them."""
     config_arg = f"--config {ctx.config_path}"
     lines: list[str] = []
+    first_url = ""
     for env in ctx.config.environments:
         if f"deploy-{env}" not in ran:
             continue
         result = ctx.bundle.read(f"deploy-{env}")
         if result is None or result.status != "pass":
             continue
-        router = result.details.get("router")
-        if not isinstance(router, str):
+        deployed = details(result, DeployDetails)
+        if "router" not in deployed.model_fields_set:
             continue
+        url = f"http://{deployed.router}/predict"
+        first_url = first_url or url
         if not lines:
             lines.append("\nenvironments:")
-        lines.append(
-            f"  {env:<12} http://{router}/predict  (release {result.details.get('version', '?')};"
-            f" mlcd status {env} {config_arg})"
-        )
+        version = deployed.version if "version" in deployed.model_fields_set else "?"
+        lines.append(f"  {env:<12} {url}  (release {version}; mlcd status {env} {config_arg})")
     if lines:
-        url = lines[1].split()[1]
         body = json.dumps({"instances": [_sample_row(ctx)]}, separators=(",", ":"))
         lines.append(
-            f"try it:\n  curl -s -X POST {url} -H 'content-type: application/json' -d '{body}'"
+            f"try it:\n  curl -s -X POST {first_url} "
+            f"-H 'content-type: application/json' -d '{body}'"
         )
     return lines
 
 
 def _sample_row(ctx: Context) -> list[object]:
     """The first held-out row (features only), for the example request."""
-    holdout = ctx.out / "train" / "holdout.csv"
+    holdout = train_files(ctx.bundle).holdout
     try:
         with holdout.open(encoding="utf-8", newline="") as handle:
             reader = csv.reader(handle)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mlcd import metrics as m
-from mlcd.evaluation.render import CANDIDATE, CHAMPION
+from mlcd.charts import CANDIDATE, CHAMPION
 from mlcd.evaluation.scoring import Scored
 
 # one curve of a plot: label, predictions, their class scores, colour, line style

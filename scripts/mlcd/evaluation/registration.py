@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlcd.contracts import VERDICT_FILE
 from mlcd.registry import ModelRegistry
 
 
@@ -35,7 +36,7 @@ def register_candidate(
         verdict=verdict,
         files={
             "model_card.md": folder / "model_card.md",
-            "verdict.json": folder / "verdict.json",
+            VERDICT_FILE: folder / VERDICT_FILE,
         },
     )
     return {"registered": True, "version": version.version, "registry": registry.location}

@@ -14,33 +14,15 @@ from typing import Any
 import yaml
 
 from mlcd import metrics as m
+from mlcd.charts import CANDIDATE, CHAMPION
+from mlcd.presentation import metric_name
+from mlcd.presentation import report_number as _fmt
 
-PRETTY = {
-    "accuracy": "Accuracy",
-    "precision": "Precision",
-    "recall": "Recall",
-    "f1": "F1",
-    "roc_auc": "ROC AUC",
-    "log_loss": "Log loss",
-    "rmse": "RMSE",
-    "mae": "MAE",
-    "r2": "R²",
-}
-CANDIDATE = "#1f77b4"
-CHAMPION = "#ff7f0e"
 _PALETTE = f"{CANDIDATE}, {CHAMPION}"
 # Mermaid's init directive: the chart's bars and line in the plots' colours
 _THEME = '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + _PALETTE + '"}}}}%%'
 
 Doc = Mapping[str, Any]
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, float | int):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _interval(pair: Any) -> str:
@@ -326,7 +308,12 @@ def _front_matter(meta: Doc, verdict: Doc) -> str:
     task = str(meta["task"])
     hf_task = "tabular-classification" if task == "classification" else "tabular-regression"
     results = [
-        {"type": k, "value": round(float(v), 6), "name": PRETTY.get(k, k), "verified": False}
+        {
+            "type": k,
+            "value": round(float(v), 6),
+            "name": metric_name(k, title=True),
+            "verified": False,
+        }
         for k, v in verdict["metrics"].items()
         if k in m.names(task) and v is not None
     ]
@@ -466,7 +453,7 @@ def _card_evaluation(meta: Doc, verdict: Doc) -> list[str]:
         "",
         "#### Metrics",
         "",
-        ", ".join(PRETTY.get(k, k) for k in m.names(task)) + f", with {conf}% intervals "
+        ", ".join(metric_name(k, title=True) for k in m.names(task)) + f", with {conf}% intervals "
         f"from {verdict['bootstrap_samples']} bootstrap resamples.",
         "",
         "### Results",

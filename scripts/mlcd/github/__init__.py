@@ -20,6 +20,7 @@ import sys
 
 from mlcd import releases
 from mlcd.context import Command, Context
+from mlcd.contracts import ReleaseDetails, details
 from mlcd.errors import UserInputError
 from mlcd.evidence import write_json_atomic
 from mlcd.github import comment as comment_mod
@@ -130,7 +131,9 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
     if backend_of(ctx.loaded) == "github":
         # the model registry keeps each model version as a GitHub release: this release's
         # assets go there, so one model version is one GitHub release
-        model_version = str((facts.result.details if facts.result else {}).get("model_version"))
+        model_version = str(
+            details(facts.result, ReleaseDetails).model_version if facts.result else None
+        )
         onto = gh.release_by_tag(f"{ctx.config.project}-{model_version}")
         if onto is None:
             raise UserInputError(

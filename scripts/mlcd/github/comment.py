@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlcd.contracts import details, model_for
 from mlcd.evidence import Bundle, StageResult, status_icon
+from mlcd.presentation import md_cell as _cell
+from mlcd.presentation import md_number as _fmt
+from mlcd.presentation import number as _number
 
 MARKER = "<!-- mlcd-report -->"
 MAX_BODY = 60000  # GitHub refuses comments over 65536 characters
@@ -57,28 +61,6 @@ def parse_artifacts(text: str) -> dict[str, str]:
         if sep and name.strip() and url.strip():
             found[name.strip()] = url.strip()
     return found
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _fmt(value: object) -> str:
-    if value is None or value == "":
-        return "—"
-    number = _number(value)
-    if number is None:
-        return _cell(value)
-    if number.is_integer() and abs(number) >= 1:
-        return str(int(number))
-    return f"{number:.4g}"
 
 
 def _ordered(results: list[StageResult]) -> list[StageResult]:
@@ -178,16 +160,14 @@ def _image_lines(build: StageResult | None, release: StageResult | None) -> list
     for result in (build, release):
         if result is None:
             continue
-        details = result.details
-        image = details.get("image") or details.get("reference")
+        given = details(result, model_for(result.stage))
+        image = given.first("image") or given.first("reference")
         if image:
             lines.append(f"- {result.stage}: `{_cell(image)}`")
-        size = next(
-            (details[k] for k in ("size_bytes", "size", "image_size") if k in details), None
-        )
+        size = given.first("size_bytes", "size", "image_size")
         if _number(size) is not None and result.stage == "build":
-            lines.append(f"- size: {float(size) / 1e6:.1f} MB")  # type: ignore[arg-type]
-        version = details.get("version")
+            lines.append(f"- size: {float(size) / 1e6:.1f} MB")
+        version = given.first("version")
         if version and result.stage == "release":
             lines.append(f"- version: **{_cell(version)}**")
     return lines

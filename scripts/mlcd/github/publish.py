@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlcd.contracts import DeployDetails, ReleaseDetails, details
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import Bundle, StageResult, write_json_atomic
 from mlcd.github.comment import metric_chart, verdict_table
@@ -62,8 +63,8 @@ def release_facts(bundle: Bundle, project: str, *, by: str) -> ReleaseFacts:
             f"the release stage in {bundle.root} did not pass ({result.status}: {result.summary})",
             hint="only a passed `mlcd release` can be published or deployed",
         )
-    version = result.details.get("version")
-    image = result.details.get("image")
+    release = details(result, ReleaseDetails)
+    version, image = release.version, release.image
     if not version or not image:
         raise UserInputError(
             f"{bundle.root}/release/result.json lacks details.version or details.image",
@@ -77,7 +78,8 @@ def deploy_facts(bundle: Bundle, project: str, environment: str) -> ReleaseFacts
     result = bundle.read(f"deploy-{environment}")
     if result is None:
         return None
-    version, image = result.details.get("version"), result.details.get("image")
+    deployed = details(result, DeployDetails)
+    version, image = deployed.version, deployed.image
     if not version or not image:
         return None
     return ReleaseFacts(project, str(version), str(image), None)
@@ -287,11 +289,7 @@ def environment_url(bundle: Bundle, environment: str) -> str | None:
     deploy = bundle.read(f"deploy-{environment}")
     if deploy is None:
         return None
-    for key in ("url", "endpoint", "router_url", "environment_url"):
-        value = deploy.details.get(key)
-        if isinstance(value, str) and value.startswith(("http://", "https://")):
-            return value
-    return None
+    return details(deploy, DeployDetails).http_url
 
 
 def record_deployment(
@@ -341,13 +339,3 @@ def record_deployment(
     record["status_id"] = status.get("id")
     write_json_atomic(path, record)
     return record
-
-
-def payload_of(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    payload = deployment.get("payload")
-    if isinstance(payload, str):
-        try:
-            payload = json.loads(payload)
-        except ValueError:
-            payload = {}
-    return payload if isinstance(payload, dict) else {}

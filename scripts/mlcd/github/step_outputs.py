@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from mlcd.contracts import details, model_for
 from mlcd.evidence import Bundle
 
 # details keys that become outputs of the same name when a stage records them
@@ -31,10 +32,7 @@ def values(bundle: Bundle, stage: str) -> dict[str, str]:
     if result is None:
         return {"status": "error", "summary": f"{stage} wrote no result in {bundle.root}"}
     found = {"status": result.status, "summary": result.summary}
-    for key in _DETAIL_KEYS:
-        value = result.details.get(key)
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            found[key] = str(value)
+    found |= details(result, model_for(stage)).scalars(_DETAIL_KEYS)
     if stage == "evaluate":
         found["verdict"] = "pass" if result.status == "pass" else "fail"
     for key, rel in result.artifacts.items():

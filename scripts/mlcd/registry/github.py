@@ -23,13 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlcd.contracts import MODEL_FILE
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import utc_now
 from mlcd.modelio import file_sha256
 from mlcd.registry.base import CHAMPION, ModelRegistry, ModelVersion
-from mlcd.tools.github import DEPLOYMENT_TASK, GitHub, GitHubApiError
+from mlcd.tools.github import DEPLOYMENT_TASK, GitHub, GitHubApiError, deployment_payload
 
-MODEL_FILE = "model.skops"
 ATTACHMENTS = "attachments.json"
 PRODUCTION = "production"
 _RECORD = re.compile(r"<!-- mlcd-record (\{.*\}) -->", re.DOTALL)
@@ -227,13 +227,8 @@ class GitHubRegistry(ModelRegistry):
         """Successful deployments of versions to `environment`, newest first."""
         found = []
         for deployment in self.gh.deployments(environment=environment, task=DEPLOYMENT_TASK):
-            payload = deployment.get("payload")
-            if isinstance(payload, str):
-                try:
-                    payload = json.loads(payload)
-                except ValueError:
-                    payload = {}
-            if not isinstance(payload, dict) or payload.get("project") not in (None, self.project):
+            payload = deployment_payload(deployment)
+            if payload.get("project") not in (None, self.project):
                 continue
             states = [s.get("state") for s in self.gh.deployment_statuses(int(deployment["id"]))]
             if "success" in states and payload.get("version"):

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mlcd.contracts import MODEL_FILE
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import utc_now, write_json_atomic
 from mlcd.modelio import file_sha256
@@ -31,7 +32,6 @@ from mlcd.registry.base import ModelRegistry, ModelVersion
 
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-MODEL_FILE = "model.skops"
 _RESERVED = {"record.json", "attachments.json", MODEL_FILE}
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from mlcd import releases
 from mlcd.config import LoadedConfig
+from mlcd.contracts import ReleaseDetails, details, verdict_file
 from mlcd.errors import UserInputError
 from mlcd.evidence import Bundle, utc_now
 from mlcd.registry import CHAMPION, DEPLOYMENTS, ModelRegistry, ModelVersion, open_registry
@@ -49,13 +50,14 @@ class GateReport:
     failures: list[str]
 
 
-def _bundle_release(bundle: Bundle) -> dict[str, Any] | None:
+def _bundle_release(bundle: Bundle) -> ReleaseDetails | None:
     result = bundle.read("release")
     if result is None or result.status != "pass":
         return None
-    if not result.details.get("version") or not result.details.get("image"):
+    release = details(result, ReleaseDetails)
+    if not release.version or not release.image:
         return None
-    return result.details
+    return release
 
 
 def _image_of(record: ModelVersion, image_name: str) -> str | None:
@@ -81,7 +83,7 @@ def _status_data(data: Any) -> bool | None:
 
 
 def _from_bundle(bundle: Bundle) -> tuple[bool | None, bool | None]:
-    path = bundle.root / "evaluate" / "verdict.json"
+    path = verdict_file(bundle)
     evaluate: bool | None = None
     if path.is_file():
         with contextlib.suppress(OSError, json.JSONDecodeError):
@@ -160,9 +162,9 @@ def resolve_release(
             )
         version, image, model_version = wanted, image_of, wanted
     elif in_bundle is not None:
-        version, image = str(in_bundle["version"]), str(in_bundle["image"])
-        model_version = str(in_bundle.get("model_version") or version)
-        evidence = str(in_bundle.get("evidence") or "") or None
+        version, image = in_bundle.version, in_bundle.image
+        model_version = in_bundle.model_version or version
+        evidence = in_bundle.evidence or None
     else:
         newest = releases.latest(registry)
         if newest is not None:
@@ -184,7 +186,7 @@ def resolve_release(
             version = model_version = record.version
             image = _image_of(record, loaded.config.image_name) or ""
     record = registry.get(model_version)
-    if in_bundle is not None and str(in_bundle["version"]) == version:
+    if in_bundle is not None and in_bundle.version == version:
         evaluate_passed, scan_passed = _from_bundle(bundle)
         evaluate_source = scan_source = f"the run folder {bundle.root}"
     elif evidence and Path(evidence).is_file():

@@ -16,6 +16,8 @@ from numpy.typing import NDArray
 from mlcd.errors import EnvironmentMissing, UserInputError
 
 Task = Literal["classification", "regression"]
+# contracts.MODEL_FILE and META_FILE: the serving image has no pydantic, so it cannot import
+# mlcd.contracts; tests/unit/test_contracts.py checks that the names are the same
 MODEL_FILE = "model.skops"
 META_FILE = "model.json"
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from mlcd import __version__, entrypoint, projectcode, typedrows
 from mlcd.context import Command, Context
+from mlcd.contracts import META_FILE, MODEL_FILE, BuildDetails
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
 from mlcd.image import contract, wheelhouse
@@ -170,10 +171,10 @@ def prepare_context(
     for stale in app.iterdir():
         if stale != own:
             stale.unlink()
-    for name in ("model.skops", "model.json"):
+    for name in (MODEL_FILE, META_FILE):
         _copy_if_changed(model_dir / name, model / name)
     for stale in model.iterdir():
-        if stale.name not in ("model.skops", "model.json"):
+        if stale.name not in (MODEL_FILE, META_FILE):
             stale.unlink()
     _copy_if_changed(dockerfile, folder / "Dockerfile")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -364,6 +365,8 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         "contract": contract_details,
         **context_info,
     }
+    checked = BuildDetails.model_validate(details)  # the stage contract (mlcd.contracts)
+    details = checked.dump()
     folder_out = ctx.bundle.stage_dir(STAGE)
     (folder_out / "build.log").write_text(built.log, "utf-8")
     write_json_atomic(folder_out / "image.json", details)
@@ -379,7 +382,7 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
             f"| build | {build_seconds} s ({built.seconds_cached_steps}/{built.steps} cached), "
             "network none |"
         ),
-        f"| user | `{details['user']}` |",
+        f"| user | `{checked.user}` |",
     ]
     md += ["", *[f"- {r}" for r in reasons]]
     return StageOutcome(

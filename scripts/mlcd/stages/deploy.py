@@ -29,6 +29,7 @@ from typing import Any
 from mlcd import releases
 from mlcd.config import EnvironmentSection
 from mlcd.context import Command, Context
+from mlcd.contracts import DeployDetails, train_files
 from mlcd.errors import MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult
 from mlcd.registry import CHAMPION, open_registry
@@ -108,7 +109,7 @@ def ordered_envs(ctx: Context) -> list[str]:
 
 def _rows(ctx: Context, section: EnvironmentSection, strategy: str) -> list[dict[str, Any]]:
     needs = section.load_test is not None or strategy == "blue-green"
-    path = ctx.bundle.root / "train" / "holdout.csv"
+    path = train_files(ctx.bundle).holdout
     if not path.is_file():
         if needs:
             raise UserInputError(
@@ -219,9 +220,9 @@ def _outcome(
         "router": ctl.target.url.split("://", 1)[-1],
         "state_file": ctl.target.state_location,
         "measurements": ctl.measurements,
+        **({"waiting_for": result.waiting_for} if result.waiting_for else {}),
     }
-    if result.waiting_for:
-        details["waiting_for"] = result.waiting_for
+    details = DeployDetails.model_validate(details).dump()
     md = [f"### {'✅' if passed else '❌'} {stage}: {result.summary}", ""]
     md += [f"- {r}" for r in [*reasons, *result.reasons]]
     if ctl.measurements:
@@ -275,7 +276,7 @@ def _deploy_body(
             status="fail",
             summary=f"{release.version} cannot go to {env}: " + "; ".join(report.failures),
             reasons=[*report.failures, *report.reasons],
-            details={**details, "outcome": "refused by gates"},
+            details=DeployDetails.model_validate({**details, "outcome": "refused by gates"}).dump(),
         )
     if section.target == "kubernetes":
         return k8s_target.deploy(

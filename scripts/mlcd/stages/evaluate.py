@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from mlcd import modelio
 from mlcd.context import Command, Context
+from mlcd.contracts import META_FILE, MODEL_FILE, VERDICT_FILE, train_files
 from mlcd.errors import UserInputError
 from mlcd.evaluation.registration import register_candidate
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
 from mlcd.registry import CHAMPION, ModelRegistry, ModelVersion, open_registry
-from mlcd.stages.train import train_paths
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,10 +39,11 @@ def _load_train(ctx: Context) -> tuple[dict[str, Any], Path, pd.DataFrame]:
     from mlcd import dataset
 
     ctx.bundle.require("train", by=STAGE)
-    model_path, meta_path, holdout_path = train_paths(ctx.bundle.root / "train")
+    files = train_files(ctx.bundle)
+    model_path, meta_path, holdout_path = files.model, files.meta, files.holdout
     if not meta_path.is_file() or not model_path.is_file():
         raise UserInputError(
-            f"{ctx.bundle.root / 'train'} lacks model.skops or model.json",
+            f"{ctx.bundle.root / 'train'} lacks {MODEL_FILE} or {META_FILE}",
             hint="run `mlcd train` first, with the same --out",
         )
     meta = json.loads(meta_path.read_text("utf-8"))
@@ -209,7 +210,7 @@ def _body(ctx: Context, *, register: bool) -> StageOutcome:
     )
     ctx.progress("writing the report")
     reports = _write_documents(folder, meta, verdict, candidate, champion)
-    write_json_atomic(folder / "verdict.json", verdict.to_json())
+    write_json_atomic(folder / VERDICT_FILE, verdict.to_json())
     registered: dict[str, Any] = {"registered": False, "version": None}
     if register and registry is not None:
         registered = register_candidate(
@@ -220,7 +221,7 @@ def _body(ctx: Context, *, register: bool) -> StageOutcome:
             verdict=verdict.to_json(),
             folder=folder,
         )
-    return _outcome(ctx, verdict, {"verdict": folder / "verdict.json", **reports}, registered)
+    return _outcome(ctx, verdict, {"verdict": folder / VERDICT_FILE, **reports}, registered)
 
 
 def stage(ctx: Context, *, register: bool = True) -> StageResult:

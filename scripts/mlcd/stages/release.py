@@ -25,10 +25,17 @@ import json
 import shutil
 import tarfile
 from pathlib import Path
-from typing import Any
 
 from mlcd import evaluation, releases
 from mlcd.context import Command, Context
+from mlcd.contracts import (
+    BuildDetails,
+    EvaluateDetails,
+    ReleaseDetails,
+    details,
+    train_files,
+    verdict_file,
+)
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, utc_now, write_json_atomic
 from mlcd.registry import (
@@ -38,7 +45,6 @@ from mlcd.registry import (
     ModelRegistry,
     open_registry,
 )
-from mlcd.stages.train import train_paths
 from mlcd.tools import docker
 from mlcd.tools import registry as oci
 from mlcd.tools.git import head_sha
@@ -77,11 +83,12 @@ def evidence_tarball(bundle_root: Path, target: Path) -> str:
     return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
-def _gates(ctx: Context) -> tuple[dict[str, Any], str | None]:
+def _gates(ctx: Context) -> tuple[BuildDetails, str | None]:
     build = ctx.bundle.require("build", by=STAGE)
     if build.status != "pass":
         raise GateFailed(f"the build did not pass, so there is nothing to release: {build.summary}")
-    if build.details.get("contract", {}).get("skipped"):
+    built = details(build, BuildDetails, strict=True)
+    if built.contract.skipped:
         raise GateFailed(
             "the build skipped its contract test (--skip-contract); a release needs it",
             hint="run `mlcd build` without --skip-contract",
@@ -91,17 +98,17 @@ def _gates(ctx: Context) -> tuple[dict[str, Any], str | None]:
         if result is not None and result.status != "pass":
             raise GateFailed(f"{name} did not pass ({result.summary}); nothing is released")
     evaluate = ctx.bundle.require("evaluate", by=STAGE)
-    registered = evaluate.details.get("registry") or {}
-    model_version = registered.get("version")
-    return build.details, str(model_version) if model_version else None
+    model_version = details(evaluate, EvaluateDetails, strict=True).model_version
+    return built, str(model_version) if model_version else None
 
 
 def _register(ctx: Context, registry: ModelRegistry) -> tuple[str, str]:
     """Register the evaluated model (evaluate ran with --no-register): the model, metadata,
     metrics and verdict of this run folder, as evaluate registers them."""
     evaluate = ctx.bundle.require("evaluate", by=STAGE)
-    model_path, meta_path, _ = train_paths(ctx.bundle.root / "train")
-    verdict_path = ctx.bundle.root / "evaluate" / "verdict.json"
+    files = train_files(ctx.bundle)
+    model_path, meta_path = files.model, files.meta
+    verdict_path = verdict_file(ctx.bundle)
     for path in (model_path, meta_path, verdict_path):
         if not path.is_file():
             raise UserInputError(
@@ -141,7 +148,7 @@ def _already(release: releases.Release, wanted: str | None) -> StageOutcome:
             f"image {release.image_id} was released as {release.version} on {release.released}",
             f"model version {release.model_version}; evidence {release.evidence_digest}",
         ],
-        details={**release.to_json(), "existing": True},
+        details=ReleaseDetails.model_validate({**release.to_json(), "existing": True}).dump(),
         markdown=f"### ✅ release: {summary}\n",
     )
 
@@ -196,8 +203,10 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
     registry = open_registry(ctx.loaded)
     if model_version is not None:
         registry.get(model_version)  # exit 2 if the registry lost it
-    image_id = str(build["image_id"])
-    name = str(build.get("name") or ctx.config.image_name)
+    image_id = build.image_id
+    if not image_id:
+        raise UserInputError(f"{ctx.bundle.root}/build/result.json lacks details.image_id")
+    name = build.name or ctx.config.image_name
     ctx.progress("checking the Docker engine")
     docker.ping()
     if docker.inspect_image(image_id) is None:
@@ -261,7 +270,9 @@ def _body(ctx: Context, args: argparse.Namespace) -> StageOutcome:
         f"model version {model_version} in the registry ({registry.location})",
         f"evidence bundle {evidence_digest} ({tarball.stat().st_size} bytes) stored at {stored}",
     ]
-    details = {**record.to_json(), "existing": False, "tag": ref, "registry": registry.location}
+    details = ReleaseDetails.model_validate(
+        {**record.to_json(), "existing": False, "tag": ref, "registry": registry.location}
+    ).dump()
     md = [
         f"### ✅ release {version}",
         "",

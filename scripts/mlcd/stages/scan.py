@@ -19,6 +19,7 @@ from typing import Any
 
 from mlcd import modelio, projectcode
 from mlcd.context import Command, Context
+from mlcd.contracts import BuildDetails, details
 from mlcd.errors import EnvironmentMissing, MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
 from mlcd.security import clair, modelscan
@@ -97,8 +98,8 @@ def _image(ctx: Context, opts: ScanOptions) -> tuple[str | None, str]:
         return None, (
             f"skipped: no image — `mlcd build` has not run in {ctx.out} and --image was not given"
         )
-    image = build.details.get("image")
-    if build.status != "pass" or not isinstance(image, str) or not image:
+    image = details(build, BuildDetails).image
+    if build.status != "pass" or not image:
         return None, f"skipped: the build stage did not produce an image (status {build.status})"
     return image, ""
 
@@ -145,8 +146,8 @@ def _dockerfile(ctx: Context, opts: ScanOptions, repo: Path) -> Path | None:
         return opts.dockerfile.resolve()
     build = ctx.bundle.read("build")
     if build is not None:
-        named = build.details.get("dockerfile")
-        if isinstance(named, str) and Path(named).is_file():
+        named = details(build, BuildDetails).dockerfile
+        if named and Path(named).is_file():
             return Path(named).resolve()
         shipped = ctx.out / "build" / "context" / "Dockerfile"
         if shipped.is_file():

@@ -22,15 +22,13 @@ from typing import Any
 
 from mlcd import __version__, entrypoint, modelio, projectcode
 from mlcd.context import Command, Context
+from mlcd.contracts import HOLDOUT_FILE, META_FILE, MODEL_FILE, TrainDetails
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
 from mlcd.registry import open_registry
 from mlcd.security import redact
 
 STAGE = "train"
-MODEL_FILE = "model.skops"
-META_FILE = "model.json"
-HOLDOUT_FILE = "holdout.csv"
 _LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "skops")
 
 
@@ -265,15 +263,15 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
             "metadata": ctx.bundle.relative(meta_path),
             "holdout": ctx.bundle.relative(holdout_path),
         },
-        details={
-            "fingerprint": fp,
-            "fit_seconds": meta["fit_seconds"],
-            "reused_from": reused_from,
-            "model_sha256": meta["model_sha256"],
-            "project_types": own,
-            "declared_types": list(meta.get("declared_types") or []),
-            "project_modules": shipped,
-        },
+        details=TrainDetails(
+            fingerprint=fp,
+            fit_seconds=meta["fit_seconds"],
+            reused_from=reused_from,
+            model_sha256=meta["model_sha256"],
+            project_types=own,
+            declared_types=list(meta.get("declared_types") or []),
+            project_modules=shipped,
+        ).dump(),
         markdown="\n".join(md) + "\n",
     )
 
@@ -340,11 +338,6 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(ctx: Context, args: argparse.Namespace) -> int:
     return ctx.conclude(stage(ctx, reuse=args.reuse))
-
-
-def train_paths(folder: Path) -> tuple[Path, Path, Path]:
-    """The model, metadata and holdout files in a run's train folder."""
-    return folder / MODEL_FILE, folder / META_FILE, folder / HOLDOUT_FILE
 
 
 COMMAND = Command(

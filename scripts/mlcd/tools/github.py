@@ -55,6 +55,17 @@ def _secret_variants(token: str) -> list[str]:
     return [token] if len(token) >= 4 else []
 
 
+def deployment_payload(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """A deployment's payload (GitHub returns it as an object or as JSON text)."""
+    payload = deployment.get("payload")
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            payload = {}
+    return payload if isinstance(payload, dict) else {}
+
+
 @dataclass
 class GitHub:
     """A client for one repository."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from mlcd.config import EnvironmentSection
 from mlcd.context import Context
+from mlcd.contracts import DeployDetails
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.evidence import StageOutcome
 from mlcd.registry import open_registry
@@ -186,18 +187,20 @@ def deploy(
         summary=_summary(outcome, name, release.version, rollout),
         reasons=reasons,
         artifacts={p.name: ctx.bundle.relative(p) for p in paths},
-        details={
-            **details,
-            "outcome": outcome,
-            "rollout": name,
-            "phase": status.get("phase"),
-            "url": section.url or "",
-            **(
-                {"waiting_for": f"mlcd promote {env} or mlcd abort {env}"}
-                if outcome == "paused"
-                else {}
-            ),
-        },
+        details=DeployDetails.model_validate(
+            {
+                **details,
+                "outcome": outcome,
+                "rollout": name,
+                "phase": status.get("phase"),
+                "url": section.url or "",
+                **(
+                    {"waiting_for": f"mlcd promote {env} or mlcd abort {env}"}
+                    if outcome == "paused"
+                    else {}
+                ),
+            }
+        ).dump(),
     )
 
 
