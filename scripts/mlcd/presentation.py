@@ -1,5 +1,5 @@
 """How mlcd writes numbers, names and orders on its pages: the run page (runreport), the
-evaluation report (evalreport) and the PR comment (github.comment) take them from here.
+evaluation report (evaluation.render) and the PR comment (github.comment) take them from here.
 
 Each output has its own number format, because each has its own reader: the HTML page
 says "n/a" and groups thousands, a Markdown table cell says "—" and keeps four

@@ -129,8 +129,11 @@ def _classification(run: Run) -> Documents:
     project, out = config.parent, tmp / "out"
     (project / ".mlcd-ignore.yaml").write_text(IGNORES, "utf-8")
     (project / "Dockerfile").write_text(DOCKERFILE, "utf-8")
+    (project / "tests").mkdir()
+    (project / "tests" / "test_model.py").write_text("def test_fits():\n    pass\n", "utf-8")
     common = ("--config", str(config), "--out", str(out))
     assert _mlcd("lint", *common) == 1
+    assert _mlcd("test", *common) == 1
     assert _mlcd("train", *common) == 0
     assert _mlcd("evaluate", *common) == 1  # one slice misses its bound
     assert _mlcd("scan", *common, "--image", "golden:1") == 1
@@ -138,6 +141,7 @@ def _classification(run: Run) -> Documents:
     docs = {
         "lint/lint.sarif.json": run.doc(out / "lint/lint.sarif", is_json=True),
         "lint/summary.md": run.doc(out / "lint/summary.md"),
+        "test/summary.md": run.doc(out / "test/summary.md"),
         "train/summary.md": run.doc(out / "train/summary.md"),
         "evaluate/summary.md": run.doc(out / "evaluate/summary.md"),
         "evaluate/model_card.md": run.doc(out / "evaluate/model_card.md"),
@@ -152,7 +156,7 @@ def _classification(run: Run) -> Documents:
     bundle = Bundle(out)
     docs["project-run/report.md"] = run.text(report.render_markdown(bundle))
     docs["project-run/comment.md"] = run.text(comment.render(bundle, comment.RunInfo()))
-    page = runreport.render_html(bundle, ["lint", "train", "evaluate", "scan"])
+    page = runreport.render_html(bundle, ["lint", "test", "train", "evaluate", "scan"])
     docs["project-run/page.structure.txt"] = run.page(page)
     return docs
 

@@ -134,6 +134,28 @@ SECRETS_REPORT: dict[str, Any] = {
 }
 
 
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="4">
+<testcase classname="tests.test_model" name="test_fits" file="tests/test_model.py" time="0.1"/>
+<testcase classname="tests.test_model" name="test_predicts" file="tests/test_model.py" time="0.2"/>
+<testcase classname="tests.test_model.TestData" name="test_columns" file="tests/test_model.py">
+<failure message="AssertionError: assert 4 == 5&#10;  + where 4 = len(columns)">trace</failure>
+</testcase>
+<testcase classname="tests.test_model" name="test_gpu" file="tests/test_model.py">
+<skipped message="no GPU"/>
+</testcase>
+</testsuite></testsuites>
+"""
+
+
+def _coverage(project: Path) -> dict[str, Any]:
+    def entry(covered: int, statements: int) -> dict[str, Any]:
+        return {"summary": {"covered_lines": covered, "num_statements": statements}}
+
+    # the tests' own file is left out of the figure: 9 of 12 statements of train.py
+    return {"files": {"train.py": entry(9, 12), "tests/test_model.py": entry(20, 20)}}
+
+
 @dataclass
 class FakePrograms:
     """`subprocess.run` for git, ruff, bandit and trivy, answering from the data above."""
@@ -156,12 +178,24 @@ class FakePrograms:
                 return self._done(args, json.dumps(unformatted), code=1)
             if module == "bandit":
                 return self._done(args, json.dumps(_bandit_report()), code=1)
+            if module == "pytest":
+                return self._pytest(args)
         # any other program is missing here (matplotlib then skips fc-list, as it should)
         raise FileNotFoundError(2, "not a program the golden fixture answers", args[0])
 
     @staticmethod
     def _done(argv: list[str], out: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(argv, code, out, "")
+
+    def _pytest(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        for arg in args:
+            if arg.startswith("--junitxml="):
+                Path(arg.removeprefix("--junitxml=")).write_text(JUNIT, "utf-8")
+            if arg.startswith("--cov-report=json:"):
+                report = Path(arg.removeprefix("--cov-report=json:"))
+                report.write_text(json.dumps(_coverage(self.project)), "utf-8")
+        tail = "FAILED tests/test_model.py::TestData::test_columns - AssertionError\n"
+        return self._done(args, tail + "1 failed, 2 passed, 1 skipped in 0.42s\n", code=1)
 
     def _git(self, args: list[str]) -> subprocess.CompletedProcess[str]:
         if args == ["rev-parse", "--show-toplevel"]:

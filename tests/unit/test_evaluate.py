@@ -342,3 +342,20 @@ def test_release_registers_what_evaluate_left_unregistered(tmp_path: Path) -> No
     assert again == "v1"
     assert "same data, code and params" in how
     assert len(registry.versions()) == 1
+
+
+def test_documents_render_from_the_verdict_on_disk(tmp_path: Path) -> None:
+    """The renderers are pure functions of model.json and verdict.json: what they make from
+    the files read back is what the stage wrote (nothing is added to the verdict later)."""
+    from mlcd.evaluation import render
+
+    config = write_project(tmp_path / "p", evaluate={"thresholds": {"accuracy": {"min": 0.5}}})
+    out = tmp_path / "out"
+    assert train_and_evaluate(config, out) == 0
+    meta = json.loads((out / "train/model.json").read_text())
+    v = verdict(out)
+    assert render.summary_markdown(meta, v) == (out / "evaluate/summary.md").read_text()
+    # verdict.json is written with sorted keys, so the card's metrics come in another order
+    card = render.model_card(meta, v).splitlines()
+    assert sorted(card) == sorted((out / "evaluate/model_card.md").read_text().splitlines())
+    assert result(out, "evaluate")["summary"] == v["summary"]

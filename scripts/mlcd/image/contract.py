@@ -18,16 +18,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from mlcd import typedrows
 from mlcd.errors import UserInputError
 from mlcd.serve.client import Client
-from mlcd.serve.model import ServedModel
-from mlcd.serve.model import load as load_model
 from mlcd.tools import docker
+
+if TYPE_CHECKING:  # NumPy comes with the model, only when a contract test runs
+    from mlcd.serve.model import ServedModel
 
 CHUNK = 64
 
@@ -46,6 +45,8 @@ class ContractResult:
 
 def read_holdout(path: Path, model: ServedModel) -> tuple[list[dict[str, Any]], list[Any]]:
     """The held-out rows as typed records, and the in-process predictions for them."""
+    import numpy as np
+
     features = model.meta.get("features") or []
     target = str(model.meta.get("target") or "")
     try:
@@ -104,6 +105,8 @@ def _compare(
     result: ContractResult,
 ) -> None:
     """Every form, chunk by chunk; problems name the form, the rows and what differed."""
+    import numpy as np
+
     regression = model.task == "regression"
     got: dict[str, list[Any]] = {}
     failed: set[str] = set()
@@ -165,6 +168,8 @@ def run_contract(
     ready_timeout: float = 90.0,
     health_timeout: float = 40.0,
 ) -> ContractResult:
+    from mlcd.serve.model import load as load_model
+
     model = load_model(model_dir)
     records, expected = read_holdout(holdout, model)
     if not records:

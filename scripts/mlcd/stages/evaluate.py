@@ -1,26 +1,227 @@
-"""`mlcd evaluate`: the evaluation gate (the work is in `mlcd.evaluation`).
+"""`mlcd evaluate`: the evaluation gate; this module is its I/O (the work is in
+`mlcd.evaluation`: pure checks and rendering, plots, registration).
 
 On the held-out rows of `mlcd train`: the task's metrics with bootstrap intervals, per-slice
 metrics, thresholds (also per slice), and a paired-bootstrap comparison with the registry's
 `champion` on the same rows. Always writes `evaluate/verdict.json` (one entry per check),
 `summary.md` (table + Mermaid chart), `report.html` (matplotlib plots) and `model_card.md`,
 then registers the candidate in the model registry (unless `--no-register`).
+
+NumPy, pandas and matplotlib load only when the stage runs (`mlcd --help` loads none).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from mlcd import modelio
 from mlcd.context import Command, Context
-from mlcd.evidence import StageOutcome, StageResult
+from mlcd.contracts import META_FILE, MODEL_FILE, VERDICT_FILE, train_files
+from mlcd.errors import UserInputError
+from mlcd.evaluation.registration import register_candidate
+from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
+from mlcd.registry import CHAMPION, ModelRegistry, ModelVersion, open_registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlcd.evaluation.scoring import ChampionScore, Scored
+    from mlcd.evaluation.verdict import Verdict
 
 STAGE = "evaluate"
 
 
-def _body(ctx: Context, *, register: bool) -> StageOutcome:
-    from mlcd import evaluation  # NumPy, pandas, matplotlib: only when evaluating
+def _load_train(ctx: Context) -> tuple[dict[str, Any], Path, pd.DataFrame]:
+    from mlcd import dataset
 
-    return evaluation.body(ctx, register=register)
+    ctx.bundle.require("train", by=STAGE)
+    files = train_files(ctx.bundle)
+    model_path, meta_path, holdout_path = files.model, files.meta, files.holdout
+    if not meta_path.is_file() or not model_path.is_file():
+        raise UserInputError(
+            f"{ctx.bundle.root / 'train'} lacks {MODEL_FILE} or {META_FILE}",
+            hint="run `mlcd train` first, with the same --out",
+        )
+    meta = json.loads(meta_path.read_text("utf-8"))
+    frame = dataset.read_holdout(holdout_path, meta["features"], str(meta["target"]))
+    return meta, model_path, frame
+
+
+def _score_champion(
+    ctx: Context,
+    *,
+    registry: ModelRegistry,
+    champion: ModelVersion,
+    frame: pd.DataFrame,
+    meta: dict[str, Any],
+    workdir: Path,
+) -> tuple[Scored | None, str]:
+    from mlcd.evaluation.scoring import score
+
+    cmeta = champion.metadata
+    if cmeta.get("task") != meta["task"]:
+        return None, f"champion {champion.version} is a {cmeta.get('task')} model"
+    names = [str(f["name"]) for f in cmeta.get("features", [])]
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        return None, (
+            f"champion {champion.version} needs feature(s) the candidate's holdout lacks: "
+            f"{', '.join(missing[:5])}"
+        )
+    if meta["task"] == "classification" and [str(c) for c in cmeta.get("classes") or []] != [
+        str(c) for c in meta.get("classes") or []
+    ]:
+        return None, (
+            f"champion {champion.version} has classes {cmeta.get('classes')}, the candidate "
+            f"{meta.get('classes')}"
+        )
+    model = modelio.load_project_model(
+        registry.model_file(champion.version, workdir),
+        ctx.loaded.root,
+        list(ctx.config.model.trusted_types),
+    )
+    target = str(meta["target"])
+    return score(model, frame[names], frame[target], meta), ""
+
+
+def _champion(
+    ctx: Context, registry: ModelRegistry | None, frame: pd.DataFrame, meta: dict[str, Any]
+) -> ChampionScore:
+    """The registry's champion scored on the candidate's held-out rows, or why not."""
+    from mlcd import metrics as m
+    from mlcd.evaluation.scoring import ChampionScore
+
+    if ctx.config.evaluate.compare_to == "none" or registry is None:
+        return ChampionScore(
+            "off", "comparison with the champion is off (evaluate.compare-to: none)"
+        )
+    champion = registry.alias(CHAMPION)
+    if champion is None:
+        return ChampionScore(
+            "none",
+            f"no champion yet in the registry ({registry.location}): nothing to compare with, "
+            "so the comparison passes",
+        )
+    ctx.progress(f"scoring champion {champion.version}")
+    with tempfile.TemporaryDirectory(prefix="mlcd-champion-") as workdir:
+        scored, why = _score_champion(
+            ctx, registry=registry, champion=champion, frame=frame, meta=meta, workdir=Path(workdir)
+        )
+    if scored is None:
+        return ChampionScore(
+            "not-comparable", f"{why}: not comparable, so the comparison passes", champion
+        )
+    return ChampionScore(
+        "compared",
+        f"compared with champion {champion.version} on the same {len(frame)} held-out rows",
+        champion,
+        m.compute(scored.predictions),
+        scored=scored,
+    )
+
+
+def _write_documents(
+    folder: Path,
+    meta: dict[str, Any],
+    verdict: Verdict,
+    candidate: Scored,
+    champion: ChampionScore,
+) -> dict[str, Path]:
+    """Write the plots, summary.md, report.html and model_card.md; return them by name."""
+    from mlcd.evaluation import plots, render
+
+    version = champion.champion.version if champion.champion else None
+    if meta["task"] == "classification":
+        pngs = plots.classification_plots(folder, meta, candidate, champion.scored, version)
+    else:
+        pngs = plots.regression_plots(folder, candidate, champion.scored, version)
+    doc = verdict.to_json()
+    summary = folder / "summary.md"
+    summary.write_text(render.summary_markdown(meta, doc), "utf-8")
+    report = folder / "report.html"
+    images = {name: path.read_bytes() for name, path in pngs.items()}
+    report.write_text(render.report_html(meta, doc, images), "utf-8")
+    card = folder / "model_card.md"
+    card.write_text(render.model_card(meta, doc), "utf-8")
+    out = {"summary": summary, "report": report, "model_card": card}
+    out |= {f"plot_{k}": v for k, v in pngs.items()}
+    return out
+
+
+def _outcome(
+    ctx: Context, verdict: Verdict, files: dict[str, Path], registered: dict[str, Any]
+) -> StageOutcome:
+    doc = verdict.to_json()
+    artifacts = {k: ctx.bundle.relative(v) for k, v in files.items()}
+    return StageOutcome(
+        status="pass" if verdict.passed else "fail",
+        summary=verdict.summary,
+        reasons=[("✓ " if c.passed else "✗ ") + c.line for c in verdict.checks],
+        metrics=verdict.metrics,
+        artifacts=artifacts,
+        details={
+            "intervals": doc["intervals"],
+            "comparison": doc["comparison"],
+            "registry": registered,
+            "slices": doc["slices"],
+        },
+        markdown=files["summary"].read_text("utf-8"),
+    )
+
+
+def _body(ctx: Context, *, register: bool) -> StageOutcome:
+    from mlcd import metrics as m
+    from mlcd.evaluation import checks
+    from mlcd.evaluation.scoring import score
+
+    cfg = ctx.config.evaluate
+    meta, model_path, frame = _load_train(ctx)
+    task = str(meta["task"])
+    checks.check_names(cfg, task, ctx.loaded.path)
+    folder = ctx.bundle.stage_dir(STAGE)
+
+    ctx.progress("loading the model")
+    model = modelio.load_project_model(model_path, ctx.loaded.root, ctx.config.model.trusted_types)
+    checks.check_probability_metrics(ctx.loaded, model, task)
+    features = [str(f["name"]) for f in meta["features"]]
+    candidate = score(model, frame[features], frame[str(meta["target"])], meta)
+    registry = open_registry(ctx.loaded) if (register or cfg.compare_to == "champion") else None
+    champion = _champion(ctx, registry, frame, meta)
+    boot = m.bootstrap(
+        candidate.predictions,
+        champion.scored.predictions if champion.scored else None,
+        samples=cfg.bootstrap_samples,
+        confidence=cfg.confidence,
+        seed=int(meta.get("seed", 0)),
+        progress=ctx.progress,
+    )
+    verdict = checks.judge(
+        cfg=cfg,
+        meta=meta,
+        frame=frame,
+        candidate=candidate,
+        champion=champion,
+        boot=boot,
+        config_path=ctx.loaded.path,
+    )
+    ctx.progress("writing the report")
+    reports = _write_documents(folder, meta, verdict, candidate, champion)
+    write_json_atomic(folder / VERDICT_FILE, verdict.to_json())
+    registered: dict[str, Any] = {"registered": False, "version": None}
+    if register and registry is not None:
+        registered = register_candidate(
+            registry=registry,
+            model_path=model_path,
+            meta=meta,
+            metrics=verdict.metrics,
+            verdict=verdict.to_json(),
+            folder=folder,
+        )
+    return _outcome(ctx, verdict, {"verdict": folder / VERDICT_FILE, **reports}, registered)
 
 
 def stage(ctx: Context, *, register: bool = True) -> StageResult:

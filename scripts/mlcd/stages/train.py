@@ -21,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, entrypoint, inputschema, modelio, projectcode
+from mlcd import __version__, entrypoint, modelio, projectcode
 from mlcd.context import Command, Context
 from mlcd.contracts import HOLDOUT_FILE, META_FILE, MODEL_FILE, TrainDetails
 from mlcd.errors import GateFailed, MlcdError, UserInputError
@@ -176,6 +176,8 @@ def _reused(ctx: Context, data: _Data, paths: _Paths) -> dict[str, Any] | None:
 
 def _fitted(ctx: Context, data: _Data, paths: _Paths) -> dict[str, Any]:
     """Fit the estimator, save it (its types checked), and model.json's content."""
+    from mlcd import inputschema  # NumPy, pandas: only when training
+
     cfg = ctx.config.model
     root = ctx.loaded.root
     parts, features = data.parts, data.features

@@ -1,30 +1,28 @@
-"""The evaluation's documents: `summary.md` (table + Mermaid chart), `report.html` (PNG plots
-from matplotlib, embedded so the page stands alone) and `model_card.md` (Hugging Face layout).
-"""
+"""The evaluation's documents, pure: `summary.md` (table + Mermaid chart), `report.html`
+(the PNG plots embedded, so the page stands alone) and `model_card.md` (Hugging Face
+layout), each a function of train's metadata and the verdict's JSON form
+(`Verdict.to_json()`, what verdict.json holds)."""
 
 from __future__ import annotations
 
 import base64
 import html
 import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-import numpy as np
 import yaml
 
 from mlcd import metrics as m
-from mlcd.charts import CANDIDATE as _CANDIDATE
-from mlcd.charts import CHAMPION as _CHAMPION
+from mlcd.charts import CANDIDATE, CHAMPION
 from mlcd.presentation import metric_name
 from mlcd.presentation import report_number as _fmt
 
-if TYPE_CHECKING:
-    from mlcd.evaluation import Scored
-
-_PALETTE = f"{_CANDIDATE}, {_CHAMPION}"
+_PALETTE = f"{CANDIDATE}, {CHAMPION}"
 # Mermaid's init directive: the chart's bars and line in the plots' colours
 _THEME = '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + _PALETTE + '"}}}}%%'
+
+Doc = Mapping[str, Any]
 
 
 def _interval(pair: Any) -> str:
@@ -44,7 +42,7 @@ def _icon(passed: bool) -> str:
 # ----------------------------------------------------------------------------- summary.md
 
 
-def mermaid_chart(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
+def mermaid_chart(meta: Doc, verdict: Doc) -> str:
     """A Mermaid `xychart-beta`: candidate as bars, champion as a line (when there is one)."""
     task = meta["task"]
     bounded = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -52,7 +50,7 @@ def mermaid_chart(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
     cand = verdict["metrics"]
     champ = {r["metric"]: r["champion"] for r in verdict["comparison"]["rows"]}
     if verdict["comparison"]["status"] == "compared" and task == "classification":
-        champ |= _champion_extra(verdict)
+        champ |= dict(verdict.get("champion_metrics") or {})
     shown = [k for k in keys if cand.get(k) is not None]
     if not shown:
         return ""
@@ -82,15 +80,8 @@ def mermaid_chart(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _champion_extra(verdict: dict[str, Any]) -> dict[str, Any]:
-    return dict(verdict.get("champion_metrics") or {})
-
-
-def summary_markdown(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
-    passed = verdict["passed"]
-    conf = round(verdict["confidence"] * 100)
-    lines = [f"### {_icon(passed)} evaluate: {verdict['summary']}", ""]
-    lines += ["| check | value | bound | result |", "|---|---:|---|---|"]
+def _check_rows(verdict: Doc) -> list[str]:
+    lines = ["| check | value | bound | result |", "|---|---:|---|---|"]
     for c in verdict["checks"]:
         what = c["metric"] or c["kind"]
         if c.get("slice"):
@@ -107,11 +98,36 @@ def summary_markdown(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
     if failed:
         lines += ["", "**Why it failed:**", ""]
         lines += [f"- {c['line']}" for c in failed]
+    return lines
+
+
+def _comparison_row(r: Doc) -> str:
+    iv = r["interval"]
+    noise = ""
+    if iv and iv[0] is not None and iv[1] is not None:
+        noise = " (inside the noise)" if iv[0] <= 0 <= iv[1] else " (outside the noise)"
+    if r["gated"]:
+        verdict_cell = (
+            f"{_icon(r['passed'])} worse by ≤ {r['max_regression']:g}"
+            if r["passed"]
+            else f"❌ worse by {_fmt(r['worse_by'])} > {r['max_regression']:g}"
+        )
+    else:
+        verdict_cell = "reported, not gated"
+    diff = r["difference"]
+    diff_text = f"{diff:+.4f}" if diff is not None else "n/a"
+    return (
+        f"| {r['metric']} | {_fmt(r['candidate'])} | {_fmt(r['champion'])} | "
+        f"{diff_text} | {_interval(iv)}{noise} | {verdict_cell} |"
+    )
+
+
+def _metric_rows(meta: Doc, verdict: Doc) -> list[str]:
     comparison = verdict["comparison"]
-    lines.append("")
+    conf = round(verdict["confidence"] * 100)
     rows_note = f"{verdict['holdout_rows']} held-out rows, {verdict['bootstrap_samples']} resamples"
     if comparison["status"] == "compared":
-        lines += [
+        lines = [
             (
                 f"#### Candidate against champion {comparison['champion']} "
                 f"(paired bootstrap, {conf}% intervals, {rows_note})"
@@ -123,52 +139,47 @@ def summary_markdown(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
             ),
             "|---|---:|---:|---:|---|---|",
         ]
-        for r in comparison["rows"]:
-            iv = r["interval"]
-            noise = ""
-            if iv and iv[0] is not None and iv[1] is not None:
-                noise = " (inside the noise)" if iv[0] <= 0 <= iv[1] else " (outside the noise)"
-            if r["gated"]:
-                verdict_cell = (
-                    f"{_icon(r['passed'])} worse by ≤ {r['max_regression']:g}"
-                    if r["passed"]
-                    else f"❌ worse by {_fmt(r['worse_by'])} > {r['max_regression']:g}"
-                )
-            else:
-                verdict_cell = "reported, not gated"
-            diff = r["difference"]
-            diff_text = f"{diff:+.4f}" if diff is not None else "n/a"
-            lines.append(
-                f"| {r['metric']} | {_fmt(r['candidate'])} | {_fmt(r['champion'])} | "
-                f"{diff_text} | {_interval(iv)}{noise} | {verdict_cell} |"
-            )
-    else:
-        lines += [
-            f"#### Candidate metrics ({conf}% bootstrap intervals, {rows_note})",
-            "",
-            f"Champion: {comparison['reason']}.",
-            "",
-            f"| metric | candidate | {conf}% interval |",
-            "|---|---:|---|",
-        ]
-        for name in m.names(meta["task"]):
-            if name in verdict["metrics"]:
-                lines.append(
-                    f"| {name} | {_fmt(verdict['metrics'][name])} | "
-                    f"{_interval(verdict['intervals'].get(name))} |"
-                )
+        return lines + [_comparison_row(r) for r in comparison["rows"]]
+    lines = [
+        f"#### Candidate metrics ({conf}% bootstrap intervals, {rows_note})",
+        "",
+        f"Champion: {comparison['reason']}.",
+        "",
+        f"| metric | candidate | {conf}% interval |",
+        "|---|---:|---|",
+    ]
+    lines += [
+        f"| {name} | {_fmt(verdict['metrics'][name])} | "
+        f"{_interval(verdict['intervals'].get(name))} |"
+        for name in m.names(meta["task"])
+        if name in verdict["metrics"]
+    ]
+    return lines
+
+
+def _slice_rows(meta: Doc, verdict: Doc) -> list[str]:
+    keys = list(m.HEADLINE[meta["task"]])
+    lines = ["", "#### Slices", ""]
+    lines.append("| slice | rows | " + " | ".join(keys) + " |")
+    lines.append("|---|---:|" + "---:|" * len(keys))
+    for s in verdict["slices"]:
+        cells = " | ".join(_fmt(s["metrics"].get(k)) for k in keys)
+        mark = "" if s["gated"] else " (not gated)"
+        lines.append(f"| {s['slice']}{mark} | {s['rows']} | {cells} |")
+    return lines
+
+
+def summary_markdown(meta: Doc, verdict: Doc) -> str:
+    """`summary.md`: the checks, the metrics (against the champion), chart and slices."""
+    lines = [f"### {_icon(verdict['passed'])} evaluate: {verdict['summary']}", ""]
+    lines += _check_rows(verdict)
+    lines.append("")
+    lines += _metric_rows(meta, verdict)
     chart = mermaid_chart(meta, verdict)
     if chart:
         lines += ["", chart]
     if verdict["slices"]:
-        lines += ["", "#### Slices", ""]
-        keys = list(m.HEADLINE[meta["task"]])
-        lines.append("| slice | rows | " + " | ".join(keys) + " |")
-        lines.append("|---|---:|" + "---:|" * len(keys))
-        for s in verdict["slices"]:
-            cells = " | ".join(_fmt(s["metrics"].get(k)) for k in keys)
-            mark = "" if s["gated"] else " (not gated)"
-            lines.append(f"| {s['slice']}{mark} | {s['rows']} | {cells} |")
+        lines += _slice_rows(meta, verdict)
     lines += [
         "",
         (
@@ -177,151 +188,6 @@ def summary_markdown(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------- plots
-
-
-def _figure(width: float = 5.0, height: float = 4.0) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, format="png", metadata={"Software": None})
-    return path
-
-
-def _classification_plots(
-    folder: Path,
-    meta: dict[str, Any],
-    candidate: Scored,
-    champion: Scored | None,
-    champion_version: str | None,
-) -> dict[str, Path]:
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import auc, precision_recall_curve, roc_curve
-
-    preds = candidate.predictions
-    classes = [str(c) for c in meta.get("classes") or []]
-    plots: dict[str, Path] = {}
-    truth = preds.truth.astype(np.int64)
-
-    fig = _figure()
-    ax = fig.subplots()
-    matrix = m.confusion(truth, preds.labels.astype(np.int64), preds.n_classes)
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        color = "white" if count > matrix.max() / 2 else "black"
-        ax.text(j, i, str(count), ha="center", va="center", color=color, fontsize=12)
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title("Confusion matrix (held-out rows)")
-    plots["confusion_matrix"] = _save(fig, folder / "confusion_matrix.png")
-
-    if preds.scores is None:
-        return plots
-    models: list[tuple[str, m.Predictions, m.FloatArray, str, str]] = [
-        ("candidate", preds, preds.scores, _CANDIDATE, "-")
-    ]
-    theirs = champion.predictions if champion is not None else None
-    if theirs is not None and theirs.scores is not None:
-        models.append((f"champion {champion_version}", theirs, theirs.scores, _CHAMPION, "--"))
-    positive = preds.n_classes - 1
-
-    fig = _figure()
-    ax = fig.subplots()
-    for name, _, scores, color, style in models:
-        fpr, tpr, _ = roc_curve(truth == positive, scores[:, positive])
-        ax.plot(fpr, tpr, color=color, lw=2, ls=style, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC curve (positive class {classes[positive]})")
-    ax.legend(loc="lower right")
-    plots["roc"] = _save(fig, folder / "roc.png")
-
-    fig = _figure()
-    ax = fig.subplots()
-    for name, _, scores, color, style in models:
-        precision, recall, _ = precision_recall_curve(truth == positive, scores[:, positive])
-        ax.plot(recall, precision, color=color, lw=2, ls=style, label=name)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"Precision-recall (positive class {classes[positive]})")
-    ax.legend(loc="lower left")
-    plots["precision_recall"] = _save(fig, folder / "precision_recall.png")
-
-    fig = _figure()
-    ax = fig.subplots()
-    for name, p, scores, color, style in models:
-        if preds.n_classes == 2:
-            hit, confidence = truth == positive, scores[:, positive]
-        else:
-            hit, confidence = p.labels == truth, scores.max(axis=1)
-        observed, predicted = calibration_curve(hit, confidence, n_bins=10, strategy="uniform")
-        ax.plot(predicted, observed, marker="o", color=color, lw=2, ls=style, label=name)
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfectly calibrated")
-    ax.set_xlabel("predicted probability")
-    ax.set_ylabel("observed frequency")
-    ax.set_title("Calibration")
-    ax.legend(loc="upper left")
-    plots["calibration"] = _save(fig, folder / "calibration.png")
-    return plots
-
-
-def _regression_plots(
-    folder: Path, candidate: Scored, champion: Scored | None, champion_version: str | None
-) -> dict[str, Path]:
-    preds = candidate.predictions
-    truth = preds.truth.astype(np.float64)
-    predicted = preds.labels.astype(np.float64)
-    plots: dict[str, Path] = {}
-
-    fig = _figure()
-    ax = fig.subplots()
-    ax.scatter(predicted, predicted - truth, s=14, color=_CANDIDATE, alpha=0.8, label="candidate")
-    if champion is not None:
-        other = champion.predictions.labels.astype(np.float64)
-        ax.scatter(
-            other,
-            other - truth,
-            s=14,
-            color=_CHAMPION,
-            alpha=0.5,
-            label=f"champion {champion_version}",
-        )
-    ax.axhline(0, color="grey", lw=1, ls="--")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("residual (predicted - actual)")
-    ax.set_title("Residuals (held-out rows)")
-    ax.legend(loc="best")
-    plots["residuals"] = _save(fig, folder / "residuals.png")
-
-    fig = _figure()
-    ax = fig.subplots()
-    ax.scatter(truth, predicted, s=14, color=_CANDIDATE, alpha=0.8, label="candidate")
-    if champion is not None:
-        ax.scatter(
-            truth,
-            champion.predictions.labels.astype(np.float64),
-            s=14,
-            color=_CHAMPION,
-            alpha=0.5,
-            label=f"champion {champion_version}",
-        )
-    low, high = float(min(truth.min(), predicted.min())), float(max(truth.max(), predicted.max()))
-    ax.plot([low, high], [low, high], color="grey", lw=1, ls="--", label="perfect")
-    ax.set_xlabel("actual")
-    ax.set_ylabel("predicted")
-    ax.set_title("Predicted against actual")
-    ax.legend(loc="best")
-    plots["predicted_vs_actual"] = _save(fig, folder / "predicted_vs_actual.png")
-    return plots
 
 
 # ----------------------------------------------------------------------------- report.html
@@ -348,11 +214,10 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "".join(out)
 
 
-def report_html(meta: dict[str, Any], verdict: dict[str, Any], plots: dict[str, Path]) -> str:
+def _report_head(meta: Doc, verdict: Doc) -> list[str]:
     e = html.escape
     passed = verdict["passed"]
-    conf = round(verdict["confidence"] * 100)
-    parts = [
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>mlcd evaluation: {e(str(meta['name']))}</title>",
@@ -368,20 +233,20 @@ def report_html(meta: dict[str, Any], verdict: dict[str, Any], plots: dict[str, 
             f"<code>{e(str(meta.get('fingerprint', ''))[:16])}</code>, commit "
             f"<code>{e(str(meta.get('git_sha', ''))[:12])}</code></p>"
         ),
+    ]
+
+
+def _report_tables(meta: Doc, verdict: Doc) -> list[str]:
+    e = html.escape
+    conf = round(verdict["confidence"] * 100)
+
+    def result(c: Doc) -> str:
+        word = "pass" if c["passed"] else "fail"
+        return f'<span class="{word}">{word}</span>'
+
+    parts = [
         "<h2>Checks</h2>",
-        _table(
-            ["check", "result"],
-            [
-                [
-                    e(c["line"]),
-                    (
-                        f'<span class="{"pass" if c["passed"] else "fail"}">'
-                        f"{'pass' if c['passed'] else 'fail'}</span>"
-                    ),
-                ]
-                for c in verdict["checks"]
-            ],
-        ),
+        _table(["check", "result"], [[e(c["line"]), result(c)] for c in verdict["checks"]]),
         f"<h2>Metrics ({conf}% bootstrap intervals)</h2>",
         _table(
             ["metric", "value", "interval"],
@@ -395,38 +260,38 @@ def report_html(meta: dict[str, Any], verdict: dict[str, Any], plots: dict[str, 
     comparison = verdict["comparison"]
     if comparison["status"] == "compared":
         parts.append(f"<h2>Against champion {e(str(comparison['champion']))}</h2>")
-        parts.append(
-            _table(
-                ["metric", "candidate", "champion", "difference", f"{conf}% interval"],
-                [
-                    [
-                        e(r["metric"]),
-                        _fmt(r["candidate"]),
-                        _fmt(r["champion"]),
-                        _signed(r["difference"]),
-                        _interval(r["interval"]),
-                    ]
-                    for r in comparison["rows"]
-                ],
-            )
-        )
+        head = ["metric", "candidate", "champion", "difference", f"{conf}% interval"]
+        rows = [
+            [
+                e(r["metric"]),
+                _fmt(r["candidate"]),
+                _fmt(r["champion"]),
+                _signed(r["difference"]),
+                _interval(r["interval"]),
+            ]
+            for r in comparison["rows"]
+        ]
+        parts.append(_table(head, rows))
     else:
         parts.append(f"<p>Champion: {e(comparison['reason'])}</p>")
+    return parts
+
+
+def report_html(meta: Doc, verdict: Doc, plots: Mapping[str, bytes]) -> str:
+    """`report.html`: the checks, metrics, comparison, slices and the PNG `plots` by name."""
+    e = html.escape
+    parts = _report_head(meta, verdict) + _report_tables(meta, verdict)
     if verdict["slices"]:
         keys = list(m.HEADLINE[meta["task"]])
         parts.append("<h2>Slices</h2>")
-        parts.append(
-            _table(
-                ["slice", "rows", *keys],
-                [
-                    [e(s["slice"]), str(s["rows"]), *(_fmt(s["metrics"].get(k)) for k in keys)]
-                    for s in verdict["slices"]
-                ],
-            )
-        )
+        rows = [
+            [e(s["slice"]), str(s["rows"]), *(_fmt(s["metrics"].get(k)) for k in keys)]
+            for s in verdict["slices"]
+        ]
+        parts.append(_table(["slice", "rows", *keys], rows))
     parts.append('<h2>Plots</h2><div class="plots">')
-    for name, path in plots.items():
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+    for name, png in plots.items():
+        data = base64.b64encode(png).decode("ascii")
         title = name.replace("_", " ")
         parts.append(
             f'<figure><img src="data:image/png;base64,{data}" alt="{e(title)}" '
@@ -439,8 +304,7 @@ def report_html(meta: dict[str, Any], verdict: dict[str, Any], plots: dict[str, 
 # ----------------------------------------------------------------------------- model card
 
 
-def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
-    """A Hugging Face model card: YAML front matter with `model-index`, then the sections."""
+def _front_matter(meta: Doc, verdict: Doc) -> str:
     task = str(meta["task"])
     hf_task = "tabular-classification" if task == "classification" else "tabular-regression"
     results = [
@@ -473,14 +337,15 @@ def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
             }
         ],
     }
+    return yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip()
+
+
+def _card_details(meta: Doc, verdict: Doc) -> list[str]:
+    task = str(meta["task"])
     versions = meta.get("versions", {})
     features = meta.get("features", [])
     conf = round(verdict["confidence"] * 100)
-    lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
-        "---",
-        "",
+    return [
         f"# Model Card for {meta['name']}",
         "",
         f"A scikit-learn {task} model (`{meta['estimator']}`) trained and evaluated by mlcd.",
@@ -519,9 +384,11 @@ def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
             f"file; their {conf}% bootstrap intervals show how much they could move on other rows."
         ),
     ]
-    if verdict["slices"]:
-        lines.append("Per-slice results are listed under Evaluation; check the small slices.")
-    lines += [
+
+
+def _card_training(meta: Doc) -> list[str]:
+    task = str(meta["task"])
+    lines = [
         "",
         "## How to Get Started with the Model",
         "",
@@ -544,7 +411,7 @@ def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
         "| feature | dtype | min | max | categories |",
         "|---|---|---:|---:|---|",
     ]
-    for f in features:
+    for f in meta.get("features", []):
         cats = ", ".join(map(str, f.get("categories") or [])) or ""
         lines.append(
             f"| {f['name']} | {f['dtype']} | {_fmt(f.get('min'), 4)} | "
@@ -559,6 +426,14 @@ def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
         f"- params: `{meta.get('params')}`",
         f"- seeded: {', '.join(meta.get('seeded_params') or []) or 'nothing random to seed'}",
         f"- fit time: {meta.get('fit_seconds')} s",
+    ]
+    return lines
+
+
+def _card_evaluation(meta: Doc, verdict: Doc) -> list[str]:
+    task = str(meta["task"])
+    conf = round(verdict["confidence"] * 100)
+    lines = [
         "",
         "## Evaluation",
         "",
@@ -586,12 +461,11 @@ def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
         "| metric | value | interval |",
         "|---|---:|---|",
     ]
-    for k in m.names(task):
-        if verdict["metrics"].get(k) is not None:
-            lines.append(
-                f"| {k} | {_fmt(verdict['metrics'][k])} | "
-                f"{_interval(verdict['intervals'].get(k))} |"
-            )
+    lines += [
+        f"| {k} | {_fmt(verdict['metrics'][k])} | {_interval(verdict['intervals'].get(k))} |"
+        for k in m.names(task)
+        if verdict["metrics"].get(k) is not None
+    ]
     lines += [
         "",
         f"Verdict: **{'passed' if verdict['passed'] else 'failed'}** — {verdict['summary']}",
@@ -600,6 +474,17 @@ def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
     for s in verdict["slices"]:
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in s["metrics"].items() if v is not None)
         lines.append(f"- {s['slice']} ({s['rows']} rows): {shown}")
+    return lines
+
+
+def model_card(meta: Doc, verdict: Doc) -> str:
+    """A Hugging Face model card: YAML front matter with `model-index`, then the sections."""
+    lines = ["---", _front_matter(meta, verdict), "---", ""]
+    lines += _card_details(meta, verdict)
+    if verdict["slices"]:
+        lines.append("Per-slice results are listed under Evaluation; check the small slices.")
+    lines += _card_training(meta)
+    lines += _card_evaluation(meta, verdict)
     lines += [
         "",
         "## Technical Specifications",
@@ -610,32 +495,3 @@ def model_card(meta: dict[str, Any], verdict: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_all(
-    folder: Path,
-    *,
-    meta: dict[str, Any],
-    verdict: dict[str, Any],
-    candidate: Scored,
-    champion: Scored | None,
-    champion_version: str | None,
-) -> dict[str, Path]:
-    """Write summary.md, the plots, report.html and model_card.md; return them by name."""
-    if champion is not None:
-        verdict["champion_metrics"] = {
-            k: m.clean(v) for k, v in m.compute(champion.predictions).items()
-        }
-    if meta["task"] == "classification":
-        plots = _classification_plots(folder, meta, candidate, champion, champion_version)
-    else:
-        plots = _regression_plots(folder, candidate, champion, champion_version)
-    summary = folder / "summary.md"
-    summary.write_text(summary_markdown(meta, verdict), "utf-8")
-    report = folder / "report.html"
-    report.write_text(report_html(meta, verdict, plots), "utf-8")
-    card = folder / "model_card.md"
-    card.write_text(model_card(meta, verdict), "utf-8")
-    out = {"summary": summary, "report": report, "model_card": card}
-    out |= {f"plot_{k}": v for k, v in plots.items()}
-    return out
