@@ -100,6 +100,10 @@ _WRITE_HINT = (
     "make the folder writable (permissions, a read-only mount, free space), or point "
     "--out (MLCD_OUT) at one that is"
 )
+_STATE_HINT = (
+    "make the folder writable (permissions, a read-only mount, free space), or point "
+    "MLCD_STATE_DIR (default: .mlcd-state next to mlcd.yaml) at one that is"
+)
 
 
 def is_write_failure(exc: BaseException) -> bool:
@@ -114,7 +118,9 @@ def write_failure(exc: OSError, where: Path | str | None = None) -> EnvironmentM
     return EnvironmentMissing(f"cannot write {path}: {reason}", hint=_WRITE_HINT)
 
 
-def require_writable(folder: Path, what: str = "the run folder") -> None:
+def require_writable(
+    folder: Path, what: str = "the run folder", *, hint: str = _WRITE_HINT
+) -> None:
     """Check that `folder` (made when missing) takes a new file, before a command acts:
     a read-only run folder is found before anything is trained, pushed or deployed."""
     try:
@@ -125,7 +131,7 @@ def require_writable(folder: Path, what: str = "the run folder") -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise EnvironmentMissing(
-            f"cannot write {what} {folder}: {reason}; nothing was done", hint=_WRITE_HINT
+            f"cannot write {what} {folder}: {reason}; nothing was done", hint=hint
         ) from exc
 
 
@@ -242,7 +248,8 @@ def run_stage(
     """
     require_writable(bundle.root / stage, "the run folder")
     for folder, what in writable:
-        require_writable(folder, what)
+        state = what.startswith("the state folder")  # context.Context.writable_folders
+        require_writable(folder, what, hint=_STATE_HINT if state else _WRITE_HINT)
     started = utc_now()
     clock = time.monotonic()
     try:

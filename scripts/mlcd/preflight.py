@@ -14,6 +14,8 @@ import ast
 import csv
 import difflib
 import importlib.util
+import os
+import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,12 @@ from typing import Any
 from mlcd.config import KeyLocator, LoadedConfig
 from mlcd.errors import UserInputError
 from mlcd.security import redact
+
+# an image repository as Docker reads one (its reference grammar, without tag or digest):
+# an optional registry host[:port]/, then lower-case path components
+_HOST = r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[0-9]+)?/)?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"{_HOST}{_COMPONENT}(?:/{_COMPONENT})*")
 
 _CSV = (".csv",)
 _PARQUET = (".parquet", ".pq")
@@ -71,6 +79,22 @@ def _header(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
+def _has_rows(path: Path) -> bool:
+    """Whether the data file holds a row after its header (a second CSV record, or a
+    Parquet footer counting rows); read errors are left to the reader of the data."""
+    try:
+        if path.suffix.lower() in _PARQUET:
+            import pyarrow.parquet as pq
+
+            return bool(pq.read_metadata(path).num_rows)
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            records = csv.reader(handle)
+            next(records, None)
+            return any(any(cell.strip() for cell in row) for row in records)
+    except Exception:  # noqa: BLE001 - the header was readable; train reports the rest
+        return True
+
+
 def check_data(c: _Check, out: Findings) -> None:
     model = c.loaded.config.model
     path = c.loaded.resolve(model.data)
@@ -99,6 +123,9 @@ def check_data(c: _Check, out: Findings) -> None:
         return
     if not columns:
         out.problems.append(f"{where}: {path} is empty (no header row)")
+        return
+    if not _has_rows(path):
+        out.problems.append(f"{where}: {path} has a header but no rows to train on")
         return
     if model.target not in columns:
         close = difflib.get_close_matches(model.target, columns, n=1, cutoff=0.6)
@@ -469,6 +496,23 @@ def check_test_paths(c: _Check, out: Findings) -> None:
     _check_paths(c, out, "test", c.loaded.config.test.paths)
 
 
+def check_image_name(c: _Check, out: Findings) -> None:
+    """image.name and MLCD_IMAGE are image repositories (no spaces, no tag: mlcd adds it)."""
+    given = os.environ.get("MLCD_IMAGE")
+    named = c.loaded.config.image.name
+    for value, where in ((given, "MLCD_IMAGE"), (named, c.at.where(("image", "name")))):
+        if value is None:
+            continue
+        if not _REPOSITORY.fullmatch(value.lower()):
+            out.problems.append(
+                f"{where}: `{value}` is not an image repository (like "
+                "`registry.example.com:5000/team/model`: lower-case letters, digits, `.`, `_`, "
+                "`-` and `/`, no tag or digest, which mlcd adds)"
+            )
+        if given:
+            return  # MLCD_IMAGE wins over image.name (the workflow's `image` input)
+
+
 # The checks, and the stage that needs what each one checks (`mlcd run --only` runs the
 # checks of the stages it runs).
 CHECKS: tuple[tuple[str, Callable[[_Check, Findings], None]], ...] = (
@@ -476,6 +520,7 @@ CHECKS: tuple[tuple[str, Callable[[_Check, Findings], None]], ...] = (
     ("test", check_test_paths),
     ("train", check_data),
     ("train", check_entrypoint),
+    ("build", check_image_name),
 )
 
 

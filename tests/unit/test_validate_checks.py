@@ -339,3 +339,54 @@ def test_the_default_ports_are_the_ones_deploy_uses(tmp_path: Path) -> None:
     assert deploy.router_port(ctx, "staging") == config_module.DEFAULT_ROUTER_PORTS["staging"]
     assert deploy.router_port(ctx, "production") == config_module.DEFAULT_ROUTER_PORTS["production"]
     assert deploy.router_port(ctx, "qa") == config_module.OTHER_ROUTER_PORTS_FROM
+
+
+def test_a_data_file_with_a_header_and_no_rows(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project.parent / "data.csv").write_text("a,b,y\n", "utf-8")
+    code, out = validate(project, capsys)
+    assert code == 2, out
+    assert "mlcd.yaml:6:9: model.data: " in out
+    assert "data.csv has a header but no rows to train on" in out
+    pd.DataFrame({"a": pd.Series([], dtype=float), "y": pd.Series([], dtype=int)}).to_parquet(
+        project.parent / "empty.parquet"
+    )
+    edit(project, "data: data.csv", "data: empty.parquet")
+    code, out = validate(project, capsys)
+    assert code == 2, out
+    assert "empty.parquet has a header but no rows to train on" in out
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Bad Image Name", "127.0.0.1:5000/demo:latest", "ghcr.io/org//demo", "demo@sha256:ab"],
+)
+def test_an_image_name_that_is_no_repository(
+    project: Path, name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLCD_IMAGE", raising=False)
+    edit(
+        project,
+        "lint: {paths: [train.py]}",
+        f'image: {{name: "{name}"}}\nlint: {{paths: [train.py]}}',
+    )
+    code, out = validate(project, capsys)
+    assert code == 2, out
+    assert f"image.name: `{name}` is not an image repository" in out
+
+
+def test_mlcd_image_is_checked_and_wins_over_image_name(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(
+        project, "lint: {paths: [train.py]}", 'image: {name: "Bad Name"}\nlint: {paths: [train.py]}'
+    )
+    monkeypatch.setenv("MLCD_IMAGE", "ghcr.io/My-Org/demo")  # lower-cased by mlcd: valid
+    code, out = validate(project, capsys)
+    assert code == 0, out
+    monkeypatch.setenv("MLCD_IMAGE", "not an image")
+    code, out = validate(project, capsys)
+    assert code == 2, out
+    assert "MLCD_IMAGE: `not an image` is not an image repository" in out
+    assert "image.name" not in out
