@@ -1,4 +1,4 @@
-"""The `mlcd.yaml` schema (DESIGN.md section 1), its loader and its error reporting.
+"""The `mlcd.yaml` schema (docs/configuration.md), its loader and its error reporting.
 
 The schema is written once, as pydantic models; validation, the JSON Schema in
 `schema/mlcd.schema.json` and the configuration reference in the docs all come from it.

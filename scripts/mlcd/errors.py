@@ -1,4 +1,4 @@
-"""The exceptions of mlcd: one class per exit code (DESIGN.md section 2).
+"""The exceptions of mlcd: one class per exit code (docs/foundation.md, "Exit codes.").
 
 Every expected failure is raised as one of these. The CLI's single top-level handler
 prints the message (and the hint, when there is one) and exits with the class's code;

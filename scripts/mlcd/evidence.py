@@ -1,4 +1,4 @@
-"""The evidence bundle (DESIGN.md section 3): `.mlcd/<stage>/result.json` and `summary.md`.
+"""The evidence bundle (docs/foundation.md): `.mlcd/<stage>/result.json` and `summary.md`.
 
 Stages pass nothing to each other but this folder. A stage returns a `StageOutcome`; the
 runner (`run_stage`) times it, adds the inputs (config and git digests), writes

@@ -69,7 +69,7 @@ def _deploy_this_runs_release(env: str, since: str) -> Step:
 
 
 def steps(ctx: Context) -> list[Step]:
-    """The stages in the workflow's order (DESIGN.md section 2)."""
+    """The stages in the workflow's order (docs/foundation.md)."""
     return [
         Step("lint", lint.stage),
         Step("test", test.stage),

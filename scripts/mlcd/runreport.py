@@ -1,6 +1,6 @@
 """`<out>/report.html`: one self-contained page for a whole run.
 
-Everything on the page comes from the evidence bundle (DESIGN.md section 3): `run.json`,
+Everything on the page comes from the evidence bundle (docs/report.md): `run.json`,
 each stage's `result.json`, and the files stages name there (`evaluate/verdict.json` and its
 PNG plots, `scan/findings.json`, `scan/sbom.cdx.json`, `train/model.json`). The page has
 inline CSS, inline SVG charts drawn here and the evaluation's PNGs as data URIs: no script,

@@ -1,6 +1,6 @@
 """The pull-request comment: verdict table, metric chart, scan counts, image, artifact links.
 
-Rendered from the evidence bundle alone (DESIGN.md section 3), so it reads whatever the
+Rendered from the evidence bundle alone (docs/foundation.md), so it reads whatever the
 stages wrote and leaves out what is not there. One comment per pull request, found again by
 its hidden marker and updated in place.
 """

@@ -1,4 +1,4 @@
-"""The model server that runs inside the serving image (`mlcd serve`, DESIGN.md section 4).
+"""The model server that runs inside the serving image (`mlcd serve`, docs/serving.md).
 
 It is built for speed on small machines: an asyncio server (uvloop + httptools) per CPU
 core sharing one port (SO_REUSEPORT), and inside each process adaptive micro-batching:
