@@ -19,7 +19,7 @@ from mlcd import __version__
 from mlcd.serve.metrics import SCORE_BUCKETS_PROBA as PROBA_BUCKETS
 from mlcd.serve.metrics import Layout, Metrics, RecentBuffer, regression_buckets
 from mlcd.serve.model import BatchOutput, ModelError, ServedModel
-from mlcd.serve.schema import ClientError, Parsed, parse_predict, parse_v2
+from mlcd.serve.schema import V2_TENSOR, ClientError, Parsed, parse_predict, parse_v2
 
 JSON = b"application/json"
 V2_DATATYPE = {
@@ -312,7 +312,7 @@ class App:
         if m.input_format == "array":
             inputs: list[dict[str, Any]] = [
                 {
-                    "name": "input-0",
+                    "name": V2_TENSOR,
                     "datatype": "FP64",
                     "shape": [-1, m.n_features],
                     "parameters": {"features": m.feature_names},

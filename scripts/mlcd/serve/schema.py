@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from mlcd.serve.model import GAP, ServedModel, feature_summary
 
 _NUMBER_TYPES = {int, float}
+_NONE = type(None)
 _NAN = GAP  # the one object every gap of a DataFrame-format row is (model._column)
 MAX_ROWS = 100_000
 
@@ -42,6 +43,26 @@ V2_NUMERIC = {
     "FP32",
     "FP64",
 }
+
+
+V2_TENSOR = "input-0"  # the name of the one [N, F] input (GET /v2/models/{name} lists it)
+
+# What JSON `data` each v2 datatype takes (null is a gap, checked per column later) and the
+# range of the integer and the narrow float datatypes.
+_V2_JSON_TYPES = {
+    "BYTES": (frozenset({str, _NONE}), "strings"),
+    "BOOL": (frozenset({bool, _NONE}), "true or false"),
+    **{t: (frozenset({int, float, _NONE}), "numbers") for t in ("FP16", "FP32", "FP64")},
+    **{
+        t: (frozenset({int, _NONE}), "integers")
+        for t in V2_NUMERIC - {"BOOL", "FP16", "FP32", "FP64"}
+    },
+}
+_V2_INT_RANGE = {
+    **{f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)},
+    **{f"UINT{b}": (0, 2**b - 1) for b in (8, 16, 32, 64)},
+}
+_V2_FLOAT_MAX = {"FP16": 65504.0, "FP32": float(np.finfo(np.float32).max)}
 
 
 class ClientError(Exception):
@@ -425,6 +446,64 @@ def _binary_outputs(doc: dict[str, Any], outputs: Any) -> set[str]:
 _Tensor = tuple[str, list[int], list[Any]]
 
 
+def _v2_parameters(holder: dict[str, Any], label: str) -> None:
+    """`parameters`, where given, is an object (the OIP's `$parameters`); null is none."""
+    params = holder.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise ClientError(
+            400,
+            f"{label} must be an object of name: value, got "
+            f"{type(params).__name__} {_describe(params)}",
+        )
+
+
+def _v2_got(value: Any) -> str:
+    return f"text {_describe(value)}" if isinstance(value, str) else _describe(value)
+
+
+def _v2_check_data(data: list[Any], datatype: str, where: str) -> None:
+    """The JSON `data` of a tensor fits its declared datatype: strings for BYTES, booleans
+    for BOOL, numbers for FP*, integers in the type's range for INT* and UINT*."""
+    allowed, what = _V2_JSON_TYPES[datatype]
+    if not allowed.issuperset(map(type, data)):
+        i, value = next((i, v) for i, v in enumerate(data) if type(v) not in allowed)
+        hint = ""
+        if datatype == "BYTES" and type(value) in _NUMBER_TYPES:
+            hint = " (send numbers as FP64, FP32 or INT64)"
+        raise ClientError(
+            400,
+            f"{where}: datatype {datatype} takes {what}, and data[{i}] is {_v2_got(value)}{hint}",
+        )
+    limits = _V2_INT_RANGE.get(datatype)
+    if limits is not None:
+        low, high = limits
+        numbers = [v for v in data if v is not None]
+        if numbers and (min(numbers) < low or max(numbers) > high):
+            i = next(i for i, v in enumerate(data) if v is not None and not low <= v <= high)
+            raise ClientError(
+                400, f"{where}: data[{i}] = {data[i]} does not fit {datatype} ({low} to {high})"
+            )
+    top = _V2_FLOAT_MAX.get(datatype)
+    if top is not None:
+        for i, v in enumerate(data):
+            if v is not None and top < abs(v) < math.inf:  # NaN and ±Infinity: later
+                raise ClientError(
+                    400, f"{where}: data[{i}] = {_describe(v)} does not fit {datatype}"
+                )
+
+
+def _unknown_input(model: ServedModel, name: str) -> ClientError:
+    """An input name that is neither the [N, F] tensor's nor a feature's: 400, with both."""
+    close = difflib.get_close_matches(name, model.feature_names, n=1, cutoff=0.6)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return ClientError(
+        400,
+        f"input `{name[:100]}` is not an input of this model{hint}: send `{V2_TENSOR}` of "
+        f"shape [N, {model.n_features}] or one input per feature, named "
+        f"{feature_summary(model.feature_names)}",
+    )
+
+
 def _v2_body(body: bytes, header_length: int | None) -> tuple[bytes, bytes]:
     """The JSON header and the binary data after it (none without `header_length`)."""
     if header_length is None:
@@ -443,12 +522,11 @@ def _v2_wanted(outputs: Any) -> list[str] | None:
     if outputs is None:
         return None
     if not isinstance(outputs, list) or not all(
-        isinstance(o, dict)
-        and isinstance(o.get("name"), str)
-        and isinstance(o.get("parameters", {}), dict)
-        for o in outputs
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
     ):
         raise ClientError(422, "`outputs` must be a list of objects with a `name`")
+    for i, output in enumerate(outputs):
+        _v2_parameters(output, f"outputs[{i}].parameters")
     wanted = [o["name"] for o in outputs]
     unknown = [w for w in wanted if w not in ("predict", "predict_proba")]
     if unknown:
@@ -462,6 +540,7 @@ def _v2_tensor(tensor: Any, where: str, binary: bytes, offset: int) -> tuple[_Te
     """One input tensor (name, shape, values) and the offset after its binary data."""
     if not isinstance(tensor, dict):
         raise ClientError(422, f"{where} must be an object with name, shape, datatype, data")
+    _v2_parameters(tensor, f"{where}.parameters")
     size = _binary_size(tensor, where)
     for key in ("name", "shape", "datatype", "data"):
         if key not in tensor and not (key == "data" and size is not None):
@@ -483,6 +562,7 @@ def _v2_tensor(tensor: Any, where: str, binary: bytes, offset: int) -> tuple[_Te
         offset += size
     else:
         data = _flatten(tensor["data"])
+        _v2_check_data(data, datatype, where)
     expected = shape[0] * (shape[1] if len(shape) == 2 else 1)
     if len(data) != expected:
         raise ClientError(
@@ -519,9 +599,7 @@ def _v2_columns(model: ServedModel, tensors: list[_Tensor]) -> list[list[Any]]:
     by_name = {}
     for name, shape, data in tensors:
         if name not in model.feature_index:
-            close = difflib.get_close_matches(name, model.feature_names, n=1, cutoff=0.6)
-            hint = f" (did you mean `{close[0]}`?)" if close else ""
-            raise ClientError(422, f"input `{name}` is not a feature of the model{hint}")
+            raise _unknown_input(model, name)
         if len(shape) == 2 and shape[1] != 1:
             raise ClientError(422, f"input `{name}`: a feature column has shape [N] or [N, 1]")
         by_name[name] = data
@@ -552,6 +630,11 @@ def parse_v2(model: ServedModel, body: bytes, header_length: int | None = None) 
     if not isinstance(inputs, list) or not inputs:
         raise ClientError(422, "`inputs` must be a non-empty list of tensors")
     req_id = doc.get("id")
+    if req_id is not None and not isinstance(req_id, str):
+        raise ClientError(
+            400, f"`id` must be a string, got {type(req_id).__name__} {_describe(req_id)}"
+        )
+    _v2_parameters(doc, "`parameters`")
     outputs = doc.get("outputs")
     wanted = _v2_wanted(outputs)
     tensors: list[_Tensor] = []
@@ -560,6 +643,8 @@ def parse_v2(model: ServedModel, body: bytes, header_length: int | None = None) 
         tensor, offset = _v2_tensor(item, f"inputs[{i}]", binary, offset)
         tensors.append(tensor)
     if len(tensors) == 1 and tensors[0][0] not in model.feature_index:
+        if tensors[0][0] != V2_TENSOR:
+            raise _unknown_input(model, tensors[0][0])
         rows = _v2_matrix(model, tensors[0])
     else:
         rows = _v2_columns(model, tensors)
