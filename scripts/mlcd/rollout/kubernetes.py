@@ -174,16 +174,19 @@ def _judge_job(project: str, image: str, command: list[str], deadline: int) -> d
                         "name": "judge",
                         "image": image,
                         "command": command,
-                        "resources": {
-                            "requests": {"cpu": "50m", "memory": "128Mi"},
-                            "limits": {"memory": "512Mi"},
-                        },
+                        "resources": _resources("50m", "128Mi", "512Mi"),
                         "securityContext": _container_security(),
                     }
                 ],
             },
         },
     }
+
+
+def _resources(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
+    """A container's resources as every container here has them: CPU and memory requested,
+    memory limited."""
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}}
 
 
 def judge_template(
@@ -352,10 +355,7 @@ def _model_container(image: str, version: str) -> dict[str, Any]:
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 10,
         },
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"memory": "1Gi"},
-        },
+        "resources": _resources("100m", "256Mi", "1Gi"),
         "securityContext": _container_security(),
     }
 
