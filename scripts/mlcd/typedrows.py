@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 STRING_KINDS = ("category", "text", "datetime")
+# the V2 (KServe) datatype of each feature kind; the model server's metadata route uses it too,
+# so this module must keep importing only the standard library at import time
 V2_DATATYPE = {
     "number": "FP64",
     "integer": "INT64",

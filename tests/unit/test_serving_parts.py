@@ -190,3 +190,23 @@ def test_cgroup_cpu_limit(tmp_path: Path) -> None:
     assert cgroup_cpu_limit(tmp_path) is None
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert cgroup_cpu_limit(tmp_path) == 2
+
+
+def test_the_server_can_import_typedrows_without_pandas_or_pydantic() -> None:
+    # serve.app takes V2_DATATYPE from typedrows: the serving image has neither pandas nor
+    # pydantic, so typedrows may import only the standard library at module level
+    import ast
+    import sys
+
+    from mlcd import typedrows
+
+    tree = ast.parse(Path(typedrows.__file__).read_text(encoding="utf-8"))
+    roots = {
+        (node.module or "").split(".")[0]
+        if isinstance(node, ast.ImportFrom)
+        else a.name.split(".")[0]
+        for node in tree.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for a in node.names
+    }
+    assert roots <= sys.stdlib_module_names | {"__future__"}, roots

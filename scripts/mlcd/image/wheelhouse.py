@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mlcd import __version__
 from mlcd.errors import UserInputError
+from mlcd.modelio import file_sha256 as sha256_file
 from mlcd.tools import pip
 
 # What the server imports; the lock holds these and everything they depend on.
@@ -92,14 +93,6 @@ def parse_constraints(text: str) -> dict[str, str]:
             name, version = line.split("==", 1)
             pins[normalize(name)] = version.strip()
     return pins
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _wheel_name_version(filename: str) -> tuple[str, str]:

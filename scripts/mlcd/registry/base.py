@@ -9,11 +9,16 @@ version (`champion` is what is live in production) and keep their history.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mlcd.contracts import MODEL_FILE
+from mlcd.errors import UserInputError
+from mlcd.evidence import utc_now
 
 CHAMPION = "champion"
 # Attachment keys that other stages use (release, deploy); any other key is allowed too.
@@ -35,6 +40,21 @@ class ModelVersion:
     verdict: dict[str, Any] | None
     files: list[str] = field(default_factory=list)
     attachments: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], attachments: Mapping[str, Any]) -> ModelVersion:
+        """The version a backend's stored record (`NewVersion.record`) and attachments describe."""
+        return cls(
+            version=str(record["version"]),
+            created=str(record["created"]),
+            fingerprint=str(record.get("fingerprint", "")),
+            model_sha256=str(record["model_sha256"]),
+            metadata=dict(record.get("metadata") or {}),
+            metrics=dict(record.get("metrics") or {}),
+            verdict=record.get("verdict"),
+            files=[str(f) for f in record.get("files", [])],
+            attachments=dict(attachments),
+        )
 
     @property
     def image_digest(self) -> str | None:
@@ -63,17 +83,45 @@ def digest_matches(recorded: str, wanted: str) -> bool:
     return bool(recorded) and bool(wanted) and bare(recorded) == bare(wanted)
 
 
+@dataclass(frozen=True)
+class NewVersion:
+    """A version to store, checked by `ModelRegistry.register`: what a backend's `_store` gets."""
+
+    model_file: Path
+    metadata: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    verdict: Mapping[str, Any] | None
+    extra: dict[str, Path]
+
+    def record(self, version: str, model_sha256: str) -> dict[str, Any]:
+        """The version's record as every backend keeps it, created now."""
+        return {
+            "version": version,
+            "created": utc_now(),
+            "fingerprint": str(self.metadata.get("fingerprint", "")),
+            "model_sha256": model_sha256,
+            "metadata": dict(self.metadata),
+            "metrics": dict(self.metrics),
+            "verdict": dict(self.verdict) if self.verdict is not None else None,
+            "files": [MODEL_FILE, *sorted(self.extra)],
+        }
+
+
+# an extra file's name: one plain file name, as both backends store it (a file, an asset)
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
 class ModelRegistry(ABC):
     """Every backend implements these; stages use nothing else."""
 
     backend: str = "abstract"
+    reserved_files: frozenset[str] = frozenset()
 
     @property
     @abstractmethod
     def location(self) -> str:
         """Where the registry is, for messages (a folder, a repository)."""
 
-    @abstractmethod
     def register(
         self,
         *,
@@ -83,7 +131,22 @@ class ModelRegistry(ABC):
         verdict: Mapping[str, Any] | None,
         files: Mapping[str, Path] | None = None,
     ) -> ModelVersion:
-        """Store a new version (model file, metadata, metrics, verdict, extra files)."""
+        """Store a new version (model file, metadata, metrics, verdict, extra files).
+
+        An extra file's name must be a plain file name the backend does not keep for itself
+        (`reserved_files`), and the model file must exist (UserInputError, exit 2, before the
+        backend stores anything)."""
+        extra = dict(files or {})
+        for name in extra:
+            if name in self.reserved_files or not _FILE_NAME.match(name):
+                raise UserInputError(f"model registry: `{name}` cannot be a version's file name")
+        if not model_file.is_file():
+            raise UserInputError(f"model registry: model file {model_file} does not exist")
+        return self._store(NewVersion(model_file, metadata, metrics, verdict, extra))
+
+    @abstractmethod
+    def _store(self, new: NewVersion) -> ModelVersion:
+        """Store the checked new version: the backend's half of `register`."""
 
     @abstractmethod
     def get(self, version: str) -> ModelVersion:

@@ -25,21 +25,20 @@ from typing import Any
 
 from mlcd.contracts import MODEL_FILE
 from mlcd.errors import GateFailed, UserInputError
-from mlcd.evidence import utc_now
 from mlcd.modelio import file_sha256
-from mlcd.registry.base import CHAMPION, ModelRegistry, ModelVersion
+from mlcd.registry.base import CHAMPION, ModelRegistry, ModelVersion, NewVersion
 from mlcd.tools.github import DEPLOYMENT_TASK, GitHub, GitHubApiError, deployment_payload
 
 ATTACHMENTS = "attachments.json"
 PRODUCTION = "production"
 _RECORD = re.compile(r"<!-- mlcd-record (\{.*\}) -->", re.DOTALL)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 class GitHubRegistry(ModelRegistry):
     """A registry in a repository's GitHub releases and deployments."""
 
     backend = "github"
+    reserved_files = frozenset({MODEL_FILE, ATTACHMENTS})
 
     def __init__(
         self, gh: GitHub, project: str, *, production: str = PRODUCTION, latest: bool = False
@@ -107,17 +106,7 @@ class GitHubRegistry(ModelRegistry):
                 loaded = json.loads(self._download(asset) or b"{}")
                 self._attachments[asset_id] = loaded if isinstance(loaded, dict) else {}
             attachments = dict(self._attachments[asset_id])
-        return ModelVersion(
-            version=str(record["version"]),
-            created=str(record["created"]),
-            fingerprint=str(record.get("fingerprint", "")),
-            model_sha256=str(record["model_sha256"]),
-            metadata=dict(record.get("metadata") or {}),
-            metrics=dict(record.get("metrics") or {}),
-            verdict=record.get("verdict"),
-            files=[str(f) for f in record.get("files", [])],
-            attachments=attachments,
-        )
+        return ModelVersion.from_record(record, attachments)
 
     def _release(self, version: str) -> dict[str, Any]:
         tag = self.tag(version)
@@ -136,34 +125,11 @@ class GitHubRegistry(ModelRegistry):
 
     # ------------------------------------------------------------------ interface
 
-    def register(
-        self,
-        *,
-        model_file: Path,
-        metadata: Mapping[str, Any],
-        metrics: Mapping[str, Any],
-        verdict: Mapping[str, Any] | None,
-        files: Mapping[str, Path] | None = None,
-    ) -> ModelVersion:
-        extra = dict(files or {})
-        for name in extra:
-            if name in (MODEL_FILE, ATTACHMENTS) or not _NAME.match(name):
-                raise UserInputError(f"model registry: `{name}` cannot be a version's file name")
-        if not model_file.is_file():
-            raise UserInputError(f"model registry: model file {model_file} does not exist")
+    def _store(self, new: NewVersion) -> ModelVersion:
         number = max((n for n, _ in self._releases()), default=0) + 1
         for _attempt in range(5):
             version = f"v{number}"
-            record = {
-                "version": version,
-                "created": utc_now(),
-                "fingerprint": str(metadata.get("fingerprint", "")),
-                "model_sha256": file_sha256(model_file),
-                "metadata": dict(metadata),
-                "metrics": dict(metrics),
-                "verdict": dict(verdict) if verdict is not None else None,
-                "files": [MODEL_FILE, *sorted(extra)],
-            }
+            record = new.record(version, file_sha256(new.model_file))
             body = (
                 f"Model **{self.project} {version}** (registered by mlcd).\n\n"
                 f"<!-- mlcd-record {json.dumps(record, sort_keys=True, default=str)} -->\n"
@@ -186,8 +152,8 @@ class GitHubRegistry(ModelRegistry):
                     number += 1
                     continue
                 raise
-            self.gh.upload_asset(release, model_file, name=MODEL_FILE)
-            for name, path in extra.items():
+            self.gh.upload_asset(release, new.model_file, name=MODEL_FILE)
+            for name, path in new.extra.items():
                 self.gh.upload_asset(release, path, name=name)
             self._forget()
             return self.get(version)

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,11 @@ from mlcd.contracts import MODEL_FILE
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import utc_now, write_json_atomic
 from mlcd.modelio import file_sha256
-from mlcd.registry.base import ModelRegistry, ModelVersion
+from mlcd.registry.base import ModelRegistry, ModelVersion, NewVersion
 from mlcd.rollout.state import process_start
 
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_RESERVED = {"record.json", "attachments.json", MODEL_FILE}
 
 
 def _read_json(path: Path) -> Any:
@@ -50,6 +49,7 @@ class LocalRegistry(ModelRegistry):
     """A registry in a folder on this machine."""
 
     backend = "local"
+    reserved_files = frozenset({"record.json", "attachments.json", MODEL_FILE})
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -143,17 +143,7 @@ class LocalRegistry(ModelRegistry):
         if not isinstance(record, dict):
             raise UserInputError(f"model registry: {folder / 'record.json'} is not a record")
         attachments = _read_json(folder / "attachments.json") or {}
-        return ModelVersion(
-            version=str(record["version"]),
-            created=str(record["created"]),
-            fingerprint=str(record.get("fingerprint", "")),
-            model_sha256=str(record["model_sha256"]),
-            metadata=dict(record.get("metadata") or {}),
-            metrics=dict(record.get("metrics") or {}),
-            verdict=record.get("verdict"),
-            files=[str(f) for f in record.get("files", [])],
-            attachments=dict(attachments),
-        )
+        return ModelVersion.from_record(record, attachments)
 
     def _numbers(self) -> list[int]:
         if not self._versions_dir.is_dir():
@@ -167,21 +157,7 @@ class LocalRegistry(ModelRegistry):
 
     # ------------------------------------------------------------------ interface
 
-    def register(
-        self,
-        *,
-        model_file: Path,
-        metadata: Mapping[str, Any],
-        metrics: Mapping[str, Any],
-        verdict: Mapping[str, Any] | None,
-        files: Mapping[str, Path] | None = None,
-    ) -> ModelVersion:
-        extra = dict(files or {})
-        for name in extra:
-            if name in _RESERVED or "/" in name or not _NAME.match(name):
-                raise UserInputError(f"model registry: `{name}` cannot be a version's file name")
-        if not model_file.is_file():
-            raise UserInputError(f"model registry: model file {model_file} does not exist")
+    def _store(self, new: NewVersion) -> ModelVersion:
         with self._locked():
             self._versions_dir.mkdir(parents=True, exist_ok=True)
             number = (max(self._numbers(), default=0)) + 1
@@ -193,21 +169,12 @@ class LocalRegistry(ModelRegistry):
                 except FileExistsError:  # a half-written version left by a crash
                     number += 1
             version = f"v{number}"
-            shutil.copyfile(model_file, folder / MODEL_FILE)
-            for name, path in extra.items():
+            shutil.copyfile(new.model_file, folder / MODEL_FILE)
+            for name, path in new.extra.items():
                 shutil.copyfile(path, folder / name)
-            record = {
-                "version": version,
-                "created": utc_now(),
-                "fingerprint": str(metadata.get("fingerprint", "")),
-                "model_sha256": file_sha256(folder / MODEL_FILE),
-                "metadata": dict(metadata),
-                "metrics": dict(metrics),
-                "verdict": dict(verdict) if verdict is not None else None,
-                "files": [MODEL_FILE, *sorted(extra)],
-            }
+            record = new.record(version, file_sha256(folder / MODEL_FILE))
             write_json_atomic(folder / "record.json", record)
-            for name in [MODEL_FILE, *extra, "record.json"]:
+            for name in [MODEL_FILE, *new.extra, "record.json"]:
                 (folder / name).chmod(0o444)
             return self._load(folder)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mlcd.config import EnvironmentSection
+from mlcd.config import BlueGreenSection, EnvironmentSection, ShadowSection
 from mlcd.errors import GateFailed, MlcdError
 from mlcd.evidence import utc_now
 from mlcd.rollout.judge import (
@@ -414,6 +414,33 @@ class Controller:
         limit = a.inconclusive_limit if inconclusive_limit is None else inconclusive_limit
         return AnalysisRun(a.failure_limit, limit, a.consecutive_error_limit)
 
+    def _analyse_fresh(
+        self,
+        load: LoadGenerator | None,
+        stable: Arm,
+        candidate: Arm,
+        cfg: BlueGreenSection | ShadowSection,
+        *,
+        duration: float,
+        label: str,
+    ) -> _Analysis:
+        """One analysis from nothing (a new run and judge state) under `load` when there is
+        one: a blue-green preview (like for like) or a shadow (paired by request id)."""
+        shadow = isinstance(cfg, ShadowSection)
+        with load if load is not None else contextlib.nullcontext():
+            return self._analyse(
+                stable,
+                candidate,
+                min_requests=cfg.min_requests,
+                interval=cfg.interval,
+                duration=duration,
+                run=self._analysis_run(),
+                judge_state=JudgeState(),
+                paired=shadow,
+                label=label,
+                like_for_like=not shadow,
+            )
+
     def _canary(self, candidate: Arm) -> DeployOutcome:
         section = self.spec.section
         cfg = section.canary
@@ -460,7 +487,6 @@ class Controller:
         cfg = section.blue_green
         stable = self.state.stable
         assert stable is not None  # noqa: S101  # nosec B101
-        run = self._analysis_run()
         rps = section.load_test.rps if section.load_test else cfg.rps
         load = self._load([stable, candidate], rps)
         self.save(
@@ -469,19 +495,9 @@ class Controller:
             detail=f"{candidate.container} on {self.target.arm_address(candidate)}, analysed for "
             f"{cfg.preview_duration:g}s before the switch",
         )
-        with load if load is not None else contextlib.nullcontext():
-            result = self._analyse(
-                stable,
-                candidate,
-                min_requests=cfg.min_requests,
-                interval=cfg.interval,
-                duration=cfg.preview_duration,
-                run=run,
-                judge_state=JudgeState(),
-                paired=False,
-                label="preview",
-                like_for_like=True,
-            )
+        result = self._analyse_fresh(
+            load, stable, candidate, cfg, duration=cfg.preview_duration, label="preview"
+        )
         return self._unless_passed(result, "preview analysis failed") or self.promote()
 
     def _shadow(self, candidate: Arm) -> DeployOutcome:
@@ -489,7 +505,6 @@ class Controller:
         cfg = section.shadow
         stable = self.state.stable
         assert stable is not None  # noqa: S101  # nosec B101
-        run = self._analysis_run()
         self.route("mirror", ((stable, 1),), candidate)
         self.save(
             "shadow",
@@ -497,18 +512,9 @@ class Controller:
             detail="inference requests mirrored; clients get stable's answers",
         )
         load = self._load(None, section.load_test.rps if section.load_test else None)
-        with load if load is not None else contextlib.nullcontext():
-            result = self._analyse(
-                stable,
-                candidate,
-                min_requests=cfg.min_requests,
-                interval=cfg.interval,
-                duration=cfg.duration,
-                run=run,
-                judge_state=JudgeState(),
-                paired=True,
-                label="shadow",
-            )
+        result = self._analyse_fresh(
+            load, stable, candidate, cfg, duration=cfg.duration, label="shadow"
+        )
         ended = self._unless_passed(result, "shadow blocked from promotion")
         if ended is not None:
             return ended

@@ -58,7 +58,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Literal
@@ -287,24 +287,22 @@ def rate_bound(k: int, n: int, a: float, side: Literal["lower", "upper"]) -> flo
     if side == "upper":  # the smallest p0 with "p ≥ p0" rejected
         if bernoulli_log_e(k, n, 1.0 - 1e-12, "below") < threshold:
             return 1.0
-        lo, hi = p_hat, 1.0
-        for _ in range(24):
-            mid = (lo + hi) / 2
-            if bernoulli_log_e(k, n, mid, "below") >= threshold:
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        return _bisect(p_hat, 1.0, lambda p0: bernoulli_log_e(k, n, p0, "below") >= threshold)[1]
     if k == 0 or bernoulli_log_e(k, n, 1e-12, "above") < threshold:
         return 0.0
-    lo, hi = 0.0, p_hat  # the largest p0 with "p ≤ p0" rejected
+    # the largest p0 with "p ≤ p0" rejected
+    return _bisect(0.0, p_hat, lambda p0: not (bernoulli_log_e(k, n, p0, "above") >= threshold))[0]
+
+
+def _bisect(lo: float, hi: float, high_side: Callable[[float], bool]) -> tuple[float, float]:
+    """(lo, hi) after 24 halvings: each midpoint becomes hi where `high_side` holds, else lo."""
     for _ in range(24):
         mid = (lo + hi) / 2
-        if bernoulli_log_e(k, n, mid, "above") >= threshold:
-            lo = mid
-        else:
+        if high_side(mid):
             hi = mid
-    return lo
+        else:
+            lo = mid
+    return lo, hi
 
 
 def rate_bounds(k: int, n: int, a: float) -> tuple[float, float]:
@@ -667,30 +665,29 @@ def judge(
             (f"error reading, not judged: {'; '.join(problems)}",),
             {"error_readings": bad.error_readings},
         )
-    reasons: list[str] = []
-    failures: list[str] = []
-    pending: list[str] = []
     s = _accumulate(state, stable, canary, extra=(limits.max_p99_latency_ms / 1000.0,))
-    metrics = _interval_metrics(s, stable, canary)
+    notes = _Notes(_interval_metrics(s, stable, canary))
     has_stable = s.stable_requests > 0
 
-    notes = {"reasons": reasons, "failures": failures, "pending": pending}
-    s = _errors(s, canary, stable, limits, has_stable=has_stable, metrics=metrics, **notes)
-    _latency(s, limits, has_stable=has_stable, metrics=metrics, **notes)
+    s = _errors(s, canary, stable, limits, has_stable=has_stable, notes=notes)
+    _latency(s, limits, has_stable=has_stable, notes=notes)
     if pairs is not None:
-        s = _paired(
-            s,
-            pairs=pairs,
-            limits=limits,
-            metrics=metrics,
-            reasons=reasons,
-            failures=failures,
-            pending=pending,
-        )
+        s = _paired(s, pairs=pairs, limits=limits, notes=notes)
     else:
-        s = _distribution(s, limits, metrics=metrics, **notes)
-    measurement = _decision(s, limits, paired=pairs is not None, metrics=metrics, **notes)
+        s = _distribution(s, limits, notes=notes)
+    measurement = _decision(s, limits, paired=pairs is not None, notes=notes)
     return s, measurement
+
+
+@dataclass
+class _Notes:
+    """What the checks of one interval write: its metrics, and the reasons, failures and
+    conditions not yet shown that the measurement is made of."""
+
+    metrics: dict[str, float | int | None]
+    reasons: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
 
 
 def _accumulate(
@@ -737,14 +734,11 @@ def _decision(
     limits: Limits,
     *,
     paired: bool,
-    metrics: dict[str, float | int | None],
-    reasons: list[str],
-    failures: list[str],
-    pending: list[str],
+    notes: _Notes,
 ) -> Measurement:
     """Fail on any failure; inconclusive on too little traffic or what is not yet shown."""
-    if failures:
-        return Measurement("fail", tuple(failures + reasons), metrics)
+    if notes.failures:
+        return Measurement("fail", tuple(notes.failures + notes.reasons), notes.metrics)
     needed = ""
     if paired and s.pairs < limits.min_requests:
         needed = f"{s.pairs} of {limits.min_requests} requests paired by request id"
@@ -752,16 +746,19 @@ def _decision(
         needed = f"{s.step_requests} of {limits.min_requests} requests on the canary in this step"
     if needed:
         return Measurement(
-            "inconclusive", (f"too little traffic: {needed}", *reasons), metrics, tuple(pending)
+            "inconclusive",
+            (f"too little traffic: {needed}", *notes.reasons),
+            notes.metrics,
+            tuple(notes.pending),
         )
-    if pending:
+    if notes.pending:
         return Measurement(
             "inconclusive",
-            (f"not yet shown within tolerance: {'; '.join(pending)}", *reasons),
-            metrics,
-            tuple(pending),
+            (f"not yet shown within tolerance: {'; '.join(notes.pending)}", *notes.reasons),
+            notes.metrics,
+            tuple(notes.pending),
         )
-    return Measurement("pass", tuple(reasons), metrics)
+    return Measurement("pass", tuple(notes.reasons), notes.metrics)
 
 
 def _errors(
@@ -770,10 +767,7 @@ def _errors(
     stable: ArmWindow,
     limits: Limits,
     *,
-    metrics: dict[str, float | int | None],
-    reasons: list[str],
-    failures: list[str],
-    pending: list[str],
+    notes: _Notes,
     has_stable: bool,
 ) -> JudgeState:
     # 1. error rate, canary against stable (mixture SPRT on the odds ratio)
@@ -784,14 +778,14 @@ def _errors(
     )
     s = replace(s, error_loglr=error_loglr)
     log_lambda = mixture(error_loglr)
-    metrics["errors_log_lr"] = round(log_lambda, 4)
-    metrics["errors_p_value"] = round(min(1.0, math.exp(-log_lambda)), 6)
+    notes.metrics["errors_log_lr"] = round(log_lambda, 4)
+    notes.metrics["errors_p_value"] = round(min(1.0, math.exp(-log_lambda)), 6)
     compare = (
         f"error rate canary {_fmt_rate(s.canary_errors, s.canary_requests)} vs stable "
         f"{_fmt_rate(s.stable_errors, s.stable_requests)}"
     )
     if log_lambda >= math.log(1.0 / a_err):
-        failures.append(
+        notes.failures.append(
             f"{compare}: higher on the canary (sequential test, evidence ratio "
             f"{math.exp(min(log_lambda, 700)):.3g} ≥ {1 / a_err:.3g})"
         )
@@ -799,14 +793,16 @@ def _errors(
     c_high = rate_bound(s.canary_errors, s.canary_requests, limits.alpha / 2, "upper")
     s_low = rate_bound(s.stable_errors, s.stable_requests, limits.alpha / 2, "lower")
     increase = c_high - s_low
-    metrics["error_rate_increase_upper"] = round(increase, 6)
+    notes.metrics["error_rate_increase_upper"] = round(increase, 6)
     tolerance = limits.max_error_rate_increase
     if not has_stable:
         pass
     elif increase <= tolerance:
-        reasons.append(f"{compare}: increase at most {increase:.2%} (tolerance {tolerance:.2%})")
+        notes.reasons.append(
+            f"{compare}: increase at most {increase:.2%} (tolerance {tolerance:.2%})"
+        )
     else:
-        pending.append(
+        notes.pending.append(
             f"error-rate increase ≤ {tolerance:.2%} (upper bound {increase:.2%}, {compare})"
         )
 
@@ -815,10 +811,10 @@ def _errors(
     p0 = limits.max_error_rate
     log_limit = bernoulli_log_e(s.canary_errors, s.canary_requests, p0, "above")
     limit_low = rate_bound(s.canary_errors, s.canary_requests, a_lim, "lower")
-    metrics["error_limit_log_lr"] = round(log_limit, 4) if math.isfinite(log_limit) else 700.0
-    metrics["canary_error_rate_lower"] = round(limit_low, 6)
+    notes.metrics["error_limit_log_lr"] = round(log_limit, 4) if math.isfinite(log_limit) else 700.0
+    notes.metrics["canary_error_rate_lower"] = round(limit_low, 6)
     if log_limit >= math.log(1.0 / a_lim):
-        failures.append(
+        notes.failures.append(
             f"canary error rate {_fmt_rate(s.canary_errors, s.canary_requests)} is above "
             f"max-error-rate {p0:.2%} (lower confidence bound {limit_low:.2%})"
         )
@@ -829,28 +825,27 @@ def _latency(
     s: JudgeState,
     limits: Limits,
     *,
-    metrics: dict[str, float | int | None],
-    reasons: list[str],
-    failures: list[str],
-    pending: list[str],
+    notes: _Notes,
     has_stable: bool,
 ) -> None:
     cb, sb = s.canary_buckets, s.stable_buckets
     for arm, buckets in (("canary", cb), ("stable", sb)):
         for q in (0.5, 0.99):
             value = histogram_quantile(q, buckets)
-            metrics[f"{arm}_{_q_label(q)}_ms"] = None if value is None else round(value * 1e3, 3)
+            notes.metrics[f"{arm}_{_q_label(q)}_ms"] = (
+                None if value is None else round(value * 1e3, 3)
+            )
     canary_n = cb[-1][1] if cb else 0
     # absolute p99 limit: fails only when the canary's p99 is shown above it
     a_abs = limits.alpha * ALPHA_SHARES["latency_limit"]
     limit_s = limits.max_p99_latency_ms / 1000.0
     if canary_n:
         low99 = quantile_bound(cb, 0.99, a_abs, "lower")
-        metrics["canary_p99_lower_ms"] = round(low99 * 1e3, 3)
+        notes.metrics["canary_p99_lower_ms"] = round(low99 * 1e3, 3)
         if exceeds(cb, 0.99, limit_s, a_abs):
-            failures.append(
-                f"canary p99 latency {metrics['canary_p99_ms']} ms is above max-p99-latency-ms "
-                f"{limits.max_p99_latency_ms:g} (shown at the {a_abs:.2g} level)"
+            notes.failures.append(
+                f"canary p99 latency {notes.metrics['canary_p99_ms']} ms is above "
+                f"max-p99-latency-ms {limits.max_p99_latency_ms:g} (shown at the {a_abs:.2g} level)"
             )
     if not limits.quantiles:
         return
@@ -865,37 +860,39 @@ def _latency(
         scale = 1.0 + tolerance
         if not has_stable or not canary_n or not stable_n:
             if has_stable:
-                pending.append(f"{label} latency within tolerance (no latencies measured yet)")
+                notes.pending.append(
+                    f"{label} latency within tolerance (no latencies measured yet)"
+                )
             continue
         c_low = quantile_bound(cb, q, a_q, "lower")
         s_high = quantile_bound(sb, q, a_q, "upper")
         c_high = quantile_bound(cb, q, a_pass, "upper")
         s_low = quantile_bound(sb, q, a_pass, "lower")
         c_low, c_high, s_low, s_high = (v * 1e3 for v in (c_low, c_high, s_low, s_high))
-        metrics[f"{label}_ratio_upper"] = (
+        notes.metrics[f"{label}_ratio_upper"] = (
             None if math.isinf(c_high) or s_low <= 0 else round(c_high / s_low, 4)
         )
-        metrics[f"{label}_ratio_lower"] = (
+        notes.metrics[f"{label}_ratio_lower"] = (
             None if math.isinf(s_high) or s_high <= 0 else round(c_low / s_high, 4)
         )
         if c_low > scale * s_high + floor:
-            failures.append(
+            notes.failures.append(
                 f"canary {label} latency is more than {tolerance:.0%} (and {floor:g} ms) above "
                 f"stable: at least {_fmt_ms(c_low)} ms against at most {_fmt_ms(s_high)} ms"
             )
             continue
         if c_high <= scale * s_low + floor:
-            reasons.append(
+            notes.reasons.append(
                 f"{label} latency within {tolerance:.0%} (+{floor:g} ms) of stable: at most "
                 f"{_fmt_ms(c_high)} ms against at least {_fmt_ms(s_low)} ms"
             )
         elif c_high <= ok_ms:
-            reasons.append(
+            notes.reasons.append(
                 f"{label} latency at most {_fmt_ms(c_high)} ms, within latency-ok-ms "
                 f"{ok_ms:g} (stable at least {_fmt_ms(s_low)} ms)"
             )
         else:
-            pending.append(
+            notes.pending.append(
                 f"{label} latency ≤ {scale:g} x stable + {floor:g} ms (canary at most "
                 f"{_fmt_ms(c_high)} ms, stable at least {_fmt_ms(s_low)} ms)"
             )
@@ -920,10 +917,7 @@ def _distribution(
     s: JudgeState,
     limits: Limits,
     *,
-    metrics: dict[str, float | int | None],
-    reasons: list[str],
-    failures: list[str],
-    pending: list[str],
+    notes: _Notes,
 ) -> JudgeState:
     checks: list[tuple[str, str, list[float], list[float]]] = []
     if s.canary_classes or s.stable_classes:
@@ -938,7 +932,7 @@ def _distribution(
         return s
     ready = {c[0] for c in checks if min(sum(c[2]), sum(c[3])) >= MIN_PREDICTIONS}
     if not ready:
-        pending.append(
+        notes.pending.append(
             f"prediction shift ≤ {limits.max_prediction_shift:g} (fewer than "
             f"{MIN_PREDICTIONS} predictions on an arm)"
         )
@@ -950,26 +944,26 @@ def _distribution(
     limit = limits.max_prediction_shift
     for key, what, a, b in checks:
         if key not in ready:
-            pending.append(f"{what}: shift ≤ {limit:g} (too few predictions)")
+            notes.pending.append(f"{what}: shift ≤ {limit:g} (too few predictions)")
             continue
         shift = psi_estimate(a, b)
         low, high = shift.corrected - z * shift.se, shift.corrected + z_pass * shift.se
-        metrics[f"{key}_psi"] = round(shift.raw, 5)
-        metrics[f"{key}_psi_corrected"] = round(shift.corrected, 5)
-        metrics[f"{key}_psi_upper"] = round(high, 5)
-        if key == "classes" or "prediction_psi" not in metrics:
-            metrics["prediction_psi"] = round(shift.corrected, 5)
+        notes.metrics[f"{key}_psi"] = round(shift.raw, 5)
+        notes.metrics[f"{key}_psi_corrected"] = round(shift.corrected, 5)
+        notes.metrics[f"{key}_psi_upper"] = round(high, 5)
+        if key == "classes" or "prediction_psi" not in notes.metrics:
+            notes.metrics["prediction_psi"] = round(shift.corrected, 5)
         if low > limit:
-            failures.append(
+            notes.failures.append(
                 f"{what} shifted: PSI {shift.corrected:.3f} (bias-corrected; at least "
                 f"{low:.3f}) > max-prediction-shift {limit:g}"
             )
         elif high <= limit:
-            reasons.append(
+            notes.reasons.append(
                 f"{what}: PSI {shift.corrected:.3f}, at most {high:.3f} (limit {limit:g})"
             )
         else:
-            pending.append(
+            notes.pending.append(
                 f"{what}: PSI ≤ {limit:g} (estimate {shift.corrected:.3f}, at most {high:.3f})"
             )
     return s
@@ -980,10 +974,7 @@ def _paired(
     *,
     pairs: Sequence[tuple[float | str, float | str]],
     limits: Limits,
-    metrics: dict[str, float | int | None],
-    reasons: list[str],
-    failures: list[str],
-    pending: list[str],
+    notes: _Notes,
 ) -> JudgeState:
     disagreements = s.disagreements
     abs_sum = s.abs_diff_sum
@@ -1002,41 +993,43 @@ def _paired(
         elif str(left) != str(right):
             disagreements += 1
     s = replace(s, pairs=s.pairs + len(pairs), disagreements=disagreements, abs_diff_sum=abs_sum)
-    metrics["paired_requests"] = s.pairs
+    notes.metrics["paired_requests"] = s.pairs
     if s.pairs == 0:
-        reasons.append("no requests paired by request id yet")
-        pending.append("shadow agreement (no pairs yet)")
+        notes.reasons.append("no requests paired by request id yet")
+        notes.pending.append("shadow agreement (no pairs yet)")
         return s
     if numeric and limits.max_mean_abs_diff is not None:
         mad = s.abs_diff_sum / s.pairs
-        metrics["mean_abs_diff"] = round(mad, 6)
+        notes.metrics["mean_abs_diff"] = round(mad, 6)
         if s.pairs >= limits.min_requests and mad > limits.max_mean_abs_diff:
-            failures.append(
+            notes.failures.append(
                 f"shadow predictions differ from stable by {mad:.4g} on average over {s.pairs} "
                 f"paired requests (max-mean-abs-diff {limits.max_mean_abs_diff:g})"
             )
         else:
-            reasons.append(f"mean absolute prediction difference {mad:.4g} over {s.pairs} pairs")
+            notes.reasons.append(
+                f"mean absolute prediction difference {mad:.4g} over {s.pairs} pairs"
+            )
         return s
     share = s.disagreements / s.pairs
     low = rate_bound(s.disagreements, s.pairs, limits.alpha * SHADOW_SHARE, "lower")
     high = rate_bound(s.disagreements, s.pairs, limits.alpha, "upper")
-    metrics["disagreement"] = round(share, 6)
-    metrics["agreement"] = round(1.0 - share, 6)
-    metrics["disagreement_upper"] = round(high, 6)
+    notes.metrics["disagreement"] = round(share, 6)
+    notes.metrics["agreement"] = round(1.0 - share, 6)
+    notes.metrics["disagreement_upper"] = round(high, 6)
     limit = limits.max_disagreement
     if low > limit:
-        failures.append(
+        notes.failures.append(
             f"shadow disagrees with stable on {share:.1%} of {s.pairs} paired requests (at "
             f"least {low:.1%}; max-disagreement {limit:.1%})"
         )
     elif high <= limit:
-        reasons.append(
+        notes.reasons.append(
             f"shadow agrees with stable on {1 - share:.1%} of {s.pairs} paired requests "
             f"(disagreement at most {high:.1%})"
         )
     else:
-        pending.append(
+        notes.pending.append(
             f"shadow disagreement ≤ {limit:.1%} ({share:.1%} of {s.pairs} pairs, at most "
             f"{high:.1%})"
         )

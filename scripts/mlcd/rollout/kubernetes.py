@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from mlcd.config import AnalysisSection, EnvironmentSection
+from mlcd.config import AnalysisSection, BlueGreenSection, CanarySection, EnvironmentSection
 from mlcd.errors import UserInputError
 from mlcd.rollout.state import safe_name
 from mlcd.rollout.watch import METRIC_NAMES
@@ -174,16 +174,19 @@ def _judge_job(project: str, image: str, command: list[str], deadline: int) -> d
                         "name": "judge",
                         "image": image,
                         "command": command,
-                        "resources": {
-                            "requests": {"cpu": "50m", "memory": "128Mi"},
-                            "limits": {"memory": "512Mi"},
-                        },
+                        "resources": _resources("50m", "128Mi", "512Mi"),
                         "securityContext": _container_security(),
                     }
                 ],
             },
         },
     }
+
+
+def _resources(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
+    """A container's resources as every container here has them: CPU and memory requested,
+    memory limited."""
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}}
 
 
 def judge_template(
@@ -293,6 +296,22 @@ def _canary(name: str, project: str, section: EnvironmentSection, image: str) ->
             "steps": steps,
         }
     }
+    template, judged = _templates(
+        name, project, section, image, cfg, min_intervals=cfg.min_intervals
+    )
+    return spec, [f"{name}-stable", f"{name}-canary"], template, judged
+
+
+def _templates(
+    name: str,
+    project: str,
+    section: EnvironmentSection,
+    image: str,
+    cfg: CanarySection | BlueGreenSection,
+    *,
+    min_intervals: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The strategy's two analysis templates: the Prometheus one and the judge Job's."""
     template = analysis_template(name, project, section, cfg.interval, cfg.min_requests)
     judged = judge_template(
         name,
@@ -301,9 +320,9 @@ def _canary(name: str, project: str, section: EnvironmentSection, image: str) ->
         image=image,
         interval=cfg.interval,
         min_requests=cfg.min_requests,
-        min_intervals=cfg.min_intervals,
+        min_intervals=min_intervals,
     )
-    return spec, [f"{name}-stable", f"{name}-canary"], template, judged
+    return template, judged
 
 
 def _blue_green(name: str, project: str, section: EnvironmentSection, image: str) -> _Strategy:
@@ -322,16 +341,8 @@ def _blue_green(name: str, project: str, section: EnvironmentSection, image: str
             "scaleDownDelaySeconds": max(0, round(bg.scale_down_delay)),
         }
     }
-    template = analysis_template(name, project, section, bg.interval, bg.min_requests)
-    judged = judge_template(
-        name,
-        project,
-        section,
-        image=image,
-        interval=bg.interval,
-        min_requests=bg.min_requests,
-        min_intervals=max(1, round(bg.preview_duration / max(bg.interval, 0.001))),
-    )
+    min_intervals = max(1, round(bg.preview_duration / max(bg.interval, 0.001)))
+    template, judged = _templates(name, project, section, image, bg, min_intervals=min_intervals)
     return spec, [f"{name}-active", f"{name}-preview"], template, judged
 
 
@@ -352,10 +363,7 @@ def _model_container(image: str, version: str) -> dict[str, Any]:
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 10,
         },
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"memory": "1Gi"},
-        },
+        "resources": _resources("100m", "256Mi", "1Gi"),
         "securityContext": _container_security(),
     }
 

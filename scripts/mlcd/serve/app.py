@@ -21,15 +21,11 @@ from mlcd.serve.metrics import Layout, Metrics, RecentBuffer, regression_buckets
 from mlcd.serve.model import BatchOutput, ModelError, ServedModel
 from mlcd.serve.schema import V2_TENSOR, ClientError, Parsed, parse_predict, parse_v2
 
+# typedrows imports only the standard library at import time, so the serving image (no pandas,
+# no pydantic) can use its table of V2 datatypes, the one the rows sent by mlcd use too
+from mlcd.typedrows import V2_DATATYPE
+
 JSON = b"application/json"
-V2_DATATYPE = {
-    "number": "FP64",
-    "integer": "INT64",
-    "boolean": "BOOL",
-    "category": "BYTES",
-    "text": "BYTES",
-    "datetime": "BYTES",
-}
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 
 R_PREDICT = "/predict"

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.tools.base import ToolResult, find_program, run, spawn
@@ -218,11 +218,7 @@ def build_failure(
 
 def inspect_image(ref: str) -> dict[str, Any] | None:
     """`docker image inspect` as a dict, or None when there is no such image."""
-    result = call(["image", "inspect", ref], timeout=60, check=False)
-    if result.returncode != 0:
-        return None
-    data = json.loads(result.stdout)
-    return data[0] if data else None
+    return _inspect("image", ref)
 
 
 def image_exists(ref: str) -> bool:
@@ -313,7 +309,12 @@ def host_port(container: str, port: int) -> int:
 
 
 def inspect_container(ref: str) -> dict[str, Any] | None:
-    result = call(["container", "inspect", ref], timeout=60, check=False)
+    """`docker container inspect` as a dict, or None when there is no such container."""
+    return _inspect("container", ref)
+
+
+def _inspect(kind: Literal["image", "container"], ref: str) -> dict[str, Any] | None:
+    result = call([kind, "inspect", ref], timeout=60, check=False)
     if result.returncode != 0:
         return None
     data = json.loads(result.stdout)

@@ -468,6 +468,19 @@ class DockerHostTarget(Target):
         text = result.stderr.lower()
         return any(w in text for w in ("no such container", "is not running", "restarting"))
 
+    def _reconfigure(self, container: str, script: str, text: str) -> ToolResult | None:
+        """`script` run in the router `container` with `text` on its stdin: the result, or
+        None when the container is missing (to be started); EnvironmentMissing when it
+        refused the new configuration."""
+        result = self._docker(
+            "exec", "-i", container, "sh", "-c", script, input_text=text, check=False
+        )
+        if self._missing(result):
+            return None
+        if result.returncode != 0:
+            raise self._refused(container, result)
+        return result
+
     def _apply_routes(self, text: str) -> None:
         """The routing side: tested, swapped in and reloaded; started when it is missing."""
         conf, new = f"{ROUTER_PREFIX}/nginx.conf", f"{ROUTER_PREFIX}/nginx.conf.new"
@@ -476,12 +489,8 @@ class DockerHostTarget(Target):
             f"cat > {new} && {nginx} -t -q -c {new} && mv -f {new} {conf} && "
             f"{{ {_WORKERS}; }} && {nginx} -c {conf} -s reload"
         )
-        result = self._docker(
-            "exec", "-i", self.routes, "sh", "-c", script, input_text=text, check=False
-        )
-        if not self._missing(result):
-            if result.returncode != 0:
-                raise self._refused(self.routes, result)
+        result = self._reconfigure(self.routes, script, text)
+        if result is not None:
             self._retiring |= {p for p in result.stdout.split() if p.isdigit()}
             return
         self._request("conf", text.encode("utf-8"))
@@ -504,12 +513,7 @@ class DockerHostTarget(Target):
                 f"cat > {new} && if cmp -s {new} {conf}; then rm -f {new}; else "
                 f"{nginx} -t -q -c {new} && mv -f {new} {conf} && {nginx} -c {conf} -s reload; fi"
             )
-            result = self._docker(
-                "exec", "-i", self.router, "sh", "-c", script, input_text=text, check=False
-            )
-            if not self._missing(result):
-                if result.returncode != 0:
-                    raise self._refused(self.router, result)
+            if self._reconfigure(self.router, script, text) is not None:
                 return
         self._request("front", text.encode("utf-8"))
         self._router_container(
