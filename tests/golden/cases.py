@@ -1,11 +1,13 @@
 """Every golden document, produced in-process from fixed inputs.
 
-Two sources:
+Three sources:
 - a real project run stage by stage through `mlcd.cli.main` (lint, train, evaluate against a
   registered champion, scan; a regression project for the other task's documents), with the
   programs mlcd starts answered by `tests.golden.fakes` (no process starts);
 - the synthetic bundle of every stage (`tests.runbundle`), for the run summary, the PR
-  comment, the run page and the release's texts, which read a whole run.
+  comment, the run page and the release's texts, which read a whole run;
+- the records of build, release and deploy, which need Docker, a registry and a router, made
+  from fixed inputs by the stages' own rendering code (`tests.golden.delivery`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mlcd.evidence import Bundle
 from mlcd.github import comment, publish
 from mlcd.registry import LocalRegistry
 from tests import runbundle
+from tests.golden import delivery
 from tests.golden.fakes import FakePrograms
 from tests.golden.normalise import normalise
 from tests.golden.structure import outline
@@ -96,7 +99,14 @@ class Run:
 
 def _environment(tmp: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
-    for name in ("MLCD_REUSE", "GITHUB_ACTIONS", "GITHUB_TOKEN", "TRIVY_CACHE_DIR", "NO_COLOR"):
+    for name in (
+        "MLCD_REUSE",
+        "MLCD_IMAGE",
+        "GITHUB_ACTIONS",
+        "GITHUB_TOKEN",
+        "TRIVY_CACHE_DIR",
+        "NO_COLOR",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLCD_REGISTRY_PATH", str(tmp / "registry"))
     cache = tmp / "trivy-cache"
@@ -194,7 +204,17 @@ def _synthetic(run: Run) -> Documents:
     }
 
 
-PRODUCERS: tuple[Callable[[Run], Documents], ...] = (_classification, _regression, _synthetic)
+def _delivery(run: Run) -> Documents:
+    """build, release and deploy: their records made from fixed inputs (tests.golden.delivery)."""
+    return {name: run.text(text) for name, text in delivery.produce(run.tmp).items()}
+
+
+PRODUCERS: tuple[Callable[[Run], Documents], ...] = (
+    _classification,
+    _regression,
+    _synthetic,
+    _delivery,
+)
 
 
 def produce(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Documents:

@@ -348,6 +348,14 @@ def _contract(
         outcome = contract.run_contract(
             built.output.image_id, prep.model_dir, prep.holdout, progress=ctx.progress
         )
+    return _contract_verdict(outcome)
+
+
+def _contract_verdict(
+    outcome: contract.ContractResult,
+) -> tuple[str, dict[str, Any], list[str]]:
+    """A finished contract test's status, details and reasons (no I/O: the golden files
+    render the build's summary from fixed outcomes)."""
     details = {
         "skipped": False,
         "passed": outcome.passed,
