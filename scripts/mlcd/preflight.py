@@ -498,7 +498,7 @@ def check_test_paths(c: _Check, out: Findings) -> None:
 
 def check_image_name(c: _Check, out: Findings) -> None:
     """image.name and MLCD_IMAGE are image repositories (no spaces, no tag: mlcd adds it)."""
-    given = os.environ.get("MLCD_IMAGE")
+    given = os.environ.get("MLCD_IMAGE") or None  # empty is unset (Config.image_name)
     named = c.loaded.config.image.name
     for value, where in ((given, "MLCD_IMAGE"), (named, c.at.where(("image", "name")))):
         if value is None:

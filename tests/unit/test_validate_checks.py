@@ -385,6 +385,12 @@ def test_mlcd_image_is_checked_and_wins_over_image_name(
     monkeypatch.setenv("MLCD_IMAGE", "ghcr.io/My-Org/demo")  # lower-cased by mlcd: valid
     code, out = validate(project, capsys)
     assert code == 0, out
+    monkeypatch.setenv("MLCD_IMAGE", "")  # the workflow's empty `image` input: unset
+    code, out = validate(project, capsys)
+    assert code == 2, out
+    assert "image.name: `Bad Name` is not an image repository" in out
+    edit(project, 'image: {name: "Bad Name"}', 'image: {name: "ghcr.io/acme/demo"}')
+    assert validate(project, capsys)[0] == 0
     monkeypatch.setenv("MLCD_IMAGE", "not an image")
     code, out = validate(project, capsys)
     assert code == 2, out
