@@ -69,19 +69,21 @@ class Context:
             self.bundle, stage, body, inputs=self.inputs, writable=self.writable_for(stage)
         )
 
-    def writable_for(self, stage: str) -> list[tuple[Path, str]]:
-        """The folders besides the run folder that `stage` writes."""
-        folders: list[tuple[Path, str]] = []
+    def writable_for(self, stage: str) -> list[tuple[Path, str, str]]:
+        """The folders besides the run folder that `stage` writes (folder, what, hint)."""
+        from mlcd.evidence import STATE_HINT, WRITE_HINT
+
+        folders: list[tuple[Path, str, str]] = []
         verb, _, env = stage.partition("-")
         registry = self.config.registry
         if registry.backend == "local" and (stage in _WRITES_REGISTRY or verb in _ENV_VERBS):
             from mlcd.registry import local_path
 
-            folders.append((local_path(self.loaded), "the model registry"))
+            folders.append((local_path(self.loaded), "the model registry", WRITE_HINT))
         if verb in _ENV_VERBS and env in self.config.environments:
             from mlcd.stages.deploy import state_dir  # the deploy stage imports this module
 
-            folders.append((state_dir(self, env), f"the state folder of {env}"))
+            folders.append((state_dir(self, env), f"the state folder of {env}", STATE_HINT))
         return folders
 
     def say(self, text: str) -> None:

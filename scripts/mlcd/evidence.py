@@ -96,11 +96,11 @@ def utc_now() -> str:
 _WRITE_ERRNOS = frozenset(
     {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 )
-_WRITE_HINT = (
+WRITE_HINT = (
     "make the folder writable (permissions, a read-only mount, free space), or point "
     "--out (MLCD_OUT) at one that is"
 )
-_STATE_HINT = (
+STATE_HINT = (
     "make the folder writable (permissions, a read-only mount, free space), or point "
     "MLCD_STATE_DIR (default: .mlcd-state next to mlcd.yaml) at one that is"
 )
@@ -115,12 +115,10 @@ def write_failure(exc: OSError, where: Path | str | None = None) -> EnvironmentM
     """The exit-3 error for a failed write: the path and the reason, never a traceback."""
     path = exc.filename if exc.filename is not None else where
     reason = exc.strerror or str(exc)
-    return EnvironmentMissing(f"cannot write {path}: {reason}", hint=_WRITE_HINT)
+    return EnvironmentMissing(f"cannot write {path}: {reason}", hint=WRITE_HINT)
 
 
-def require_writable(
-    folder: Path, what: str = "the run folder", *, hint: str = _WRITE_HINT
-) -> None:
+def require_writable(folder: Path, what: str = "the run folder", *, hint: str = WRITE_HINT) -> None:
     """Check that `folder` (made when missing) takes a new file, before a command acts:
     a read-only run folder is found before anything is trained, pushed or deployed."""
     try:
@@ -236,20 +234,20 @@ def run_stage(
     body: Callable[[], StageOutcome],
     *,
     inputs: Mapping[str, str],
-    writable: Sequence[tuple[Path, str]] = (),
+    writable: Sequence[tuple[Path, str, str]] = (),
 ) -> StageResult:
     """Run a stage body and record its result.
 
     Before the body runs, the stage's folder in the bundle (and `writable`: other folders
-    the stage writes, such as an environment's state) must take a file, or nothing runs
+    the stage writes, such as an environment's state, each with what it is and the hint to
+    give when it is read-only) must take a file, or nothing runs
     (exit 3). A failed gate is returned (status `fail`); an error (exit 2 or 3) is recorded
     as status `error` and raised again for the CLI's handler; a write that fails while the
     body runs is such an error (exit 3, with the path).
     """
     require_writable(bundle.root / stage, "the run folder")
-    for folder, what in writable:
-        state = what.startswith("the state folder")  # context.Context.writable_folders
-        require_writable(folder, what, hint=_STATE_HINT if state else _WRITE_HINT)
+    for folder, what, hint in writable:
+        require_writable(folder, what, hint=hint)
     started = utc_now()
     clock = time.monotonic()
     try:

@@ -497,20 +497,18 @@ def check_test_paths(c: _Check, out: Findings) -> None:
 
 
 def check_image_name(c: _Check, out: Findings) -> None:
-    """image.name and MLCD_IMAGE are image repositories (no spaces, no tag: mlcd adds it)."""
-    given = os.environ.get("MLCD_IMAGE") or None  # empty is unset (Config.image_name)
-    named = c.loaded.config.image.name
-    for value, where in ((given, "MLCD_IMAGE"), (named, c.at.where(("image", "name")))):
-        if value is None:
-            continue
-        if not _REPOSITORY.fullmatch(value.lower()):
-            out.problems.append(
-                f"{where}: `{value}` is not an image repository (like "
-                "`registry.example.com:5000/team/model`: lower-case letters, digits, `.`, `_`, "
-                "`-` and `/`, no tag or digest, which mlcd adds)"
-            )
-        if given:
-            return  # MLCD_IMAGE wins over image.name (the workflow's `image` input)
+    """The image repository builds use (MLCD_IMAGE, the workflow's `image` input, wins over
+    image.name; empty is unset, as in Config.image_name): no spaces, no tag (mlcd adds it)."""
+    given = os.environ.get("MLCD_IMAGE") or None
+    value = given or c.loaded.config.image.name
+    if value is None or _REPOSITORY.fullmatch(value.lower()):
+        return
+    where = "MLCD_IMAGE" if given else c.at.where(("image", "name"))
+    out.problems.append(
+        f"{where}: `{value}` is not an image repository (like "
+        "`registry.example.com:5000/team/model`: lower-case letters, digits, `.`, `_`, "
+        "`-` and `/`, no tag or digest, which mlcd adds)"
+    )
 
 
 # The checks, and the stage that needs what each one checks (`mlcd run --only` runs the

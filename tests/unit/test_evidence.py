@@ -225,7 +225,7 @@ def test_other_folders_a_stage_writes_are_checked_too(
             "deploy-staging",
             lambda: StageOutcome("pass", "done"),
             inputs={},
-            writable=[(tmp_path / "state" / "staging", "the state folder of staging")],
+            writable=[(tmp_path / "state" / "staging", "the state folder of staging", "fix it")],
         )
 
 
