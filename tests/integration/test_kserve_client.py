@@ -25,7 +25,7 @@ from kserve.protocol.infer_type import RequestedOutput
 from mlcd import typedrows
 from mlcd.serve.model import load
 from tests.integration.test_serve_http import Server
-from tests.integration.test_tritonclient import _rows, mixed, numeric
+from tests.integration.test_tritonclient import _rows, column_tensors, mixed, numeric
 
 pytestmark = pytest.mark.integration
 
@@ -128,17 +128,7 @@ def test_kserve_client_sends_one_column_each_with_strings_as_bytes(
     expected = model.estimator.predict(frame[model.feature_names]).tolist()
     for binary in (True, False):
         inputs: list[InferInput] = []
-        for feature in meta["features"]:
-            name, kind = feature["name"], feature["kind"]
-            values = frame[name]
-            if kind == "number":
-                array, datatype = values.to_numpy(np.float64), "FP64"
-            elif kind == "integer":
-                array, datatype = values.to_numpy(np.int64), "INT64"
-            elif kind == "boolean":
-                array, datatype = values.to_numpy(bool), "BOOL"
-            else:
-                array, datatype = np.asarray([v.encode() for v in values], dtype=object), "BYTES"
+        for name, array, datatype in column_tensors(frame, meta["features"]):
             tensor = InferInput(name, [len(frame)], datatype)
             tensor.set_data_from_numpy(array, binary_data=binary)
             inputs.append(tensor)

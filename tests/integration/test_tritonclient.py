@@ -19,6 +19,25 @@ from tests.support.mixed import write_project
 from tests.support.models import make_model_dir
 
 
+def column_tensors(frame: Any, features: list[dict[str, Any]]) -> list[tuple[str, Any, str]]:
+    """(name, NumPy array, v2 datatype) per column, as an OIP client sends a DataFrame
+    model's columns (MLServer's pandas-codec layout: strings as BYTES)."""
+    out = []
+    for feature in features:
+        name, kind = feature["name"], feature["kind"]
+        values = frame[name]
+        if kind == "number":
+            out.append((name, values.to_numpy(np.float64), "FP64"))
+        elif kind == "integer":
+            out.append((name, values.to_numpy(np.int64), "INT64"))
+        elif kind == "boolean":
+            out.append((name, values.to_numpy(bool), "BOOL"))
+        else:
+            encoded = np.asarray([v.encode() for v in values], dtype=object)
+            out.append((name, encoded, "BYTES"))
+    return out
+
+
 @pytest.fixture(scope="module")
 def numeric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
     folder = make_model_dir(tmp_path_factory.mktemp("triton"), "logreg")
@@ -95,17 +114,7 @@ def test_tritonclient_sends_one_column_each_with_strings_as_bytes(
     expected = model.estimator.predict(frame[model.feature_names]).tolist()
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
     inputs: list[Any] = []
-    for feature in meta["features"]:
-        name, kind = feature["name"], feature["kind"]
-        values = frame[name]
-        if kind == "number":
-            array, datatype = values.to_numpy(np.float64), "FP64"
-        elif kind == "integer":
-            array, datatype = values.to_numpy(np.int64), "INT64"
-        elif kind == "boolean":
-            array, datatype = values.to_numpy(bool), "BOOL"
-        else:
-            array, datatype = np.asarray([v.encode() for v in values], dtype=object), "BYTES"
+    for name, array, datatype in column_tensors(frame, meta["features"]):
         tensor = httpclient.InferInput(name, [len(frame)], datatype)
         tensor.set_data_from_numpy(array, binary_data=binary)
         inputs.append(tensor)
