@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from mlcd.ports import free_port
 from mlcd.registry import LocalRegistry
 from mlcd.tools.nginx import Nginx
 from tests.fakes.github_api import FakeGitHub, serve
@@ -76,12 +76,6 @@ MANIFEST_TYPES = (
 def _act() -> str:
     found = Path(sys.executable).parent / "act"
     return str(found) if found.exists() else shutil.which("act") or "act"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -218,7 +212,7 @@ def caller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caller]:
     registry = tmp_path_factory.mktemp("model-registry")
     project = f"gh-e2e-{uuid.uuid4().hex[:8]}"
     image = f"{REGISTRY}/mlcd-{project}"
-    port, production_port = _free_port(), _free_port()
+    port, production_port = free_port(), free_port()
     (repo / "mlcd.yaml").write_text(
         (ROOT / "tests/workflows/mlcd.yaml")
         .read_text()

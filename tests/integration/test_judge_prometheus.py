@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,16 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from mlcd.ports import free_port
 from mlcd.serve.metrics import SCORE_BUCKETS_PROBA, Layout, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTES = ("/predict", "other")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Arm:
@@ -80,7 +74,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, Arm, Arm]]:
     binary = shutil.which("prometheus")
     assert binary, "prometheus is installed by scripts/setup/apt.sh"
     stable, canary = Arm(0.005, 1), Arm(0.05, 2)
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "prometheus.yml"
     jobs = []
     for name, arm, pod_hash in (("stable", stable, "s1"), ("canary", canary, "c1")):

@@ -28,18 +28,13 @@ from pathlib import Path
 
 import pytest
 
+from mlcd.ports import free_port
 from mlcd.rollout.router import PER_CLIENT_CONNECTIONS, Backend, RouterSpec, render
 from mlcd.tools.nginx import Nginx
 
 STANDIN = Path(__file__).parent / "deploy" / "standin_server.py"
 BODY = json.dumps({"records": [{"mean radius": 15.0, "mean texture": 20.0}]}).encode()
 ATTACKER = "127.0.0.2"  # another client address on loopback (the router listens on .1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 10) -> None:

@@ -33,9 +33,9 @@ import pytest
 import yaml
 
 from mlcd import entrypoint, modelio
+from mlcd.ports import free_port
 from mlcd.tools.nginx import Nginx
 from tests.conftest import ROOT
-from tests.integration.deploy.conftest import free_port
 from tests.integration.deploy.helpers import post
 
 pytestmark = pytest.mark.integration

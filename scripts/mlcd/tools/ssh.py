@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlcd.errors import EnvironmentMissing, UserInputError
+from mlcd.ports import free_port
 from mlcd.tools.base import find_program, run, spawn
 
 INSTALL_HINT = "install the OpenSSH client: sudo apt-get install openssh-client"
@@ -140,9 +141,7 @@ class SshTransport:
         found = self._tunnels.get(key)
         if found is not None and (found[0] is None or found[0].poll() is None):
             return found[1]
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            local = int(sock.getsockname()[1])
+        local = free_port()
         spec = f"127.0.0.1:{local}:{host}:{port}"
         proc: subprocess.Popen[bytes] | None = None
         muxed = run(self._argv("-O", "forward", "-L", spec, self.target.destination), timeout=30)

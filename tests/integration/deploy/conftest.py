@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -27,6 +26,7 @@ import pytest
 import yaml
 
 from mlcd import releases
+from mlcd.ports import free_port
 from mlcd.registry import IMAGE_DIGEST, LocalRegistry
 from mlcd.tools.nginx import Nginx
 
@@ -78,12 +78,6 @@ def standin_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         digests = json.loads(_docker("image", "inspect", "--format", "{{json .RepoDigests}}", tag))
         built[variant] = next(d for d in digests if d.startswith(REPO + "@"))
     return built
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -9,10 +9,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from mlcd.ports import free_port
 from mlcd.rollout.judge import quantile
 from mlcd.rollout.router import Backend, RouterSpec, render
 from mlcd.tools.nginx import Nginx
-from tests.integration.deploy.conftest import free_port, holdout_rows_for_tests
+from tests.integration.deploy.conftest import holdout_rows_for_tests
 from tests.integration.deploy.helpers import post, wait_for
 
 ROUNDS = 1000

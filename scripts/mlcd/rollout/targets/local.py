@@ -17,6 +17,7 @@ import os
 import socket
 from pathlib import Path
 
+from mlcd.ports import free_port
 from mlcd.rollout.router import Backend, RouterSpec, render
 from mlcd.rollout.state import Arm, EnvLock, EnvState, StateStore, process_start, safe_name
 from mlcd.rollout.targets.base import CONTAINER_PORT, Owner, Route, Target, wait_generation
@@ -87,12 +88,6 @@ class LocalTarget(Target):
         parts = ("mlcd", self.project, self.env, self.checkout, version, color)
         return "-".join(safe_name(p) for p in parts)
 
-    @staticmethod
-    def _free_port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
-
     def start_arm(self, version: str, image: str, color: str) -> Arm:
         name = self.container_name(version, color)
         docker.ensure_image(image)
@@ -101,7 +96,7 @@ class LocalTarget(Target):
             image,
             name=name,
             # a fixed host port: after an engine restart the container comes back on it
-            ports={CONTAINER_PORT: self._free_port()},
+            ports={CONTAINER_PORT: free_port()},
             env={"MLCD_PORT": str(CONTAINER_PORT), "MLCD_MODEL_VERSION": version},
             labels={
                 "mlcd.project": self.project,
