@@ -16,6 +16,8 @@ import random
 import socket
 from pathlib import Path
 
+from mlcd.errors import EnvironmentMissing
+
 _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _SPAN = 10_000
 _given: set[int] = set()
@@ -50,4 +52,4 @@ def free_port() -> int:
         if _bindable(port):
             _given.add(port)
             return port
-    raise OSError(f"no free TCP port in {low}-{high}")
+    raise EnvironmentMissing(f"no free TCP port in {low}-{high} (below the ephemeral range)")

@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from mlcd import ports
+from mlcd.errors import EnvironmentMissing
 
 pytestmark = pytest.mark.integration
 
@@ -26,5 +27,5 @@ def test_a_port_something_listens_on_is_not_given(monkeypatch: pytest.MonkeyPatc
         # a range of exactly one port, the busy one: nothing to give
         monkeypatch.setattr(ports, "ephemeral_low", lambda: taken + 1)
         monkeypatch.setattr(ports, "_SPAN", 0)
-        with pytest.raises(OSError, match=f"{taken}-{taken}"):
+        with pytest.raises(EnvironmentMissing, match=f"{taken}-{taken}"):
             ports.free_port()

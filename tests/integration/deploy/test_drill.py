@@ -27,9 +27,10 @@ from typing import Any
 import pytest
 
 from mlcd import releases
+from mlcd.ports import free_port
 from mlcd.registry import CHAMPION
 from mlcd.tools.nginx import Nginx
-from tests.integration.deploy.conftest import ROOT, Project, free_port
+from tests.integration.deploy.conftest import ROOT, Project
 from tests.integration.deploy.helpers import ROW, post, wait_for
 from tests.integration.deploy.test_docker_host import test_host  # noqa: F401 - a fixture
 

@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 import yaml
 
+from mlcd.ports import free_port
 from mlcd.registry import LocalRegistry
 from mlcd.tools.nginx import Nginx
-from tests.integration.deploy.conftest import ROOT, free_port
+from tests.integration.deploy.conftest import ROOT
 from tests.integration.deploy.helpers import post
 
 TRAIN = """
