@@ -184,7 +184,6 @@ def test_no_index_is_exit_3(fresh_python: Path, tmp_path: Path) -> None:
         env={
             "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
             "PIP_DEFAULT_TIMEOUT": "3",
-            "PIP_RETRIES": "0",
         },
     )
     assert done.returncode == 3, done.stderr
