@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlcd import __version__, github, pipeline, report
+from mlcd import __version__, deps, github, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
 from mlcd.evidence import is_write_failure, write_failure
@@ -30,6 +30,7 @@ from mlcd.stages import (
 # The commands, in the order `mlcd --help` lists them. Only commands that work are listed.
 COMMANDS: list[Command] = [
     validate.COMMAND,
+    deps.COMMAND,
     lint.COMMAND,
     test.COMMAND,
     train.COMMAND,

@@ -173,6 +173,20 @@ class TestSection(Section):
     coverage_source: list[str] | None = Field(
         None, description="what coverage measures; default: the entrypoint's folder"
     )
+    install: Literal["auto", "requirements", "pyproject", "none"] = Field(
+        "auto",
+        description="the test dependencies `mlcd deps` installs: `requirements` (the "
+        "`requirements*.txt` files next to the config and at the repository root, or "
+        "test.requirements), `pyproject` (the dependencies of the `pyproject.toml` project "
+        "and its `test`/`tests`/`testing`/`dev` extra, without building it), `none`, or "
+        "`auto`: whichever of the two exists (exit 2 when both do: say which)",
+    )
+    requirements: list[str] | None = Field(
+        None,
+        description="requirements files for the tests (relative to the config file); "
+        "default: every `requirements*.txt` next to the config and at the repository root, "
+        "except model.requirements",
+    )
 
 
 class Bound(Section):

@@ -17,7 +17,8 @@ from typing import Literal, TextIO
 
 from mlcd.config import Config, LoadedConfig, load_config
 from mlcd.evidence import Bundle, StageOutcome, StageResult, run_stage, status_icon
-from mlcd.tools.git import head_sha
+from mlcd.projectfiles import Exclusions, exclusions
+from mlcd.tools.git import head_sha, toplevel
 
 OutputFormat = Literal["text", "json"]
 
@@ -55,6 +56,12 @@ class Context:
     @cached_property
     def bundle(self) -> Bundle:
         return Bundle(self.out)
+
+    @cached_property
+    def exclusions(self) -> Exclusions:
+        """What lint, test, scan and coverage leave out: mlcd's own checkout, the run,
+        registry and state folders, virtualenvs (mlcd.projectfiles)."""
+        return exclusions(self.loaded, self.out, toplevel(self.loaded.root))
 
     @cached_property
     def inputs(self) -> dict[str, str]:
