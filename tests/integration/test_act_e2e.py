@@ -84,13 +84,16 @@ from xgboost import XGBClassifier
 
 def build_model(n_estimators: int = 30, max_depth: int = 3) -> XGBClassifier:
     """An UNFITTED classifier; mlcd fits it."""
-    return XGBClassifier(n_estimators=n_estimators, max_depth=max_depth, learning_rate=0.3)
+    return XGBClassifier(
+        n_estimators=n_estimators, max_depth=max_depth, learning_rate=0.3
+    )
 '''
 
 CHURN_TEST = '''\
 """The team's own tests (their dependencies are in requirements.txt)."""
 
 import pytest
+
 from churn import build_model
 
 
@@ -111,7 +114,9 @@ from sklearn.preprocessing import StandardScaler
 
 def build_model(c: float = 1.0) -> Pipeline:
     """An UNFITTED pipeline; mlcd fits it."""
-    return Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression(C=c))])
+    return Pipeline(
+        [("scale", StandardScaler()), ("classify", LogisticRegression(C=c))]
+    )
 '''
 
 V2_TEST = '''\
@@ -411,7 +416,15 @@ class Run:
         return self.done.stdout + self.done.stderr
 
     def tail(self) -> str:
-        return "\n".join(self.log.splitlines()[-120:])
+        """What failed (act's failure lines, errors, mlcd's messages), then the log's end."""
+        lines = self.log.splitlines()
+        failed = [
+            line
+            for line in lines
+            if any(mark in line for mark in ("❌", "::error::", "mlcd: ", "Error: "))
+            and 'echo "::error' not in line
+        ]
+        return "\n".join([*failed[-60:], "----", *lines[-40:]])
 
     def kit_lines(self) -> dict[str, set[tuple[str, str]]]:
         """Per job (act's label, caller job included) of the called workflow: the (mlcd
