@@ -13,6 +13,7 @@ from mlcd import __version__, deps, github, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
 from mlcd.evidence import is_write_failure, write_failure
+from mlcd.scaffold import command as init
 from mlcd.stages import (
     build,
     deploy,
@@ -29,6 +30,7 @@ from mlcd.stages import (
 
 # The commands, in the order `mlcd --help` lists them. Only commands that work are listed.
 COMMANDS: list[Command] = [
+    init.COMMAND,
     validate.COMMAND,
     deps.COMMAND,
     lint.COMMAND,

@@ -8,6 +8,7 @@ path, and an unknown key suggests the closest known one.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -565,6 +566,26 @@ class LoadedConfig:
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
+
+
+def on_local_target(loaded: LoadedConfig) -> LoadedConfig:
+    """The config with every environment on the `local` target (`mlcd run --target
+    local`): what a docker-host or kubernetes environment would run, on this machine's
+    Docker engine, with the same strategies, steps and analysis. The file is unchanged."""
+    local = {
+        name: env.model_copy(
+            update={
+                "target": "local",
+                "host": None,
+                "known_hosts": None,
+                "key_file": None,
+                "url": None,
+            }
+        )
+        for name, env in loaded.config.environments.items()
+    }
+    config = loaded.config.model_copy(update={"environments": local})
+    return dataclasses.replace(loaded, config=config)
 
 
 # --------------------------------------------------------------------------------------

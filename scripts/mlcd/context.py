@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal, TextIO
 
-from mlcd.config import Config, LoadedConfig, load_config
+from mlcd.config import Config, LoadedConfig, load_config, on_local_target
 from mlcd.evidence import Bundle, StageOutcome, StageResult, run_stage, status_icon
 from mlcd.projectfiles import Exclusions, exclusions
 from mlcd.tools.git import head_sha, toplevel
@@ -44,10 +44,13 @@ class Context:
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     progress: Callable[[str], None] = _no_progress
     in_pipeline: bool = False
+    # `mlcd run --target local`: every environment on this machine's engine
+    local_targets: bool = False
 
     @cached_property
     def loaded(self) -> LoadedConfig:
-        return load_config(self.config_path)
+        loaded = load_config(self.config_path)
+        return on_local_target(loaded) if self.local_targets else loaded
 
     @property
     def config(self) -> Config:
