@@ -9,16 +9,20 @@ the two values GitHub may hand (actions/setup peels it to the commit). Every job
 out there (the checkout stub clones the local git repository) and runs its actions and
 engine from it: each job's log names the version and commit it ran.
 
-The caller is a separate repository holding two model projects, `churn<id>` at the root
-(default lint and test paths, so `.` holds the kit's checkout `.mlcd-kit/` in every job; an
-XGBoost model whose package is a `model.requirements` from PyPI; its own `requirements.txt`
-for its tests) and `churn<id>-v2` in `v2/` (one's name is a prefix of the other's), each
-calling the workflow with its own config (tests/workflows/ml.yml, mlcd.yaml). The model
-registry is the `github` backend (`auto` inside Actions) on the fake GitHub API; both
-environments are `target: docker-host` on the test host (scripts/setup/test-host.sh), reached
-over SSH with the key and known hosts passed as repository secrets; no MLCD_STATE_DIR (the
-state lives on the server). Each run starts with an empty HOME and an empty artifact store;
-nothing passes between jobs but artifacts and the registries.
+The caller is a separate repository whose only mlcd files are what `mlcd init` writes (run
+once per project: `mlcd.yaml`, the caller workflow `ml.yml` / `ml-v2.yml`,
+`requirements-model.txt`), filled in as a team would (its servers; here also short rollouts
+and the local registry standing in for ghcr.io), beside its own code, data and tests: two
+model projects, `churn<id>` at the root (default lint paths, so `.` holds the kit's checkout
+`.mlcd-kit/` in every job; an XGBoost model whose package init found and pinned; its own
+`requirements.txt` for its tests) and `churn<id>-v2` in `v2/` (one's name is a prefix of the
+other's). The model registry is the `github` backend (`auto` inside Actions) on the fake
+GitHub API; both environments are `target: docker-host` on the test host
+(scripts/setup/test-host.sh), reached over SSH with the key and known hosts passed as the
+repository secrets init's workflow names; no MLCD_STATE_DIR (the state lives on the server).
+Each run starts with an empty HOME and an empty artifact store; nothing passes between jobs
+but artifacts and the registries. The image registry is the shared one on 127.0.0.1:5000,
+which takes any login (`docker login` runs with the GITHUB_TOKEN, as for ghcr.io).
 
 Four runs, as one repository's history: a pull request (every job green and at the tag's
 commit; one comment per project), a second pull request with a read-only token (the
@@ -47,6 +51,7 @@ import sys
 import tarfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,20 +264,64 @@ def _churn_data(path: Path) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-def _config(project: Project, host: dict[str, str], **values: str) -> str:
-    text = (ROOT / "tests/workflows/mlcd.yaml").read_text()
-    fill = {
-        "PROJECT_NAME": project.name,
-        "IMAGE_NAME": project.image,
-        "HOST": host["MLCD_TEST_HOST"],
-        "STAGING_PORT": str(project.ports["staging"]),
-        "PRODUCTION_PORT": str(project.ports["production"]),
-        "ROUTER_IMAGE": ROUTER_IMAGE,
-        **values,
+def _mlcd_init(repo: Path, *args: str) -> str:
+    """`mlcd init` as a team runs it in its repository (the kit pinned at the tag v1)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlcd",
+            "init",
+            *args,
+            "--kit",
+            f"{KIT}@v1",
+            # the base image this machine has (a hosted runner pulls python:3.11-slim)
+            "--base-image",
+            "local/python:3.11-bookworm",
+        ],
+        cwd=repo,
+        env={**os.environ, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _fill_in(config: Path, project: Project, host: dict[str, str], **extra: str) -> None:
+    """What the team fills in after `mlcd init`: its servers (the test host, a router port
+    each), and here rollouts short enough for CI."""
+    text = config.read_text()
+    for placeholder, env in (
+        ("ssh://deploy@staging.example.com", "staging"),
+        ("ssh://deploy@production.example.com", "production"),
+    ):
+        assert placeholder in text, text
+        text = text.replace(
+            f"host: {placeholder}",
+            f"host: {host['MLCD_TEST_HOST']}\n    port: {project.ports[env]}\n"
+            f"    router: {{image: {ROUTER_IMAGE}}}",
+        )
+    fast = {
+        "    canary: {steps: [10, 50, 100], interval: 30s, min-requests: 200}": (
+            "    canary: {steps: [50, 100], interval: 2s, min-requests: 20, min-intervals: 1}\n"
+            "    analysis: {max-error-rate: 0.05, max-p99-latency-ms: 5000,"
+            " max-prediction-shift: 2.0}"
+        ),
+        "    strategy: blue-green\n": (
+            "    strategy: blue-green\n    blue-green: {preview-duration: 4s, interval: 2s,"
+            " min-requests: 20, scale-down-delay: 1s}\n"
+        ),
+        "    load-test: {rps: 20}": "    load-test: {rps: 30}",
+        "scan: {severity: HIGH,": "scan: {severity: CRITICAL,",
+        **extra,
     }
-    for key, value in fill.items():
-        text = text.replace(key, value)
-    return text
+    for old, new in fast.items():
+        assert old in text, (old, text)
+        text = text.replace(old, new)
+    config.write_text(text)
 
 
 def _remote(host: dict[str, str], *args: str) -> list[str]:
@@ -341,45 +390,48 @@ def caller(tmp_path_factory: pytest.TempPathFactory, test_host: dict[str, str]) 
         ),
     ]
     churn, v2 = projects
-    # the root project: default lint and test paths, XGBoost from PyPI, its tests' requirements
+    # the team's own files: code, data, tests and their requirements (nothing of mlcd's)
     (repo / "churn.py").write_text(CHURN_MODEL)
     (repo / "tests").mkdir()
     (repo / "tests" / "test_churn.py").write_text(CHURN_TEST)
     (repo / "requirements.txt").write_text("pytest\n")
-    (repo / "model-requirements.txt").write_text(XGBOOST + "\n")
     _churn_data(repo / "churn.csv")
-    (repo / "mlcd.yaml").write_text(
-        _config(
-            churn,
-            test_host,
-            ENTRYPOINT="churn.py:build_model",
-            DATA="churn.csv",
-            TARGET="churned",
-            MODEL_LINES="  requirements: model-requirements.txt\n"
-            "  trusted-types: [xgboost.core.Booster, xgboost.sklearn.XGBClassifier]",
-        )
-    )
-    # the second project in v2/: a name with the first one's as its prefix
     (repo / "v2" / "tests").mkdir(parents=True)
     (repo / "v2" / "model.py").write_text(V2_MODEL)
     (repo / "v2" / "tests" / "test_model.py").write_text(V2_TEST)
     _churn_data(repo / "v2" / "churn.csv")
-    (repo / "v2" / "mlcd.yaml").write_text(
-        _config(
-            v2,
-            test_host,
-            ENTRYPOINT="model.py:build_model",
-            DATA="churn.csv",
-            TARGET="churned",
-            MODEL_LINES="  params: {c: 0.5}",
-        )
-    )
-    workflows = repo / ".github/workflows"
-    workflows.mkdir(parents=True)
-    shutil.copy2(ROOT / "tests/workflows/ml.yml", workflows / "ml.yml")
-    (repo / ".gitignore").write_text(".mlcd/\n.mlcd-kit/\n")
     _git("init", "-q", "-b", "main", cwd=repo)
     _git("remote", "add", "origin", f"https://github.com/{REPOSITORY}.git", cwd=repo)
+    # mlcd init, once per project: mlcd.yaml, the caller workflow, requirements-model.txt
+    _mlcd_init(
+        repo, ".", "--data", "churn.csv", "--entrypoint", "churn.py:build_model",
+        "--project", churn.name,
+    )  # fmt: skip
+    _mlcd_init(
+        repo, "v2", "--project", v2.name, "--workflow", ".github/workflows/ml-v2.yml"
+    )  # fmt: skip
+    assert (repo / "requirements-model.txt").read_text().strip().endswith(XGBOOST)
+    _fill_in(
+        repo / "mlcd.yaml",
+        churn,
+        test_host,
+        # XGBoost's classes, trusted to load the model (init does not list them)
+        **{
+            "  requirements: requirements-model.txt": "  requirements: requirements-model.txt\n"
+            "  trusted-types: [xgboost.core.Booster, xgboost.sklearn.XGBClassifier]",
+            # init also took v2/'s tests for the root project's
+            "  paths: [tests, v2]": "  paths: [tests]",
+        },
+    )
+    _fill_in(repo / "v2" / "mlcd.yaml", v2, test_host)
+    # ghcr.io is the local registry here: the image input init wrote names it
+    for name, project in (("ml.yml", churn), ("ml-v2.yml", v2)):
+        workflow = repo / ".github/workflows" / name
+        text = workflow.read_text()
+        written = f"image: ghcr.io/${{{{ github.repository }}}}/{project.name}"
+        assert written in text, text
+        workflow.write_text(text.replace(written, f"image: {project.image}"))
+    (repo / ".gitignore").write_text(".mlcd/\n.mlcd-kit/\n")
     _git("add", "-A", cwd=repo)
     _git("commit", "-qm", "two churn models", cwd=repo)
     trivy_cache = make_trivy_db(
@@ -439,15 +491,16 @@ class Run:
                 )
         return found
 
-    def jobs_of(self, project: Project) -> set[str]:
-        """The display names of the jobs that ran for `project` (its caller job's label)."""
-        caller_job = "churn-v2" if project.folder == "v2" else "churn"
-        names = set()
-        for label in self.kit_lines():
-            parts = [p.strip() for p in label.split("/")]
-            if len(parts) >= 2 and parts[-2] == caller_job:
-                names.add(parts[-1])
-        return names
+    def job_counts(self) -> Counter[str]:
+        """How many jobs of each display name ran (set up mlcd): both projects' callers are
+        `deliver` in a workflow named `ml`, as `mlcd init` writes them, so act labels them
+        alike; each job's setup says `mlcd kit:` once."""
+        counted: Counter[str] = Counter()
+        for line in self.log.splitlines():
+            match = re.match(r"^\[([^\]]+)\]\s+\|\s+mlcd kit: ", line)
+            if match:
+                counted[match.group(1).split("/")[-1].strip()] += 1
+        return counted
 
     def artifact(self, project: Project, stage: str) -> Path:
         return self.artifacts / f"mlcd-{project.name}+{stage}"
@@ -475,8 +528,8 @@ def run_act(
     known = Path(caller.host["MLCD_TEST_HOST_KNOWN_HOSTS"]).read_text()
     secrets.write_text(
         f"GITHUB_TOKEN={token}\n"
-        f"DEPLOY_SSH_KEY={json.dumps(key)}\n"
-        f"DEPLOY_KNOWN_HOSTS={json.dumps(known)}\n"
+        f"MLCD_DEPLOY_SSH_KEY={json.dumps(key)}\n"
+        f"MLCD_DEPLOY_KNOWN_HOSTS={json.dumps(known)}\n"
     )
     argv = [
         _act(),
@@ -484,7 +537,7 @@ def run_act(
         "-e",
         str(event_file),
         "-W",
-        ".github/workflows/ml.yml",
+        ".github/workflows/",
         "-P",
         "ubuntu-latest=-self-hosted",
         "--concurrent-jobs",
@@ -601,8 +654,9 @@ def test_pull_request_checks_each_project_and_comments_once_per_project(
     run = pull_request_run
     assert run.done.returncode == 0, run.tail()
     _ran_the_tag(run, kit)
+    counts = run.job_counts()
+    assert all(counts[job] == 2 for job in CHECK_JOBS), counts
     for project in caller.projects:
-        assert run.jobs_of(project) >= CHECK_JOBS, (project.name, run.kit_lines())
         # its own artifacts, none of the other project's files merged in
         evaluate = run.artifact(project, "evaluate")
         result = json.loads((evaluate / "train" / "result.json").read_text())
@@ -660,14 +714,13 @@ def test_a_read_only_pull_request_is_green_with_a_summary_and_no_comment(
     assert run.log.count("::notice title=mlcd::no PR comment") == 2 or (
         run.log.count("no PR comment: the token cannot write") == 2
     ), run.tail()
-    for project in caller.projects:
-        assert "report" in run.jobs_of(project)
+    assert run.job_counts()["report"] == 2, run.job_counts()
 
 
 @pytest.fixture(scope="module")
 def push_run(read_only_run: Run, kit: Kit, caller: Caller, fake: FakeGitHub) -> Run:
     assert read_only_run.done.returncode is not None
-    payload = {
+    payload: dict[str, object] = {
         "ref": "refs/heads/main",
         "before": "0" * 40,
         "after": "1" * 40,
@@ -691,8 +744,9 @@ def test_push_releases_each_project_and_canaries_it_to_staging_over_ssh(
     assert run.done.returncode == 0, run.tail()
     _ran_the_tag(run, kit)
     assert len(fake.releases) == 2, [r["tag_name"] for r in fake.releases]
+    counts = run.job_counts()
+    assert all(counts[job] == 2 for job in (*CHECK_JOBS, "release", "deploy to staging")), counts
     for project in caller.projects:
-        assert run.jobs_of(project) >= {*CHECK_JOBS, "release", "deploy to staging"}
         built = json.loads((run.artifact(project, "build") / "build" / "result.json").read_text())
         bundle = run.artifact(project, "deploy-staging")
         release = json.loads((bundle / "release" / "result.json").read_text())
@@ -740,7 +794,7 @@ def test_push_releases_each_project_and_canaries_it_to_staging_over_ssh(
 @pytest.fixture(scope="module")
 def dispatch_run(push_run: Run, kit: Kit, caller: Caller, fake: FakeGitHub) -> Run:
     assert push_run.done.returncode == 0, push_run.tail()
-    payload = {
+    payload: dict[str, object] = {
         "inputs": {"environment": "production", "release": ""},
         "ref": "refs/heads/main",
         "repository": {"full_name": REPOSITORY, "default_branch": "main"},
@@ -755,8 +809,8 @@ def test_dispatch_deploys_the_pushed_image_to_production(
     assert run.done.returncode == 0, run.tail()
     _ran_the_tag(run, kit)
     assert len(fake.releases) == 2  # no new release
+    assert run.job_counts() == {"plan": 2, "deploy to production": 2}, run.job_counts()
     for project in caller.projects:
-        assert run.jobs_of(project) == {"plan", "deploy to production"}, run.kit_lines()
         staged = json.loads(
             (push_run.artifact(project, "deploy-staging") / "release" / "result.json").read_text()
         )["details"]
