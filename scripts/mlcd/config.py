@@ -447,6 +447,66 @@ class RouterSection(Section):
     )
 
 
+class WebhookSection(Section):
+    """One webhook told about a rollout's state changes (docs/deploy.md#notifications)."""
+
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the webhook's address (written here only when it is not a secret)",
+    )
+    url_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="an environment variable that holds the address (a secret: it is never "
+        "written to the evidence or the logs)",
+    )
+    format: Literal["json", "slack", "teams"] = Field(
+        "json", description="the body: mlcd's JSON event, a Slack or a Teams message"
+    )
+    events: (
+        list[
+            Literal[
+                "started",
+                "step",
+                "step passed",
+                "paused",
+                "promoted",
+                "rolled back",
+                "rollback by hand",
+                "recovered",
+            ]
+        ]
+        | None
+    ) = Field(None, description="the events to send (default: all)")
+    timeout: Duration = Field(5.0, description="seconds one attempt may take")
+    retries: int = Field(2, ge=0, le=5, description="attempts after a failed one")
+
+    @model_validator(mode="after")
+    def _one_address(self) -> WebhookSection:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("a webhook needs exactly one of `url` and `url-env`")
+        return self
+
+
+class RoutingSection(Section):
+    """Who sees which version during a rollout (local and docker-host routers; Kubernetes
+    with a traffic router: docs/deploy.md#who-sees-which-version)."""
+
+    header: str | None = Field(
+        "X-MLCD-Version",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",
+        description="a request header whose value `canary` or `stable` sends the request to "
+        "that arm (testers); null: no forced routing",
+    )
+    sticky_key: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",
+        description="a request header (a user id) that keeps each user on one arm for the "
+        "whole rollout; requests without it are split by weight",
+    )
+
+
 _SSH_URL = r"^ssh://([A-Za-z0-9._-]+@)?([A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(:[0-9]{1,5})?/?$"
 
 
@@ -499,6 +559,12 @@ class EnvironmentSection(Section):
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     load_test: LoadTestSection | None = Field(None, description="synthetic traffic, if any")
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
+    routing: RoutingSection = Field(default_factory=RoutingSection)
+    notify: list[WebhookSection] = Field(
+        default_factory=list,
+        description="webhooks told about this environment's rollouts (besides the top-level "
+        "`notify:`)",
+    )
 
     @model_validator(mode="after")
     def _target_keys(self) -> EnvironmentSection:
@@ -526,6 +592,11 @@ class Config(Section):
     registry: RegistrySection = Field(default_factory=RegistrySection)
     environments: dict[str, EnvironmentSection] = Field(
         default_factory=dict, description="where releases are rolled out, by name"
+    )
+    notify: list[WebhookSection] = Field(
+        default_factory=list,
+        description="webhooks told about every environment's rollouts (started, step passed, "
+        "paused, promoted, rolled back)",
     )
 
     @property

@@ -36,6 +36,7 @@ from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
 from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec
 from mlcd.rollout.loadgen import holdout_rows
+from mlcd.rollout.notify import Notifier, webhooks
 from mlcd.rollout.state import LockRefused
 from mlcd.rollout.targets import engine_target
 from mlcd.rollout.targets import kubernetes as k8s_target
@@ -209,6 +210,9 @@ def _outcome(
     details: dict[str, Any],
 ) -> StageOutcome:
     passed = result.result in _PASSING
+    notifier = ctl.on_event if isinstance(ctl.on_event, Notifier) else None
+    if notifier is not None:
+        notifier.close()
     judged = [m for m in ctl.measurements if m["metrics"] and m["phase"] != "after switch"]
     last = judged[-1]["metrics"] if judged else {}
     state = ctl.state
@@ -221,10 +225,17 @@ def _outcome(
         "state_file": ctl.target.state_location,
         "measurements": ctl.measurements,
         **({"waiting_for": result.waiting_for} if result.waiting_for else {}),
+        **({"notifications": notifier.record()} if notifier is not None else {}),
     }
     details = DeployDetails.model_validate(details).dump()
     md = [f"### {'✅' if passed else '❌'} {stage}: {result.summary}", ""]
     md += [f"- {r}" for r in [*reasons, *result.reasons]]
+    if notifier is not None and notifier.events:
+        md += ["", "#### Events", "", *[f"- {line}" for line in notifier.log_lines()]]
+        failed = [d for d in notifier.deliveries if not d["delivered"]]
+        if failed:
+            md += ["", f"{len(failed)} webhook notification(s) not delivered:"]
+            md += [f"- {d['webhook']}: {d['event']}: {d['error']}" for d in failed[:10]]
     if ctl.measurements:
         md += [
             "",
@@ -301,6 +312,8 @@ def locked(
 ) -> Iterator[Controller]:
     """The environment's controller with its lock held and its state loaded."""
     ctl = controller(ctx, env, strategy)
+    notifier = notifier_for(ctx, env, command, ctl.target.url)
+    ctl.on_event = notifier
     try:
         ctl.target.acquire(f"mlcd {command} {env}")
         try:
@@ -309,7 +322,20 @@ def locked(
         finally:
             ctl.target.release()
     finally:
+        notifier.close()
         ctl.target.close()
+
+
+def notifier_for(ctx: Context, env: str, command: str, url: str) -> Notifier:
+    """The environment's notifier: the top-level `notify:` webhooks and its own."""
+    section = env_section(ctx, env)
+    hooks = [
+        *webhooks(ctx.config.notify, where="notify"),
+        *webhooks(section.notify, where=f"environments.{env}.notify"),
+    ]
+    return Notifier(
+        hooks, project=ctx.config.project, env=env, command=command, url=url, log=ctx.progress
+    )
 
 
 def _recorded(ctx: Context, stage: str, exc: MlcdError) -> StageResult:
