@@ -435,6 +435,18 @@ class KubernetesSection(Section):
     timeout: Duration = Field(
         1800.0, description="how long `mlcd deploy` waits for the Rollout to finish"
     )
+    traffic_router: Literal["none", "nginx", "istio"] = Field(
+        "none",
+        description="the cluster's traffic router Argo Rollouts drives (`none`: replica "
+        "counts; `nginx`: an ingress-nginx Ingress; `istio`: a VirtualService); `routing.header` "
+        "needs one of the two",
+    )
+    traffic_object: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="the Ingress (nginx) or VirtualService (istio, with a route named "
+        "`primary`) that sends traffic to the stable service; default <project>-<env>",
+    )
 
 
 class RouterSection(Section):

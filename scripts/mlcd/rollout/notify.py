@@ -52,15 +52,30 @@ _ICONS = {
     "rollback by hand": "↩️",
     "recovered": "🩹",
 }
+# the judge's figures a message shows (mlcd.rollout.judge), after the two error rates
 _SHOWN_METRICS = (
-    "canary_error_rate",
-    "stable_error_rate",
+    "canary_requests",
+    "canary_errors",
+    "stable_requests",
+    "stable_errors",
+    "error_rate_increase_upper",
+    "canary_error_rate_lower",
     "canary_p99_ms",
     "stable_p99_ms",
+    "canary_p99_lower_ms",
     "prediction_psi",
-    "canary_requests",
-    "stable_requests",
 )
+
+
+def _figures(found: dict[str, Any]) -> dict[str, Any]:
+    """The failing check's numbers: each arm's error rate, then the judge's own figures."""
+    figures: dict[str, Any] = {}
+    for arm in ("canary", "stable"):
+        requests, errors = found.get(f"{arm}_requests"), found.get(f"{arm}_errors")
+        if isinstance(requests, int) and isinstance(errors, int) and requests > 0:
+            figures[f"{arm}_error_rate"] = round(errors / requests, 6)
+    figures.update({k: found[k] for k in _SHOWN_METRICS if found.get(k) is not None})
+    return figures
 
 
 @dataclass(frozen=True)
@@ -315,7 +330,7 @@ class Notifier:
         if kind in ("step passed", "paused", "rolled back") and isinstance(analysis, dict):
             reasons = [str(r) for r in analysis.get("reasons", [])][:4]
             found = analysis.get("metrics") or {}
-            metrics = {k: found[k] for k in _SHOWN_METRICS if found.get(k) is not None}
+            metrics = _figures(found if isinstance(found, dict) else {})
         weight = detail.get("weight")
         text = str(detail.get("detail", ""))
         event = Event(

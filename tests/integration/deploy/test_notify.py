@@ -158,8 +158,14 @@ def scenario(
             subprocess.run(["docker", "rm", "--force", container], capture_output=True, check=False)
 
 
-def _events(bodies: list[dict[str, Any]], version: str | None = None) -> list[str]:
-    return [b["event"] for b in bodies if version is None or b["version"] == version]
+def _events(
+    bodies: list[dict[str, Any]], version: str | None = None, env: str = "staging"
+) -> list[str]:
+    return [
+        b["event"]
+        for b in bodies
+        if (version is None or b["version"] == version) and b["environment"] == env
+    ]
 
 
 def test_outcomes_are_those_of_the_rollouts_despite_failing_webhooks(
@@ -189,7 +195,14 @@ def test_outcomes_are_those_of_the_rollouts_despite_failing_webhooks(
     assert "answered HTTP 500" in errors
     assert "connection refused" in errors
     assert any(e.startswith(("no answer within 0.5 s", "not sent")) for e in errors)
-    assert all(d["delivered"] for d in record["deliveries"] if "(json)" in d["webhook"])
+    # the healthy receivers got every event: /json (one of three json webhooks there), Slack
+    # and Teams
+    json_ok = [
+        d for d in record["deliveries"] if d["webhook"].endswith("(json)") and d["delivered"]
+    ]
+    assert len(json_ok) == len(record["events"]) == 4
+    assert all(d["delivered"] for d in record["deliveries"] if "(slack" in d["webhook"])
+    assert all(d["delivered"] for d in record["deliveries"] if "(teams" in d["webhook"])
     # the failures are logged, and no webhook address reaches the evidence or the logs
     assert "not delivered" in runs["promoted"].stderr
     project: Project = scenario["project"]
@@ -205,7 +218,11 @@ def test_outcomes_are_those_of_the_rollouts_despite_failing_webhooks(
 
 def test_started_and_step_events(scenario: dict[str, Any]) -> None:
     _, v2, _ = scenario["versions"]
-    bodies = [b for b in scenario["receiver"].got("/json") if b["version"] == v2]
+    bodies = [
+        b
+        for b in scenario["receiver"].got("/json")
+        if b["version"] == v2 and b["environment"] == "staging"
+    ]
     assert _events(bodies)[:3] == ["started", "step", "step passed"]
     started, step, passed = bodies[:3]
     assert started["environment"] == "staging"
@@ -218,10 +235,16 @@ def test_started_and_step_events(scenario: dict[str, Any]) -> None:
 
 def test_promoted_event(scenario: dict[str, Any]) -> None:
     v1, v2, _ = scenario["versions"]
-    assert _events(scenario["receiver"].got("/json"), v1)[0] == "promoted"  # the first release
+    # the first release: nothing to compare with, live at once
+    assert _events(scenario["receiver"].got("/json"), v1) == ["started", "promoted"]
     bodies = scenario["receiver"].got("/json")
-    assert _events(bodies, v2)[-1] == "promoted"
-    promoted = [b for b in bodies if b["version"] == v2][-1]
+    # promoted, then rolled back by hand later in the scenario
+    assert _events(bodies, v2) == ["started", "step", "step passed", "promoted", "rollback by hand"]
+    promoted = next(
+        b
+        for b in bodies
+        if b["version"] == v2 and b["environment"] == "staging" and b["event"] == "promoted"
+    )
     assert promoted["url"] == scenario["project"].url("staging")
     slack = [b for b in scenario["receiver"].got("/slack") if v2 in b["text"]]
     assert f"{v2} is live in staging" in slack[-1]["text"]
@@ -232,7 +255,11 @@ def test_rolled_back_event_names_the_failing_check_and_its_numbers(
     scenario: dict[str, Any],
 ) -> None:
     _, _, v3 = scenario["versions"]
-    bodies = [b for b in scenario["receiver"].got("/json") if b["version"] == v3]
+    bodies = [
+        b
+        for b in scenario["receiver"].got("/json")
+        if b["version"] == v3 and b["environment"] == "staging"
+    ]
     assert _events(bodies)[0] == "started"
     back = bodies[-1]
     assert back["event"] == "rolled back"
@@ -265,7 +292,11 @@ def test_paused_event_gives_the_reason(scenario: dict[str, Any]) -> None:
 
 def test_rollback_by_hand_events(scenario: dict[str, Any]) -> None:
     v1, v2, _ = scenario["versions"]
-    by_hand = [b for b in scenario["receiver"].got("/json") if b["event"] == "rollback by hand"]
+    by_hand = [
+        b
+        for b in scenario["receiver"].got("/json")
+        if b["event"] == "rollback by hand" and b["environment"] == "staging"
+    ]
     assert [b["version"] for b in by_hand] == [v2]  # `mlcd rollback staging`: v2 → v1
     assert f"{v1} is live again" in by_hand[0]["detail"]
     assert by_hand[0]["reasons"] == []

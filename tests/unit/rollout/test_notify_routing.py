@@ -129,7 +129,14 @@ def _notifier(
 
 ANALYSIS = {
     "reasons": ["canary error rate 5.2% is above max-error-rate 1% (stable 0.4%)"],
-    "metrics": {"canary_error_rate": 0.052, "stable_error_rate": 0.004, "other": 1},
+    "metrics": {
+        "canary_requests": 500,
+        "canary_errors": 26,
+        "stable_requests": 500,
+        "stable_errors": 2,
+        "error_rate_increase_upper": 0.07,
+        "other": 1,
+    },
 }
 
 
@@ -158,7 +165,15 @@ def test_every_state_change_is_one_event_in_order_with_the_failing_check(
     assert back["version"] == "0.2.0"
     assert back["strategy"] == "canary"
     assert back["reasons"] == ANALYSIS["reasons"]
-    assert back["metrics"] == {"canary_error_rate": 0.052, "stable_error_rate": 0.004}
+    assert back["metrics"] == {
+        "canary_error_rate": 0.052,
+        "stable_error_rate": 0.004,
+        "canary_requests": 500,
+        "canary_errors": 26,
+        "stable_requests": 500,
+        "stable_errors": 2,
+        "error_rate_increase_upper": 0.07,
+    }
     assert back["summary"] == "demo 0.2.0 rolled back in staging: analysis failed"
     assert ok[1]["weight"] == 10
 
@@ -313,3 +328,68 @@ def test_the_salt_is_the_candidates_version() -> None:
     at50 = salted(base, Route("split", ((stable, 50), (cand, 50))))
     assert at10 == at50 == base.salted("0.2.0")
     assert salted(base, Route("mirror", ((stable, 1),), cand)) == base.salted("0.2.0")
+
+
+# ---------------------------------------------------------------------------- kubernetes
+
+
+def _k8s_section(**over: Any) -> Any:
+    from mlcd.config import EnvironmentSection
+
+    return EnvironmentSection.model_validate({"target": "kubernetes", **over})
+
+
+def _rollout_object(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == "Rollout")
+
+
+def test_kubernetes_istio_renders_a_managed_header_route_before_the_first_weight() -> None:
+    from mlcd.rollout.kubernetes import render, validate_custom
+
+    section = _k8s_section(kubernetes={"traffic-router": "istio", "traffic-object": "bc-vs"})
+    objects = render(
+        "bc", "staging", section, version="0.2.0", image="i@sha256:1", strategy="canary"
+    )
+    canary = _rollout_object(objects)["spec"]["strategy"]["canary"]
+    assert canary["trafficRouting"] == {
+        "managedRoutes": [{"name": "mlcd-header"}],
+        "istio": {"virtualService": {"name": "bc-vs", "routes": ["primary"]}},
+    }
+    first = canary["steps"][0]["setHeaderRoute"]
+    assert first["name"] == "mlcd-header"
+    assert first["match"] == [
+        {"headerName": "X-MLCD-Version", "headerValue": {"regex": "(?i)^canary$"}}
+    ]
+    assert canary["steps"][1] == {"setWeight": 10}
+    assert canary["analysis"]["startingStep"] == 2  # the first weight's judge step
+    assert not [p for o in objects for p in validate_custom(o)]
+
+
+def test_kubernetes_nginx_uses_canary_by_header_and_none_keeps_replicas() -> None:
+    from mlcd.rollout.kubernetes import render
+
+    section = _k8s_section(kubernetes={"traffic-router": "nginx"}, routing={"header": "X-Arm"})
+    canary = _rollout_object(
+        render("bc", "staging", section, version="0.2.0", image="i@sha256:1", strategy="canary")
+    )["spec"]["strategy"]["canary"]
+    assert canary["trafficRouting"]["nginx"] == {
+        "stableIngress": "bc-staging",
+        "additionalIngressAnnotations": {
+            "canary-by-header": "X-Arm",
+            "canary-by-header-value": "canary",
+        },
+    }
+    assert canary["steps"][0] == {"setWeight": 10}
+    assert canary["analysis"]["startingStep"] == 1
+    plain = _rollout_object(
+        render("bc", "staging", _k8s_section(), version="0.2.0", image="i", strategy="canary")
+    )["spec"]["strategy"]["canary"]
+    assert "trafficRouting" not in plain
+
+
+def test_kubernetes_refuses_a_sticky_key() -> None:
+    from mlcd.rollout.kubernetes import render
+
+    section = _k8s_section(routing={"sticky-key": "X-User-Id"})
+    with pytest.raises(UserInputError, match="sticky-key"):
+        render("bc", "staging", section, version="0.2.0", image="i", strategy="canary")
