@@ -9,6 +9,7 @@ environment's history (when each canary step and the promotion or rollback happe
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import threading
 import time
@@ -95,7 +96,9 @@ def check(
     seen: list[Seen], history: list[dict[str, Any]], stable: str, candidate: str, end: str
 ) -> dict[str, Any]:
     """Assert stickiness and forced routing over one rollout of `candidate` over `stable`
-    that ended with `end` ("promoted" or "rolled back"); return figures for the report."""
+    that ended with `end` ("promoted" or "rolled back"): each user sees one arm in each step
+    and moves at most once, from stable to the canary, never back; testers' forced requests
+    reach the arm they name. Returns figures for the report."""
     mine = [h for h in history if h.get("version") == candidate]
     steps = [(h["weight"], _when(h)) for h in mine if h["event"] == "canary step"]
     finish = next(_when(h) for h in mine if h["event"] == end)
@@ -114,13 +117,21 @@ def check(
                 arms.setdefault(s.who, set()).add(s.version)
         phases.append(arms)
         assert arms, f"no user request during the {weight}% step"
-    # one version per user from the first step to the end of the rollout
-    per_user: dict[str, set[str]] = {}
-    for arms in phases:
-        for who, versions in arms.items():
-            per_user.setdefault(who, set()).update(versions)
-    flipped = {who: v for who, v in per_user.items() if len(v) > 1}
-    assert not flipped, f"users saw both arms during the rollout: {sorted(flipped)[:10]}"
+    # within a step, one version per user
+    for (weight, _), arms in zip(steps, phases, strict=True):
+        split = sorted(who for who, versions in arms.items() if len(versions) > 1)
+        assert not split, f"users saw both arms within the {weight}% step: {split[:10]}"
+    # across steps, a user moves at most once, stable → canary (the canary's buckets only
+    # grow), and never back before the rollout ends: one arm per user from the step it
+    # reached the canary to the promotion or rollback
+    t0 = steps[0][1]
+    for who in {w for arms in phases for w in arms}:
+        path = [next(iter(arms[who])) for arms in phases if who in arms]
+        moves = [(a, b) for a, b in itertools.pairwise(path) if a != b]
+        assert moves in ([], [(stable, candidate)]), (
+            who,
+            [(round(s.at - t0, 2), s.version) for s in seen if s.who == who and s.at >= t0],
+        )
     shares = []
     for (weight, _), arms in zip(steps, phases, strict=True):
         on_canary = sum(1 for v in arms.values() if candidate in v)
@@ -136,6 +147,11 @@ def check(
         assert s.version == (candidate if s.who == "forced:canary" else stable), s
     return {
         "users_per_step": shares,
+        "users_moved": sum(
+            1
+            for who in {w for arms in phases for w in arms}
+            if len({next(iter(arms[who])) for arms in phases if who in arms}) > 1
+        ),
         "user_requests": sum(1 for s in seen if s.who.startswith("user-")),
         "forced_requests": len(forced),
     }
