@@ -290,8 +290,8 @@ def _deploy_body(
             details=DeployDetails.model_validate({**details, "outcome": "refused by gates"}).dump(),
         )
     if section.target == "kubernetes":
-        return k8s_target.deploy(
-            ctx, env, section, release, chosen, folder=ctx.bundle.stage_dir(stage), details=details
+        return _kubernetes_deploy(
+            ctx, env, section, release, strategy=chosen, stage=stage, details=details
         )
     assert ctl is not None  # noqa: S101 - stage() holds the lock of a container target  # nosec B101
     notes = [*ctl.reconcile(), *record_pending(ctx, ctl)]
@@ -304,6 +304,43 @@ def _deploy_body(
         raise
     notes += record_pending(ctx, ctl)
     return _outcome(stage, ctl, result, [*report.reasons, *notes], details)
+
+
+def _kubernetes_deploy(
+    ctx: Context,
+    env: str,
+    section: EnvironmentSection,
+    release: gates.Release,
+    *,
+    strategy: str,
+    stage: str,
+    details: dict[str, Any],
+) -> StageOutcome:
+    """The Kubernetes rollout (Argo Rollouts moves the traffic): its start and its outcome are
+    told to the webhooks, as the other targets' are (the steps happen in the cluster)."""
+    notifier = notifier_for(ctx, env, "deploy", section.url or "")
+    notifier("rollout started", release.version, {"strategy": strategy})
+    try:
+        outcome = k8s_target.deploy(
+            ctx,
+            env,
+            section,
+            release,
+            strategy,
+            folder=ctx.bundle.stage_dir(stage),
+            details=details,
+        )
+        ended = str(outcome.details.get("outcome", ""))
+        if ended in ("promoted", "rolled back", "paused"):
+            notifier(
+                ended,
+                release.version,
+                {"detail": outcome.summary, "analysis": {"reasons": outcome.reasons[-4:]}},
+            )
+    finally:
+        notifier.close()
+    outcome.details["notifications"] = notifier.record()
+    return outcome
 
 
 @contextmanager

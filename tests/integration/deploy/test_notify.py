@@ -246,9 +246,12 @@ def test_promoted_event(scenario: dict[str, Any]) -> None:
         if b["version"] == v2 and b["environment"] == "staging" and b["event"] == "promoted"
     )
     assert promoted["url"] == scenario["project"].url("staging")
-    slack = [b for b in scenario["receiver"].got("/slack") if v2 in b["text"]]
-    assert f"{v2} is live in staging" in slack[-1]["text"]
-    assert slack[-1]["blocks"][0]["text"]["type"] == "mrkdwn"
+    slack = [
+        b for b in scenario["receiver"].got("/slack") if f"{v2} is live in staging" in b["text"]
+    ]
+    assert len(slack) == 1
+    assert slack[0]["text"].startswith("🎉 ")
+    assert slack[0]["blocks"][0]["text"]["type"] == "mrkdwn"
 
 
 def test_rolled_back_event_names_the_failing_check_and_its_numbers(
