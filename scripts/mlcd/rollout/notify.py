@@ -155,10 +155,15 @@ class Event:
         return {"source": "mlcd", "event": data.pop("kind"), **data}
 
 
-def _summary(kind: str, project: str, env: str, *, version: str, detail: str, weight: Any) -> str:
+def _summary(
+    kind: str, project: str, env: str, *, version: str, detail: str, weight: Any, strategy: str
+) -> str:
     who = f"{project} {version}".strip()
+    if kind in ("step", "step passed"):
+        # the controller's detail starts with the weight, which the line already says
+        detail = detail.removeprefix(f"{weight}% of traffic").removeprefix(":").strip()
     texts = {
-        "started": f"{who}: rollout to {env} started",
+        "started": f"{who}: rollout to {env} started" + (f" ({strategy})" if strategy else ""),
         "step": f"{who} in {env}: canary at {weight}% of traffic",
         "step passed": f"{who} in {env}: canary step {weight}% passed",
         "paused": f"{who} in {env}: paused for a decision",
@@ -339,7 +344,13 @@ class Notifier:
             environment=self.env,
             version=version or "",
             summary=_summary(
-                kind, self.project, self.env, version=version or "", detail=text, weight=weight
+                kind,
+                self.project,
+                self.env,
+                version=version or "",
+                detail=text,
+                weight=weight,
+                strategy=self._strategy,
             ),
             detail=text,
             time=utc_now(),

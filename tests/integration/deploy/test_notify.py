@@ -227,7 +227,8 @@ def test_started_and_step_events(scenario: dict[str, Any]) -> None:
     started, step, passed = bodies[:3]
     assert started["environment"] == "staging"
     assert started["strategy"] == "canary"
-    assert started["summary"].endswith(f"{v2}: rollout to staging started")
+    assert started["summary"].endswith(f"{v2}: rollout to staging started (canary)")
+    assert step["summary"].endswith(f"{v2} in staging: canary at 50% of traffic")
     assert step["weight"] == 50
     assert passed["weight"] == 50
     assert passed["metrics"]["canary_requests"] > 0

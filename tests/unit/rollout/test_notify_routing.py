@@ -176,6 +176,9 @@ def test_every_state_change_is_one_event_in_order_with_the_failing_check(
     }
     assert back["summary"] == "demo 0.2.0 rolled back in staging: analysis failed"
     assert ok[1]["weight"] == 10
+    assert ok[0]["summary"] == "demo 0.2.0: rollout to staging started (canary)"
+    assert ok[1]["summary"] == "demo 0.2.0 in staging: canary at 10% of traffic"
+    assert ok[2]["summary"] == "demo 0.2.0 in staging: canary step 10% passed: ok"
 
 
 def test_a_failing_webhook_is_recorded_and_retried_fully_only_once(
