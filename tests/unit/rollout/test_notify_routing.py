@@ -396,3 +396,49 @@ def test_kubernetes_refuses_a_sticky_key() -> None:
     section = _k8s_section(routing={"sticky-key": "X-User-Id"})
     with pytest.raises(UserInputError, match="sticky-key"):
         render("bc", "staging", section, version="0.2.0", image="i", strategy="canary")
+
+
+# ---------------------------------------------------------------------------- the hook
+
+
+class _StateOnly:
+    """Just enough of a target for `Controller.save`."""
+
+    def __init__(self) -> None:
+        self.saved = 0
+
+    def save_state(self, _state: Any) -> None:
+        self.saved += 1
+
+
+def test_the_controller_tells_its_hook_every_recorded_change_and_survives_it() -> None:
+    from mlcd.config import EnvironmentSection
+    from mlcd.rollout.controller import Controller, EnvSpec
+
+    target = _StateOnly()
+    said: list[str] = []
+    ctl = Controller(
+        EnvSpec("demo", "staging", EnvironmentSection()),
+        target,  # type: ignore[arg-type]
+        said.append,
+    )
+    heard: list[tuple[str, str | None, dict[str, Any]]] = []
+    ctl.on_event = lambda event, version, detail: heard.append((event, version, detail))
+    ctl.state.last_analysis = {"outcome": "fail", "reasons": ["r"]}
+    ctl.save("rolled back", "0.2.0", detail="analysis failed")
+    ctl.save()  # a plain save is no state change
+    assert heard == [
+        (
+            "rolled back",
+            "0.2.0",
+            {"detail": "analysis failed", "analysis": {"outcome": "fail", "reasons": ["r"]}},
+        )
+    ]
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("boom")
+
+    ctl.on_event = broken
+    ctl.save("promoted", "0.2.0", detail="all traffic")
+    assert target.saved == 3
+    assert said[-1] == "could not notify promoted: boom"
