@@ -349,9 +349,11 @@ def locked(
 ) -> Iterator[Controller]:
     """The environment's controller with its lock held and its state loaded."""
     ctl = controller(ctx, env, strategy)
-    notifier = notifier_for(ctx, env, command, ctl.target.url)
-    ctl.on_event = notifier
+    notifier: Notifier | None = None
     try:
+        # before the lock: a webhook whose url-env is not set is exit 2 before anything moves
+        notifier = notifier_for(ctx, env, command, ctl.target.url)
+        ctl.on_event = notifier
         ctl.target.acquire(f"mlcd {command} {env}")
         try:
             ctl.load()
@@ -359,7 +361,8 @@ def locked(
         finally:
             ctl.target.release()
     finally:
-        notifier.close()
+        if notifier is not None:
+            notifier.close()  # waits at most one delivery's worst case
         ctl.target.close()
 
 
