@@ -460,7 +460,7 @@ class RouterSection(Section):
 
 
 class WebhookSection(Section):
-    """One webhook told about a rollout's state changes (docs/deploy.md#notifications)."""
+    """One webhook told about a rollout's state changes (docs/deploy.md, "Notifications")."""
 
     url: str | None = Field(
         None,
@@ -503,7 +503,7 @@ class WebhookSection(Section):
 
 class RoutingSection(Section):
     """Who sees which version during a rollout (local and docker-host routers; Kubernetes
-    with a traffic router: docs/deploy.md#who-sees-which-version)."""
+    with a traffic router: docs/deploy.md, "Who sees which version")."""
 
     header: str | None = Field(
         "X-MLCD-Version",
@@ -514,8 +514,9 @@ class RoutingSection(Section):
     sticky_key: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",
-        description="a request header (a user id) that keeps each user on one arm for the "
-        "whole rollout; requests without it are split by weight",
+        description="a request header (a user id) that keeps each user on one arm: at most "
+        "one move, stable → canary, as the steps grow, never back during the rollout; requests "
+        "without it are split by weight",
     )
 
 
