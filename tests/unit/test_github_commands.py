@@ -483,3 +483,36 @@ def test_other_refusals_of_the_comment_still_fail(
     monkeypatch.setenv("GITHUB_EVENT_PATH", _event(tmp_path, 5))
     args = ["github", "comment", "--out", str(out), "--config", str(repo_root / "model/mlcd.yaml")]
     assert cli.main(args) == 3
+
+
+def test_deployment_final_status_says_what_the_webhooks_said(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path
+) -> None:
+    """The final status's description is the deploy's last event (the same words the
+    webhooks got); the in-progress one keeps the plain state."""
+    out = tmp_path / "run"
+    bundle = make_bundle(out)
+    said = "bc 3 rolled back in staging: analysis failed: canary error rate 5.2% > 1%"
+    bundle.write(
+        _result(
+            "deploy-staging",
+            details={
+                "version": "3",
+                "notifications": {
+                    "events": [
+                        {"event": "started", "summary": "bc 3: rollout to staging started"},
+                        {"event": "rolled back", "summary": said},
+                    ]
+                },
+            },
+        ),
+        "",
+    )
+    config = str(repo_root / "model/mlcd.yaml")
+    base = ["github", "deployment", "staging", "--out", str(out), "--config", config]
+    assert cli.main([*base, "--state", "in_progress"]) == 0
+    assert cli.main([*base, "--state", "failure"]) == 0
+    [deployment] = fake.deployments
+    first, last = fake.statuses[deployment["id"]]
+    assert first["description"].endswith("in progress")
+    assert last["description"] == said[:140]
