@@ -156,3 +156,10 @@ def test_nothing_declared_installs_nothing_and_says_so(tmp_path: Path) -> None:
     sources, notes = deps.test_sources(_loaded(root), root)
     assert sources == []
     assert "none declared" in notes[0]
+
+
+def test_test_requirements_with_another_install_kind_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError) as info:
+        _loaded(tmp_path / "repo", "test: {install: none, requirements: [r.txt]}\n")
+    assert "test:" in info.value.render()
+    assert "install: requirements" in info.value.render()
