@@ -189,6 +189,15 @@ class TestSection(Section):
         "except model.requirements",
     )
 
+    @model_validator(mode="after")
+    def _requirements_with_install(self) -> TestSection:
+        if self.requirements is not None and self.install in ("pyproject", "none"):
+            raise ValueError(
+                f"`requirements` names files for `install: requirements` (this one is "
+                f"`{self.install}`)"
+            )
+        return self
+
 
 class Bound(Section):
     """A bound on a metric: `min`, `max` or both."""

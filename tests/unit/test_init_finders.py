@@ -328,3 +328,10 @@ def test_run_target_local_moves_every_environment_to_this_engine(tmp_path: Path)
     assert local.path == loaded.path
     # the config as written is unchanged
     assert loaded.config.environments["staging"].target == "docker-host"
+
+
+def test_the_placeholder_kit_is_a_warning(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, _plan(kit="org/mlcd"))
+    report = githubcheck.check(load_config(repo / "mlcd.yaml"), repo)
+    assert report.errors == []
+    assert any("placeholder repository org/mlcd" in w for w in report.warnings)

@@ -156,3 +156,29 @@ def test_nothing_declared_installs_nothing_and_says_so(tmp_path: Path) -> None:
     sources, notes = deps.test_sources(_loaded(root), root)
     assert sources == []
     assert "none declared" in notes[0]
+
+
+def test_test_requirements_with_another_install_kind_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError) as info:
+        _loaded(tmp_path / "repo", "test: {install: none, requirements: [r.txt]}\n")
+    assert "test:" in info.value.render()
+    assert "install: requirements" in info.value.render()
+
+
+def test_the_running_mlcds_repository_inside_the_project_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    loaded = _loaded(repo)
+    vendored = repo / "tools" / "mlcd"  # mlcd checked out (and run) under another name
+    vendored.mkdir(parents=True)
+    monkeypatch.setattr(projectfiles, "kit_root", lambda: vendored)
+    found = projectfiles.exclusions(loaded, repo / ".mlcd", repo)
+    assert vendored in found.folders
+    assert found.excludes(vendored / "scripts" / "mlcd" / "cli.py")
+    # the other way round (the project inside mlcd's repository, as the kit's own
+    # model/ and zoo) leaves nothing of the project out
+    monkeypatch.setattr(projectfiles, "kit_root", lambda: tmp_path)
+    found = projectfiles.exclusions(loaded, repo / ".mlcd", repo)
+    assert tmp_path not in found.folders
+    assert not found.excludes(repo / "train.py")

@@ -14,9 +14,10 @@ from mlcd.context import Command, Context
 from mlcd.errors import UserInputError
 from mlcd.projectfiles import SKIPPED_NAMES, kit_root
 from mlcd.scaffold import finders, templates
+from mlcd.scaffold.githubcheck import PLACEHOLDER_KIT
 from mlcd.tools import git
 
-DEFAULT_KIT = "org/mlcd"
+DEFAULT_KIT = PLACEHOLDER_KIT
 DEFAULT_BASE = "python:3.11-slim"
 SMOKE_TEST = "tests/test_mlcd_entrypoint.py"
 MODEL_REQUIREMENTS = "requirements-model.txt"

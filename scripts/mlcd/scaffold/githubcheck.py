@@ -27,6 +27,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 _TAG = re.compile(r"^v?\d+(\.\d+)*([.-][0-9A-Za-z.-]+)?$")
 _BRANCHES = {"main", "master", "develop", "dev", "trunk", "head", "latest", "stable"}
 _LEVEL = {"none": 0, "read": 1, "write": 2}
+PLACEHOLDER_KIT = "org/mlcd"
 PLACEHOLDER_HOSTS = ("example.com", "example.org", "example.net", ".invalid", ".example")
 
 DOCS = {
@@ -126,6 +127,11 @@ def check(loaded: LoadedConfig, repo: Path) -> Report:
         report.workflow = path
         uses = str(job["uses"])
         match = REUSABLE.search(uses)
+        if uses.startswith(f"{PLACEHOLDER_KIT}/"):
+            report.warnings.append(
+                f"{where}: uses the placeholder repository {PLACEHOLDER_KIT}: name mlcd's "
+                "repository (`mlcd init --force --kit OWNER/REPO@TAG`, or edit `uses:`)"
+            )
         if match:
             ref = match.group("ref")
             if _SHA.match(ref):

@@ -50,18 +50,15 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
         warnings += report.warnings
         github_checked = report.checked
     if ctx.fmt == "json":
-        print(
-            json.dumps(
-                {
-                    "valid": True,
-                    "config": str(loaded.path),
-                    "project": config.project,
-                    "warnings": warnings,
-                    "github": github_checked,
-                }
-            ),
-            file=ctx.stream,
-        )
+        document: dict[str, object] = {
+            "valid": True,
+            "config": str(loaded.path),
+            "project": config.project,
+            "warnings": warnings,
+        }
+        if args.github:
+            document["github"] = github_checked
+        print(json.dumps(document), file=ctx.stream)
     else:
         envs = ", ".join(config.environments) or "none"
         ctx.say(f"✅ {loaded.path}: valid (project {config.project}, environments: {envs})")
