@@ -55,6 +55,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -729,8 +730,15 @@ def push_run(read_only_run: Run, kit: Kit, caller: Caller, fake: FakeGitHub) -> 
     return run_act("push", payload, kit=kit, caller=caller, fake=fake)
 
 
+def _releases_of(fake: FakeGitHub, project: Project) -> list[dict[str, Any]]:
+    """The project's GitHub releases, `<project>-v<N>` exactly (`churn-v1` is not
+    `churn-v2-v1`)."""
+    pattern = re.compile(rf"{re.escape(project.name)}-v[1-9][0-9]*")
+    return [r for r in fake.releases if pattern.fullmatch(str(r["tag_name"]))]
+
+
 def _evidence_archive(fake: FakeGitHub, project: Project, version: str) -> tarfile.TarFile:
-    [published] = [r for r in fake.releases if r["tag_name"].startswith(f"{project.name}-v")]
+    [published] = _releases_of(fake, project)
     assets = {a["name"]: a["id"] for a in published["assets"]}
     [name] = [n for n in assets if n.startswith("evidence-") and n.endswith(".tar.gz")]
     assert version in name, (name, version)
@@ -755,7 +763,9 @@ def test_push_releases_each_project_and_canaries_it_to_staging_over_ssh(
         assert image.startswith(project.image + "@sha256:"), image
         assert _config_digest(image) == built["details"]["image_id"]
         # its own GitHub release, its own deployment to staging
-        assert [r for r in fake.releases if r["tag_name"] == f"{project.name}-v{version}"]
+        # exactly one GitHub release of its own (<project>-v<N>), with the evidence assets
+        [published] = _releases_of(fake, project)
+        assert published["assets"], published
         [deployment] = [
             d
             for d in fake.deployments
