@@ -776,7 +776,8 @@ def test_push_releases_each_project_and_canaries_it_to_staging_over_ssh(
         # success; GitHub then marks it inactive when the OTHER project's deployment to the
         # same environment name succeeds (auto_inactive): both projects share `staging`
         states = [s["state"] for s in fake.statuses[deployment["id"]]]
-        assert "success" in states and states[-1] in ("success", "inactive"), states
+        assert "success" in states, states
+        assert states[-1] in ("success", "inactive"), states
         deploy = json.loads((bundle / "deploy-staging" / "result.json").read_text())
         assert deploy["status"] == "pass", deploy
         assert deploy["details"]["image"] == image
