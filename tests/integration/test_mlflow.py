@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlcd import cli, typedrows
+from mlcd import cli, runreport, typedrows
 from mlcd.config import load_config
+from mlcd.evidence import Bundle
+from mlcd.github import comment
 from mlcd.ports import free_port
 from mlcd.registry import CHAMPION, open_registry
 from mlcd.serve.client import Client
@@ -133,6 +135,7 @@ def test_register_compare_promote_and_roll_back_in_mlflows_registry(
     version = mlflow.get_model_version(name, "1")
     assert version.tags["mlcd.verdict"] == "passed"
     assert version.tags["mlcd.fingerprint"] == train["details"]["fingerprint"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # for MLflow's module functions
     info = get_model_info(f"models:/{name}/1")  # MLflow reads the MLmodel mlcd wrote
     meta = json.loads((tmp_path / ".mlcd" / "train" / "model.json").read_text())
     assert info.signature.inputs.input_names() == [f["name"] for f in meta["features"]]
@@ -151,14 +154,11 @@ def test_register_compare_promote_and_roll_back_in_mlflows_registry(
     files = {a.path for a in mlflow.list_artifacts(run.info.run_id)}
     assert {"report.html", "model_card.md", "verdict.json"} <= files
     assert train["details"]["tracking"]["url"].startswith(mlflow_uri)
-    comment = subprocess.run(
-        [sys.executable, "-m", "mlcd", "report", "--out", str(tmp_path / ".mlcd")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert first["details"]["tracking"]["url"] in comment.stdout, comment.stdout[-2000:]
+    bundle = Bundle(tmp_path / ".mlcd")
+    pr_comment = comment.render(bundle, comment.RunInfo(repository="o/r", run_id="1"))
+    assert f"[MLflow run: evaluate]({first['details']['tracking']['url']})" in pr_comment
+    page = runreport.render_html(bundle, None)
+    assert f'href="{train["details"]["tracking"]["url"]}"' in page
 
     # a production deploy moves MLflow's champion alias (what deploy calls)
     registry = open_registry(load_config(config))
