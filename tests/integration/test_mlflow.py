@@ -186,6 +186,8 @@ def test_register_compare_promote_and_roll_back_in_mlflows_registry(
     assert champion is not None
     assert champion.version == "v1"
     assert [h["version"] for h in registry.alias_history(CHAMPION)] == ["v1", "v2", "v1"]
+    assert registry.claim_release("0.1.0", commit="e" * 40)  # one release job takes it
+    assert not registry.claim_release("0.1.0", commit="f" * 40)
     model = registry.model_file("v1", tmp_path / "download")
     assert model.read_bytes() == (tmp_path / "v1.skops").read_bytes()
 
