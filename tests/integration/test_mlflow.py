@@ -30,6 +30,7 @@ from mlcd.evidence import Bundle
 from mlcd.github import comment
 from mlcd.ports import free_port
 from mlcd.registry import CHAMPION, open_registry
+from mlcd.rollout import gates
 from mlcd.serve.client import Client
 from mlcd.serve.model import load
 from tests.integration.images import ROOT, Built, Project
@@ -160,7 +161,8 @@ def test_register_compare_promote_and_roll_back_in_mlflows_registry(
     page = runreport.render_html(bundle, None)
     assert f'href="{train["details"]["tracking"]["url"]}"' in page
 
-    # a production deploy moves MLflow's champion alias (what deploy calls)
+    # a production deploy moves MLflow's champion alias (what deploy calls: set_alias, and
+    # gates.record_deployment for a release that went live)
     registry = open_registry(load_config(config))
     registry.set_alias(CHAMPION, "v1")
     assert mlflow.get_model_version_by_alias(name, "champion").version == "1"
@@ -173,9 +175,21 @@ def test_register_compare_promote_and_roll_back_in_mlflows_registry(
     assert second["details"]["comparison"]["champion"] == "v1"
     assert second["details"]["registry"]["version"] == "v2"
 
-    registry.attach("v2", "image_digest", "127.0.0.1:5000/x@sha256:" + "b" * 64)
-    registry.set_alias(CHAMPION, "v2")  # promoted
-    assert mlflow.get_model_version_by_alias(name, "champion").version == "2"
+    image = "127.0.0.1:5000/x@sha256:" + "b" * 64
+    registry.attach("v2", "image_digest", image)
+    release = gates.Release(
+        version="0.2.0",
+        image=image,
+        model_version="v2",
+        evaluate_passed=True,
+        evaluate_source="evaluate",
+        scan_passed=True,
+        scan_source="scan",
+    )
+    gates.record_deployment(registry, release, "production", strategy="blue-green", champion=True)
+    assert mlflow.get_model_version_by_alias(name, "champion").version == "2"  # promoted
+    deployed = json.loads(mlflow.get_model_version(name, "2").tags["mlcd.deployments"])
+    assert [(d["env"], d["release"]) for d in deployed] == [("production", "0.2.0")]
     assert mlflow.get_model_version(name, "2").tags["mlcd.image_digest"].endswith("b" * 64)
     found = registry.find_by_image_digest("sha256:" + "b" * 64)
     assert found is not None
