@@ -390,3 +390,23 @@ def test_numpy_rows_through_the_scoring_client(example_case: Case) -> None:
         assert _scoring_predictions(server.port, rows) == example_case.expected
     finally:
         assert server.stop() == 0
+
+
+def test_an_unreachable_tracking_server_is_a_reason_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracking is a record, not a gate: train passes and says what went wrong."""
+    monkeypatch.setenv("GITHUB_SHA", "e" * 40)
+    monkeypatch.delenv("MLCD_REGISTRY_PATH", raising=False)
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config = _example(tmp_path, nobody, f"mlf-{uuid.uuid4().hex[:8]}", 1.0)
+    config.write_text(
+        config.read_text().replace("backend: mlflow", "backend: local")
+        + f"tracking: {{uri: '{nobody}'}}\n"
+    )
+    result = _stage(config, "train")
+    assert result["status"] == "pass"
+    tracked = result["details"]["tracking"]
+    assert tracked["uri"] == nobody
+    assert "failed after 2 attempts" in tracked["error"], tracked
+    assert any(r.startswith(f"MLflow tracking at {nobody} failed") for r in result["reasons"])
