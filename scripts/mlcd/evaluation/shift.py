@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlcd.evaluation.scoring import Scored
+from mlcd.rollout.judge import coarse_cells, expected_shift
 
 # the server's score buckets for probabilities (serve/metrics.py SCORE_BUCKETS_PROBA)
 SCORE_BOUNDS: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(1, 21))
@@ -48,12 +49,6 @@ def profile(scored: Scored) -> dict[str, Any]:
     return {"classes": classes, "scores": buckets}
 
 
-def _psi(a: Sequence[float], b: Sequence[float]) -> float:
-    from mlcd.rollout.judge import psi_estimate
-
-    return max(0.0, psi_estimate(a, b).raw)
-
-
 def _counts(buckets: Sequence[Sequence[float]]) -> list[float]:
     out: list[float] = []
     prev = 0.0
@@ -68,9 +63,10 @@ def prediction_shift(
 ) -> dict[str, Any]:
     """`verdict.json`'s `prediction_shift`: both profiles and the PSI between them.
 
-    The PSI is the plug-in value on the held-out rows (the judge's estimator with its 0.5
-    pseudo-counts): the load test replays those rows, so it is the shift a canary shows
-    against stable under that load; with other traffic it errs on the side of allowing more.
+    The PSI is the plain value between the two models' held-out distributions, scores over
+    buckets grouped until each holds a few predictions of both models (`judge.coarse_cells`:
+    an empty bucket would make the live PSI grow with the sample), as the judge computes it:
+    the load test replays those rows, so it is the shift a canary shows against stable.
     """
     mine = profile(candidate)
     out: dict[str, Any] = {
@@ -87,7 +83,7 @@ def prediction_shift(
     keys = sorted(set(mine["classes"]) | set(theirs["classes"]))
     shift: dict[str, float] = {
         "classes": round(
-            _psi(
+            expected_shift(
                 [float(theirs["classes"].get(k, 0)) for k in keys],
                 [float(mine["classes"].get(k, 0)) for k in keys],
             ),
@@ -95,7 +91,14 @@ def prediction_shift(
         )
     }
     if mine["scores"] and theirs["scores"]:
-        shift["scores"] = round(_psi(_counts(theirs["scores"]), _counts(mine["scores"])), 5)
+        a, b = _counts(theirs["scores"]), _counts(mine["scores"])
+        groups = coarse_cells(a, b)
+        shift["scores"] = round(
+            expected_shift(
+                [sum(a[i] for i in g) for g in groups], [sum(b[i] for i in g) for g in groups]
+            ),
+            5,
+        )
     out["shift"] = shift
     return out
 

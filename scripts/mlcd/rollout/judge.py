@@ -1010,74 +1010,141 @@ def _score_vectors(s: JudgeState) -> tuple[list[float], list[float]] | None:
     return _bucket_vectors(s.stable_scores, s.canary_scores)
 
 
-def _held_out(
-    key: str, expected: ExpectedPredictions | None, *, champion: bool
-) -> Mapping[str, int] | tuple[tuple[float, int], ...] | None:
-    """A model's predicted classes or score buckets on the held-out rows, per evaluation."""
-    if expected is None:
+MIN_CELL = 5  # held-out predictions per cell (both models) when evaluation's profiles are known
+
+
+def coarse_cells(
+    a: Sequence[float], b: Sequence[float], min_count: int = MIN_CELL
+) -> list[list[int]]:
+    """Consecutive cells grouped until each group holds `min_count` of both a and b.
+
+    A score bucket that one model never uses on the held-out rows makes the PSI grow without
+    bound with the sample (its pseudo-count shrinks): grouped so that every cell holds a few
+    of both, the PSI between the models has a limit the live estimate converges to.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    count_a = count_b = 0.0
+    for index, (x, y) in enumerate(zip(a, b, strict=True)):
+        current.append(index)
+        count_a += x
+        count_b += y
+        if count_a >= min_count and count_b >= min_count:
+            groups.append(current)
+            current, count_a, count_b = [], 0.0, 0.0
+    if current:
+        if groups:
+            groups[-1].extend(current)
+        else:
+            groups.append(current)
+    return groups
+
+
+def _regroup(vector: Sequence[float], groups: Sequence[Sequence[int]]) -> list[float]:
+    return [float(sum(vector[i] for i in g)) for g in groups]
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One prediction comparison: live stable and canary counts over the same cells, and
+    (when evaluation's held-out profiles are known) the champion's and candidate's there."""
+
+    key: str
+    what: str
+    stable: list[float]
+    canary: list[float]
+    champion: list[float] | None = None
+    candidate: list[float] | None = None
+
+
+def _on_bounds(buckets: Sequence[tuple[float, int]], bounds: Sequence[float]) -> list[float] | None:
+    if not buckets:
         return None
-    if key == "classes":
-        found: Mapping[str, int] = (
-            expected.champion_classes if champion else expected.candidate_classes
-        )
-        return found or None
-    buckets = expected.champion_scores if champion else expected.candidate_scores
-    return buckets or None
+    if not {bd for bd, _ in buckets} <= set(bounds):
+        return None
+    return bucket_counts(add_buckets([(bd, 0) for bd in bounds], buckets))
 
 
-def _vectors_against(
-    key: str, held: Mapping[str, int] | tuple[tuple[float, int], ...], s: JudgeState, arm: str
-) -> tuple[list[float], list[float]] | None:
-    if key == "classes" and isinstance(held, Mapping):
-        live = s.canary_classes if arm == "canary" else s.stable_classes
-        if not live:
-            return None
-        return _class_vectors(held, live)
-    if isinstance(held, tuple):
-        return _bucket_vectors(held, s.canary_scores if arm == "canary" else s.stable_scores)
-    return None
+def _prediction_checks(s: JudgeState, expected: ExpectedPredictions | None) -> list[_Check]:
+    checks: list[_Check] = []
+    if s.canary_classes or s.stable_classes:
+        stable, canary = _class_vectors(s.stable_classes, s.canary_classes)
+        champion = candidate = None
+        if expected is not None and expected.candidate_classes and expected.champion_classes:
+            keys = sorted(set(s.canary_classes) | set(s.stable_classes))
+            keys += sorted(
+                (set(expected.candidate_classes) | set(expected.champion_classes)) - set(keys)
+            )
+            stable = [float(s.stable_classes.get(k, 0)) for k in keys]
+            canary = [float(s.canary_classes.get(k, 0)) for k in keys]
+            champion = [float(expected.champion_classes.get(k, 0)) for k in keys]
+            candidate = [float(expected.candidate_classes.get(k, 0)) for k in keys]
+        checks.append(_Check("classes", "predicted classes", stable, canary, champion, candidate))
+    scores = _score_vectors(s)
+    if scores is None:
+        return checks
+    held = _held_out_scores(s, expected)
+    if held is None:
+        checks.append(_Check("scores", "prediction scores", *scores))
+    else:
+        checks.append(held)
+    return checks
 
 
-def _serving_skew(
-    key: str,
-    what: str,
-    s: JudgeState,
-    limits: Limits,
-    z: float,
-    *,
-    notes: _Notes,
-) -> None:
+def _held_out_scores(s: JudgeState, expected: ExpectedPredictions | None) -> _Check | None:
+    """The score comparison over cells grouped on evaluation's held-out profiles."""
+    if expected is None or not expected.candidate_scores or not expected.champion_scores:
+        return None
+    bounds = sorted(
+        {bd for bd, _ in expected.candidate_scores} | {bd for bd, _ in expected.champion_scores}
+    )
+    champion = _on_bounds(expected.champion_scores, bounds)
+    candidate = _on_bounds(expected.candidate_scores, bounds)
+    stable = _on_bounds(s.stable_scores, bounds)
+    canary = _on_bounds(s.canary_scores, bounds)
+    if champion is None or candidate is None or stable is None or canary is None:
+        return None
+    groups = coarse_cells(champion, candidate)
+    if len(groups) < 2:
+        return None
+    return _Check(
+        "scores",
+        "prediction scores",
+        _regroup(stable, groups),
+        _regroup(canary, groups),
+        _regroup(champion, groups),
+        _regroup(candidate, groups),
+    )
+
+
+def expected_shift(champion: Sequence[float], candidate: Sequence[float]) -> float:
+    """The PSI between two models' held-out predictions, as the live estimate reaches it."""
+    keep = [(x, y) for x, y in zip(champion, candidate, strict=True) if x + y > 0]
+    return max(0.0, psi([x for x, _ in keep], [y for _, y in keep]))
+
+
+def _serving_skew(check: _Check, limits: Limits, z: float, *, notes: _Notes) -> None:
     """Fails when the canary's live predictions depart from its own held-out ones.
 
     Applies only while stable's live predictions stay near the champion's held-out ones (the
     traffic looks like the held-out rows): with other traffic both arms depart, and that is
     the traffic, not the canary.
     """
-    own = _held_out(key, limits.expected, champion=False)
-    if own is None:
+    if check.candidate is None or check.champion is None:
         return
+    what, key = check.what, check.key
     limit = limits.max_prediction_shift
-    vectors = _vectors_against(key, own, s, "canary")
-    if vectors is None or min(sum(vectors[0]), sum(vectors[1])) < MIN_PREDICTIONS:
+    if min(sum(check.canary), sum(check.stable)) < MIN_PREDICTIONS:
         return
-    theirs = _held_out(key, limits.expected, champion=True)
-    if theirs is None:
+    st = psi_estimate(check.champion, check.stable)
+    if st.corrected - z * st.se > limit:
         notes.reasons.append(
-            f"{what}: no champion held-out predictions to tell the traffic from the held-out "
-            "rows, so serving skew is not judged"
+            f"{what}: the traffic differs from the held-out rows (stable departs from the "
+            f"champion's held-out predictions too: PSI {st.corrected:.3f}), so serving "
+            "skew is not judged"
         )
         return
-    stable_vectors = _vectors_against(key, theirs, s, "stable")
-    if stable_vectors is not None:
-        st = psi_estimate(*stable_vectors)
-        if st.corrected - z * st.se > limit:
-            notes.reasons.append(
-                f"{what}: the traffic differs from the held-out rows (stable departs from the "
-                f"champion's held-out predictions too: PSI {st.corrected:.3f}), so serving "
-                "skew is not judged"
-            )
-            return
-    shift = psi_estimate(*vectors)
+    shift = psi_estimate(check.candidate, check.canary)
     low = shift.corrected - z * shift.se
     notes.metrics[f"{key}_skew_psi"] = round(shift.corrected, 5)
     if low > limit:
@@ -1099,17 +1166,10 @@ def _distribution(
     *,
     notes: _Notes,
 ) -> JudgeState:
-    checks: list[tuple[str, str, list[float], list[float]]] = []
-    if s.canary_classes or s.stable_classes:
-        checks.append(
-            ("classes", "predicted classes", *_class_vectors(s.stable_classes, s.canary_classes))
-        )
-    scores = _score_vectors(s)
-    if scores is not None:
-        checks.append(("scores", "prediction scores", *scores))
+    checks = _prediction_checks(s, limits.expected)
     if not checks or s.stable_requests <= 0:
         return s
-    ready = {c[0] for c in checks if min(sum(c[2]), sum(c[3])) >= MIN_PREDICTIONS}
+    ready = {c.key for c in checks if min(sum(c.stable), sum(c.canary)) >= MIN_PREDICTIONS}
     if not ready:
         notes.pending.append(
             f"prediction shift ≤ {limits.max_prediction_shift:g} (fewer than "
@@ -1124,29 +1184,36 @@ def _distribution(
     z = normal_quantile(1.0 - spent_alpha(limits.alpha * share / 2, looks))
     z_pass = normal_quantile(1.0 - spent_alpha(limits.alpha, looks))
     limit = limits.max_prediction_shift
-    expected = limits.expected.shift if limits.expected is not None else {}
-    for key, what, a, b in checks:
+    stored = limits.expected.shift if limits.expected is not None else {}
+    for check in checks:
+        key, what = check.key, check.what
         if key not in ready:
             notes.pending.append(f"{what}: shift ≤ {limit:g} (too few predictions)")
             continue
-        shift = psi_estimate(a, b)
-        meant = max(0.0, float(expected.get(key, 0.0)))
-        allowed = meant + limit
+        known = check.champion is not None and check.candidate is not None
+        if check.champion is not None and check.candidate is not None:
+            meant: float | None = expected_shift(check.champion, check.candidate)
+        elif key in stored:
+            meant = max(0.0, float(stored[key]))
+        else:
+            meant = None
+        allowed = (meant or 0.0) + limit
+        shift = psi_estimate(check.stable, check.canary)
         low, high = shift.corrected - z * shift.se, shift.corrected + z_pass * shift.se
         notes.metrics[f"{key}_psi"] = round(shift.raw, 5)
         notes.metrics[f"{key}_psi_corrected"] = round(shift.corrected, 5)
         notes.metrics[f"{key}_psi_upper"] = round(high, 5)
-        if key in expected:
+        if meant is not None:
             notes.metrics[f"{key}_psi_expected"] = round(meant, 5)
         if key == "classes" or "prediction_psi" not in notes.metrics:
             notes.metrics["prediction_psi"] = round(shift.corrected, 5)
         against = (
             f"evaluation's {meant:.3f} + max-prediction-shift {limit:g}"
-            if key in expected
+            if meant is not None
             else f"max-prediction-shift {limit:g}"
         )
         if low > allowed:
-            beyond = " beyond what evaluation measured" if key in expected else ""
+            beyond = " beyond what evaluation measured" if meant is not None else ""
             notes.failures.append(
                 f"{what} shifted{beyond}: PSI {shift.corrected:.3f} (bias-corrected; at least "
                 f"{low:.3f}) > {against}"
@@ -1159,7 +1226,8 @@ def _distribution(
             notes.pending.append(
                 f"{what}: PSI ≤ {allowed:g} (estimate {shift.corrected:.3f}, at most {high:.3f})"
             )
-        _serving_skew(key, what, s, limits, z, notes=notes)
+        if known:
+            _serving_skew(check, limits, z, notes=notes)
     return s
 
 

@@ -54,18 +54,20 @@ def _held_out(rng: random.Random, *, positive: float, centre: float) -> ArmWindo
 
 
 def _expected(stable: ArmWindow, canary: ArmWindow) -> ExpectedPredictions:
-    from mlcd.evaluation.shift import _counts, _psi
+    """evaluation/shift.py's measurement, from two models' held-out windows."""
+    from mlcd.rollout.judge import bucket_counts, coarse_cells, expected_shift
 
     keys = sorted(set(stable.classes) | set(canary.classes))
+    a, b = bucket_counts(stable.score_buckets), bucket_counts(canary.score_buckets)
+    groups = coarse_cells(a, b)
     return ExpectedPredictions(
         shift={
-            "classes": _psi(
+            "classes": expected_shift(
                 [float(stable.classes.get(k, 0)) for k in keys],
                 [float(canary.classes.get(k, 0)) for k in keys],
             ),
-            "scores": _psi(
-                _counts([list(x) for x in stable.score_buckets]),
-                _counts([list(x) for x in canary.score_buckets]),
+            "scores": expected_shift(
+                [sum(a[i] for i in g) for g in groups], [sum(b[i] for i in g) for g in groups]
             ),
         },
         candidate_classes=dict(canary.classes),
@@ -120,9 +122,7 @@ def test_a_canary_serving_another_model_fails_as_serving_skew() -> None:
     candidate = _held_out(rng, positive=0.37, centre=0.36)  # evaluated: almost the champion
     expected = _expected(champion, candidate)
     # the image serves something else: scores far from what evaluation saw
-    out = _run(
-        Limits(min_requests=100, expected=expected), canary_positive=0.6, canary_centre=0.75
-    )
+    out = _run(Limits(min_requests=100, expected=expected), canary_positive=0.6, canary_centre=0.75)
     assert out[0] == "fail"
     assert any("serving skew" in r for r in out) or any("beyond what evaluation" in r for r in out)
     assert any("serving skew" in r for r in out)
@@ -161,9 +161,7 @@ def test_without_an_slo_latency_is_judged_against_stable_only() -> None:
 
 def test_an_slo_both_arms_break_pauses_as_the_environments_problem() -> None:
     limits = Limits(min_requests=50, max_p99_latency_ms=50)
-    state, m = judge(
-        JudgeState(), _latency_window(400, 0.05), _latency_window(400, 0.05), limits
-    )
+    _state, m = judge(JudgeState(), _latency_window(400, 0.05), _latency_window(400, 0.05), limits)
     assert m.verdict == "inconclusive"
     assert m.environment
     assert "environment breaks the SLO" in m.environment[0]
@@ -186,7 +184,8 @@ def test_an_error_slo_both_arms_break_is_not_blamed_on_the_canary() -> None:
     canary = ArmWindow(requests=2000, errors=200)
     _, m = judge(JudgeState(), stable, canary, limits)
     assert m.verdict == "inconclusive"
-    assert m.environment and "max-error-rate" in m.environment[0]
+    assert m.environment
+    assert "max-error-rate" in m.environment[0]
     _, m = judge(JudgeState(), ArmWindow(requests=2000, errors=2), canary, limits)
     assert m.verdict == "fail"
 
@@ -202,7 +201,8 @@ def test_relative_error_tolerance_widens_at_a_high_base_rate() -> None:
         c = ArmWindow(requests=1000, errors=sum(rng.random() < 0.05 for _ in range(1000)))
         state_a, ma = judge(state_a, s, c, base)
         state_b, mb = judge(state_b, s, c, relative)
-    assert ma is not None and mb is not None
+    assert ma is not None
+    assert mb is not None
     assert any("error-rate increase" in p for p in ma.pending)
     assert not any("error-rate increase" in p for p in mb.pending)
 
@@ -339,9 +339,11 @@ def test_a_shadow_phase_shortens_the_first_step() -> None:
     assert with_shadow.steps[0].label == "shadow"
     first_without = without.steps[0].seconds
     first_with = with_shadow.steps[1].seconds
-    assert first_without is not None and first_with is not None
+    assert first_without is not None
+    assert first_with is not None
     assert first_with < first_without / 3
-    assert with_shadow.seconds is not None and without.seconds is not None
+    assert with_shadow.seconds is not None
+    assert without.seconds is not None
     assert with_shadow.seconds < without.seconds
     assert any("step 10%: about" in line for line in with_shadow.lines())
 
@@ -351,7 +353,8 @@ def test_a_plan_that_cannot_decide_says_so_and_traffic_comes_from_the_config() -
         {"canary": {"steps": [10, 100], "interval": "2s"}, "analysis": {"expected-rps": 2}}
     )
     traffic = traffic_of(section)
-    assert traffic is not None and traffic.source == "analysis.expected-rps"
+    assert traffic is not None
+    assert traffic.source == "analysis.expected-rps"
     plan = estimate(section, traffic)
     assert not plan.decides
     assert "cannot decide within max-intervals 30" in plan.lines()[0]
