@@ -35,7 +35,7 @@ from mlcd.rollout.judge import (
 
 BASE_ERROR_RATE = 0.005
 LATENCY_MEDIAN_MS = 5.0
-LATENCY_SIGMA = 0.5
+LATENCY_SIGMA = 0.3
 POSITIVE_SHARE = 0.37
 # the server's latency buckets (serve/metrics.py LATENCY_BUCKETS): R40, 0.1 ms to 10 s
 _R40 = (

@@ -23,7 +23,7 @@ from mlcd.rollout.judge import (
     step_decision,
 )
 from mlcd.rollout.metrics import parse_prometheus, snapshot, window
-from mlcd.rollout.plan import Traffic, estimate, traffic_of
+from mlcd.rollout.plan import LATENCY_SIGMA, Traffic, estimate, traffic_of
 
 pytestmark = pytest.mark.unit
 
@@ -284,7 +284,7 @@ def _simulate(section: EnvironmentSection, rps: float, runs: int) -> list[int | 
             windows = []
             for n in (total - nc, nc):
                 errors = sum(rng.random() < 0.005 for _ in range(n))
-                lat = [rng.lognormvariate(math.log(5.0), 0.5) / 1000.0 for _ in range(n)]
+                lat = [rng.lognormvariate(math.log(5.0), LATENCY_SIGMA) / 1000.0 for _ in range(n)]
                 lat.sort()
                 import bisect
 
