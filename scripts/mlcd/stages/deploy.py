@@ -318,7 +318,8 @@ def rollout_plan(
             "long the steps take"
         )
         return None
-    limits = limits_for(section, ctl.spec.task, section.canary.min_requests, ctl.spec.expected)
+    # the plan's traffic has no prediction shift: evaluation's expectation is left out
+    limits = limits_for(section, ctl.spec.task, section.canary.min_requests)
     plan = plan_mod.estimate(section, traffic, limits)
     for line in plan.lines():
         ctx.progress(f"plan: {line}")
