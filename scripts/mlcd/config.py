@@ -412,7 +412,7 @@ class AnalysisSection(Section):
         None,
         gt=0,
         description="a latency quantile shown at or below this (ms) passes whatever stable's "
-        "is; default: a fifth of max-p99-latency-ms (none without one)",
+        "is; default: a fifth of max-p99-latency-ms, else 10",
     )
     alpha: float = Field(
         0.05,

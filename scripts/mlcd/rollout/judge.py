@@ -87,6 +87,9 @@ ALPHA_SHARES: Mapping[str, float] = {
 }
 SHADOW_SHARE = 0.2  # shadow: the disagreement check takes the predictions' share
 MAX_SAMPLES = 4000
+# a latency quantile shown at or below this passes whatever stable's is, when neither
+# latency-ok-ms nor an SLO says otherwise (what the old default limit of 50 ms gave: a fifth)
+LATENCY_OK_MS = 10.0
 MIN_PREDICTIONS = 50  # predictions per arm before the shift is judged (normal approximation)
 _PSI_EPS = 1e-4
 _PSEUDO = 0.5  # per-cell pseudo-count of the PSI estimate (no log of zero)
@@ -160,7 +163,7 @@ class Limits:
     # (quantile, its latency tolerance; None: max_latency_increase)
     quantiles: tuple[tuple[float, float | None], ...] = ((0.5, None), (0.99, 0.3))
     # a quantile shown at or below this (ms) is within tolerance whatever stable's is;
-    # None: a fifth of max_p99_latency_ms (none without an SLO)
+    # None: a fifth of max_p99_latency_ms, else LATENCY_OK_MS
     latency_ok_ms: float | None = None
     # the error-rate tolerance may also be this share of stable's error rate (its lower
     # bound), whichever is larger: at a 5 % base rate, 0.5 allows 2.5 points
@@ -903,8 +906,9 @@ def _latency(
     a_pass = limits.alpha / 2
     floor = limits.min_latency_increase_ms
     ok_ms = limits.latency_ok_ms
-    if ok_ms is None and limits.max_p99_latency_ms is not None:
-        ok_ms = limits.max_p99_latency_ms / 5
+    if ok_ms is None:
+        slo = limits.max_p99_latency_ms
+        ok_ms = LATENCY_OK_MS if slo is None else slo / 5
     stable_n = sb[-1][1] if sb else 0
     for q, own in limits.quantiles:
         label = _q_label(q)
