@@ -212,14 +212,16 @@ def _body(ctx: Context, *, register: bool) -> StageOutcome:
     reports = _write_documents(folder, meta, verdict, candidate, champion)
     # how far the candidate's predictions move from the champion's on these rows: the
     # change deploy's judge is to expect (evaluation/shift.py)
-    moved = shift.jsonable(
-        shift.prediction_shift(
-            candidate,
-            champion.scored,
-            champion.champion.version if champion.champion else None,
+    # (classifiers: the judge compares regression predictions as a histogram only)
+    verdict_doc = verdict.to_json()
+    if task == "classification":
+        verdict_doc["prediction_shift"] = shift.jsonable(
+            shift.prediction_shift(
+                candidate,
+                champion.scored,
+                champion.champion.version if champion.champion else None,
+            )
         )
-    )
-    verdict_doc = {**verdict.to_json(), "prediction_shift": moved}
     write_json_atomic(folder / VERDICT_FILE, verdict_doc)
     registered: dict[str, Any] = {"registered": False, "version": None}
     if register and registry is not None:
