@@ -301,7 +301,18 @@ class CanarySection(Section):
         200, ge=1, description="requests on the canary before a step can pass"
     )
     min_intervals: int = Field(
-        2, ge=1, description="analysis intervals a step lasts at least before it can pass"
+        2,
+        ge=1,
+        description="analysis intervals with canary traffic a step lasts at least before it "
+        "can pass",
+    )
+    shadow_intervals: int = Field(
+        0,
+        ge=0,
+        description="a shadow phase before the first step: the candidate gets a mirrored copy "
+        "of all traffic (no user sees its answers) for up to this many intervals, ending "
+        "early when the analysis passes; a failure there rolls back, and the first step "
+        "starts with its evidence; 0: none",
     )
 
     @field_validator("steps")
@@ -357,14 +368,27 @@ def quantile_of(key: str) -> float:
 class AnalysisSection(Section):
     """What the judge checks each interval (docs/deploy.md, "The judge")."""
 
-    max_error_rate: float = Field(
-        0.01, ge=0, le=1, description="absolute error-rate limit: fails when shown above it"
+    max_error_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="your SLO's error-rate limit: the canary fails when shown above it and "
+        "stable is not (both above: paused, the environment's problem); default: none, errors "
+        "are judged against stable only",
     )
-    max_p99_latency_ms: float = Field(
-        50, gt=0, description="absolute p99 latency limit: fails when shown above it"
+    max_p99_latency_ms: float | None = Field(
+        None,
+        gt=0,
+        description="your SLO's p99 latency limit (ms): the canary fails when shown above it "
+        "and stable is not (both above: paused); default: none, latency is judged against "
+        "stable only",
     )
     max_prediction_shift: float = Field(
-        0.1, ge=0, description="largest PSI between canary and stable predictions"
+        0.1,
+        ge=0,
+        description="largest PSI between canary and stable predictions beyond the shift "
+        "evaluation measured between the candidate and the champion on the held-out rows; "
+        "also the largest serving skew (canary live against its own held-out predictions)",
     )
     max_latency_increase: float = Field(
         0.2,
@@ -382,6 +406,23 @@ class AnalysisSection(Section):
         description="error-rate tolerance: a step passes only when the canary's error rate is "
         "shown at most this much above stable's",
     )
+    max_error_rate_increase_relative: float | None = Field(
+        None,
+        ge=0,
+        description="error-rate tolerance relative to stable's rate (0.5: half of stable's "
+        "rate), used when larger than max-error-rate-increase; default: none",
+    )
+    expected_rps: float | None = Field(
+        None,
+        gt=0,
+        description="requests per second the environment's clients send, for the rollout "
+        "plan when there is no load-test (deploy also measures stable's rate)",
+    )
+    accept_slow_plan: bool = Field(
+        default=False,
+        description="deploy even when the plan says a step cannot decide within "
+        "max-intervals (it would pause); `mlcd deploy --accept-plan` does the same",
+    )
     quantiles: dict[str, float | None] = Field(
         default_factory=lambda: {"p50": None, "p99": 0.3},
         description="latency quantiles compared with stable, each with its tolerance (null: "
@@ -391,7 +432,7 @@ class AnalysisSection(Section):
         None,
         gt=0,
         description="a latency quantile shown at or below this (ms) passes whatever stable's "
-        "is; default: a fifth of max-p99-latency-ms",
+        "is; default: a fifth of max-p99-latency-ms, else 10",
     )
     alpha: float = Field(
         0.05,

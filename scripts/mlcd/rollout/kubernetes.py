@@ -114,17 +114,30 @@ def analysis_template(
                     f"len(result) > 0 && result[0] >= {min_requests}",
                     "false",
                 ),
-                metric(
-                    "error-rate",
-                    errors,
-                    f"len(result) == 0 || isNaN(result[0]) || result[0] <= {a.max_error_rate}",
-                    f"len(result) > 0 && result[0] > {a.max_error_rate}",
+                # the absolute limits are the user's SLO: a metric only when one is set
+                *(
+                    [
+                        metric(
+                            "error-rate",
+                            errors,
+                            f"len(result) == 0 || isNaN(result[0]) || result[0] <= {err}",
+                            f"len(result) > 0 && result[0] > {err}",
+                        )
+                    ]
+                    if (err := a.max_error_rate) is not None
+                    else []
                 ),
-                metric(
-                    "p99-latency-ms",
-                    p99,
-                    f"len(result) == 0 || isNaN(result[0]) || result[0] <= {a.max_p99_latency_ms}",
-                    f"len(result) > 0 && result[0] > {a.max_p99_latency_ms}",
+                *(
+                    [
+                        metric(
+                            "p99-latency-ms",
+                            p99,
+                            f"len(result) == 0 || isNaN(result[0]) || result[0] <= {slo}",
+                            f"len(result) > 0 && result[0] > {slo}",
+                        )
+                    ]
+                    if (slo := a.max_p99_latency_ms) is not None
+                    else []
                 ),
             ],
         },
