@@ -26,7 +26,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -537,6 +539,14 @@ class SigningVerifySection(Section):
         return self
 
 
+_SIGNING_ON = "signing-section"  # the tag of the mapping form (dropped from error paths)
+
+
+def _signing_kind(value: Any) -> str:
+    """`signing: off` (YAML reads it as false) or the mapping."""
+    return "off" if value is False or value == "off" else _SIGNING_ON
+
+
 class SigningSection(Section):
     """Signed releases: the model (OpenSSF model signing) and the image (an in-toto statement
     with SLSA provenance, cosign's tag scheme), verified by every deploy (docs/signing.md)."""
@@ -574,7 +584,10 @@ class Config(Section):
     environments: dict[str, EnvironmentSection] = Field(
         default_factory=dict, description="where releases are rolled out, by name"
     )
-    signing: SigningSection | Literal[False, "off"] | None = Field(
+    signing: Annotated[
+        Annotated[SigningSection, Tag(_SIGNING_ON)] | Annotated[Literal[False, "off"], Tag("off")],
+        Discriminator(_signing_kind),
+    ] | None = Field(
         None,
         description="`off` (releases unsigned, said in every summary), or how releases are "
         "signed and verified; absent is off",
@@ -753,7 +766,7 @@ _TYPE_WORDS = {
 
 
 def _describe(error: Any, positions: _Positions, file: Path) -> tuple[int, int, str]:
-    loc = tuple(error["loc"])
+    loc = tuple(part for part in error["loc"] if part != _SIGNING_ON)
     kind = error["type"]
     if kind == "extra_forbidden":
         pos = positions.find(loc, key=True)
