@@ -140,9 +140,7 @@ def _type(schema: dict[str, Any], node: dict[str, Any]) -> str:
     if "const" in node:
         return f"`{json.dumps(node['const'])}`"
     if "enum" in node:
-        return " \\| ".join(
-            f"`{v if isinstance(v, str) else json.dumps(v)}`" for v in node["enum"]
-        )
+        return " \\| ".join(f"`{v if isinstance(v, str) else json.dumps(v)}`" for v in node["enum"])
     if "properties" in node:
         return "section"
     if "anyOf" in node:

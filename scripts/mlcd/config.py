@@ -584,10 +584,14 @@ class Config(Section):
     environments: dict[str, EnvironmentSection] = Field(
         default_factory=dict, description="where releases are rolled out, by name"
     )
-    signing: Annotated[
-        Annotated[SigningSection, Tag(_SIGNING_ON)] | Annotated[Literal[False, "off"], Tag("off")],
-        Discriminator(_signing_kind),
-    ] | None = Field(
+    signing: (
+        Annotated[
+            Annotated[SigningSection, Tag(_SIGNING_ON)]
+            | Annotated[Literal[False, "off"], Tag("off")],
+            Discriminator(_signing_kind),
+        ]
+        | None
+    ) = Field(
         None,
         description="`off` (releases unsigned, said in every summary), or how releases are "
         "signed and verified; absent is off",

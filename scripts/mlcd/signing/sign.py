@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,7 @@ def sign_release(
 ) -> Signed:
     """Sign model and image with the release key and store the signatures; exit 2 when the
     key is not the one `signing.verify.key` names (every deploy would refuse the release)."""
+    clock = time.monotonic()
     key = keys.private_key(loaded, section)
     public = key.public_key()
     if section.verify.key:
@@ -205,6 +207,7 @@ def sign_release(
         "signature_tag": f"{name}:{sig_tag}",
         "attestation_tag": f"{name}:{att_tag}",
         **sizes,
+        "seconds": round(time.monotonic() - clock, 3),
     }
     reasons = [
         (

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,9 +373,10 @@ def deploy_gate(
     if not releases.SEMVER.match(version):
         why = f"{version} is a model version released without a signed release record"
         return Gate(passed=False, reasons=[], failures=[why], details={"mode": "key"})
+    clock = time.monotonic()
     release = releases.get(registry, version)
     chain = verify_release(loaded, section, registry, release, image=image, requires=requires)
-    details = {"mode": "key", **chain.to_json()}
+    details = {"mode": "key", **chain.to_json(), "seconds": round(time.monotonic() - clock, 3)}
     if chain.ok:
         line = (
             f"signed chain of {version} verified ({len(chain.links)} links, the image "
