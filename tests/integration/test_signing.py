@@ -126,6 +126,10 @@ class Signed:
 
     def served_version(self, env: str) -> str:
         """The release version the environment's router answers with."""
+        return str(self.metadata(env)["version"])
+
+    def metadata(self, env: str) -> dict[str, Any]:
+        """GET /v1/metadata through the environment's router."""
         conn = http.client.HTTPConnection("127.0.0.1", self.ports[env], timeout=30)
         try:
             conn.request("GET", "/v1/metadata")
@@ -134,7 +138,8 @@ class Signed:
         finally:
             conn.close()
         assert response.status == 200, body
-        return str(json.loads(body)["version"])
+        data: dict[str, Any] = json.loads(body)
+        return data
 
     # ------------------------------------------------------------------ forgeries
 
@@ -297,6 +302,9 @@ def test_a_release_signs_model_and_image_and_its_deploys_verify_them(signed: Sig
     signing = result["details"]["signing"]
     assert signing["mode"] == "key"
     assert set(signing["model_files"]) == {"model/model.skops", "model/model.json"}
+    # the started containers report the signed files' digests
+    for env in ("staging", "production"):
+        assert signed.metadata(env)["files"] == signing["model_files"]
     name, _, digest = signed.image.partition("@")
     for suffix in ("sig", "att"):
         assert _manifest(name, store.suffix_tag(digest, suffix)) is not None
