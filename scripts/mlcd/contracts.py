@@ -222,6 +222,8 @@ class DeployDetails(Details):
     waiting_for: Any = None
     analysis: dict[str, Any] = {}  # the judge's limits (max_error_rate, max_p99_latency_ms)
     signing: dict[str, Any] = {}  # the verified chain (mlcd.signing.verify), or mode off
+    # the rollout's events and their webhook deliveries (mlcd.rollout.notify.Notifier.record)
+    notifications: dict[str, Any] = {}
 
     @property
     def http_url(self) -> str | None:
