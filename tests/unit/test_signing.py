@@ -247,3 +247,38 @@ def test_no_policy_with_signing_off_or_admission_none(tmp_path: Path) -> None:
     (tmp_path / "k.pub").write_text("unused")
     none = load_config(_project(tmp_path, {"verify": {"key": "k.pub"}, "admission": "none"}))
     assert admission.policy(none, "r/p") is None
+
+
+# ---------------------------------------------------------------------- GitHub release
+
+
+def test_a_signed_release_attaches_its_statements_signature_and_key(tmp_path: Path) -> None:
+    from mlcd.evidence import Bundle, StageResult
+    from mlcd.github import publish
+
+    bundle = Bundle(tmp_path / ".mlcd")
+    folder = bundle.stage_dir("release")
+    files = {
+        "attestation": "attestation.json",
+        "model_signature": "model.sig",
+        "public_key": "public.pem",
+        "evidence": "evidence.tar.gz",
+    }
+    for name in files.values():
+        (folder / name).write_text("{}")
+    result = StageResult(
+        stage="release",
+        status="pass",
+        started="2026-01-01T00:00:00Z",
+        duration_s=1.0,
+        summary="0.1.0",
+        artifacts={key: f"release/{name}" for key, name in files.items()},
+        details={"version": "0.1.0", "image": "r/p@" + DIGEST},
+    )
+    bundle.write(result, "")
+    facts = publish.release_facts(bundle, "p", by="test")
+    names = {name for _, name in publish.release_assets(bundle, facts)}
+    assert {"attestation.intoto.json", "model.sig", "signing.pub"} <= names
+    (folder / "model.sig").unlink()
+    names = {name for _, name in publish.release_assets(bundle, facts)}
+    assert "model.sig" not in names
