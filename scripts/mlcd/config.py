@@ -258,11 +258,20 @@ class ScanSection(Section):
 class RegistrySection(Section):
     """Where model versions, their evidence and aliases are kept."""
 
-    backend: Literal["auto", "local", "github"] = Field(
+    backend: Literal["auto", "local", "github", "mlflow"] = Field(
         "auto",
-        description="`local` folder, `github` (the repository's releases and deployments), or "
-        "`auto`: github inside GitHub Actions (GITHUB_ACTIONS=true with a GITHUB_TOKEN), local "
-        "elsewhere",
+        description="`local` folder, `github` (the repository's releases and deployments), "
+        "`mlflow` (an MLflow tracking server's Model Registry), or `auto`: github inside GitHub "
+        "Actions (GITHUB_ACTIONS=true with a GITHUB_TOKEN), local elsewhere",
+    )
+    tracking_uri: str = Field(
+        "",
+        description="the mlflow backend's tracking server, e.g. http://mlflow.internal:5000 "
+        "(default: MLFLOW_TRACKING_URI; credentials from MLFLOW_TRACKING_USERNAME/PASSWORD or "
+        "MLFLOW_TRACKING_TOKEN)",
+    )
+    model_name: str = Field(
+        "", description="the mlflow backend's registered model (default: the project's name)"
     )
     path: str = Field(".mlcd-registry", description="the local backend's folder")
     github_latest: bool = Field(
@@ -270,6 +279,17 @@ class RegistrySection(Section):
         description="the GitHub release of a model version may become the repository's "
         "`Latest` release (default: never; the team's own software releases keep it)",
     )
+
+
+class TrackingSection(Section):
+    """Logging train and evaluate as runs of an MLflow tracking server."""
+
+    uri: str = Field(
+        "",
+        description="the tracking server (default: registry.tracking-uri with the mlflow "
+        "backend, else MLFLOW_TRACKING_URI; none: nothing is logged)",
+    )
+    experiment: str = Field("", description="the experiment's name (default: the project's name)")
 
 
 class CanarySection(Section):
@@ -660,6 +680,7 @@ class Config(Section):
     image: ImageSection = Field(default_factory=ImageSection)
     scan: ScanSection = Field(default_factory=ScanSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
     environments: dict[str, EnvironmentSection] = Field(
         default_factory=dict, description="where releases are rolled out, by name"
     )

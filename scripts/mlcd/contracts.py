@@ -106,7 +106,19 @@ class Details(BaseModel):
         }
 
 
+class Tracked(BaseModel):
+    """The stage's run on an MLflow tracking server (`mlcd.tracking`), when one is set."""
+
+    model_config = ConfigDict(extra="allow")
+
+    uri: str = ""
+    run_id: str | None = None
+    url: str | None = None
+    error: str | None = None
+
+
 class TrainDetails(Details):
+    tracking: Tracked | None = None
     fingerprint: str = ""
     fit_seconds: int | float | None = None
     reused_from: str | None = None
@@ -131,6 +143,7 @@ class Registered(BaseModel):
 
 
 class EvaluateDetails(Details):
+    tracking: Tracked | None = None
     intervals: dict[str, Any] = {}
     comparison: dict[str, Any] = {}
     registry: Registered | None = None

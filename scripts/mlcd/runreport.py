@@ -452,6 +452,14 @@ def _metric_table(
     return _table(head, rows, css="num")
 
 
+def _tracking_links(*results: StageResult | None) -> str:
+    """Links to the train and evaluate runs on MLflow (empty when none was logged)."""
+    from mlcd.github.comment import tracking_links
+
+    found = tracking_links([r for r in results if r is not None])
+    return " · ".join(f'<a href="{e(url)}">{e(stage)}</a>' for stage, url in found)
+
+
 def _model(view: RunView) -> str:
     evaluate = view.result("evaluate")
     train = view.result("train")
@@ -494,6 +502,7 @@ def _model(view: RunView) -> str:
                 _fmt(data.get("holdout_rows") or (train and train.metrics.get("holdout_rows"))),
             ),
             ("trained", e(train.summary) if train else ""),
+            ("MLflow runs", _tracking_links(train, evaluate)),
         ]
     )
     model = _model_parts()

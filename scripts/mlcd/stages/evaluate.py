@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcd import modelio
+from mlcd import modelio, tracking
 from mlcd.context import Command, Context
 from mlcd.contracts import META_FILE, MODEL_FILE, VERDICT_FILE, train_files
 from mlcd.errors import UserInputError
@@ -221,7 +221,17 @@ def _body(ctx: Context, *, register: bool) -> StageOutcome:
             verdict=verdict.to_json(),
             folder=folder,
         )
-    return _outcome(ctx, verdict, {"verdict": folder / VERDICT_FILE, **reports}, registered)
+    outcome = _outcome(ctx, verdict, {"verdict": folder / VERDICT_FILE, **reports}, registered)
+    tracking.log_stage(
+        ctx,
+        STAGE,
+        outcome,
+        meta=meta,
+        files={k: reports[k] for k in ("report", "model_card")}
+        | {"verdict": folder / VERDICT_FILE},
+        extra_metrics=tracking.interval_metrics(verdict.to_json()["intervals"]),
+    )
+    return outcome
 
 
 def stage(ctx: Context, *, register: bool = True) -> StageResult:
