@@ -26,7 +26,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -649,6 +651,61 @@ class EnvironmentSection(Section):
         return self
 
 
+class SigningVerifySection(Section):
+    """Who must have signed what a deploy starts: a public key, or a keyless identity."""
+
+    key: str | None = Field(
+        None,
+        description="the public key (PEM file, relative to the config) that verifies the "
+        "signatures of releases",
+    )
+    identity: str | None = Field(
+        None,
+        description="keyless (github.com only): the signer's certificate identity, e.g. "
+        "https://github.com/OWNER/REPO/.github/workflows/ml.yml@refs/heads/main",
+    )
+    issuer: str | None = Field(
+        None,
+        description="keyless: the identity's OIDC issuer, e.g. "
+        "https://token.actions.githubusercontent.com",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SigningVerifySection:
+        if self.key and (self.identity or self.issuer):
+            raise ValueError("give either `key` or `identity` with `issuer`, not both")
+        if not self.key and not (self.identity and self.issuer):
+            raise ValueError("needs `key: PUBLIC.pem`, or `identity:` with `issuer:` (keyless)")
+        return self
+
+
+_SIGNING_ON = "signing-section"  # the tag of the mapping form (dropped from error paths)
+
+
+def _signing_kind(value: Any) -> str:
+    """`signing: off` (YAML reads it as false) or the mapping."""
+    return "off" if value is False or value == "off" else _SIGNING_ON
+
+
+class SigningSection(Section):
+    """Signed releases: the model (OpenSSF model signing) and the image (an in-toto statement
+    with SLSA provenance, cosign's tag scheme), verified by every deploy (docs/signing.md)."""
+
+    key: str | None = Field(
+        None,
+        description="the private key (PEM file, relative to the config) that signs releases "
+        "when MLCD_SIGNING_KEY is not set; keep it out of the repository",
+    )
+    verify: SigningVerifySection = Field(
+        description="the public key or keyless identity every deploy and `mlcd verify` checks"
+    )
+    admission: Literal["kyverno", "policy-controller", "none"] = Field(
+        "kyverno",
+        description="the admission policy rendered for kubernetes environments: a Kyverno "
+        "ClusterPolicy (verifyImages), a sigstore policy-controller ClusterImagePolicy, or none",
+    )
+
+
 class Config(Section):
     """The whole `mlcd.yaml`."""
 
@@ -668,6 +725,24 @@ class Config(Section):
     environments: dict[str, EnvironmentSection] = Field(
         default_factory=dict, description="where releases are rolled out, by name"
     )
+    signing: (
+        Annotated[
+            Annotated[SigningSection, Tag(_SIGNING_ON)]
+            | Annotated[Literal[False, "off"], Tag("off")],
+            Discriminator(_signing_kind),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="`off` (releases unsigned, said in every summary), or how releases are "
+        "signed and verified; absent is off",
+    )
+
+    @property
+    def signing_on(self) -> SigningSection | None:
+        """The signing section when signing is on; None for `signing: off` or no section."""
+        return self.signing if isinstance(self.signing, SigningSection) else None
+
     notify: list[WebhookSection] = Field(
         default_factory=list,
         description="webhooks told about every environment's rollouts (started, step passed, "
@@ -842,7 +917,7 @@ _TYPE_WORDS = {
 
 
 def _describe(error: Any, positions: _Positions, file: Path) -> tuple[int, int, str]:
-    loc = tuple(error["loc"])
+    loc = tuple(part for part in error["loc"] if part != _SIGNING_ON)
     kind = error["type"]
     if kind == "extra_forbidden":
         pos = positions.find(loc, key=True)

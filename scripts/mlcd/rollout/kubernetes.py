@@ -34,7 +34,13 @@ from mlcd.rollout.state import safe_name
 from mlcd.rollout.watch import METRIC_NAMES
 
 ARGO_API = "argoproj.io/v1alpha1"
-SCHEMAS = {"Rollout": "rollout.schema.json", "AnalysisTemplate": "analysistemplate.schema.json"}
+SCHEMAS = {
+    "Rollout": "rollout.schema.json",
+    "AnalysisTemplate": "analysistemplate.schema.json",
+    # the admission policy of signed releases (mlcd.signing.admission)
+    "ClusterPolicy": "clusterpolicy.schema.json",
+    "ClusterImagePolicy": "clusterimagepolicy.schema.json",
+}
 INFERENCE_ROUTES = "/predict|/v2/models/.+/infer"
 
 
@@ -518,7 +524,8 @@ def schema(kind: str) -> dict[str, Any]:
 
 
 def validate_custom(obj: dict[str, Any]) -> list[str]:
-    """Problems of an Argo Rollouts object against the project's schema (empty: valid)."""
+    """Problems of an Argo Rollouts object (or the signing admission policy) against the
+    project's schema (empty: valid)."""
     import jsonschema  # only the Kubernetes target needs it
 
     kind = str(obj.get("kind"))

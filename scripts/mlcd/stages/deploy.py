@@ -42,6 +42,7 @@ from mlcd.rollout.plan import Plan
 from mlcd.rollout.state import LockRefused
 from mlcd.rollout.targets import engine_target
 from mlcd.rollout.targets import kubernetes as k8s_target
+from mlcd.signing import verify as signed_chain
 
 STRATEGIES = ("canary", "blue-green", "shadow")
 DEFAULT_PORTS = {"staging": 8081, "production": 8082}
@@ -292,6 +293,21 @@ def _deploy_body(
             summary=f"{release.version} cannot go to {env}: " + "; ".join(report.failures),
             reasons=[*report.failures, *report.reasons],
             details=DeployDetails.model_validate({**details, "outcome": "refused by gates"}).dump(),
+        )
+    # the signatures, before anything starts (mlcd.signing.verify)
+    signed = signed_chain.deploy_gate(
+        ctx.loaded, registry, release.version, release.image, section.requires
+    )
+    details["signing"] = signed.details
+    report.reasons.extend(signed.reasons)
+    if not signed.passed:
+        return StageOutcome(
+            status="fail",
+            summary=f"{release.version} cannot go to {env}: " + "; ".join(signed.failures),
+            reasons=[*signed.failures, *report.reasons],
+            details=DeployDetails.model_validate(
+                {**details, "outcome": "refused: signature"}
+            ).dump(),
         )
     if section.target == "kubernetes":
         return _kubernetes_deploy(
