@@ -217,6 +217,7 @@ class ReleaseDetails(Details):
     existing: bool | None = None
     tag: str = ""  # the image's tag (name:version), no git tag
     registry: str = ""
+    signing: dict[str, Any] = {}  # mode (key | off), key hint, public key, tags, sizes
 
 
 class DeployDetails(Details):
@@ -233,6 +234,7 @@ class DeployDetails(Details):
     measurements: list[Any] = []
     waiting_for: Any = None
     analysis: dict[str, Any] = {}  # the judge's limits (max_error_rate, max_p99_latency_ms)
+    signing: dict[str, Any] = {}  # the verified chain (mlcd.signing.verify), or mode off
     # the rollout's events and their webhook deliveries (mlcd.rollout.notify.Notifier.record)
     notifications: dict[str, Any] = {}
 

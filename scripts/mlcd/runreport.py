@@ -684,6 +684,16 @@ def _stat(value: str, label: str) -> str:
     return str(_parts().stat(value, label))
 
 
+def _signed(signing: dict[str, Any]) -> str:
+    """The release's signing on the run page: the key and where the statement is, or off."""
+    if signing.get("mode") == "key":
+        return (
+            f"yes: model and image, key {_code(str(signing.get('key', ''))[:16] + '…')}, "
+            f"statement {_code(str(signing.get('attestation_tag', '')))}"
+        )
+    return "<strong>no</strong>: signing is off in mlcd.yaml (docs/signing.md)"
+
+
 def _image(view: RunView) -> str:
     build, release = view.result("build"), view.result("release")
     intro = (
@@ -742,6 +752,7 @@ def _image(view: RunView) -> str:
             ("model version", e(r.model_version or "")),
             ("evidence bundle", _code(r.evidence_digest)),
             ("released", e(r.released)),
+            ("signed", _signed(r.signing)),
         ]
         if release.status != "pass" or not r.version:
             facts.append(("release", f"{_pill(release.status)} {e(release.summary)}"))

@@ -34,12 +34,15 @@ from mlcd.errors import MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult
 from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
-from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec
+from mlcd.rollout import plan as plan_mod
+from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec, limits_for
 from mlcd.rollout.loadgen import holdout_rows
 from mlcd.rollout.notify import Notifier, webhooks
+from mlcd.rollout.plan import Plan
 from mlcd.rollout.state import LockRefused
 from mlcd.rollout.targets import engine_target
 from mlcd.rollout.targets import kubernetes as k8s_target
+from mlcd.signing import verify as signed_chain
 
 STRATEGIES = ("canary", "blue-green", "shadow")
 DEFAULT_PORTS = {"staging": 8081, "production": 8082}
@@ -268,6 +271,8 @@ def _deploy_body(
     strategy: str | None,
     release_arg: str | None,
     ctl: Controller | None = None,
+    *,
+    accept_plan: bool = False,
 ) -> StageOutcome:
     stage = f"deploy-{env}"
     section = env_section(ctx, env)
@@ -289,12 +294,33 @@ def _deploy_body(
             reasons=[*report.failures, *report.reasons],
             details=DeployDetails.model_validate({**details, "outcome": "refused by gates"}).dump(),
         )
+    # the signatures, before anything starts (mlcd.signing.verify)
+    signed = signed_chain.deploy_gate(
+        ctx.loaded, registry, release.version, release.image, section.requires
+    )
+    details["signing"] = signed.details
+    report.reasons.extend(signed.reasons)
+    if not signed.passed:
+        return StageOutcome(
+            status="fail",
+            summary=f"{release.version} cannot go to {env}: " + "; ".join(signed.failures),
+            reasons=[*signed.failures, *report.reasons],
+            details=DeployDetails.model_validate(
+                {**details, "outcome": "refused: signature"}
+            ).dump(),
+        )
     if section.target == "kubernetes":
         return _kubernetes_deploy(
             ctx, env, section, release, strategy=chosen, stage=stage, details=details
         )
     assert ctl is not None  # noqa: S101 - stage() holds the lock of a container target  # nosec B101
+    ctl.spec.expected = gates.expected_predictions(release.prediction_shift)
     notes = [*ctl.reconcile(), *record_pending(ctx, ctl)]
+    if chosen == "canary" and ctl.state.stable is not None:
+        plan = rollout_plan(ctx, section, ctl, accept=accept_plan)
+        if plan is not None:
+            details["plan"] = plan.as_json()
+            notes += [f"plan: {line}" for line in plan.lines()]
     try:
         with _terminate_as_interrupt():
             result = ctl.deploy(release.version, release.image, chosen)
@@ -304,6 +330,35 @@ def _deploy_body(
         raise
     notes += record_pending(ctx, ctl)
     return _outcome(stage, ctl, result, [*report.reasons, *notes], details)
+
+
+def rollout_plan(
+    ctx: Context, section: EnvironmentSection, ctl: Controller, *, accept: bool
+) -> Plan | None:
+    """The canary's plan at the environment's traffic, printed; exit 2 when a step cannot
+    decide within max-intervals and neither --accept-plan nor analysis.accept-slow-plan says
+    to go ahead (rollout/plan.py)."""
+    traffic = plan_mod.traffic_of(section)
+    if traffic is None:
+        ctx.progress(
+            "plan: no traffic figure (no load-test, no analysis.expected-rps): cannot say how "
+            "long the steps take"
+        )
+        return None
+    # the plan's traffic has no prediction shift: evaluation's expectation is left out
+    limits = limits_for(section, ctl.spec.task, section.canary.min_requests)
+    plan = plan_mod.estimate(section, traffic, limits)
+    for line in plan.lines():
+        ctx.progress(f"plan: {line}")
+    if not plan.decides and not (accept or section.analysis.accept_slow_plan):
+        raise UserInputError(
+            f"the plan of {ctl.spec.env} cannot decide within max-intervals "
+            f"{section.analysis.max_intervals}: " + "; ".join(plan.lines()),
+            hint="more traffic (load-test.rps), longer canary.interval, canary.shadow-intervals, "
+            "fewer or larger steps, wider tolerances; or go ahead anyway with "
+            "`mlcd deploy --accept-plan` or analysis.accept-slow-plan: true",
+        )
+    return plan
 
 
 def _kubernetes_deploy(
@@ -402,7 +457,12 @@ def existing_release(ctx: Context, section: EnvironmentSection, release: str | N
 
 
 def stage(
-    ctx: Context, env: str, *, strategy: str | None = None, release: str | None = None
+    ctx: Context,
+    env: str,
+    *,
+    strategy: str | None = None,
+    release: str | None = None,
+    accept_plan: bool = False,
 ) -> StageResult:
     name = f"deploy-{env}"
     section = env_section(ctx, env)
@@ -417,7 +477,7 @@ def stage(
     def body(ctl: Controller) -> StageOutcome:
         nonlocal ran
         ran = True
-        return _deploy_body(ctx, env, strategy, chosen, ctl)
+        return _deploy_body(ctx, env, strategy, chosen, ctl, accept_plan=accept_plan)
 
     try:
         refuse_ephemeral(env, section)
@@ -460,13 +520,27 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
         help="the release to deploy (default: the run's release, else the newest release that "
         "passed every `requires:` of ENV)",
     )
+    parser.add_argument(
+        "--accept-plan",
+        action="store_true",
+        help="go ahead when the rollout plan says a canary step cannot decide within "
+        "max-intervals (it would pause)",
+    )
 
 
 def _deploy_run(ctx: Context, args: argparse.Namespace) -> int:
     if args.strategy == "":
         args.strategy = None
     _progress_printer(ctx)
-    return ctx.conclude(stage(ctx, args.env, strategy=args.strategy, release=args.release))
+    return ctx.conclude(
+        stage(
+            ctx,
+            args.env,
+            strategy=args.strategy,
+            release=args.release,
+            accept_plan=args.accept_plan,
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------
