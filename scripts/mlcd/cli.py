@@ -9,10 +9,11 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlcd import __version__, github, pipeline, report
+from mlcd import __version__, deps, github, pipeline, report
 from mlcd.context import Command, Context
 from mlcd.errors import MlcdError
 from mlcd.evidence import is_write_failure, write_failure
+from mlcd.scaffold import command as init
 from mlcd.stages import (
     build,
     deploy,
@@ -30,7 +31,9 @@ from mlcd.stages import (
 
 # The commands, in the order `mlcd --help` lists them. Only commands that work are listed.
 COMMANDS: list[Command] = [
+    init.COMMAND,
     validate.COMMAND,
+    deps.COMMAND,
     lint.COMMAND,
     test.COMMAND,
     train.COMMAND,

@@ -8,6 +8,7 @@ path, and an unknown key suggests the closest known one.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -175,6 +176,29 @@ class TestSection(Section):
     coverage_source: list[str] | None = Field(
         None, description="what coverage measures; default: the entrypoint's folder"
     )
+    install: Literal["auto", "requirements", "pyproject", "none"] = Field(
+        "auto",
+        description="the test dependencies `mlcd deps` installs: `requirements` (the "
+        "`requirements*.txt` files next to the config and at the repository root, or "
+        "test.requirements), `pyproject` (the dependencies of the `pyproject.toml` project "
+        "and its `test`/`tests`/`testing`/`dev` extra, without building it), `none`, or "
+        "`auto`: whichever of the two exists (exit 2 when both do: say which)",
+    )
+    requirements: list[str] | None = Field(
+        None,
+        description="requirements files for the tests (relative to the config file); "
+        "default: every `requirements*.txt` next to the config and at the repository root, "
+        "except model.requirements",
+    )
+
+    @model_validator(mode="after")
+    def _requirements_with_install(self) -> TestSection:
+        if self.requirements is not None and self.install in ("pyproject", "none"):
+            raise ValueError(
+                f"`requirements` names files for `install: requirements` (this one is "
+                f"`{self.install}`)"
+            )
+        return self
 
 
 class Bound(Section):
@@ -772,6 +796,26 @@ class LoadedConfig:
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
+
+
+def on_local_target(loaded: LoadedConfig) -> LoadedConfig:
+    """The config with every environment on the `local` target (`mlcd run --target
+    local`): what a docker-host or kubernetes environment would run, on this machine's
+    Docker engine, with the same strategies, steps and analysis. The file is unchanged."""
+    local = {
+        name: env.model_copy(
+            update={
+                "target": "local",
+                "host": None,
+                "known_hosts": None,
+                "key_file": None,
+                "url": None,
+            }
+        )
+        for name, env in loaded.config.environments.items()
+    }
+    config = loaded.config.model_copy(update={"environments": local})
+    return dataclasses.replace(loaded, config=config)
 
 
 # --------------------------------------------------------------------------------------

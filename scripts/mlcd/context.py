@@ -15,9 +15,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal, TextIO
 
-from mlcd.config import Config, LoadedConfig, load_config
+from mlcd.config import Config, LoadedConfig, load_config, on_local_target
 from mlcd.evidence import Bundle, StageOutcome, StageResult, run_stage, status_icon
-from mlcd.tools.git import head_sha
+from mlcd.projectfiles import Exclusions, exclusions
+from mlcd.tools.git import head_sha, toplevel
 
 OutputFormat = Literal["text", "json"]
 
@@ -43,10 +44,13 @@ class Context:
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     progress: Callable[[str], None] = _no_progress
     in_pipeline: bool = False
+    # `mlcd run --target local`: every environment on this machine's engine
+    local_targets: bool = False
 
     @cached_property
     def loaded(self) -> LoadedConfig:
-        return load_config(self.config_path)
+        loaded = load_config(self.config_path)
+        return on_local_target(loaded) if self.local_targets else loaded
 
     @property
     def config(self) -> Config:
@@ -55,6 +59,12 @@ class Context:
     @cached_property
     def bundle(self) -> Bundle:
         return Bundle(self.out)
+
+    @cached_property
+    def exclusions(self) -> Exclusions:
+        """What lint, test, scan and coverage leave out: mlcd's own checkout, the run,
+        registry and state folders, virtualenvs (mlcd.projectfiles)."""
+        return exclusions(self.loaded, self.out, toplevel(self.loaded.root))
 
     @cached_property
     def inputs(self) -> dict[str, str]:

@@ -98,6 +98,14 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip", metavar="STAGE[,STAGE…]", default=None, help="leave these stages out"
     )
+    parser.add_argument(
+        "--target",
+        choices=("local",),
+        default=None,
+        help="local: deploy every environment on this machine's Docker engine, whatever its "
+        "target in mlcd.yaml (docker-host, kubernetes), with the same strategy and analysis; "
+        "the way to rehearse a config whose servers are still to fill in",
+    )
 
 
 def _select(all_steps: list[Step], only: str | None, skip: str | None) -> list[Step]:
@@ -121,6 +129,9 @@ def _select(all_steps: list[Step], only: str | None, skip: str | None) -> list[S
 
 
 def _run(ctx: Context, args: argparse.Namespace) -> int:
+    if args.target == "local":
+        ctx.local_targets = True
+        ctx.__dict__.pop("loaded", None)  # load it again, on the local target
     _ = ctx.loaded  # a broken config stops the run before any stage starts
     selected = _select(steps(ctx), args.only, args.skip)
     if any(s.name == "release" for s in selected):
@@ -148,6 +159,8 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.fmt == "text":
         count = len(selected)
         print(f"mlcd run: {count} stage{'s' * (count != 1)} on {ctx.loaded.path}", file=ctx.stream)
+        if ctx.local_targets:
+            print("  every environment on the local target (--target local)", file=ctx.stream)
         for warning in warnings:
             print(f"  ⚠ {warning}", file=ctx.stream)
     records: list[dict[str, object]] = []
@@ -344,7 +357,8 @@ COMMAND = Command(
     description="Run every stage in order (lint, test, …), stopping at the first that fails "
     "unless --keep-going. Shows live progress on a terminal and plain lines elsewhere, and "
     "writes <out>/run.json.",
-    example="mlcd run --config model/mlcd.yaml\nmlcd run --only lint,test --keep-going",
+    example="mlcd run --config model/mlcd.yaml\nmlcd run --only lint,test --keep-going\n"
+    "mlcd run --target local  # docker-host environments rehearsed on this machine",
     add_arguments=_arguments,
     run=_run,
 )

@@ -16,9 +16,11 @@ import base64
 import hashlib
 import io
 import os
+import platform
 import re
 import shutil
 import sys
+import sysconfig
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -174,8 +176,27 @@ def _host_pins() -> dict[str, str]:
     return found
 
 
-def model_requirements(requirements: Path, shown: str, lock: list[Pin], cache: Path) -> list[Pin]:
+def image_platform_here() -> bool:
+    """The interpreter running mlcd takes the image's wheels (CPython 3.11, glibc x86-64)."""
+    libc, libc_version = platform.libc_ver()
+    parts = tuple(int(p) for p in re.findall(r"\d+", libc_version)[:2])
+    return (
+        sys.implementation.name == "cpython"
+        and sys.version_info[:2] == (3, 11)
+        and sys.platform == "linux"
+        and platform.machine() == "x86_64"
+        and libc == "glibc"
+        and parts >= (2, 34)
+    )
+
+
+def model_requirements(
+    requirements: Path, shown: str, lock: list[Pin], cache: Path, *, here: bool = False
+) -> list[Pin]:
     """The wheels `model.requirements` adds to the image, pinned and hashed.
+
+    With `here`, resolved for the interpreter running mlcd instead (`mlcd deps` on a
+    Python that is not the image's), constrained to what is installed here.
 
     Resolved once with pip for the image's platform, constrained to the lock's pins (the
     server's numpy, scipy, scikit-learn) and otherwise to the versions installed where the
@@ -190,8 +211,9 @@ def model_requirements(requirements: Path, shown: str, lock: list[Pin], cache: P
         )
     text = requirements.read_text("utf-8")
     locked = {p.name: p for p in lock}
+    platform_key = f"{sys.implementation.cache_tag}-{sysconfig.get_platform()}" if here else ""
     key = hashlib.sha256(
-        (text + "\0" + "".join(f"{p.name}=={p.version}\n" for p in lock)).encode()
+        (text + "\0" + "".join(f"{p.name}=={p.version}\n" for p in lock) + platform_key).encode()
     ).hexdigest()[:20]
     cache.mkdir(parents=True, exist_ok=True)
     resolved = cache / f"model-requirements-{key}.lock"
@@ -201,7 +223,9 @@ def model_requirements(requirements: Path, shown: str, lock: list[Pin], cache: P
         return pins
     with tempfile.TemporaryDirectory(prefix="mlcd-model-wheels-") as tmp:
         constraints = Path(tmp) / "constraints.txt"
-        pins_for = {**_host_pins(), **{name: p.version for name, p in locked.items()}}
+        pins_for = _host_pins()
+        if not here:
+            pins_for.update({name: p.version for name, p in locked.items()})
         constraints.write_text(
             "".join(f"{name}=={version}\n" for name, version in sorted(pins_for.items())),
             "utf-8",
@@ -213,6 +237,7 @@ def model_requirements(requirements: Path, shown: str, lock: list[Pin], cache: P
             constraints=constraints,
             what=f"the wheels of model.requirements ({shown})",
             user_source=f"model.requirements: {shown}",
+            python_version=None if here else "3.11",
         )
         pins = []
         for wheel in sorted(fresh.glob("*.whl")):
@@ -222,7 +247,8 @@ def model_requirements(requirements: Path, shown: str, lock: list[Pin], cache: P
             digest = sha256_file(wheel)
             pins.append(Pin(name, version, digest))
             shutil.move(str(wheel), cache / wheel.name)
-    header = f"# model.requirements ({shown}) resolved for the serving image; mlcd build\n"
+    for_what = "this Python (mlcd deps)" if here else "the serving image; mlcd build"
+    header = f"# model.requirements ({shown}) resolved for {for_what}\n"
     body = "".join(f"{p.name}=={p.version} --hash=sha256:{p.sha256}\n" for p in pins)
     resolved.write_text(header + body, "utf-8")
     return pins

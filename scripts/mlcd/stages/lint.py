@@ -71,10 +71,23 @@ def _collect(ctx: Context) -> _Found:
     root = ctx.loaded.root
     paths = lint_paths(ctx)
     ctx.progress("ruff check")
-    ruff_findings = ruff.check(paths, cwd=root)
-    unformatted = ruff.format_check(paths, cwd=root) if cfg.ruff_format else []
+    exclude = ctx.exclusions
+    ruff_findings = [
+        f for f in ruff.check(paths, cwd=root, exclude=exclude) if not exclude.excludes(f.path)
+    ]
+    unformatted = (
+        [
+            u
+            for u in ruff.format_check(paths, cwd=root, exclude=exclude)
+            if not exclude.excludes(u.path)
+        ]
+        if cfg.ruff_format
+        else []
+    )
     ctx.progress("bandit")
-    bandit_findings = bandit.scan(paths, cwd=root)
+    bandit_findings = [
+        f for f in bandit.scan(paths, cwd=root, exclude=exclude) if not exclude.excludes(f.path)
+    ]
     threshold = bandit.SEVERITIES.index(cfg.bandit_severity)
     failing = [f for f in bandit_findings if bandit.SEVERITIES.index(f.severity) >= threshold]
     return _Found(ruff_findings, unformatted, bandit_findings, failing)

@@ -39,18 +39,6 @@ from mlcd.tools.git import toplevel
 
 STAGE = "scan"
 _BUNDLE_MODEL_SUFFIXES = (".skops", ".pkl", ".pickle", ".joblib", ".pt", ".pth", ".ckpt")
-_SKIP_GLOBS = (
-    "**/.git",
-    "**/.venv",
-    "**/venv",
-    "**/node_modules",
-    "**/__pycache__",
-    "**/.mypy_cache",
-    "**/.ruff_cache",
-    "**/.pytest_cache",
-    "**/.tox",
-    "**/.mlcd-kit",  # mlcd itself, checked out by the workflows beside the project (docs/github.md)
-)
 _LISTED = 25
 
 
@@ -373,8 +361,7 @@ def _collect(ctx: Context, plan: _Plan) -> _Scanned:
         where = _shown(plan.root, repo) or "."
         reason = f"skipped: no Dockerfile in {where} or the repository root"
         parts.append(Part("dockerfile", "Dockerfile", scanned=False, reason=reason))
-    skip = [ctx.out.resolve(), ctx.loaded.resolve(ctx.config.registry.path)]
-    secrets = SecretScanner(tool, ctx.progress, skip_dirs=[*skip, *map(Path, _SKIP_GLOBS)])
+    secrets = SecretScanner(tool, ctx.progress, skip_dirs=ctx.exclusions.trivy_skip_dirs())
     parts.append(secrets.scan(repo))
     models = ModelScanner(ctx.progress, trusted=lambda path: _project_trust(ctx, path))
     parts += [models.scan((path, _shown(path, repo))) for path in plan.models]

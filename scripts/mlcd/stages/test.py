@@ -54,6 +54,7 @@ def _body(ctx: Context) -> StageOutcome:
         junit=junit,
         cov_json=cov_json,
         cov_exclude=paths,
+        exclude=ctx.exclusions,
     )
     if outcome.returncode == 5 or not outcome.cases:
         raise UserInputError(

@@ -21,6 +21,14 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the JSON Schema of mlcd.yaml instead of validating",
     )
+    parser.add_argument(
+        "--github",
+        action="store_true",
+        help="also check the caller workflow in .github/workflows against the config: it "
+        "calls deliver.yml for this config, pins mlcd by a tag or full SHA, grants the "
+        "permissions deliver.yml's jobs ask for, passes the deploy secrets the targets need, "
+        "and deploys no `local` environment",
+    )
 
 
 def _run(ctx: Context, args: argparse.Namespace) -> int:
@@ -31,23 +39,37 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
     config = loaded.config
     # the files the config names: data and its target column, entrypoint and params, paths
     warnings = preflight.require(loaded)
+    github_checked: list[str] = []
+    if args.github:
+        from mlcd.scaffold import githubcheck
+        from mlcd.tools.git import toplevel
+
+        report = githubcheck.check(loaded, toplevel(loaded.root))
+        if report.errors:
+            raise UserInputError(
+                f"{loaded.path}: the caller workflow would not run green on GitHub",
+                problems=report.errors,
+                hint="`mlcd init --force` rewrites the workflow; docs/github.md has the checklist",
+            )
+        warnings += report.warnings
+        github_checked = report.checked
     plans, slow = _plans(config)
     if ctx.fmt == "json":
-        print(
-            json.dumps(
-                {
-                    "valid": True,
-                    "config": str(loaded.path),
-                    "project": config.project,
-                    "warnings": warnings,
-                    "plans": {env: plan.as_json() for env, plan in plans.items()},
-                }
-            ),
-            file=ctx.stream,
-        )
+        document: dict[str, object] = {
+            "valid": True,
+            "config": str(loaded.path),
+            "project": config.project,
+            "warnings": warnings,
+            "plans": {env: plan.as_json() for env, plan in plans.items()},
+        }
+        if args.github:
+            document["github"] = github_checked
+        print(json.dumps(document), file=ctx.stream)
     else:
         envs = ", ".join(config.environments) or "none"
         ctx.say(f"✅ {loaded.path}: valid (project {config.project}, environments: {envs})")
+        for line in github_checked:
+            ctx.say(f"  ✅ {line}")
         for warning in warnings:
             ctx.say(f"  ⚠ {warning}")
         for env, plan in plans.items():
@@ -93,6 +115,7 @@ COMMAND = Command(
     "the lint and test paths. Every problem is listed at once with file:line:column and the "
     "key path; an unknown key suggests the closest known one. Exit 2 when invalid.",
     example="mlcd validate --config model/mlcd.yaml\n"
+    "mlcd validate --github\n"
     "mlcd validate --print-schema > mlcd.schema.json",
     add_arguments=_arguments,
     run=_run,

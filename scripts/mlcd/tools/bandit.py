@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlcd.errors import EnvironmentMissing
+from mlcd.projectfiles import Exclusions
 from mlcd.tools.base import python_module_argv, run
 
 SEVERITIES = ("low", "medium", "high")
@@ -25,9 +26,13 @@ class BanditFinding:
     url: str | None
 
 
-def scan(paths: list[Path], *, cwd: Path) -> list[BanditFinding]:
-    """bandit on paths (recursively), at every severity; the caller applies the policy."""
-    argv = [*python_module_argv("bandit"), "-r", "-f", "json", "-q", *map(str, paths)]
+def scan(paths: list[Path], *, cwd: Path, exclude: Exclusions | None = None) -> list[BanditFinding]:
+    """bandit on paths (recursively), at every severity, leaving out `exclude`; the caller
+    applies the policy."""
+    argv = [*python_module_argv("bandit"), "-r", "-f", "json", "-q"]
+    if exclude is not None:
+        argv += ["-x", exclude.bandit_exclude()]
+    argv += list(map(str, paths))
     result = run(argv, cwd=cwd, timeout=600)
     # bandit exits 1 when it has findings; anything without JSON output is a failure.
     try:

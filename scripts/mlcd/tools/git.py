@@ -45,3 +45,17 @@ def remote_url(cwd: Path) -> str | None:
     if server and repo:
         return f"{server}/{repo}"
     return _git(["config", "--get", "remote.origin.url"], cwd)
+
+
+def origin_url(cwd: Path) -> str | None:
+    """The `origin` remote of the repository at cwd (never the Actions run's repository)."""
+    return _git(["config", "--get", "remote.origin.url"], cwd)
+
+
+def default_branch(cwd: Path) -> str | None:
+    """origin's default branch when known, else the branch checked out."""
+    head = _git(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd)
+    if head and "/" in head:
+        return head.split("/", 1)[1]
+    branch = _git(["symbolic-ref", "--short", "HEAD"], cwd)
+    return branch or None

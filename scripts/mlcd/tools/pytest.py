@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import UserInputError
+from mlcd.projectfiles import Exclusions
 from mlcd.tools.base import python_module_argv, run
 
 
@@ -42,11 +43,13 @@ def run_tests(
     junit: Path,
     cov_json: Path,
     cov_exclude: list[Path] | None = None,
+    exclude: Exclusions | None = None,
 ) -> TestRun:
     """pytest on paths with JUnit XML and coverage JSON written where the caller says.
 
     The coverage figure leaves out the files under `cov_exclude` (the tests themselves),
-    so that a test suite does not raise its own score.
+    so that a test suite does not raise its own score. Nothing under `exclude` (mlcd's own
+    checkout, virtualenvs, the run folder) is collected, nor kept in the coverage report.
     """
     argv = [
         *python_module_argv("pytest"),
@@ -61,6 +64,8 @@ def run_tests(
         "--cov-report=",
         f"--cov-report=json:{cov_json}",
     ]
+    if exclude is not None:
+        argv.extend(exclude.pytest_args())
     python_module_argv("pytest_cov", package="pytest-cov")  # exit 3 with a hint if missing
     argv.extend(f"--cov={src}" for src in cov_sources)
     for stale in (junit, cov_json):
@@ -80,6 +85,9 @@ def run_tests(
         outcome.cases = _parse_junit(junit)
     if cov_json.is_file():
         data = json.loads(cov_json.read_text("utf-8"))
+        if exclude is not None:
+            data = _without(data, cwd=cwd, exclude=exclude)
+            cov_json.write_text(json.dumps(data), "utf-8")
         outcome.coverage_percent = coverage_percent(data, cwd=cwd, exclude=cov_exclude or [])
     return outcome
 
@@ -99,6 +107,27 @@ def coverage_percent(data: dict[str, Any], *, cwd: Path, exclude: list[Path]) ->
     if total == 0:
         return None
     return 100.0 * covered / total
+
+
+def _without(data: dict[str, Any], *, cwd: Path, exclude: Exclusions) -> dict[str, Any]:
+    """coverage's JSON report without the files under `exclude` (and its totals summed
+    again over the files it keeps)."""
+    files = data.get("files")
+    if not isinstance(files, dict):
+        return data
+    kept = {name: entry for name, entry in files.items() if not exclude.excludes(cwd / name)}
+    if len(kept) == len(files):
+        return data
+    totals: dict[str, Any] = {}
+    for entry in kept.values():
+        for key, value in (entry.get("summary") or {}).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+    statements = totals.get("num_statements", 0) + totals.get("num_branches", 0)
+    covered = totals.get("covered_lines", 0) + totals.get("covered_branches", 0)
+    totals["percent_covered"] = 100.0 * covered / statements if statements else 100.0
+    totals["percent_covered_display"] = f"{totals['percent_covered']:.0f}"
+    return {**data, "files": kept, "totals": {**(data.get("totals") or {}), **totals}}
 
 
 def _node_id(case: ET.Element) -> str:

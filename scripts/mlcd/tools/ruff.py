@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlcd.errors import EnvironmentMissing, UserInputError
+from mlcd.projectfiles import Exclusions
 from mlcd.tools.base import python_module_argv, run
 
 
@@ -20,14 +21,19 @@ class RuffFinding:
     url: str | None
 
 
-def check(paths: list[Path], *, cwd: Path) -> list[RuffFinding]:
-    """`ruff check` on paths; findings with absolute paths."""
+def _excluded(exclude: Exclusions | None) -> list[str]:
+    return exclude.ruff_args() if exclude is not None else []
+
+
+def check(paths: list[Path], *, cwd: Path, exclude: Exclusions | None = None) -> list[RuffFinding]:
+    """`ruff check` on paths, leaving out `exclude`; findings with absolute paths."""
     argv = [
         *python_module_argv("ruff"),
         "check",
         "--output-format=json",
         "--no-cache",
         "--exit-zero",
+        *_excluded(exclude),
         *map(str, paths),
     ]
     result = run(argv, cwd=cwd, timeout=600)
@@ -61,13 +67,15 @@ class Unformatted:
     line: int = 1
 
 
-def format_check(paths: list[Path], *, cwd: Path) -> list[Unformatted]:
+def format_check(
+    paths: list[Path], *, cwd: Path, exclude: Exclusions | None = None
+) -> list[Unformatted]:
     """Files that `ruff format --check` would reformat.
 
     Newer ruff reports them as JSON (with the first changed line); older ruff has no
     `--output-format` for `format` and prints `Would reformat: PATH` lines instead.
     """
-    base = [*python_module_argv("ruff"), "format", "--check", "--no-cache"]
+    base = [*python_module_argv("ruff"), "format", "--check", "--no-cache", *_excluded(exclude)]
     result = run([*base, "--output-format=json", *map(str, paths)], cwd=cwd, timeout=600)
     if result.returncode == 2 and "--output-format" in result.stderr:
         result = run([*base, *map(str, paths)], cwd=cwd, timeout=600)
