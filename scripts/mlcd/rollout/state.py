@@ -196,6 +196,8 @@ class StateStore:
 class LockRefused(GateFailed):
     """Another live command holds the environment's lock (exit 1; the message names it)."""
 
+    holder: LockInfo | None = None  # who holds it, when the lock says
+
 
 def process_start(pid: int) -> str | None:
     """The start time of a process (clock ticks since boot, from /proc), None if it is gone."""
@@ -263,11 +265,13 @@ class EnvLock:
                 os.close(fd)
                 holder = self.read()
                 who = holder.describe() if holder else "another mlcd process"
-                raise LockRefused(
+                refusal = LockRefused(
                     f"environment `{self.env}` is locked by {who}: one rollout per "
                     "environment at a time",
                     hint=f"wait for it to finish, or see `mlcd status {self.env}`",
-                ) from exc
+                )
+                refusal.holder = holder
+                raise refusal from exc
         self._fd = fd
         self.previous = self.read()
         me = os.getpid()
