@@ -215,6 +215,19 @@ def holder_alive(pid: int, start: str) -> bool:
     return pid > 0 and process_start(pid) == start
 
 
+def holder_running(pid: int, start: str) -> bool:
+    """`holder_alive`, and not a zombie (an exited process its parent has not reaped yet has
+    closed its files, so its lock is free)."""
+    if not holder_alive(pid, start):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text("utf-8")
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return not fields or fields[0] != "Z"
+
+
 @dataclass(frozen=True)
 class LockInfo:
     pid: int

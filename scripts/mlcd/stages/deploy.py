@@ -42,7 +42,7 @@ from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
 from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec
 from mlcd.rollout.loadgen import holdout_rows
-from mlcd.rollout.state import LockInfo, LockRefused, holder_alive
+from mlcd.rollout.state import LockInfo, LockRefused, holder_alive, holder_running
 from mlcd.rollout.targets import engine_target
 from mlcd.rollout.targets import kubernetes as k8s_target
 
@@ -549,7 +549,7 @@ def stop_running_deploy(holder: LockInfo, progress: Callable[[str], None]) -> st
     with contextlib.suppress(ProcessLookupError):
         os.kill(holder.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_WAIT
-    while holder_alive(holder.pid, holder.start):
+    while holder_running(holder.pid, holder.start):
         if time.monotonic() > deadline:
             raise GateFailed(
                 f"the running deploy (pid {holder.pid}) did not exit within {STOP_WAIT:g} s "
