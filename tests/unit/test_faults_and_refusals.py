@@ -102,3 +102,38 @@ def test_numeric_query_parameters_are_strict(app: App, query: str) -> None:
 def test_plain_numbers_are_taken(app: App) -> None:
     for query in ("since=0", "since=1712345678.25", "limit=0", "limit=5&since=-1"):
         assert app.handle_now("GET", f"/v1/recent-predictions?{query}").status == 200, query
+
+
+def test_the_report_and_the_run_page_show_the_record_and_the_refusal(tmp_path: Path) -> None:
+    from mlcd import report, runreport
+    from mlcd.evidence import Bundle, StageResult
+
+    bundle = Bundle(tmp_path / ".mlcd")
+    bundle.write(
+        StageResult(
+            stage="deploy-production",
+            status="pass",
+            started="2026-12-06T10:00:00Z",
+            duration_s=30.0,
+            summary="0.1.4 is live in production (blue-green); 0.1.3 retired",
+            details={"env": "production", "version": "0.1.4", "outcome": "promoted"},
+        ),
+        "",
+    )
+    bundle.write(
+        StageResult(
+            stage="deploy-production-refused",
+            status="error",
+            started="2026-12-06T11:00:00Z",
+            duration_s=0.1,
+            summary="no release 9.9.9 in the model registry (registry)",
+            details={"exit_code": 2},
+        ),
+        "",
+    )
+    markdown = report.render_markdown(bundle)
+    assert "0.1.4 is live in production" in markdown
+    assert "no release 9.9.9" in markdown
+    page = runreport.render_html(bundle)
+    assert "0.1.4 is live in production" in page
+    assert "no release 9.9.9" in page
