@@ -1798,14 +1798,11 @@ class Drill:
         listed = subprocess.run(
             ["docker", "ps", "-a", "--format", "{{.Names}}",
              "--filter", f"label=mlcd.project={self.name}",
-             "--filter", f"label=mlcd.env={where.env}"],
+             "--filter", f"label=mlcd.env={where.env}", "--filter", "label=mlcd.version"],
             capture_output=True, text=True, check=False, timeout=120,
             env={**os.environ, "DOCKER_HOST": where.docker},
         )  # fmt: skip
-        # the lock container (`--rm`) and the router are not releases
-        return sorted(
-            n for n in listed.stdout.split() if not n.endswith(("-lock", "-router", "-front"))
-        )
+        return sorted(listed.stdout.split())  # release containers (the router's have no version)
 
     def env_docker(self, where: Where, *args: str) -> None:
         env = {**os.environ, **({"DOCKER_HOST": where.docker} if where.docker else {})}
