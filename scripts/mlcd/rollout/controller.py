@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlcd.config import BlueGreenSection, EnvironmentSection, ShadowSection
-from mlcd.errors import GateFailed, MlcdError
+from mlcd.errors import EnvironmentMissing, GateFailed, MlcdError
 from mlcd.evidence import utc_now
 from mlcd.rollout.judge import (
     AnalysisRun,
@@ -285,7 +285,9 @@ class Controller:
         limits = limits_for(self.spec.section, self.spec.task, min_requests)
         policy = StepPolicy(min_intervals, self.spec.section.analysis.max_intervals, duration)
         progress = StepProgress()
-        readers = (self.target.reader(stable), self.target.reader(candidate))
+        # made once both arms answer (a dead arm has no address on a docker-host's network:
+        # the liveness check below then says which one is down)
+        readers: tuple[ArmReader, ArmReader] | None = None
         started = time.monotonic()
         paired_ids: set[str] = set()
         used_ids: set[str] = set()
@@ -293,10 +295,12 @@ class Controller:
         while True:
             if not baseline_ok:
                 try:
+                    if readers is None:
+                        readers = (self.target.reader(stable), self.target.reader(candidate))
                     for reader in readers:
                         reader.start()
                     baseline_ok = True
-                except MetricsError as exc:
+                except (MetricsError, EnvironmentMissing) as exc:
                     self.progress(f"cannot read metrics yet: {exc}")
             down = self._sleep_watching(interval, stable, candidate)
             if down is stable:
@@ -310,8 +314,8 @@ class Controller:
                 self._measure("fail", [why], {}, label)
                 return _Analysis("failed", why, run.record("fail"), judge_state)
             try:
-                stable_window, stable_recent = self._read(readers[0], baseline_ok)
-                cand_window, cand_recent = self._read(readers[1], baseline_ok)
+                stable_window, stable_recent = self._read(readers, 0, baseline_ok)
+                cand_window, cand_recent = self._read(readers, 1, baseline_ok)
             except MetricsError as exc:
                 run = run.record("error")
                 progress = progress.record("error", [str(exc)])
@@ -381,10 +385,12 @@ class Controller:
         return _Analysis("failed", why, run.record("error"), judge_state, fault=True)
 
     @staticmethod
-    def _read(reader: ArmReader, baseline_ok: bool) -> tuple[ArmWindow, list[Recent]]:
-        if not baseline_ok:
+    def _read(
+        readers: tuple[ArmReader, ArmReader] | None, index: int, baseline_ok: bool
+    ) -> tuple[ArmWindow, list[Recent]]:
+        if readers is None or not baseline_ok:
             raise MetricsError("no baseline reading of the arms' metrics")
-        return reader.interval()
+        return readers[index].interval()
 
     def _measure(
         self, outcome: str, reasons: list[str], metrics: dict[str, Any], label: str

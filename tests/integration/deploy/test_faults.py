@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import time
 from typing import Any
@@ -21,6 +22,10 @@ from typing import Any
 from mlcd.rollout.killpoints import KILL_AT
 from tests.integration.deploy.conftest import Project
 from tests.integration.deploy.helpers import ROW, post, wait_for
+from tests.integration.deploy.test_docker_host import (  # noqa: F401 - fixtures
+    remote_project,
+    test_host,
+)
 
 BODY = json.dumps({"records": [ROW]}).encode()
 
@@ -228,3 +233,44 @@ def test_a_dead_stable_is_restarted_and_holds_the_traffic(
     print(f"a dead stable rolled back {took:.1f}s after the kill")
     state = _agree(project, "staging", v1)
     assert state["stable"]["container"] == stable  # restarted, not replaced
+
+
+def test_a_dead_stable_on_a_docker_host_is_restarted_and_holds_the_traffic(
+    remote_project: Any,  # noqa: F811 - the fixture
+    standin_images: dict[str, str],
+    test_host: dict[str, str],  # noqa: F811 - the fixture
+) -> None:
+    project = remote_project(
+        {
+            "strategy": "canary",
+            "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 100000},
+            "analysis": {"max-p99-latency-ms": 2000, "max-intervals": 200},
+            "load-test": {"rps": 20},
+        }
+    )
+    v1 = project.release(standin_images["clean"])
+    first = project.mlcd("deploy", "staging", "--release", v1)
+    assert first.returncode == 0, first.stdout + first.stderr
+    stable = json.loads(project.mlcd("status", "staging", "--format", "json").stdout)["stable"]
+    v2 = project.release(standin_images["clean"])
+    running = project.spawn("deploy", "staging", "--release", v2, "--verbose")
+    try:
+        wait_for(lambda: "canary step" in running.err_file.read_text(), 180, "the canary step")
+        subprocess.run(
+            ["docker", "kill", stable["container"]],
+            capture_output=True,
+            check=True,
+            timeout=60,
+            env={**os.environ, "DOCKER_HOST": test_host["MLCD_TEST_HOST_DOCKER"]},
+        )
+        code = running.wait(180)
+    finally:
+        if running.poll() is None:
+            running.kill()
+    assert code == 1, running.err_file.read_text()[-3000:]
+    result = project.result("deploy-staging")
+    assert "stable is down" in result["summary"], result["summary"]
+    status = json.loads(project.mlcd("status", "staging", "--format", "json").stdout)
+    assert status["rollout"] is None
+    assert status["stable"]["container"] == stable["container"]
+    assert status["notes"] == []  # nothing left to recover
