@@ -435,6 +435,18 @@ class KubernetesSection(Section):
     timeout: Duration = Field(
         1800.0, description="how long `mlcd deploy` waits for the Rollout to finish"
     )
+    traffic_router: Literal["none", "nginx", "istio"] = Field(
+        "none",
+        description="the cluster's traffic router Argo Rollouts drives (`none`: replica "
+        "counts; `nginx`: an ingress-nginx Ingress; `istio`: a VirtualService); `routing.header` "
+        "needs one of the two",
+    )
+    traffic_object: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="the Ingress (nginx) or VirtualService (istio, with a route named "
+        "`primary`) that sends traffic to the stable service; default <project>-<env>",
+    )
 
 
 class RouterSection(Section):
@@ -444,6 +456,67 @@ class RouterSection(Section):
         DEFAULT_ROUTER_IMAGE,
         min_length=1,
         description="nginx image the server runs the router from (pulled by the server)",
+    )
+
+
+class WebhookSection(Section):
+    """One webhook told about a rollout's state changes (docs/deploy.md, "Notifications")."""
+
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the webhook's address (written here only when it is not a secret)",
+    )
+    url_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="an environment variable that holds the address (a secret: it is never "
+        "written to the evidence or the logs)",
+    )
+    format: Literal["json", "slack", "teams"] = Field(
+        "json", description="the body: mlcd's JSON event, a Slack or a Teams message"
+    )
+    events: (
+        list[
+            Literal[
+                "started",
+                "step",
+                "step passed",
+                "paused",
+                "promoted",
+                "rolled back",
+                "rollback by hand",
+                "recovered",
+            ]
+        ]
+        | None
+    ) = Field(None, description="the events to send (default: all)")
+    timeout: Duration = Field(5.0, description="seconds one attempt may take")
+    retries: int = Field(2, ge=0, le=5, description="attempts after a failed one")
+
+    @model_validator(mode="after")
+    def _one_address(self) -> WebhookSection:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("a webhook needs exactly one of `url` and `url-env`")
+        return self
+
+
+class RoutingSection(Section):
+    """Who sees which version during a rollout (local and docker-host routers; Kubernetes
+    with a traffic router: docs/deploy.md, "Who sees which version")."""
+
+    header: str | None = Field(
+        "X-MLCD-Version",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",
+        description="a request header whose value `canary` or `stable` sends the request to "
+        "that arm (testers); null: no forced routing",
+    )
+    sticky_key: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",
+        description="a request header (a user id) that keeps each user on one arm: at most "
+        "one move, stable → canary, as the steps grow, never back during the rollout; requests "
+        "without it are split by weight",
     )
 
 
@@ -499,6 +572,12 @@ class EnvironmentSection(Section):
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     load_test: LoadTestSection | None = Field(None, description="synthetic traffic, if any")
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
+    routing: RoutingSection = Field(default_factory=RoutingSection)
+    notify: list[WebhookSection] = Field(
+        default_factory=list,
+        description="webhooks told about this environment's rollouts (besides the top-level "
+        "`notify:`)",
+    )
 
     @model_validator(mode="after")
     def _target_keys(self) -> EnvironmentSection:
@@ -526,6 +605,11 @@ class Config(Section):
     registry: RegistrySection = Field(default_factory=RegistrySection)
     environments: dict[str, EnvironmentSection] = Field(
         default_factory=dict, description="where releases are rolled out, by name"
+    )
+    notify: list[WebhookSection] = Field(
+        default_factory=list,
+        description="webhooks told about every environment's rollouts (started, step passed, "
+        "paused, promoted, rolled back)",
     )
 
     @property

@@ -220,6 +220,8 @@ class DeployDetails(Details):
     measurements: list[Any] = []
     waiting_for: Any = None
     analysis: dict[str, Any] = {}  # the judge's limits (max_error_rate, max_p99_latency_ms)
+    # the rollout's events and their webhook deliveries (mlcd.rollout.notify.Notifier.record)
+    notifications: dict[str, Any] = {}
 
     @property
     def http_url(self) -> str | None:

@@ -423,3 +423,36 @@ def test_deployment_of_a_dispatched_release_reads_the_registry(
     first, second = fake.deployments
     assert first["payload"]["version"] == "0.1.0"  # 0.1.1 never passed staging
     assert second["payload"]["version"] == "0.1.1"  # asked for by name
+
+
+def test_deployment_final_status_says_what_the_webhooks_said(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path
+) -> None:
+    """The final status's description is the deploy's last event (the same words the
+    webhooks got); the in-progress one keeps the plain state."""
+    out = tmp_path / "run"
+    bundle = make_bundle(out)
+    said = "bc 3 rolled back in staging: analysis failed: canary error rate 5.2% > 1%"
+    bundle.write(
+        _result(
+            "deploy-staging",
+            details={
+                "version": "3",
+                "notifications": {
+                    "events": [
+                        {"event": "started", "summary": "bc 3: rollout to staging started"},
+                        {"event": "rolled back", "summary": said},
+                    ]
+                },
+            },
+        ),
+        "",
+    )
+    config = str(repo_root / "model/mlcd.yaml")
+    base = ["github", "deployment", "staging", "--out", str(out), "--config", config]
+    assert cli.main([*base, "--state", "in_progress"]) == 0
+    assert cli.main([*base, "--state", "failure"]) == 0
+    [deployment] = fake.deployments
+    first, last = fake.statuses[deployment["id"]]
+    assert first["description"].endswith("in progress")
+    assert last["description"] == said[:140]

@@ -216,9 +216,10 @@ def test_deploy_passes_the_target_secrets_as_the_engines_env_vars() -> None:
         "MLCD_DEPLOY_SSH_KEY": "${{ secrets.deploy-ssh-key }}",
         "MLCD_DEPLOY_KNOWN_HOSTS": "${{ secrets.deploy-known-hosts }}",
         "MLCD_KUBECONFIG": "${{ secrets.kubeconfig }}",
+        "MLCD_NOTIFY_WEBHOOK": "${{ secrets.notify-webhook }}",
     }
     secrets = _load(CALLED["deliver.yml"])[True]["workflow_call"]["secrets"]
-    assert {"deploy-ssh-key", "deploy-known-hosts", "kubeconfig"} <= set(secrets)
+    assert {"deploy-ssh-key", "deploy-known-hosts", "kubeconfig", "notify-webhook"} <= set(secrets)
 
 
 @pytest.mark.parametrize("name", sorted(CALLED))

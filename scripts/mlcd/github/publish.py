@@ -292,6 +292,17 @@ def environment_url(bundle: Bundle, environment: str) -> str | None:
     return details(deploy, DeployDetails).http_url
 
 
+def last_event(bundle: Bundle, environment: str) -> str | None:
+    """The last rollout event `mlcd deploy ENV` told its webhooks (the same words go on the
+    deployment's final status), None when it recorded none."""
+    deploy = bundle.read(f"deploy-{environment}")
+    if deploy is None:
+        return None
+    events = details(deploy, DeployDetails).notifications.get("events") or []
+    last = events[-1] if isinstance(events, list) and events else None
+    return str(last["summary"]) if isinstance(last, dict) and last.get("summary") else None
+
+
 def record_deployment(
     gh: GitHub,
     bundle: Bundle,
@@ -328,10 +339,13 @@ def record_deployment(
             "image": facts.image,
             "states": [],
         }
+    description = f"{facts.project} {facts.version}: {state.replace('_', ' ')}"
+    if state in ("success", "failure", "error"):
+        description = last_event(bundle, environment) or description
     status = gh.create_deployment_status(
         int(record["id"]),
         state=state,
-        description=f"{facts.project} {facts.version}: {state.replace('_', ' ')}",
+        description=description,
         environment_url=url or environment_url(bundle, environment),
         log_url=run_url or None,
     )

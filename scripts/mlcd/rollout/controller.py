@@ -110,6 +110,8 @@ class Controller:
         self.progress = progress
         self.state: EnvState = EnvState(env=spec.env, project=spec.project)
         self.measurements: list[dict[str, Any]] = []
+        # told of every state change recorded (mlcd.rollout.notify.Notifier); never fails one
+        self.on_event: Callable[[str, str | None, dict[str, Any]], None] | None = None
 
     def load(self) -> None:
         """Read the environment's state from the target (after taking its lock)."""
@@ -125,6 +127,11 @@ class Controller:
                 + (f": {detail['detail']}" if "detail" in detail else "")
             )
         self.target.save_state(self.state)
+        if event and self.on_event is not None:
+            try:
+                self.on_event(event, version, {**detail, "analysis": self.state.last_analysis})
+            except Exception as exc:  # noqa: BLE001 - telling people never stops a rollout
+                self.progress(f"could not notify {event}: {exc}")
 
     # ------------------------------------------------------------------ containers
 
@@ -555,6 +562,13 @@ class Controller:
                 ended = self._unless_passed(result, "analysis failed")
                 if ended is not None:
                     return ended
+                self.save(
+                    "step passed",
+                    candidate.version,
+                    detail=f"{weight}% of traffic: {result.explanation}",
+                    step=index,
+                    weight=weight,
+                )
         return self.promote()
 
     def _blue_green(self, candidate: Arm) -> DeployOutcome:

@@ -278,22 +278,68 @@ def _refs(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return analysis_ref, judge_ref
 
 
-def _canary(name: str, project: str, section: EnvironmentSection, image: str) -> _Strategy:
+HEADER_ROUTE = "mlcd-header"
+
+
+def traffic_routing(
+    name: str, env: str, section: EnvironmentSection
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The canary's `trafficRouting` and the steps that go before the first weight: with
+    `routing.header` and a traffic router, requests whose header says `canary` go to the
+    canary (istio: a managed header route, `setHeaderRoute`; nginx: ingress-nginx's
+    `canary-by-header`). A sticky key cannot be honoured here: Argo Rollouts' routers split
+    traffic per request."""
+    k8s = section.kubernetes
+    routing = section.routing
+    if routing.sticky_key:
+        raise UserInputError(
+            f"environments.{env}.routing.sticky-key: the kubernetes target cannot keep a user "
+            "on one arm (Argo Rollouts' traffic routers split each request by weight)",
+            hint=f"remove sticky-key from {env}, or use a local or docker-host environment",
+        )
+    if k8s.traffic_router == "none":
+        return {}, []
+    target = k8s.traffic_object or name
+    if k8s.traffic_router == "nginx":
+        nginx: dict[str, Any] = {"stableIngress": target}
+        if routing.header:
+            nginx["additionalIngressAnnotations"] = {
+                "canary-by-header": routing.header,
+                "canary-by-header-value": "canary",
+            }
+        return {"nginx": nginx}, []
+    istio = {"virtualService": {"name": target, "routes": ["primary"]}}
+    if not routing.header:
+        return {"istio": istio}, []
+    match = [{"headerName": routing.header, "headerValue": {"regex": "(?i)^canary$"}}]
+    return (
+        {"managedRoutes": [{"name": HEADER_ROUTE}], "istio": istio},
+        [{"setHeaderRoute": {"name": HEADER_ROUTE, "match": match}}],
+    )
+
+
+def _canary(
+    name: str, project: str, section: EnvironmentSection, image: str, env: str = ""
+) -> _Strategy:
     """The canary strategy, its services and its two AnalysisTemplates."""
     analysis_ref, judge_ref = _refs(name)
     cfg = section.canary
-    steps: list[dict[str, Any]] = []
+    routing, first = traffic_routing(name, env, section)
+    steps: list[dict[str, Any]] = list(first)
     for weight in cfg.steps:
         if weight >= 100:
             continue
         # the step lasts as long as mlcd's judge needs (min- to max-intervals)
         steps += [{"setWeight": weight}, {"analysis": judge_ref}]
+    weighted = len(steps) > len(first)
     spec: dict[str, Any] = {
         "canary": {
             "stableService": f"{name}-stable",
             "canaryService": f"{name}-canary",
-            "analysis": {**analysis_ref, "startingStep": 1 if steps else 0},
+            # the background analysis starts with the first weight's judge step
+            "analysis": {**analysis_ref, "startingStep": len(first) + 1 if weighted else 0},
             "steps": steps,
+            **({"trafficRouting": routing} if routing else {}),
         }
     }
     template, judged = _templates(
@@ -435,8 +481,10 @@ def render(
         "app.kubernetes.io/name": labels["app.kubernetes.io/name"],
         "mlcd.dev/env": labels["mlcd.dev/env"],
     }
-    make = _canary if strategy == "canary" else _blue_green
-    strategy_spec, services, template, judged = make(name, project, section, image)
+    if strategy == "canary":
+        strategy_spec, services, template, judged = _canary(name, project, section, image, env)
+    else:
+        strategy_spec, services, template, judged = _blue_green(name, project, section, image)
     rollout = _rollout(
         name,
         section,

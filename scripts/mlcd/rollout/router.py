@@ -18,6 +18,15 @@ The router is two nginx instances under one prefix folder:
     answering is retried once on the other arm (``proxy_next_upstream ... non_idempotent``);
   - `mirror`: clients get the stable answer only; the inference routes are copied to the
     shadow arm with ``mirror``, whose answers are discarded and never retried.
+  Who sees which version (`Routing`, in `split` and `mirror` modes): a request whose
+  routing header (``X-MLCD-Version`` by default) says ``canary`` or ``stable`` goes to that
+  arm only (testers; in `mirror` mode ``canary`` is the shadow arm, and such a request is not
+  mirrored again); a request carrying the sticky key (a header such as a user id) goes to the
+  arm its key's bucket falls in: ``split_clients`` hashes the key with the rollout's salt
+  (the candidate's version) into [0, 100) and the canary takes the lowest ``weight`` percent,
+  so a key that fell to the canary at 10 % is still on it at 50 % (the buckets only grow);
+  the other arm is its backup, used only when its own arm failed before answering. Requests
+  with neither go by weight.
 Every proxied request carries ``X-Request-ID``: the client's when it sent one, else nginx's
 ``$request_id``; the mirrored copy carries the same id, so the two arms' answers pair up.
 
@@ -82,6 +91,23 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Routing:
+    """Forced (a header) and sticky (a key's bucket) routing to one arm."""
+
+    header: str | None = "X-MLCD-Version"
+    sticky_key: str | None = None
+    salt: str = ""  # the buckets' salt: the same for the whole rollout (the candidate's version)
+
+    @staticmethod
+    def variable(header: str) -> str:
+        """nginx's variable of a request header: X-User-Id → $http_x_user_id."""
+        return "$http_" + header.lower().replace("-", "_")
+
+    def salted(self, salt: str) -> Routing:
+        return Routing(self.header, self.sticky_key, hashlib.sha256(salt.encode()).hexdigest()[:12])
+
+
+@dataclass(frozen=True)
 class RouterSpec:
     """What the router should do."""
 
@@ -96,6 +122,7 @@ class RouterSpec:
     # the routing side's Unix socket; None: `socket_path(prefix)` (a Docker host's router
     # containers share one in their volume)
     socket: str | None = None
+    routing: Routing = field(default_factory=Routing)
 
     def describe(self) -> str:
         if self.mode == "split":
@@ -106,12 +133,65 @@ class RouterSpec:
         return f"all to {self.primary[0].short}"
 
 
-def _upstream(name: str, backends: tuple[Backend, ...]) -> list[str]:
+def _upstream(name: str, backends: tuple[Backend, ...], backup: Backend | None = None) -> list[str]:
     lines = [f"  upstream {name} {{"]
     for backend in backends:
         weight = f" weight={backend.weight}" if len(backends) > 1 else ""
         lines.append(f"    server {backend.address}{weight} max_fails=1 fail_timeout=5s;")
+    if backup is not None:
+        lines.append(f"    server {backup.address} backup;")
     lines += ["    keepalive 32;", "  }"]
+    return lines
+
+
+def _percent(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _arm_routing(spec: RouterSpec) -> list[str]:
+    """Upstreams and maps that pick `$mlcd_upstream` per request (split and mirror modes):
+    the routing header forces an arm, the sticky key's bucket keeps one, else the weights."""
+    routing = spec.routing
+    if spec.mode == "split" and len(spec.primary) == 2:
+        stable, canary = spec.primary
+    elif spec.mode == "mirror" and spec.shadow is not None:
+        stable, canary = spec.primary[0], spec.shadow
+    else:
+        return []
+    lines: list[str] = []
+    default = "mlcd_primary"
+    if routing.header:
+        lines += _upstream("mlcd_only_stable", (stable,))
+        lines += _upstream("mlcd_only_canary", (canary,))
+    if routing.sticky_key and spec.mode == "split":
+        total = stable.weight + canary.weight or 1
+        share = 100.0 * canary.weight / total
+        key = Routing.variable(routing.sticky_key)
+        lines += _upstream("mlcd_sticky_stable", (stable,), backup=canary)
+        lines += _upstream("mlcd_sticky_canary", (canary,), backup=stable)
+        buckets = [f"    {_percent(share)}% mlcd_sticky_canary;"] if share > 0 else []
+        lines += [
+            # the canary takes the lowest `share` percent of the key's hash: monotonic in
+            # the weight, so a key on the canary stays there as the steps grow
+            f'  split_clients "{key}/mlcd-{routing.salt}" $mlcd_bucket {{',
+            *buckets,
+            "    * mlcd_sticky_stable;",
+            "  }",
+            f'  map {key} $mlcd_sticky {{ default $mlcd_bucket; "" mlcd_primary; }}',
+        ]
+        default = "$mlcd_sticky"
+    forced = Routing.variable(routing.header) if routing.header else None
+    if forced:
+        lines += [
+            f"  map {forced} $mlcd_upstream {{",
+            f"    default {default};",
+            '    "~*^canary$" mlcd_only_canary;',
+            '    "~*^stable$" mlcd_only_stable;',
+            "  }",
+            f'  map {forced} $mlcd_forced {{ default ""; "~*^(canary|stable)$" 1; }}',
+        ]
+    else:
+        lines += [f"  map $uri $mlcd_upstream {{ default {default}; }}"]
     return lines
 
 
@@ -186,6 +266,9 @@ def render_routes(spec: RouterSpec, prefix: Path) -> str:
     ]
     if spec.mode == "mirror" and spec.shadow is not None:
         lines += _upstream("mlcd_shadow", (spec.shadow,))
+    chooser = _arm_routing(spec)
+    lines += chooser
+    upstream = "$mlcd_upstream" if chooser else "mlcd_primary"
     lines += [
         "  server {",
         # behind the client side only, on its socket
@@ -214,11 +297,17 @@ def render_routes(spec: RouterSpec, prefix: Path) -> str:
         ]
         if spec.mode == "mirror":
             lines += ["      mirror /_mlcd/mirror;", "      mirror_request_body on;"]
-        lines += ["      proxy_pass http://mlcd_primary;", "    }"]
+        lines += [f"      proxy_pass http://{upstream};", "    }"]
     if spec.mode == "mirror":
         lines += [
             "    location = /_mlcd/mirror {",
             "      internal;",
+            # a tester's request forced to an arm is not copied (the shadow answered it)
+            *(
+                ["      if ($mlcd_forced) { return 204; }"]
+                if chooser and spec.routing.header
+                else []
+            ),
             "      proxy_pass http://mlcd_shadow$request_uri;",
             # a client that has its (stable) answer and hangs up must not cancel the copy
             "      proxy_ignore_client_abort on;",
@@ -229,7 +318,7 @@ def render_routes(spec: RouterSpec, prefix: Path) -> str:
         ]
     lines += [
         "    location / {",
-        "      proxy_pass http://mlcd_primary;",
+        f"      proxy_pass http://{upstream};",
         "    }",
         "  }",
         "}",

@@ -42,6 +42,7 @@ from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
 from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec
 from mlcd.rollout.loadgen import holdout_rows
+from mlcd.rollout.notify import Notifier, webhooks
 from mlcd.rollout.state import LockInfo, LockRefused, holder_alive, holder_running
 from mlcd.rollout.targets import engine_target
 from mlcd.rollout.targets import kubernetes as k8s_target
@@ -243,6 +244,9 @@ def _outcome(
     details: dict[str, Any],
 ) -> StageOutcome:
     passed = result.result in _PASSING
+    notifier = ctl.on_event if isinstance(ctl.on_event, Notifier) else None
+    if notifier is not None:
+        notifier.close()
     judged = [m for m in ctl.measurements if m["metrics"] and m["phase"] != "after switch"]
     last = judged[-1]["metrics"] if judged else {}
     state = ctl.state
@@ -255,10 +259,17 @@ def _outcome(
         "state_file": ctl.target.state_location,
         "measurements": ctl.measurements,
         **({"waiting_for": result.waiting_for} if result.waiting_for else {}),
+        **({"notifications": notifier.record()} if notifier is not None else {}),
     }
     details = DeployDetails.model_validate(details).dump()
     md = [f"### {'✅' if passed else '❌'} {stage}: {result.summary}", ""]
     md += [f"- {r}" for r in [*reasons, *result.reasons]]
+    if notifier is not None and notifier.events:
+        md += ["", "#### Events", "", *[f"- {line}" for line in notifier.log_lines()]]
+        failed = [d for d in notifier.deliveries if not d["delivered"]]
+        if failed:
+            md += ["", f"{len(failed)} webhook notification(s) not delivered:"]
+            md += [f"- {d['webhook']}: {d['event']}: {d['error']}" for d in failed[:10]]
     if ctl.measurements:
         md += [
             "",
@@ -400,13 +411,54 @@ def _rollout_body(
     return _outcome(stage, ctl, result, [*checked.report.reasons, *notes], checked.details)
 
 
+def _kubernetes_deploy(
+    ctx: Context,
+    env: str,
+    section: EnvironmentSection,
+    release: gates.Release,
+    *,
+    strategy: str,
+    stage: str,
+    details: dict[str, Any],
+) -> StageOutcome:
+    """The Kubernetes rollout (Argo Rollouts moves the traffic): its start and its outcome are
+    told to the webhooks, as the other targets' are (the steps happen in the cluster)."""
+    notifier = notifier_for(ctx, env, "deploy", section.url or "")
+    notifier("rollout started", release.version, {"strategy": strategy})
+    try:
+        outcome = k8s_target.deploy(
+            ctx,
+            env,
+            section,
+            release,
+            strategy,
+            folder=ctx.bundle.stage_dir(stage),
+            details=details,
+        )
+        ended = str(outcome.details.get("outcome", ""))
+        if ended in ("promoted", "rolled back", "paused"):
+            notifier(
+                ended,
+                release.version,
+                {"detail": outcome.summary, "analysis": {"reasons": outcome.reasons[-4:]}},
+            )
+    finally:
+        notifier.close()
+    outcome.details["notifications"] = notifier.record()
+    return outcome
+
+
 @contextmanager
 def locked(
     ctx: Context, env: str, command: str, strategy: str | None = None
 ) -> Iterator[Controller]:
     """The environment's controller with its lock held and its state loaded."""
     ctl = controller(ctx, env, strategy)
+    notifier: Notifier | None = None
     try:
+        # before the lock: a webhook whose url-env is not set is exit 2 before anything moves
+        notifier = notifier_for(ctx, env, command, ctl.target.url)
+        ctl.on_event = notifier
         ctl.target.acquire(f"mlcd {command} {env}")
         try:
             ctl.load()
@@ -414,7 +466,21 @@ def locked(
         finally:
             ctl.target.release()
     finally:
+        if notifier is not None:
+            notifier.close()  # waits at most one delivery's worst case
         ctl.target.close()
+
+
+def notifier_for(ctx: Context, env: str, command: str, url: str) -> Notifier:
+    """The environment's notifier: the top-level `notify:` webhooks and its own."""
+    section = env_section(ctx, env)
+    hooks = [
+        *webhooks(ctx.config.notify, where="notify"),
+        *webhooks(section.notify, where=f"environments.{env}.notify"),
+    ]
+    return Notifier(
+        hooks, project=ctx.config.project, env=env, command=command, url=url, log=ctx.progress
+    )
 
 
 def _recorded(ctx: Context, stage: str, exc: MlcdError) -> StageResult:
@@ -465,13 +531,13 @@ def stage(
     if section.target == "kubernetes":
         return ctx.run_stage(
             name,
-            lambda: k8s_target.deploy(
+            lambda: _kubernetes_deploy(
                 ctx,
                 env,
                 section,
                 checked.release,
-                checked.strategy,
-                folder=ctx.bundle.stage_dir(name),
+                strategy=checked.strategy,
+                stage=name,
                 details=checked.details,
             ),
         )

@@ -79,6 +79,9 @@ def test_rollouts_report_argo_outcomes_and_record_only_the_promoted(
     assert result["details"]["outcome"] == "rolled back"
     assert any("AnalysisRun r-analysis-1: Failed" in r for r in result["reasons"])
     assert not any("recorded" in r for r in result["reasons"])
+    # the start and the outcome are the rollout's events here (Argo Rollouts runs the steps)
+    events = result["details"]["notifications"]["events"]
+    assert [e["event"] for e in events] == ["started", "rolled back"]
     # not recorded: production refuses the rolled-back release and takes the promoted one
     refused = _run(project, tmp_path, "healthy", "deploy", "production", "--release", bad)
     assert refused.returncode == 1

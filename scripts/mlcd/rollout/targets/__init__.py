@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlcd.config import EnvironmentSection
 from mlcd.errors import UserInputError
+from mlcd.rollout.router import Routing
 from mlcd.rollout.targets.base import Target
 from mlcd.rollout.targets.dockerhost import DockerHostTarget
 from mlcd.rollout.targets.local import LocalTarget
@@ -64,12 +65,15 @@ def engine_target(
     root: Path,
 ) -> Target:
     """The target of an environment of containers behind a router (local or docker-host)."""
+    routing = Routing(section.routing.header, section.routing.sticky_key)
     if section.target == "docker-host":
         transport = transport_for(env, section, root)
-        return DockerHostTarget(project, env, port, transport, section.router.image)
+        return DockerHostTarget(
+            project, env, port, transport, section.router.image, routing=routing
+        )
     if section.target != "local":
         raise ValueError(f"{section.target} is not a container target")
-    return LocalTarget(project, env, port, state_dir)
+    return LocalTarget(project, env, port, state_dir, routing=routing)
 
 
 __all__ = ["KUBECONFIG_ENV", "Target", "engine_target", "transport_for"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from mlcd.errors import GateFailed
 from mlcd.rollout.metrics import ArmReader
-from mlcd.rollout.router import Mode
+from mlcd.rollout.router import Mode, Routing
 from mlcd.rollout.state import Arm, EnvState
 
 CONTAINER_PORT = 8080
@@ -42,6 +42,13 @@ class Route:
     mode: Mode
     primary: tuple[tuple[Arm, int], ...]
     shadow: Arm | None = None
+
+
+def salted(routing: Routing, route: Route) -> Routing:
+    """The rollout's routing with the candidate's version as the sticky buckets' salt (the
+    same at every step of one rollout, different for the next release)."""
+    candidate = route.shadow if route.shadow is not None else route.primary[-1][0]
+    return routing.salted(candidate.version)
 
 
 def http_status(host: str, port: int, path: str, *, timeout: float = 2.0) -> tuple[int, bytes]:

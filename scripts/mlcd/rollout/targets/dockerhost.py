@@ -38,9 +38,16 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import EnvironmentMissing
-from mlcd.rollout.router import Backend, RouterSpec, render_front, render_routes
+from mlcd.rollout.router import Backend, RouterSpec, Routing, render_front, render_routes
 from mlcd.rollout.state import Arm, EnvState, LockInfo, LockRefused, process_start, safe_name
-from mlcd.rollout.targets.base import CONTAINER_PORT, Owner, Route, Target, wait_generation
+from mlcd.rollout.targets.base import (
+    CONTAINER_PORT,
+    Owner,
+    Route,
+    Target,
+    salted,
+    wait_generation,
+)
 from mlcd.tools import docker
 from mlcd.tools.base import ToolResult
 from mlcd.tools.ssh import SshTransport
@@ -86,7 +93,10 @@ class DockerHostTarget(Target):
         port: int,
         transport: SshTransport,
         router_image: str,
+        *,
+        routing: Routing | None = None,
     ) -> None:
+        self.routing = routing or Routing()
         self.project = project
         self.env = env
         self.port = port
@@ -439,6 +449,7 @@ class DockerHostTarget(Target):
             labels={"env": self.env, "project": self.project},
             listen="0.0.0.0",  # noqa: S104 - the environment's address on the server  # nosec B104
             socket=ROUTER_SOCKET,
+            routing=salted(self.routing, route),
         )
         self._apply_routes(render_routes(spec, Path(ROUTER_PREFIX)))
         if not self._front_checked:

@@ -18,9 +18,16 @@ import socket
 from pathlib import Path
 
 from mlcd.ports import free_port
-from mlcd.rollout.router import Backend, RouterSpec, render
+from mlcd.rollout.router import Backend, RouterSpec, Routing, render
 from mlcd.rollout.state import Arm, EnvLock, EnvState, StateStore, process_start, safe_name
-from mlcd.rollout.targets.base import CONTAINER_PORT, Owner, Route, Target, wait_generation
+from mlcd.rollout.targets.base import (
+    CONTAINER_PORT,
+    Owner,
+    Route,
+    Target,
+    salted,
+    wait_generation,
+)
 from mlcd.tools import docker
 from mlcd.tools.nginx import Nginx
 
@@ -28,7 +35,10 @@ from mlcd.tools.nginx import Nginx
 class LocalTarget(Target):
     kind = "local"
 
-    def __init__(self, project: str, env: str, port: int, state_dir: Path) -> None:
+    def __init__(
+        self, project: str, env: str, port: int, state_dir: Path, routing: Routing | None = None
+    ) -> None:
+        self.routing = routing or Routing()
         self.project = project
         self.env = env
         self.port = port
@@ -146,6 +156,7 @@ class LocalTarget(Target):
             shadow=Backend(route.shadow.port) if route.shadow else None,
             generation=generation,
             labels={"env": self.env, "project": self.project},
+            routing=salted(self.routing, route),
         )
         self.nginx.apply(render(spec, self.nginx.prefix))
         wait_generation(
