@@ -113,7 +113,7 @@ def resolve(registry: ModelRegistry, wanted: str) -> str:
     names = ", ".join(r.version for r in known[-10:]) or "none yet"
     versions = ", ".join(m.version for m in models[-10:]) or "none yet"
     raise UserInputError(
-        f"--release {wanted}: no release {wanted} and no model version {wanted} in the model "
+        f"--release `{wanted}`: no release and no model version `{wanted}` in the model "
         f"registry ({registry.location})",
         hint=f"releases: {names}; model versions: {versions}",
     )

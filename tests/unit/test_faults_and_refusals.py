@@ -61,7 +61,7 @@ def test_an_unknown_name_is_refused_with_the_releases_and_versions(tmp_path: Pat
     registry = _registry(tmp_path, released=1)
     with pytest.raises(UserInputError) as caught:
         releases.resolve(registry, "v9")
-    assert "no release v9 and no model version v9" in caught.value.message
+    assert "no release and no model version `v9`" in caught.value.message
     assert caught.value.hint == "releases: 0.1.0; model versions: v1, v2"
 
 
