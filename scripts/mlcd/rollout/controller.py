@@ -23,6 +23,7 @@ from mlcd.evidence import utc_now
 from mlcd.rollout.judge import (
     AnalysisRun,
     ArmWindow,
+    ExpectedPredictions,
     JudgeState,
     Limits,
     StepPolicy,
@@ -59,6 +60,8 @@ class EnvSpec:
     section: EnvironmentSection
     task: str = "classification"
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # evaluation's measurement of the release's intended prediction shift (None: unknown)
+    expected: ExpectedPredictions | None = None
 
 
 @dataclass
@@ -80,7 +83,12 @@ class _Analysis:
     fault: bool = False  # ended by a fault of the environment (stable down), not by the judge
 
 
-def limits_for(section: EnvironmentSection, task: str, min_requests: int) -> Limits:
+def limits_for(
+    section: EnvironmentSection,
+    task: str,
+    min_requests: int,
+    expected: ExpectedPredictions | None = None,
+) -> Limits:
     a = section.analysis
     mad = section.shadow.max_mean_abs_diff
     if task == "regression" and mad is None:
@@ -98,6 +106,8 @@ def limits_for(section: EnvironmentSection, task: str, min_requests: int) -> Lim
         max_error_rate_increase=a.max_error_rate_increase,
         quantiles=a.quantile_tolerances(),
         latency_ok_ms=a.latency_ok_ms,
+        max_error_rate_increase_relative=a.max_error_rate_increase_relative,
+        expected=expected,
     )
 
 
@@ -288,9 +298,12 @@ class Controller:
         label: str,
         like_for_like: bool = False,
         min_intervals: int = 1,
+        max_intervals: int | None = None,
     ) -> _Analysis:
-        limits = limits_for(self.spec.section, self.spec.task, min_requests)
-        policy = StepPolicy(min_intervals, self.spec.section.analysis.max_intervals, duration)
+        limits = limits_for(self.spec.section, self.spec.task, min_requests, self.spec.expected)
+        policy = StepPolicy(
+            min_intervals, max_intervals or self.spec.section.analysis.max_intervals, duration
+        )
         progress = StepProgress()
         # made once both arms answer (a dead arm has no address on a docker-host's network:
         # the liveness check below then says which one is down)
@@ -338,7 +351,13 @@ class Controller:
                     judge_state, stable_window, cand_window, limits, pairs=pairs
                 )
                 run = run.record(measurement.verdict)
-                progress = progress.record(measurement.verdict, measurement.reasons)
+                traffic = cand_window.requests > 0 or bool(pairs)
+                progress = progress.record(
+                    measurement.verdict,
+                    measurement.reasons,
+                    traffic=traffic,
+                    environment=measurement.environment,
+                )
                 self._measure(
                     measurement.verdict, list(measurement.reasons), dict(measurement.metrics), label
                 )
@@ -535,6 +554,10 @@ class Controller:
         jstate = JudgeState()
         load = self._load(None, section.load_test.rps if section.load_test else None)
         with load if load is not None else contextlib.nullcontext():
+            if cfg.shadow_intervals > 0:
+                ended, run, jstate = self._shadow_phase(stable, candidate, run, jstate)
+                if ended is not None:
+                    return ended
             for index, weight in enumerate(steps):
                 rollout.step, rollout.weight = index, weight
                 self.route("split", ((stable, 100 - weight), (candidate, weight)))
@@ -570,6 +593,49 @@ class Controller:
                     weight=weight,
                 )
         return self.promote()
+
+    def _shadow_phase(
+        self, stable: Arm, candidate: Arm, run: AnalysisRun, jstate: JudgeState
+    ) -> tuple[DeployOutcome | None, AnalysisRun, JudgeState]:
+        """Mirror all traffic to the candidate before the first canary step.
+
+        The candidate's answers go nowhere; its errors, latency and predictions are judged
+        against stable's like a canary's, so the first step starts with the evidence of all
+        of the traffic. A failure rolls back (no user saw the candidate); a phase that has not
+        passed after `shadow-intervals` goes on to the first step with what it has.
+        """
+        cfg = self.spec.section.canary
+        self.route("mirror", ((stable, 1),), candidate)
+        self.save(
+            "shadow phase",
+            candidate.version,
+            detail=f"all inference requests mirrored to the candidate for up to "
+            f"{cfg.shadow_intervals} interval(s) before the first step",
+        )
+        result = self._analyse(
+            stable,
+            candidate,
+            min_requests=cfg.min_requests,
+            interval=cfg.interval,
+            duration=0.0,
+            run=self._analysis_run(inconclusive_limit=10**6),
+            judge_state=jstate,
+            paired=False,
+            label="canary shadow",
+            min_intervals=cfg.min_intervals,
+            max_intervals=cfg.shadow_intervals,
+        )
+        if result.verdict == "failed":
+            return (
+                self.rollback_candidate(f"shadow phase failed: {result.explanation}"),
+                run,
+                jstate,
+            )
+        if result.verdict == "paused" and "environment" in result.explanation:
+            return self.pause(result.explanation), run, jstate
+        note = "passed" if result.verdict == "pass" else "ended without a decision"
+        self.progress(f"shadow phase {note}; the first step starts with its evidence")
+        return None, run, result.judge_state
 
     def _blue_green(self, candidate: Arm) -> DeployOutcome:
         section = self.spec.section

@@ -123,6 +123,8 @@ class Connection(asyncio.Protocol):
         self.expect_continue = False
         self.content_length: int | None = None
         self.content_encoding = ""
+        self.content_type = ""  # /invocations reads these two (MLflow's protocol, SageMaker)
+        self.accept = ""
         self.header_length: int | None = None
         self.bad_header: str | None = None
         self.started = 0.0
@@ -208,6 +210,10 @@ class Connection(asyncio.Protocol):
             self.expect_continue = True
         elif lower == b"content-encoding":
             self.content_encoding = value.decode("latin-1")
+        elif lower == b"content-type":
+            self.content_type = value.decode("latin-1")
+        elif lower == b"accept":
+            self.accept = value.decode("latin-1")
         elif lower == b"inference-header-content-length":
             try:
                 self.header_length = int(value)
@@ -264,6 +270,8 @@ class Connection(asyncio.Protocol):
                 started,
                 content_encoding=self.content_encoding,
                 header_length=self.header_length,
+                content_type=self.content_type,
+                accept=self.accept,
             )
         except Exception as exc:  # noqa: BLE001 - a bug must cost one request, not the server
             log("error", where="handle", error=repr(exc)[:500])

@@ -40,12 +40,15 @@ from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult
 from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
-from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec
+from mlcd.rollout import plan as plan_mod
+from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec, limits_for
 from mlcd.rollout.loadgen import holdout_rows
 from mlcd.rollout.notify import Notifier, webhooks
+from mlcd.rollout.plan import Plan
 from mlcd.rollout.state import LockInfo, LockRefused, holder_alive, holder_running
 from mlcd.rollout.targets import engine_target
 from mlcd.rollout.targets import kubernetes as k8s_target
+from mlcd.signing import verify as signed_chain
 
 STRATEGIES = ("canary", "blue-green", "shadow")
 DEFAULT_PORTS = {"staging": 8081, "production": 8082}
@@ -304,6 +307,7 @@ class _Checked:
     report: gates.GateReport
     strategy: str
     details: dict[str, Any]
+    signing_failures: list[str]
 
 
 def check_release_argument(release: str | None) -> None:
@@ -331,11 +335,30 @@ def _check(
         "strategy": chosen,
         "target": section.target,
     }
-    return _Checked(release, gates.check(release, env, section.requires), chosen, details)
+    report = gates.check(release, env, section.requires)
+    failures: list[str] = []
+    if report.passed:
+        # the signatures, before anything starts (mlcd.signing.verify)
+        signed = signed_chain.deploy_gate(
+            ctx.loaded, registry, release.version, release.image, section.requires
+        )
+        details["signing"] = signed.details
+        report.reasons.extend(signed.reasons)
+        failures = list(signed.failures) if not signed.passed else []
+    return _Checked(release, report, chosen, details, failures)
 
 
 def _gates_refusal(env: str, checked: _Checked) -> StageOutcome:
     release, report = checked.release, checked.report
+    if report.passed and checked.signing_failures:
+        return StageOutcome(
+            status="fail",
+            summary=f"{release.version} cannot go to {env}: " + "; ".join(checked.signing_failures),
+            reasons=[*checked.signing_failures, *report.reasons],
+            details=DeployDetails.model_validate(
+                {**checked.details, "outcome": "refused: signature"}
+            ).dump(),
+        )
     return StageOutcome(
         status="fail",
         summary=f"{release.version} cannot go to {env}: " + "; ".join(report.failures),
@@ -393,6 +416,7 @@ class _Run:
 
     started: bool = False
     interrupt: Interrupted | None = None
+    accept_plan: bool = False
 
 
 def _rollout_body(
@@ -401,14 +425,49 @@ def _rollout_body(
     stage = f"deploy-{env}"
     run.started = True
     notes: list[str] = []
+    ctl.spec.expected = gates.expected_predictions(checked.release.prediction_shift)
     try:
         notes += [*ctl.reconcile(), *record_pending(ctx, ctl)]
+        if checked.strategy == "canary" and ctl.state.stable is not None:
+            plan = rollout_plan(ctx, ctl.spec.section, ctl, accept=run.accept_plan)
+            if plan is not None:
+                checked.details["plan"] = plan.as_json()
+                notes += [f"plan: {line}" for line in plan.lines()]
         result = ctl.deploy(checked.release.version, checked.release.image, checked.strategy)
     except Interrupted as interrupt:
         run.interrupt = interrupt
         return _interrupted(ctx, stage, ctl, interrupt.signame, checked=checked, notes=notes)
     notes += record_pending(ctx, ctl)
     return _outcome(stage, ctl, result, [*checked.report.reasons, *notes], checked.details)
+
+
+def rollout_plan(
+    ctx: Context, section: EnvironmentSection, ctl: Controller, *, accept: bool
+) -> Plan | None:
+    """The canary's plan at the environment's traffic, printed; exit 2 when a step cannot
+    decide within max-intervals and neither --accept-plan nor analysis.accept-slow-plan says
+    to go ahead (rollout/plan.py)."""
+    traffic = plan_mod.traffic_of(section)
+    if traffic is None:
+        ctx.progress(
+            "plan: no traffic figure (no load-test, no analysis.expected-rps): cannot say how "
+            "long the steps take"
+        )
+        return None
+    # the plan's traffic has no prediction shift: evaluation's expectation is left out
+    limits = limits_for(section, ctl.spec.task, section.canary.min_requests)
+    plan = plan_mod.estimate(section, traffic, limits)
+    for line in plan.lines():
+        ctx.progress(f"plan: {line}")
+    if not plan.decides and not (accept or section.analysis.accept_slow_plan):
+        raise UserInputError(
+            f"the plan of {ctl.spec.env} cannot decide within max-intervals "
+            f"{section.analysis.max_intervals}: " + "; ".join(plan.lines()),
+            hint="more traffic (load-test.rps), longer canary.interval, canary.shadow-intervals, "
+            "fewer or larger steps, wider tolerances; or go ahead anyway with "
+            "`mlcd deploy --accept-plan` or analysis.accept-slow-plan: true",
+        )
+    return plan
 
 
 def _kubernetes_deploy(
@@ -510,7 +569,12 @@ def existing_release(ctx: Context, section: EnvironmentSection, release: str | N
 
 
 def stage(
-    ctx: Context, env: str, *, strategy: str | None = None, release: str | None = None
+    ctx: Context,
+    env: str,
+    *,
+    strategy: str | None = None,
+    release: str | None = None,
+    accept_plan: bool = False,
 ) -> StageResult:
     """One deploy. The environment's record (`deploy-<env>/`) is written only by a deploy
     that acted on the environment; one refused before anything moved (a bad argument, an
@@ -526,7 +590,7 @@ def stage(
         checked = _check(ctx, env, section, strategy, chosen)
     except MlcdError as exc:
         return _recorded(ctx, refused, exc)
-    if not checked.report.passed:
+    if not checked.report.passed or checked.signing_failures:
         return ctx.run_stage(refused, lambda: _gates_refusal(env, checked))
     if section.target == "kubernetes":
         return ctx.run_stage(
@@ -541,7 +605,7 @@ def stage(
                 details=checked.details,
             ),
         )
-    run = _Run()
+    run = _Run(accept_plan=accept_plan)
     with _signals_interrupt():
         try:
             with locked(ctx, env, "deploy", checked.strategy) as ctl:
@@ -582,13 +646,27 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
         help="the release to deploy (default: the run's release, else the newest release that "
         "passed every `requires:` of ENV)",
     )
+    parser.add_argument(
+        "--accept-plan",
+        action="store_true",
+        help="go ahead when the rollout plan says a canary step cannot decide within "
+        "max-intervals (it would pause)",
+    )
 
 
 def _deploy_run(ctx: Context, args: argparse.Namespace) -> int:
     if args.strategy == "":
         args.strategy = None
     _progress_printer(ctx)
-    return ctx.conclude(stage(ctx, args.env, strategy=args.strategy, release=args.release))
+    return ctx.conclude(
+        stage(
+            ctx,
+            args.env,
+            strategy=args.strategy,
+            release=args.release,
+            accept_plan=args.accept_plan,
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------
