@@ -218,7 +218,7 @@ class Signed:
         out = self.root / f"out-{version}"
         done = self.mlcd("deploy", env, "--release", version, out=out)
         assert done.returncode == 1, done.stdout + done.stderr
-        result = json.loads((out / f"deploy-{env}" / "result.json").read_text())
+        result = json.loads((out / f"deploy-{env}-refused" / "result.json").read_text())
         assert result["details"]["outcome"] == "refused: signature", result
         assert self.containers() == before
         for live_env in ("staging", "production"):

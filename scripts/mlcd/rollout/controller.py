@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlcd.config import BlueGreenSection, EnvironmentSection, ShadowSection
-from mlcd.errors import GateFailed, MlcdError
+from mlcd.errors import EnvironmentMissing, GateFailed, MlcdError
 from mlcd.evidence import utc_now
 from mlcd.rollout.judge import (
     AnalysisRun,
@@ -31,6 +31,7 @@ from mlcd.rollout.judge import (
     judge,
     step_decision,
 )
+from mlcd.rollout.killpoints import checkpoint
 from mlcd.rollout.loadgen import LoadGenerator
 from mlcd.rollout.metrics import (
     ArmReader,
@@ -45,6 +46,7 @@ from mlcd.rollout.state import Arm, EnvState, Retired, Rollout
 from mlcd.rollout.targets.base import Route, Target
 
 READY_TIMEOUT = 90.0
+WATCH_EVERY = 1.0  # seconds between checks that both arms' containers still run
 PREVIOUS_KEPT = 10
 Result = Literal["promoted", "rolled back", "paused", "already live", "deployed"]
 
@@ -78,6 +80,7 @@ class _Analysis:
     explanation: str
     run: AnalysisRun
     judge_state: JudgeState
+    fault: bool = False  # ended by a fault of the environment (stable down), not by the judge
 
 
 def limits_for(
@@ -148,6 +151,25 @@ class Controller:
         self.wait_ready(arm)
         return arm
 
+    def start_candidate(self, version: str, image: str, color: str) -> Arm:
+        """Start the rollout's candidate, named in the state (container name and labels)
+        before its container is created, so that recovery after a SIGKILL at any instant
+        knows it and removes it."""
+        rollout = self.state.rollout
+        assert rollout is not None  # noqa: S101 - begin() set it  # nosec B101
+        name = self.target.container_name(version, color)
+        rollout.candidate = Arm(version=version, image=image, container=name, port=0, color=color)
+        self.save("candidate starting", version, detail=f"creating {name}")
+        checkpoint("before-create")
+        self.progress(f"starting {version} ({color}) from {image}")
+        arm = self.target.start_arm(version, image, color)
+        rollout.candidate = arm
+        self.save()
+        checkpoint("after-create")
+        self.wait_ready(arm)
+        checkpoint("candidate-ready")
+        return arm
+
     def wait_ready(self, arm: Arm, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         last = "no answer"
@@ -183,7 +205,9 @@ class Controller:
     ) -> None:
         self.state.router_generation += 1
         self.state.router_port = self.target.router_address[1]
+        checkpoint("before-route")
         routes = self.target.route(Route(mode, primary, shadow), self.state.router_generation)
+        checkpoint("after-route")
         self.save("router", detail=routes)
 
     def route_to(self, arm: Arm) -> None:
@@ -213,16 +237,20 @@ class Controller:
             if st.stable is not None:
                 self._ensure_stable_running()
                 self.route_to(st.stable)
-            if rollout.candidate is not None and (
-                st.stable is None or rollout.candidate.container != st.stable.container
-            ):
-                self.drop(rollout.candidate)
+            undone = "interrupted rollout undone"
+            cand = rollout.candidate
+            if cand is not None and (st.stable is None or cand.container != st.stable.container):
+                existed = self.target.arm_state(cand) is not None
+                self.drop(cand)
+                undone += (
+                    f"; removed its candidate container {cand.container}"
+                    if existed
+                    else f"; its candidate {cand.container} had not been created"
+                )
+                notes.append(undone[len("interrupted rollout undone; ") :])
             st.rollout = None
-            self.save(
-                "recovered",
-                rollout.version,
-                detail="interrupted rollout undone; stable serves all traffic",
-            )
+            live = "stable serves all traffic" if st.stable is not None else "nothing is live"
+            self.save("recovered", rollout.version, detail=f"{undone}; {live}")
         if st.stable is not None and st.rollout is None:
             if not self.target.arm_running(st.stable):
                 notes.append(f"stable container {st.stable.container} was not running: restarted")
@@ -277,7 +305,9 @@ class Controller:
             min_intervals, max_intervals or self.spec.section.analysis.max_intervals, duration
         )
         progress = StepProgress()
-        readers = (self.target.reader(stable), self.target.reader(candidate))
+        # made once both arms answer (a dead arm has no address on a docker-host's network:
+        # the liveness check below then says which one is down)
+        readers: tuple[ArmReader, ArmReader] | None = None
         started = time.monotonic()
         paired_ids: set[str] = set()
         used_ids: set[str] = set()
@@ -285,13 +315,17 @@ class Controller:
         while True:
             if not baseline_ok:
                 try:
+                    if readers is None:
+                        readers = (self.target.reader(stable), self.target.reader(candidate))
                     for reader in readers:
                         reader.start()
                     baseline_ok = True
-                except MetricsError as exc:
+                except (MetricsError, EnvironmentMissing) as exc:
                     self.progress(f"cannot read metrics yet: {exc}")
-            time.sleep(interval)
-            if not self.target.arm_running(candidate):
+            down = self._sleep_watching(interval, stable, candidate)
+            if down is stable:
+                return self._stable_down(stable, label, run, judge_state)
+            if down is candidate:
                 state = self.target.arm_state(candidate) or {}
                 why = (
                     f"the candidate container {candidate.container} is not running "
@@ -300,8 +334,8 @@ class Controller:
                 self._measure("fail", [why], {}, label)
                 return _Analysis("failed", why, run.record("fail"), judge_state)
             try:
-                stable_window, stable_recent = self._read(readers[0], baseline_ok)
-                cand_window, cand_recent = self._read(readers[1], baseline_ok)
+                stable_window, stable_recent = self._read(readers, 0, baseline_ok)
+                cand_window, cand_recent = self._read(readers, 1, baseline_ok)
             except MetricsError as exc:
                 run = run.record("error")
                 progress = progress.record("error", [str(exc)])
@@ -335,11 +369,54 @@ class Controller:
             if action == "pass":
                 return _Analysis("pass", explanation, run, judge_state)
 
+    def _sleep_watching(self, seconds: float, stable: Arm, candidate: Arm) -> Arm | None:
+        """Sleep one interval, checking both containers every WATCH_EVERY seconds; the first
+        arm found not running (stable first), else None."""
+        deadline = time.monotonic() + seconds
+        while True:
+            time.sleep(max(0.0, min(WATCH_EVERY, deadline - time.monotonic())))
+            for arm in (stable, candidate):
+                if not self.target.arm_running(arm):
+                    return arm
+            if time.monotonic() >= deadline:
+                return None
+
+    def _stable_down(
+        self, stable: Arm, label: str, run: AnalysisRun, judge_state: JudgeState
+    ) -> _Analysis:
+        """Stable stopped mid-rollout: a fault of its own, not the candidate's test. Traffic
+        is held on stable's replacement (restarted, or started again from its image) rather
+        than left to fail over to the unvetted candidate, and the rollout is rolled back
+        with that reason; when stable cannot be brought back the rollout pauses instead
+        (rolling back would remove the one arm that answers)."""
+        state = self.target.arm_state(stable) or {}
+        why = (
+            f"stable is down: its container {stable.container} stopped (exit code "
+            f"{state.get('ExitCode', '?')}) during the {label} analysis"
+        )
+        self.progress(why)
+        try:
+            self._ensure_stable_running()
+            assert self.state.stable is not None  # noqa: S101 - callers check  # nosec B101
+            self.route_to(self.state.stable)
+        except MlcdError as exc:
+            why += f"; it could not be started again ({exc.message})"
+            self._measure("error", [why], {}, label)
+            return _Analysis("paused", why, run.record("error"), judge_state, fault=True)
+        why += (
+            f"; restarted it and held all traffic on {self.state.stable.container} "
+            "(the candidate was not judged against a dead stable)"
+        )
+        self._measure("error", [why], {}, label)
+        return _Analysis("failed", why, run.record("error"), judge_state, fault=True)
+
     @staticmethod
-    def _read(reader: ArmReader, baseline_ok: bool) -> tuple[ArmWindow, list[Recent]]:
-        if not baseline_ok:
+    def _read(
+        readers: tuple[ArmReader, ArmReader] | None, index: int, baseline_ok: bool
+    ) -> tuple[ArmWindow, list[Recent]]:
+        if readers is None or not baseline_ok:
             raise MetricsError("no baseline reading of the arms' metrics")
-        return reader.interval()
+        return readers[index].interval()
 
     def _measure(
         self, outcome: str, reasons: list[str], metrics: dict[str, Any], label: str
@@ -403,9 +480,7 @@ class Controller:
         if st.stable is None:
             return self._first(version, image)
         color = "green" if st.stable.color == "blue" else "blue"
-        candidate = self.start_arm(version, image, color)
-        assert st.rollout is not None  # noqa: S101 - set by begin()  # nosec B101
-        st.rollout.candidate = candidate
+        candidate = self.start_candidate(version, image, color)
         self.save(
             "candidate ready",
             version,
@@ -418,7 +493,7 @@ class Controller:
         return self._shadow(candidate)
 
     def _first(self, version: str, image: str) -> DeployOutcome:
-        arm = self.start_arm(version, image, "blue")
+        arm = self.start_candidate(version, image, "blue")
         self.route_to(arm)
         self.state.stable = arm
         self.state.rollout = None
@@ -613,7 +688,8 @@ class Controller:
     def _unless_passed(self, result: _Analysis, failed: str) -> DeployOutcome | None:
         """The ending of an analysis that did not pass (rolled back or paused), else None."""
         if result.verdict == "failed":
-            return self.rollback_candidate(f"{failed}: {result.explanation}")
+            why = result.explanation if result.fault else f"{failed}: {result.explanation}"
+            return self.rollback_candidate(why)
         if result.verdict == "paused":
             return self.pause(result.explanation)
         return None
@@ -713,6 +789,7 @@ class Controller:
         with contextlib.suppress(MetricsError):
             reader.start()
         while time.monotonic() < deadline:
+            checkpoint("in-watch")
             time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
             alive = self.target.arm_running(new)
             if alive:

@@ -241,7 +241,10 @@ def _pick(
     wanted: str | None,
     in_bundle: ReleaseDetails | None,
 ) -> _Picked:
-    """`wanted` (a release or a model version), else the run folder's, else the newest."""
+    """`wanted` (a release, or a model version: its newest release), else the run folder's,
+    else the newest."""
+    if wanted:
+        wanted = releases.resolve(registry, wanted)
     if wanted and releases.SEMVER.match(wanted):
         rel = releases.get(registry, wanted)  # exit 2 naming the releases there are
         return rel.version, rel.image, rel.model_version, rel.evidence

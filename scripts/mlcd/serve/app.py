@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import time
 import zlib
@@ -34,6 +35,9 @@ from mlcd.serve.schema import (
 from mlcd.typedrows import V2_DATATYPE
 
 JSON = b"application/json"
+# numeric query parameters, parsed strictly: int()/float() would take " 5", "1_0", "nan", "inf"
+_COUNT = re.compile(r"[0-9]{1,9}")
+_NUMBER = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,9})?")
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 PLAIN = b"text/plain; charset=utf-8"
 CSV = b"text/csv; charset=utf-8"
@@ -317,14 +321,21 @@ class App:
     def _recent(self, query: str) -> Response:
         route = "/v1/recent-predictions"
         params = parse_qs(query, keep_blank_values=True)
-        try:
-            limit = int(params.get("limit", ["100"])[-1])
-            since_raw = params.get("since", [None])[-1]
-            since = float(since_raw) if since_raw not in (None, "") else None
-        except ValueError:
-            return error_response(400, "limit must be an integer and since a number", route)
-        if limit < 0:
-            return error_response(400, "limit must be 0 or more", route)
+        limit_raw = params.get("limit", ["100"])[-1]
+        since_raw = params.get("since", [""])[-1]
+        if not _COUNT.fullmatch(limit_raw):
+            return error_response(
+                400, f"limit={limit_raw[:40]!r} must be a whole number (0 or more)", route
+            )
+        if since_raw and not _NUMBER.fullmatch(since_raw):
+            return error_response(
+                400,
+                f"since={since_raw[:40]!r} must be a number of seconds since the epoch "
+                "(digits, an optional fraction; not nan or inf)",
+                route,
+            )
+        limit = int(limit_raw)
+        since = float(since_raw) if since_raw else None
         limit = min(limit, self.recent.capacity * self.recent.workers)
         records = self.recent.recent(limit, since)
         return Response(200, json_body({"predictions": records}), JSON, route)
