@@ -26,7 +26,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
 	@# kserve declares pandas<3 and python-dateutil<3: its own code without those pins (its imports are in the dev extra)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt kserve 2>&1 | grep -v '^WARNING: Location' || true
-	@$(PY) -c 'import mlcd, kserve' && touch $@ && echo "virtualenv ready: $(VENV)"
+	@# mlflow 3.17 declares pyarrow<26: its three packages without that pin (what they need is in the dev extra)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt mlflow mlflow-skinny mlflow-tracing 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import mlcd, kserve, mlflow.server' && touch $@ && echo "virtualenv ready: $(VENV)"
 
 venv: $(STAMP) ## the virtualenv with mlcd and its tools
 

@@ -11,11 +11,16 @@ registry, Trivy and nginx), releases a second and a third model, and then:
   blue/green's post-switch watch, a concurrent deploy, crashed and restarted model
   containers, a second checkout of the same project, read-only run folders, an interrupted
   release, slow-body and pipelined clients on the router, an encrypted zip member, a token
-  in the model's params, a cached Trivy database — and counts one *survived* when nothing was
-  lost (0 client-visible errors, the environment back within 5 s with no mlcd command, the
-  command refused before anything moved, …);
-- sends bad inputs — HTTP requests to the staging router and `mlcd` commands on broken
-  configurations — and counts one *handled* when the answer is a 4xx with a JSON `error`
+  in the model's params, a cached Trivy database; and (issue 22, on the local target and on
+  the docker-host test host when scripts/setup/test-host.sh made one) deploys SIGKILLed at
+  named step boundaries (MLCD_FAULT_KILL_AT), SIGTERMed mid-canary, stopped by `mlcd abort`,
+  and a stable container killed mid-canary under load — and counts one *survived* when
+  nothing was lost (0 client-visible errors, the environment back within 5 s with no mlcd
+  command, the command refused before anything moved, state, containers and router agreeing
+  after the next command, …);
+- sends bad inputs — HTTP requests to the staging router (and, issue 22, to a model
+  container directly: partial headers and bodies), `mlcd` commands on broken configurations
+  and `--release` arguments — and counts one *handled* when the answer is a 4xx with a JSON `error`
   body (HTTP; or the status a correct client request is due), or exit 2 with a message
   naming the file, line or key (CLI).
 
@@ -58,6 +63,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 REGISTRY = "127.0.0.1:5000"
+TEST_HOST_ENV = Path("/var/lib/mlcd-testhost/env")  # scripts/setup/test-host.sh
+ROUTER_IMAGE = f"{REGISTRY}/mlcd-router:nginx-bookworm"  # scripts/setup/router-image.sh
 ATTACKER = "127.0.0.2"
 BACK_WITHIN = 5.0  # seconds an environment may take to answer again after a restart
 PREDICT = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -149,6 +156,17 @@ def sh(*args: str, check: bool = True, timeout: float = 120) -> str:
 def python() -> str:
     venv = ROOT / ".venv" / "bin" / "python"
     return str(venv) if venv.exists() else sys.executable
+
+
+@dataclass(frozen=True)
+class Where:
+    """An environment the issue-22 cases run against: its name, the router's address, and
+    the engine its containers run on (None: this machine's)."""
+
+    env: str
+    host: str
+    port: int
+    docker: str | None
 
 
 class Install:
@@ -281,14 +299,14 @@ class Load:
     """Kept-alive clients posting held-out rows to a router; every non-200 or connection
     error is a client-visible error."""
 
-    def __init__(self, port: int, body: bytes, threads: int = 4):
-        self.port, self.body, self.threads = port, body, threads
+    def __init__(self, port: int, body: bytes, threads: int = 4, host: str = "127.0.0.1"):
+        self.port, self.body, self.threads, self.host = port, body, threads, host
         self.stop = threading.Event()
         self.seen: Counter[str] = Counter()
         self.workers: list[threading.Thread] = []
 
     def _client(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=15)
         headers = {"Content-Type": "application/json"}
         while not self.stop.is_set():
             try:
@@ -334,8 +352,10 @@ def request(
     path: str,
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
+    *,
+    host: str = "127.0.0.1",
 ) -> tuple[int, str, bytes, dict[str, str]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn = http.client.HTTPConnection(host, port, timeout=20)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
@@ -346,8 +366,8 @@ def request(
         conn.close()
 
 
-def raw(port: int, data: bytes, timeout: float = 10) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+def raw(port: int, data: bytes, timeout: float = 10, host: str = "127.0.0.1") -> bytes:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(data)
         chunks = []
         with contextlib.suppress(TimeoutError, ConnectionResetError):
@@ -406,6 +426,7 @@ class Drill:
         self.row: dict[str, Any] = {}
         self.model = ""
         self.features: list[str] = []
+        self.remote_docker: str | None = None  # the test host's engine, once `remote` exists
 
     @staticmethod
     def free_ports() -> dict[str, int]:
@@ -1728,9 +1749,302 @@ class Drill:
                 f"exit {done.returncode}: {tail(done)}",
             )
 
+    # ------------------------------------------------------------------ issue 22
+
+    def where_local(self) -> Where:
+        return Where("staging", "127.0.0.1", self.a.ports["staging"], None)
+
+    def add_remote(self) -> Where | None:
+        """An environment `remote` on the docker-host test host (scripts/setup/test-host.sh),
+        added to the config for the faults-and-refusals cases; None without a test host."""
+        if not TEST_HOST_ENV.is_file():
+            print("   no test host (scripts/setup/test-host.sh): docker-host cases skipped")
+            return None
+        host = dict(
+            line.split("=", 1) for line in TEST_HOST_ENV.read_text().splitlines() if "=" in line
+        )
+        with socket.socket() as sock:  # a port number free here is very likely free there
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        text = self.a.config.read_text("utf-8")
+        text += (
+            "  remote:\n"
+            "    target: docker-host\n"
+            f"    host: {host['MLCD_TEST_HOST']}\n"
+            f"    known-hosts: {host['MLCD_TEST_HOST_KNOWN_HOSTS']}\n"
+            f"    key-file: {host['MLCD_TEST_HOST_KEY']}\n"
+            f"    port: {port}\n"
+            f"    router: {{image: {ROUTER_IMAGE}}}\n"
+            "    strategy: canary\n"
+            "    canary: {steps: [50, 100], interval: 3s, min-requests: 60}\n"
+            "    analysis: {max-error-rate: 0.05, max-p99-latency-ms: 5000,"
+            " max-prediction-shift: 2.0, max-latency-increase: 3.0,"
+            " min-latency-increase-ms: 100, inconclusive-limit: 30}\n"
+            "    load-test: {rps: 60}\n"
+        )
+        self.a.config.write_text(text, "utf-8")
+        self.remote_docker = host["MLCD_TEST_HOST_DOCKER"]
+        return Where("remote", host["MLCD_TEST_HOST_ADDR"], port, host["MLCD_TEST_HOST_DOCKER"])
+
+    def faults_and_refusals_remote(self) -> None:
+        where = self.add_remote()
+        if where is None:
+            raise RuntimeError("no test host: run scripts/setup/test-host.sh, or --local-only")
+        self.faults_and_refusals(where)
+
+    def env_containers(self, where: Where) -> list[str]:
+        if where.docker is None:
+            return self.a.containers(where.env)
+        listed = subprocess.run(
+            ["docker", "ps", "-a", "--format", "{{.Names}}",
+             "--filter", f"label=mlcd.project={self.name}",
+             "--filter", f"label=mlcd.env={where.env}", "--filter", "label=mlcd.version"],
+            capture_output=True, text=True, check=False, timeout=120,
+            env={**os.environ, "DOCKER_HOST": where.docker},
+        )  # fmt: skip
+        return sorted(listed.stdout.split())  # release containers (the router's have no version)
+
+    def env_docker(self, where: Where, *args: str) -> None:
+        env = {**os.environ, **({"DOCKER_HOST": where.docker} if where.docker else {})}
+        subprocess.run(["docker", *args], capture_output=True, check=False, timeout=120, env=env)
+
+    def agree(self, where: Where, version: str | None = None) -> tuple[bool, str]:
+        """State, containers and router agree: no rollout, stable (`version`) serving every
+        request, no container the state does not name."""
+        status = self.a.mlcd("status", where.env, "--format", "json")
+        if status.returncode != 0:
+            return False, f"status exit {status.returncode}: {tail(status)}"
+        data = json.loads(status.stdout)
+        stable = data.get("stable") or {}
+        named = json.dumps({k: data.get(k) for k in ("stable", "retired", "previous")})
+        containers = self.env_containers(where)
+        orphans = [c for c in containers if c not in named]
+        served: Counter[Any] = Counter()
+        for _ in range(10):
+            try:
+                code, _, body, _ = request(
+                    where.port, "POST", "/predict", self.body,
+                    {"Content-Type": "application/json"}, host=where.host,
+                )  # fmt: skip
+                served[json.loads(body).get("model_version") if code == 200 else code] += 1
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                served[type(exc).__name__] += 1
+        want = version or stable.get("version")
+        ok = (
+            data.get("rollout") is None
+            and stable.get("version") == want
+            and not orphans
+            and served == Counter({want: 10})
+        )
+        return ok, (
+            f"notes {data.get('notes')}; live {stable.get('version')}; rollout "
+            f"{data.get('rollout') and data['rollout'].get('phase')}; containers not in the "
+            f"state: {orphans or 'none'}; 10 requests answered by {dict(served)}"
+        )
+
+    def faults_and_refusals(self, where: Where) -> None:
+        """Issue 22's faults and inputs against one environment (`where`): the record kept by
+        refused commands, an interrupted deploy's own record, recovery after a SIGKILL at
+        the step boundaries, a dead stable, abort during a deploy, empty and model-version
+        `--release`, strict numeric parameters, HTTP/1.0 without Host, and the server's own
+        timeouts behind no router (local only: the container's port is reachable here)."""
+        env, tag = where.env, f"[{where.env}]"
+        out1, out2 = self.a.out("out1"), self.a.out("out2")
+        group = "faults and refusals (issue 22)"
+        if where.docker is not None:  # the remote environment's first release
+            first = self.a.mlcd("deploy", env, "--out", str(out1))
+            if first.returncode != 0:
+                raise RuntimeError(f"first deploy to {env}: {tail(first)}")
+        shown = self.a.mlcd("status", env, "--format", "json")
+        v1 = str((json.loads(shown.stdout).get("stable") or {}).get("version", ""))
+        record = out1 / f"deploy-{env}" / "result.json"
+        kept = record.read_bytes() if record.is_file() else b""
+        # bad arguments: refused, the environment's record kept
+        for arg, needle in (("9.9.9", "9.9.9"), ("", "--release"), ("  ", "--release")):
+            done = self.a.mlcd("deploy", env, "--out", str(out1), "--release", arg)
+            same = record.is_file() and record.read_bytes() == kept
+            self.input(
+                "CLI: deploy arguments (issue 22)",
+                f"{tag} deploy --release {arg!r}",
+                cli_handled(done.returncode, done.stdout + done.stderr, needle) and same,
+                f"exit {done.returncode}: {tail(done)}; deploy-{env}/result.json "
+                f"{'kept' if same else 'OVERWRITTEN'}",
+            )
+        from mlcd import releases
+        from mlcd.registry import LocalRegistry
+
+        known = releases.all_releases(LocalRegistry(self.registry))
+        model_version = next((r.model_version for r in known if r.version == v1), "v1")
+        done = self.a.mlcd("deploy", env, "--out", str(out1), "--release", model_version)
+        result = read_json(record)
+        version = (result.get("details") or {}).get("version")
+        self.input(
+            "CLI: deploy arguments (issue 22)",
+            f"{tag} deploy --release {model_version} (a model version)",
+            done.returncode == 0 and version == v1,
+            f"exit {done.returncode}: {tail(done)}; deployed release {version} (live: {v1})",
+        )
+        kept = record.read_bytes() if record.is_file() else b""
+        # a deploy killed at the step boundaries: the next command finds all agreeing
+        for point in ("before-create", "after-create", "after-route"):
+            killed = self.a.mlcd(
+                "deploy", env, "--out", str(out2), extra={"MLCD_FAULT_KILL_AT": point}
+            )
+            ok, detail = self.agree(where, v1)
+            self.fault(
+                group,
+                f"{tag} deploy SIGKILLed at {point}",
+                killed.returncode == -9 and ok,
+                f"deploy exit {killed.returncode}; after `mlcd status`: {detail}",
+            )
+        # SIGTERM mid-canary: rolled back, and its own `interrupted` record
+        run = self.a.spawn("deploy", env, "--out", str(out2))
+        stepped = run.wait_line(r"canary step \S+: 50%", 240)
+        if stepped:
+            run.proc.send_signal(signal.SIGTERM)
+        code = run.wait(300)
+        result = read_json(out2 / f"deploy-{env}" / "result.json")
+        details = result.get("details") or {}
+        ok, detail = self.agree(where, v1)
+        self.fault(
+            group,
+            f"{tag} deploy SIGTERMed mid-canary",
+            bool(stepped)
+            and code == 130
+            and details.get("outcome") == "interrupted"
+            and "removed" in str(result.get("summary"))
+            and ok,
+            f"exit {code}; its record: {details.get('outcome')}: {result.get('summary')}; {detail}",
+        )
+        # abort while a deploy runs: the deploy is stopped and undoes its rollout
+        run = self.a.spawn("deploy", env, "--out", str(out2))
+        stepped = run.wait_line(r"canary step \S+: 50%", 240)
+        abort = self.a.mlcd("abort", env, "--out", str(out2))
+        code = run.wait(300)
+        result = read_json(out2 / f"deploy-{env}" / "result.json")
+        ok, detail = self.agree(where, v1)
+        self.fault(
+            group,
+            f"{tag} mlcd abort during a running deploy",
+            bool(stepped)
+            and abort.returncode == 0
+            and code == 130
+            and (result.get("details") or {}).get("outcome") == "interrupted"
+            and ok,
+            f"abort exit {abort.returncode}: {tail(abort)}; deploy exit {code}; {detail}",
+        )
+        # stable's container killed mid-canary, under load: restarted, traffic held on it
+        stable = (
+            json.loads(self.a.mlcd("status", env, "--format", "json").stdout).get("stable") or {}
+        ).get("container", "")
+        with Load(where.port, self.body, host=where.host) as load:
+            time.sleep(1)
+            run = self.a.spawn("deploy", env, "--out", str(out2))
+            stepped = run.wait_line(r"canary step \S+: 50%", 240)
+            killed_at = time.monotonic()
+            if stepped:
+                self.env_docker(where, "kill", stable)
+            noticed = run.wait_line(r"stable is down", 60)
+            took = time.monotonic() - killed_at
+            code = run.wait(300)
+            time.sleep(1)
+        load_ok, load_detail = load.verdict()
+        result = read_json(out2 / f"deploy-{env}" / "result.json")
+        ok, detail = self.agree(where, v1)
+        self.fault(
+            group,
+            f"{tag} stable killed mid-canary",
+            bool(stepped)
+            and bool(noticed)
+            and took <= 3 + 3
+            and code == 1
+            and "stable is down" in str(result.get("summary"))
+            and ok,
+            f"noticed {took:.1f}s after the kill (interval 3s); deploy exit {code}: "
+            f"{result.get('summary')}; clients: {load_detail} ({'no' if load_ok else 'some'} "
+            f"errors while stable restarted); {detail}",
+        )
+        self.a.mlcd("status", env)  # restores the environment whatever came before
+        # HTTP: strict numbers, HTTP/1.0 without Host
+        for query in (
+            "since=nan",
+            "since=inf",
+            "since=-inf",
+            "since=1e999",
+            "limit=1_0",
+            "limit=-1",
+            "limit=%205",
+            "since=0x10",
+        ):
+            try:
+                status, kind, body, _ = request(
+                    where.port, "GET", f"/v1/recent-predictions?{query}", host=where.host
+                )
+            except (OSError, http.client.HTTPException) as exc:
+                status, kind, body = 0, "", str(exc).encode()
+            self.input(
+                "HTTP: numeric query parameters (issue 22)",
+                f"{tag} GET /v1/recent-predictions?{query}",
+                http_handled(status, kind, body),
+                f"{status} {body[:100]!r}",
+            )
+        post10 = (
+            b"POST /predict HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(self.body)).encode()
+            + b"\r\n\r\n"
+            + self.body
+        )
+        for name, data, want in (
+            ("HTTP/1.0 POST without Host", post10, 200),
+            ("HTTP/2.0 request line", b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        ):
+            status, kind, body = parse_raw(raw(where.port, data, host=where.host))
+            self.input(
+                "HTTP: the router's own answers (issue 22)",
+                f"{tag} {name}",
+                http_handled(status, kind, body, want) and "json" in kind,
+                f"{status} {kind} {body[:100]!r}",
+            )
+        if where.docker is not None:
+            return  # the containers' ports are on the host's bridge, not reachable from here
+        # the server behind no router: its container's port, directly
+        port = int((self.a.state(env).get("stable") or {}).get("port") or 0)
+        for name, data in (
+            ("partial header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Half: "),
+            ("partial body", PREDICT + b'Content-Length: 100\r\n\r\n{"records": [{'),
+            ("Content-Length over the body", PREDICT + b"Content-Length: 5000\r\n\r\n{}"),
+        ):
+            clock = time.monotonic()
+            answer = raw(port, data, timeout=30)
+            took = time.monotonic() - clock
+            status, kind, body = parse_raw(answer)
+            self.input(
+                "HTTP: the server behind no router (issue 22)",
+                f"container: {name}",
+                status == 408 and http_handled(status, kind, body) and took < 25,
+                f"{status} {body[:80]!r} after {took:.1f}s",
+            )
+
     # ------------------------------------------------------------------ cleanup
 
     def cleanup(self) -> None:
+        if self.remote_docker is not None:
+            remote = {**os.environ, "DOCKER_HOST": self.remote_docker}
+
+            def there(*args: str) -> str:
+                return subprocess.run(
+                    ["docker", *args], capture_output=True, text=True, check=False,
+                    timeout=120, env=remote,
+                ).stdout  # fmt: skip
+
+            ids = there("ps", "-aq", "--filter", f"label=mlcd.project={self.name}").split()
+            if ids:
+                there("rm", "-f", *ids)
+            there("volume", "rm", "-f", f"mlcd-{self.name}-remote-state")
+            there("network", "rm", f"mlcd-{self.name}-remote")
+            images = there("images", "-q", self.image).split()
+            if images:
+                there("rmi", "-f", *images)
         for point in reversed(self.mounts):
             subprocess.run(["umount", str(point)], check=False, capture_output=True)
         for install in (self.a, self.b):
@@ -1820,6 +2134,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--local-only",
+        action="store_true",
+        help="leave out the docker-host cases (they need scripts/setup/test-host.sh)",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="WORDS",
+        help="run only the steps whose title contains one of these comma-separated words "
+        "(the install and v2's release always run), e.g. --only 'issue 22'",
+    )
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -1850,7 +2175,21 @@ def main(argv: list[str] | None = None) -> int:
             ("token in params", drill.token_in_params),
             ("--keep-going after failed scan", drill.keep_going),
             ("bad CLI inputs", drill.cli_inputs),
+            (
+                "faults and refusals (issue 22): local target",
+                lambda: drill.faults_and_refusals(drill.where_local()),
+            ),
         ]
+        if not args.local_only:
+            steps.append(
+                (
+                    "faults and refusals (issue 22): docker-host target",
+                    drill.faults_and_refusals_remote,
+                )
+            )
+        if args.only:
+            wanted = [w.strip() for w in args.only.split(",")]
+            steps = steps[:2] + [s for s in steps[2:] if any(w in s[0] for w in wanted)]
         for index, (what, step) in enumerate(steps):
             with timed(what):
                 try:

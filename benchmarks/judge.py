@@ -173,6 +173,7 @@ class Config:
     max_intervals: int
     limits: Limits
     run: AnalysisRun
+    shadow_intervals: int = 0  # a shadow phase first (all traffic mirrored to the canary)
 
 
 def default_config(steps: Sequence[int] | None = None) -> Config:
@@ -213,6 +214,33 @@ def _failed_checks(reasons: Sequence[str]) -> tuple[str, ...]:
     )
 
 
+def _shadow(
+    rng: np.random.Generator, stable: Arm, canary: Arm, requests: int, config: Config
+) -> tuple[Rollout | None, JudgeState, int, int]:
+    """The controller's shadow phase: every request mirrored to the canary, judged like a
+    canary step; a failure rolls back, otherwise the first step starts with its evidence."""
+    state = JudgeState()
+    run = AnalysisRun(config.run.failure_limit, None, config.run.consecutive_error_limit)
+    policy = StepPolicy(config.min_intervals, config.shadow_intervals, 0.0)
+    progress = StepProgress()
+    seen = intervals = 0
+    while True:
+        state, m = judge(
+            state, window(rng, stable, requests), window(rng, canary, requests), config.limits
+        )
+        run = run.record(m.verdict)
+        progress = progress.record(
+            m.verdict, m.reasons, traffic=requests > 0, environment=m.environment
+        )
+        seen += requests
+        intervals += 1
+        action, _ = step_decision(policy, progress, run, 0.0)
+        if action == "failed":
+            return Rollout("rolled back", _failed_checks(m.reasons), seen, intervals), state, 0, 0
+        if action in ("pass", "paused"):
+            return None, state, seen, intervals
+
+
 def rollout(
     rng: np.random.Generator, stable: Arm, canary: Arm, requests: int, config: Config
 ) -> Rollout:
@@ -220,6 +248,10 @@ def rollout(
     state = JudgeState()
     carry = 0.0
     seen = intervals = 0
+    if config.shadow_intervals:
+        ended, state, seen, intervals = _shadow(rng, stable, canary, requests, config)
+        if ended is not None:
+            return ended
     for weight in config.steps:
         state = state.new_step()
         policy = StepPolicy(config.min_intervals, config.max_intervals, 0.0)
@@ -232,7 +264,9 @@ def rollout(
             canary_w = window(rng, canary, n_canary)
             state, m = judge(state, stable_w, canary_w, config.limits)
             run = run.record(m.verdict)
-            progress = progress.record(m.verdict, m.reasons)
+            progress = progress.record(
+                m.verdict, m.reasons, traffic=n_canary > 0, environment=m.environment
+            )
             seen += n_canary
             intervals += 1
             action, _ = step_decision(policy, progress, run, 0.0)
@@ -257,6 +291,7 @@ class Setting:
     requests: int
     steps: tuple[int, ...] | None = None  # None: the default canary steps
     limits: dict[str, Any] = field(default_factory=dict)  # overrides of the default limits
+    shadow_intervals: int = 0  # a shadow phase before the steps (issue 21's "after")
 
 
 LOGNORMAL = Latency()
@@ -312,11 +347,50 @@ def regression_settings() -> list[Setting]:
     ]
 
 
+# Issue 21: time to decision and false rollbacks, before (the rules until issue 21: absolute
+# limits by default, no shadow phase, a fixed error tolerance) and after (no absolute limit
+# unless the user sets an SLO, a shadow phase of up to 12 intervals, an error tolerance that
+# may be half of stable's rate), identical arms, one canary step at the given weight.
+DECIDE_REQUESTS = (50, 200, 1500)
+DECIDE_WEIGHTS = (10, 50)
+DECIDE_ERRORS = (0.005, 0.05)
+SHADOW_INTERVALS = 12
+
+
+def decision_settings() -> list[Setting]:
+    out = []
+    for requests in DECIDE_REQUESTS:
+        for weight in DECIDE_WEIGHTS:
+            for base in DECIDE_ERRORS:
+                arm = replace(BASE, error_rate=base)
+                name = f"{requests}/interval, {weight}%, errors {base:.1%}"
+                # before: the old defaults (max-error-rate 1 %, raised to twice the base rate
+                # where 1 % would roll every canary back, max-p99-latency-ms 50)
+                before = {"max_error_rate": max(0.01, 2 * base), "max_p99_latency_ms": 50.0}
+                out.append(
+                    Setting(f"before: {name}", arm, arm, requests, steps=(weight,), limits=before)
+                )
+                out.append(
+                    Setting(
+                        f"after: {name}",
+                        arm,
+                        arm,
+                        requests,
+                        steps=(weight,),
+                        limits={"max_error_rate_increase_relative": 0.5},
+                        shadow_intervals=SHADOW_INTERVALS,
+                    )
+                )
+    return out
+
+
 def _run_chunk(task: tuple[Setting, int, int, int]) -> list[Rollout]:
     setting, seed, start, count = task
     config = default_config(setting.steps)
     if setting.limits:
         config = replace(config, limits=replace(config.limits, **setting.limits))
+    if setting.shadow_intervals:
+        config = replace(config, shadow_intervals=setting.shadow_intervals)
     out = []
     for index in range(start, start + count):
         rng = np.random.default_rng([seed, index, zlib.crc32(setting.name.encode())])
@@ -369,6 +443,8 @@ def summarise(rollouts: list[Rollout]) -> dict[str, Any]:
     checks = Counter(c for r in rollouts if r.result == "rolled back" for c in r.checks)
     caught = [r.canary_requests for r in rollouts if r.result == "rolled back"]
     promoted = [r.intervals for r in rollouts if r.result == "promoted"]
+    # time to decision: intervals to promotion or rollback; a paused rollout has not decided
+    decided = sorted(r.intervals if r.result != "paused" else math.inf for r in rollouts)
     return {
         "runs": n,
         "rolled_back": share(by["rolled back"], n),
@@ -377,11 +453,38 @@ def summarise(rollouts: list[Rollout]) -> dict[str, Any]:
         "by_check": {c: share(k, n) for c, k in sorted(checks.items())},
         "median_requests_to_rollback": statistics.median(caught) if caught else None,
         "median_intervals_to_promote": statistics.median(promoted) if promoted else None,
+        "median_intervals_to_decide": (
+            None if not decided or math.isinf(decided[n // 2]) else decided[n // 2]
+        ),
     }
 
 
 def _pct(cell: dict[str, float]) -> str:
     return f"{cell['share']:6.1%} [{cell['low']:.1%}, {cell['high']:.1%}]"
+
+
+def _print_decide(figures: dict[str, Any], decide: list[Setting], alpha: float) -> None:
+    print(
+        f"\ntime to decision, identical arms, one canary step ({figures['decide_runs']} "
+        f"rollouts a setting; before: the old defaults; after: no absolute limit without an "
+        f"SLO, a shadow phase of up to {SHADOW_INTERVALS} intervals, relative error tolerance "
+        "0.5): median intervals to promote or roll back (paused: no decision in max-intervals)"
+    )
+    print(
+        f"  {'setting':<40}{'decides in':>11}{'promoted':>10}{'paused':>9}"
+        f"{'rolled back [95% CI]':>26}"
+    )
+    worst = 0.0
+    for s in decide:
+        row = figures["decide"][s.name]
+        need = row["median_intervals_to_decide"]
+        worst = max(worst, row["rolled_back"]["share"])
+        print(
+            f"  {s.name:<40}{'-' if need is None else f'{need:g}':>11}"
+            f"{row['promoted']['share']:>10.1%}{row['paused']['share']:>9.1%}"
+            f"{_pct(row['rolled_back']):>26}"
+        )
+    print(f"  largest false-rollback share: {worst:.1%} (alpha {alpha:.0%})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,13 +496,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--save", type=Path, help="also write the figures as JSON to this file")
     parser.add_argument("--only", default="", help="only the settings whose name contains this")
+    parser.add_argument(
+        "--decide-runs",
+        type=int,
+        default=20,
+        help="rollouts a setting of the time-to-decision table (default 20; --full: 200)",
+    )
     args = parser.parse_args(argv)
     runs = 400 if args.full else args.runs
+    decide_runs = 200 if args.full else args.decide_runs
 
     clock = time.monotonic()
     aa = [s for s in aa_settings() if args.only in s.name]
     regressions = [s for s in regression_settings() if args.only in s.name]
+    decide = [s for s in decision_settings() if args.only in s.name]
     results = simulate([*aa, *regressions], runs, args.seed, args.workers)
+    results.update(simulate(decide, decide_runs, args.seed, args.workers))
     elapsed = time.monotonic() - clock
     config = default_config()
     figures = {
@@ -414,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "aa": {s.name: summarise(results[s.name]) for s in aa},
         "regressions": {s.name: summarise(results[s.name]) for s in regressions},
+        "decide": {s.name: summarise(results[s.name]) for s in decide},
+        "decide_runs": decide_runs,
         "true_psi": {
             s.name: true_psi(s.stable, s.canary)
             for s in regressions
@@ -464,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{_pct(row['rolled_back']):>24}{row['paused']['share']:>8.1%}"
             f"{'-' if need is None else f'{need:.0f}':>15}  {checks}"
         )
+    if decide:
+        _print_decide(figures, decide, config.limits.alpha)
     print("\ntrue PSI of the prediction scenarios (classes, score histogram):")
     for name, values in figures["true_psi"].items():
         print(f"  {name}: classes {values['classes']}, scores {values['scores']}")

@@ -8,7 +8,8 @@ breast-cancer features) and a 100-tree RandomForest, the same fitted objects for
 server (one skops file each); and `mixed`, a ColumnTransformer selecting columns by name
 (numbers with gaps, categories with gaps, a TfidfVectorizer text column, a boolean:
 tests/support/mixed.py), served by mlcd (records, DataFrame path) and by MLflow's
-`dataframe_split` path only (the FastAPI and BentoML peers take arrays of floats).
+`dataframe_split` path only (the FastAPI and BentoML peers take arrays of floats); and by
+mlcd's `/invocations` (server `mlcd-inv`) with the very `dataframe_split` bodies MLflow gets.
 Servers: mlcd (`python -m mlcd.serve`, default workers: one
 per core), a hand-written FastAPI endpoint on uvicorn with uvloop and httptools (one
 worker, as people write it, and two workers), `mlflow models serve` and BentoML's
@@ -318,12 +319,14 @@ def start(  # noqa: PLR0917 - a benchmark helper
         env["PATH"] = f"{venvs[peer] / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     logfile = work / f"{name}-{model}.log"
     kind = "native"
-    if name in ("mlcd", "mlcd-base"):
+    if name in ("mlcd", "mlcd-base", "mlcd-inv"):
         argv = [sys.executable, "-m", "mlcd.serve"]
         env |= {"MLCD_MODEL_DIR": str(model_dir), "MLCD_PORT": str(port)}
         if name == "mlcd-base":  # another checkout's mlcd (--baseline-src), same model
             env |= {"PYTHONPATH": str(BASELINE_SRC), "PYTHONDONTWRITEBYTECODE": "1"}
         path = "/predict"
+        if name == "mlcd-inv":  # MLflow's protocol: the very bodies MLflow's server gets
+            path, kind = "/invocations", "mlflow"
     elif name.startswith("fastapi"):
         (work / "fastapi_app.py").write_text(FASTAPI_APP, "utf-8")
         workers = "2" if name.endswith("2w") else "1"
@@ -485,7 +488,7 @@ def main() -> int:
         print("wrk is not installed: sudo apt-get install wrk (scripts/setup/apt.sh has it)")
         return 3
     seconds = 2.0 if args.quick else args.duration
-    servers = ["mlcd", "fastapi"] if args.quick else ["mlcd", *PEERS]
+    servers = ["mlcd", "fastapi"] if args.quick else ["mlcd", "mlcd-inv", *PEERS]
     if args.servers:
         servers = args.servers.split(",")
     if args.baseline_src:
@@ -534,6 +537,8 @@ def main() -> int:
                     continue
                 if name == "mlcd-base" and model == "mixed":
                     continue  # the baseline predates DataFrame models
+                if name == "mlcd-inv" and model != "mixed":
+                    continue  # /invocations is measured where MLflow's server is the peer
                 try:
                     run = start(name, model, model_dir, work, bodies, venvs)
                 except (subprocess.CalledProcessError, OSError) as exc:
@@ -649,6 +654,9 @@ def acceptance(cells: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"  mixed  {n:>3} rows {conns:>2} conns: mlcd/mlflow dataframe_split {ratio:.2f}x"
             )
+            inv = _rps(cells, "mixed", n, conns, "mlcd-inv") / flow if flow else 0.0
+            if inv:
+                lines.append(f"  {'':>28}mlcd /invocations/mlflow, same body {inv:.2f}x")
     return lines
 
 

@@ -121,16 +121,26 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def _flat(node: dict[str, Any]) -> dict[str, Any]:
+    """anyOf/oneOf nested in an anyOf as one anyOf (`signing`: a section, `off`, or null)."""
+    if "anyOf" not in node:
+        return node
+    options: list[dict[str, Any]] = []
+    for option in node["anyOf"]:
+        options += _flat({"anyOf": option["oneOf"]})["anyOf"] if "oneOf" in option else [option]
+    return {**node, "anyOf": options}
+
+
 def _is_section(schema: dict[str, Any], node: dict[str, Any]) -> bool:
     return "properties" in _resolve(schema, node)
 
 
 def _type(schema: dict[str, Any], node: dict[str, Any]) -> str:
-    node = _resolve(schema, node)
+    node = _flat(_resolve(schema, node))
     if "const" in node:
         return f"`{json.dumps(node['const'])}`"
     if "enum" in node:
-        return " \\| ".join(f"`{v}`" for v in node["enum"])
+        return " \\| ".join(f"`{v if isinstance(v, str) else json.dumps(v)}`" for v in node["enum"])
     if "properties" in node:
         return "section"
     if "anyOf" in node:
@@ -186,7 +196,7 @@ def _section(schema: dict[str, Any], path: str, node: dict[str, Any], out: list[
     out += ["", "| key | type | default | meaning |", "|---|---|---|---|"]
     nested: list[tuple[str, dict[str, Any]]] = []
     for key, prop in node["properties"].items():
-        resolved = _resolve(schema, prop)
+        resolved = _flat(_resolve(schema, prop))
         child = f"{path}.{key}" if path else key
         meaning = _cell((prop.get("description") or resolved.get("description", "")).rstrip("."))
         meaning += _limits(resolved)

@@ -26,6 +26,7 @@ from mlcd.stages import (
     test,
     train,
     validate,
+    verify,
 )
 
 # The commands, in the order `mlcd --help` lists them. Only commands that work are listed.
@@ -42,6 +43,7 @@ COMMANDS: list[Command] = [
     release.COMMAND,
     serve.COMMAND,
     *deploy.COMMANDS,
+    verify.COMMAND,
     judge.COMMAND,
     pipeline.COMMAND,
     report.COMMAND,

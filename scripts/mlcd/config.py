@@ -27,7 +27,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -280,11 +282,20 @@ class ScanSection(Section):
 class RegistrySection(Section):
     """Where model versions, their evidence and aliases are kept."""
 
-    backend: Literal["auto", "local", "github"] = Field(
+    backend: Literal["auto", "local", "github", "mlflow"] = Field(
         "auto",
-        description="`local` folder, `github` (the repository's releases and deployments), or "
-        "`auto`: github inside GitHub Actions (GITHUB_ACTIONS=true with a GITHUB_TOKEN), local "
-        "elsewhere",
+        description="`local` folder, `github` (the repository's releases and deployments), "
+        "`mlflow` (an MLflow tracking server's Model Registry), or `auto`: github inside GitHub "
+        "Actions (GITHUB_ACTIONS=true with a GITHUB_TOKEN), local elsewhere",
+    )
+    tracking_uri: str = Field(
+        "",
+        description="the mlflow backend's tracking server, e.g. http://mlflow.internal:5000 "
+        "(default: MLFLOW_TRACKING_URI; credentials from MLFLOW_TRACKING_USERNAME/PASSWORD or "
+        "MLFLOW_TRACKING_TOKEN)",
+    )
+    model_name: str = Field(
+        "", description="the mlflow backend's registered model (default: the project's name)"
     )
     path: str = Field(".mlcd-registry", description="the local backend's folder")
     github_latest: bool = Field(
@@ -292,6 +303,17 @@ class RegistrySection(Section):
         description="the GitHub release of a model version may become the repository's "
         "`Latest` release (default: never; the team's own software releases keep it)",
     )
+
+
+class TrackingSection(Section):
+    """Logging train and evaluate as runs of an MLflow tracking server."""
+
+    uri: str = Field(
+        "",
+        description="the tracking server (default: registry.tracking-uri with the mlflow "
+        "backend, else MLFLOW_TRACKING_URI; none: nothing is logged)",
+    )
+    experiment: str = Field("", description="the experiment's name (default: the project's name)")
 
 
 class CanarySection(Section):
@@ -305,7 +327,18 @@ class CanarySection(Section):
         200, ge=1, description="requests on the canary before a step can pass"
     )
     min_intervals: int = Field(
-        2, ge=1, description="analysis intervals a step lasts at least before it can pass"
+        2,
+        ge=1,
+        description="analysis intervals with canary traffic a step lasts at least before it "
+        "can pass",
+    )
+    shadow_intervals: int = Field(
+        0,
+        ge=0,
+        description="a shadow phase before the first step: the candidate gets a mirrored copy "
+        "of all traffic (no user sees its answers) for up to this many intervals, ending "
+        "early when the analysis passes; a failure there rolls back, and the first step "
+        "starts with its evidence; 0: none",
     )
 
     @field_validator("steps")
@@ -361,14 +394,27 @@ def quantile_of(key: str) -> float:
 class AnalysisSection(Section):
     """What the judge checks each interval (docs/deploy.md, "The judge")."""
 
-    max_error_rate: float = Field(
-        0.01, ge=0, le=1, description="absolute error-rate limit: fails when shown above it"
+    max_error_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="your SLO's error-rate limit: the canary fails when shown above it and "
+        "stable is not (both above: paused, the environment's problem); default: none, errors "
+        "are judged against stable only",
     )
-    max_p99_latency_ms: float = Field(
-        50, gt=0, description="absolute p99 latency limit: fails when shown above it"
+    max_p99_latency_ms: float | None = Field(
+        None,
+        gt=0,
+        description="your SLO's p99 latency limit (ms): the canary fails when shown above it "
+        "and stable is not (both above: paused); default: none, latency is judged against "
+        "stable only",
     )
     max_prediction_shift: float = Field(
-        0.1, ge=0, description="largest PSI between canary and stable predictions"
+        0.1,
+        ge=0,
+        description="largest PSI between canary and stable predictions beyond the shift "
+        "evaluation measured between the candidate and the champion on the held-out rows; "
+        "also the largest serving skew (canary live against its own held-out predictions)",
     )
     max_latency_increase: float = Field(
         0.2,
@@ -386,6 +432,23 @@ class AnalysisSection(Section):
         description="error-rate tolerance: a step passes only when the canary's error rate is "
         "shown at most this much above stable's",
     )
+    max_error_rate_increase_relative: float | None = Field(
+        None,
+        ge=0,
+        description="error-rate tolerance relative to stable's rate (0.5: half of stable's "
+        "rate), used when larger than max-error-rate-increase; default: none",
+    )
+    expected_rps: float | None = Field(
+        None,
+        gt=0,
+        description="requests per second the environment's clients send, for the rollout "
+        "plan when there is no load-test (deploy also measures stable's rate)",
+    )
+    accept_slow_plan: bool = Field(
+        default=False,
+        description="deploy even when the plan says a step cannot decide within "
+        "max-intervals (it would pause); `mlcd deploy --accept-plan` does the same",
+    )
     quantiles: dict[str, float | None] = Field(
         default_factory=lambda: {"p50": None, "p99": 0.3},
         description="latency quantiles compared with stable, each with its tolerance (null: "
@@ -395,7 +458,7 @@ class AnalysisSection(Section):
         None,
         gt=0,
         description="a latency quantile shown at or below this (ms) passes whatever stable's "
-        "is; default: a fifth of max-p99-latency-ms",
+        "is; default: a fifth of max-p99-latency-ms, else 10",
     )
     alpha: float = Field(
         0.05,
@@ -612,6 +675,61 @@ class EnvironmentSection(Section):
         return self
 
 
+class SigningVerifySection(Section):
+    """Who must have signed what a deploy starts: a public key, or a keyless identity."""
+
+    key: str | None = Field(
+        None,
+        description="the public key (PEM file, relative to the config) that verifies the "
+        "signatures of releases",
+    )
+    identity: str | None = Field(
+        None,
+        description="keyless (github.com only): the signer's certificate identity, e.g. "
+        "https://github.com/OWNER/REPO/.github/workflows/ml.yml@refs/heads/main",
+    )
+    issuer: str | None = Field(
+        None,
+        description="keyless: the identity's OIDC issuer, e.g. "
+        "https://token.actions.githubusercontent.com",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SigningVerifySection:
+        if self.key and (self.identity or self.issuer):
+            raise ValueError("give either `key` or `identity` with `issuer`, not both")
+        if not self.key and not (self.identity and self.issuer):
+            raise ValueError("needs `key: PUBLIC.pem`, or `identity:` with `issuer:` (keyless)")
+        return self
+
+
+_SIGNING_ON = "signing-section"  # the tag of the mapping form (dropped from error paths)
+
+
+def _signing_kind(value: Any) -> str:
+    """`signing: off` (YAML reads it as false) or the mapping."""
+    return "off" if value is False or value == "off" else _SIGNING_ON
+
+
+class SigningSection(Section):
+    """Signed releases: the model (OpenSSF model signing) and the image (an in-toto statement
+    with SLSA provenance, cosign's tag scheme), verified by every deploy (docs/signing.md)."""
+
+    key: str | None = Field(
+        None,
+        description="the private key (PEM file, relative to the config) that signs releases "
+        "when MLCD_SIGNING_KEY is not set; keep it out of the repository",
+    )
+    verify: SigningVerifySection = Field(
+        description="the public key or keyless identity every deploy and `mlcd verify` checks"
+    )
+    admission: Literal["kyverno", "policy-controller", "none"] = Field(
+        "kyverno",
+        description="the admission policy rendered for kubernetes environments: a Kyverno "
+        "ClusterPolicy (verifyImages), a sigstore policy-controller ClusterImagePolicy, or none",
+    )
+
+
 class Config(Section):
     """The whole `mlcd.yaml`."""
 
@@ -627,9 +745,28 @@ class Config(Section):
     image: ImageSection = Field(default_factory=ImageSection)
     scan: ScanSection = Field(default_factory=ScanSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
     environments: dict[str, EnvironmentSection] = Field(
         default_factory=dict, description="where releases are rolled out, by name"
     )
+    signing: (
+        Annotated[
+            Annotated[SigningSection, Tag(_SIGNING_ON)]
+            | Annotated[Literal[False, "off"], Tag("off")],
+            Discriminator(_signing_kind),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="`off` (releases unsigned, said in every summary), or how releases are "
+        "signed and verified; absent is off",
+    )
+
+    @property
+    def signing_on(self) -> SigningSection | None:
+        """The signing section when signing is on; None for `signing: off` or no section."""
+        return self.signing if isinstance(self.signing, SigningSection) else None
+
     notify: list[WebhookSection] = Field(
         default_factory=list,
         description="webhooks told about every environment's rollouts (started, step passed, "
@@ -824,7 +961,7 @@ _TYPE_WORDS = {
 
 
 def _describe(error: Any, positions: _Positions, file: Path) -> tuple[int, int, str]:
-    loc = tuple(error["loc"])
+    loc = tuple(part for part in error["loc"] if part != _SIGNING_ON)
     kind = error["type"]
     if kind == "extra_forbidden":
         pos = positions.find(loc, key=True)

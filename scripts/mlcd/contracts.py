@@ -106,7 +106,19 @@ class Details(BaseModel):
         }
 
 
+class Tracked(BaseModel):
+    """The stage's run on an MLflow tracking server (`mlcd.tracking`), when one is set."""
+
+    model_config = ConfigDict(extra="allow")
+
+    uri: str = ""
+    run_id: str | None = None
+    url: str | None = None
+    error: str | None = None
+
+
 class TrainDetails(Details):
+    tracking: Tracked | None = None
     fingerprint: str = ""
     fit_seconds: int | float | None = None
     reused_from: str | None = None
@@ -131,6 +143,7 @@ class Registered(BaseModel):
 
 
 class EvaluateDetails(Details):
+    tracking: Tracked | None = None
     intervals: dict[str, Any] = {}
     comparison: dict[str, Any] = {}
     registry: Registered | None = None
@@ -204,6 +217,7 @@ class ReleaseDetails(Details):
     existing: bool | None = None
     tag: str = ""  # the image's tag (name:version), no git tag
     registry: str = ""
+    signing: dict[str, Any] = {}  # mode (key | off), key hint, public key, tags, sizes
 
 
 class DeployDetails(Details):
@@ -220,6 +234,7 @@ class DeployDetails(Details):
     measurements: list[Any] = []
     waiting_for: Any = None
     analysis: dict[str, Any] = {}  # the judge's limits (max_error_rate, max_p99_latency_ms)
+    signing: dict[str, Any] = {}  # the verified chain (mlcd.signing.verify), or mode off
     # the rollout's events and their webhook deliveries (mlcd.rollout.notify.Notifier.record)
     notifications: dict[str, Any] = {}
 

@@ -96,6 +96,29 @@ def get(registry: ModelRegistry, version: str) -> Release:
     )
 
 
+def resolve(registry: ModelRegistry, wanted: str) -> str:
+    """What `--release NAME` names: a release version as it is; a model version (`v1`) as
+    its newest release, or as itself when it has an image but no release (an older
+    registry); anything else refused with exit 2 naming the releases and the model versions.
+    """
+    if SEMVER.match(wanted):
+        return wanted
+    models = registry.versions()
+    known = all_releases(registry, models=models)
+    of_model = [r for r in known if r.model_version == wanted]
+    if of_model:
+        return of_model[-1].version
+    if any(m.version == wanted for m in models):
+        return wanted
+    names = ", ".join(r.version for r in known[-10:]) or "none yet"
+    versions = ", ".join(m.version for m in models[-10:]) or "none yet"
+    raise UserInputError(
+        f"--release `{wanted}`: no release and no model version `{wanted}` in the model "
+        f"registry ({registry.location})",
+        hint=f"releases: {names}; model versions: {versions}",
+    )
+
+
 def latest(registry: ModelRegistry) -> Release | None:
     releases = all_releases(registry)
     return releases[-1] if releases else None

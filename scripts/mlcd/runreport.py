@@ -452,6 +452,14 @@ def _metric_table(
     return _table(head, rows, css="num")
 
 
+def _tracking_links(*results: StageResult | None) -> str:
+    """Links to the train and evaluate runs on MLflow (empty when none was logged)."""
+    from mlcd.github.comment import tracking_links
+
+    found = tracking_links([r for r in results if r is not None])
+    return " · ".join(f'<a href="{e(url)}">{e(stage)}</a>' for stage, url in found)
+
+
 def _model(view: RunView) -> str:
     evaluate = view.result("evaluate")
     train = view.result("train")
@@ -494,6 +502,7 @@ def _model(view: RunView) -> str:
                 _fmt(data.get("holdout_rows") or (train and train.metrics.get("holdout_rows"))),
             ),
             ("trained", e(train.summary) if train else ""),
+            ("MLflow runs", _tracking_links(train, evaluate)),
         ]
     )
     model = _model_parts()
@@ -675,6 +684,16 @@ def _stat(value: str, label: str) -> str:
     return str(_parts().stat(value, label))
 
 
+def _signed(signing: dict[str, Any]) -> str:
+    """The release's signing on the run page: the key and where the statement is, or off."""
+    if signing.get("mode") == "key":
+        return (
+            f"yes: model and image, key {_code(str(signing.get('key', ''))[:16] + '…')}, "
+            f"statement {_code(str(signing.get('attestation_tag', '')))}"
+        )
+    return "<strong>no</strong>: signing is off in mlcd.yaml (docs/signing.md)"
+
+
 def _image(view: RunView) -> str:
     build, release = view.result("build"), view.result("release")
     intro = (
@@ -733,6 +752,7 @@ def _image(view: RunView) -> str:
             ("model version", e(r.model_version or "")),
             ("evidence bundle", _code(r.evidence_digest)),
             ("released", e(r.released)),
+            ("signed", _signed(r.signing)),
         ]
         if release.status != "pass" or not r.version:
             facts.append(("release", f"{_pill(release.status)} {e(release.summary)}"))

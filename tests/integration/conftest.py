@@ -11,6 +11,11 @@ import pytest
 
 from tests.integration.example_runs import Runs, train_and_evaluate_twice
 
+# the images several files serve from, built once per session (see images.py)
+from tests.integration.images import built, project
+
+__all__ = ["built", "project"]
+
 Project = Callable[[dict[str, str]], Path]
 
 

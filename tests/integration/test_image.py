@@ -4,89 +4,16 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.integration.images import Project
+
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = "127.0.0.1:5000"
-
-
-@dataclass
-class Project:
-    root: Path
-    config: Path
-    out: Path
-    env: dict[str, str]
-    name: str
-
-    def mlcd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mlcd",
-                *args,
-                "--config",
-                str(self.config),
-                "--out",
-                str(self.out),
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"mlcd {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-            )
-        return done
-
-    def result(self, stage: str) -> dict[str, object]:
-        return json.loads((self.out / stage / "result.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    root = tmp_path_factory.mktemp("imgproj")
-    for item in ("train.py", "data"):
-        src = ROOT / "model" / item
-        if src.is_dir():
-            shutil.copytree(src, root / item)
-        else:
-            shutil.copy(src, root / item)
-    name = f"srvtest-{uuid.uuid4().hex[:8]}"
-    config = root / "mlcd.yaml"
-    config.write_text(
-        f"version: 1\nproject: {name}\n"
-        "model: {task: classification, entrypoint: train.py:build_model, data: data/train.csv,"
-        " target: diagnosis, params: {C: 1.0}}\n"
-        "evaluate: {thresholds: {accuracy: {min: 0.9}}, bootstrap-samples: 100}\n"
-        f"image: {{name: {REGISTRY}/{name}, base: local/python:3.11-bookworm}}\n"
-    )
-    env = {**os.environ, "MLCD_REGISTRY_PATH": str(root / "registry"), "NO_COLOR": "1"}
-    proj = Project(root, config, root / ".mlcd", env, f"{REGISTRY}/{name}")
-    proj.mlcd("train")
-    proj.mlcd("evaluate")
-    proj.mlcd("build")
-    yield proj
-    listed = subprocess.run(
-        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", proj.name],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    for ref in listed:  # only this test's own tags
-        subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False)
 
 
 def test_build_yields_a_small_non_root_healthy_labelled_image(project: Project) -> None:

@@ -8,14 +8,11 @@ then start that image themselves and talk to it over HTTP.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,59 +20,9 @@ import pytest
 from mlcd import typedrows
 from mlcd.serve.client import Client
 from mlcd.serve.model import load
-from tests.support.mixed import write_project
+from tests.integration.images import Built
 
 REGISTRY = "127.0.0.1:5000"
-
-
-@dataclass
-class Built:
-    root: Path
-    out: Path
-    name: str
-    result: dict[str, Any]
-
-
-def _mlcd(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlcd",
-            *args,
-            "--config",
-            str(root / "mlcd.yaml"),
-            "--out",
-            str(root / ".mlcd"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert done.returncode == 0, f"mlcd {args[0]}: {done.stdout}\n{done.stderr}"
-    return done
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    root = tmp_path_factory.mktemp("mixedimg")
-    name = f"srvmixed-{uuid.uuid4().hex[:8]}"
-    write_project(root, project=name, image=f"{REGISTRY}/{name}")
-    env = {**os.environ, "MLCD_REGISTRY_PATH": str(root / "registry"), "NO_COLOR": "1"}
-    _mlcd(root, "train", env=env)
-    _mlcd(root, "build", env=env)
-    result = json.loads((root / ".mlcd" / "build" / "result.json").read_text())
-    yield Built(root, root / ".mlcd", f"{REGISTRY}/{name}", result)
-    listed = subprocess.run(
-        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"{REGISTRY}/{name}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    for ref in listed:  # only this test's own tags
-        subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False)
 
 
 @dataclass

@@ -326,3 +326,23 @@ def test_reloads_under_kept_alive_clients_cost_nothing(
     print(f"\n{len(steps)} reloads under load: {results['200']} answered, errors {errors}")
     assert results["200"] > 100
     assert errors == {}
+
+
+def test_an_http10_request_without_host_is_served_and_version_errors_are_json(
+    standin: Start, router: Callable[[RouterSpec], Nginx]
+) -> None:
+    """HTTP/1.0 needs no Host: the routing side (HTTP/1.1) still gets one, so the request is
+    answered by the model server, not with nginx's HTML 400 page."""
+    backend, _ = standin()
+    port = free_port()
+    router(single(port, backend))
+    post = (
+        b"POST /predict HTTP/1.0\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(BODY)}\r\n\r\n".encode()
+        + BODY
+    )
+    head, _, body = raw(port, post).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+    assert "predictions" in json.loads(body)
+    assert raw(port, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    assert "HTTP version" in json_error(raw(port, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505)

@@ -268,3 +268,73 @@ def test_sigterm_under_load_fails_no_in_flight_request(
     assert any(word == "closed" for word, _ in outcomes), "no request was in flight at SIGTERM"
     assert any(t >= term for word, t in outcomes if word in ("ok", "closed"))
     assert any('"worker_stopped"' in line for line in srv.log)
+
+
+def _answer_within(port: int, data: bytes, limit: float) -> tuple[bytes, float]:
+    """Send `data` and read until the server closes; the answer and how long it took (the
+    socket gives up after `limit` seconds, so a server that never closes fails the test)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            except TimeoutError:
+                raise AssertionError(f"still open after {limit}s: {b''.join(chunks)!r}") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks), time.monotonic() - started
+
+
+def test_the_server_defends_itself_behind_no_router(model_dir: Path) -> None:
+    """Slow or lying clients get a 408 and a closed connection within the timeouts, a
+    worker's open connections are capped (503 beyond), numeric query parameters are strict."""
+    srv = Server(
+        model_dir,
+        MLCD_WORKERS="1",
+        MLCD_HEADER_TIMEOUT_S="1",
+        MLCD_BODY_TIMEOUT_S="1",
+        MLCD_MAX_CONNECTIONS="20",
+    )
+    try:
+        predict = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        cases = {
+            "partial header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Half: ",
+            "partial body": predict + b'Content-Length: 100\r\n\r\n{"instances": [[1',
+            "length over the body": predict + b"Content-Length: 5000\r\n\r\n{}",
+        }
+        for name, data in cases.items():
+            answer, took = _answer_within(srv.port, data, 15)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 "), (name, answer[:300])
+            assert json.loads(body)["error"], name
+            assert took < 15, name
+        # a connection that never sends a byte is closed too
+        answer, _ = _answer_within(srv.port, b"", 15)
+        assert answer == b""
+        # the cap: the 21st open connection is answered 503 (JSON) and closed
+        held = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(20)]
+        try:
+            time.sleep(0.3)
+            answer, _ = _answer_within(srv.port, b"", 10)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 "), answer[:300]
+            assert "too many open connections" in json.loads(body)["error"]
+        finally:
+            for sock in held:
+                sock.close()
+        time.sleep(0.3)
+        client = srv.client()
+        try:
+            for query in ("since=nan", "since=inf", "since=1e400", "limit=1_0", "limit=%205"):
+                response = client.get(f"/v1/recent-predictions?{query}")
+                assert response.status == 400, query
+            assert client.get("/v1/recent-predictions?since=0&limit=5").status == 200
+        finally:
+            client.close()
+    finally:
+        assert srv.stop() == 0

@@ -92,12 +92,17 @@ def test_validate_command_accepts_the_example(capsys: pytest.CaptureFixture[str]
 def test_validate_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--config", str(EXAMPLE), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    plans = out.pop("plans")
     assert out == {
         "valid": True,
         "config": str(EXAMPLE.resolve()),
         "project": "breast-cancer",
         "warnings": [],
     }
+    # the staging canary's plan at its load test's rate (rollout/plan.py)
+    assert plans["staging"]["decides"] is True
+    assert plans["staging"]["rps"] == 50
+    assert [s["step"] for s in plans["staging"]["steps"]] == ["10%", "50%"]
 
 
 # --------------------------------------------------------------------------------------

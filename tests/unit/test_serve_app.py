@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -134,7 +135,7 @@ def test_nan_is_accepted_when_the_model_takes_it(tmp_path: Path) -> None:
     assert post(application, json.dumps({"instances": [row]}).encode())[0] == 422
 
 
-def test_routes(app: App) -> None:
+def test_routes(app: App, model_dir: Path) -> None:
     assert app.handle_now("GET", "/healthz").status == 200
     assert app.handle_now("GET", "/readyz").status == 200
     assert app.handle_now("GET", "/v2/health/live").status == 200
@@ -147,6 +148,8 @@ def test_routes(app: App) -> None:
     assert card["name"] == "breast-cancer"
     assert card["version"] == "1.2.3"
     assert len(card["features"]) == 30
+    served = hashlib.sha256((model_dir / "model.skops").read_bytes()).hexdigest()
+    assert card["files"]["model/model.skops"] == served
     meta = json.loads(app.handle_now("GET", "/v2/models/breast-cancer").body)
     assert meta["inputs"][0]["shape"] == [-1, 30]
     assert app.handle_now("GET", "/v2/models/other").status == 404

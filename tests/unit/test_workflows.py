@@ -216,6 +216,26 @@ def test_release_and_deploy_are_serialized_per_project_without_cancelling() -> N
         assert jobs[job_id]["if"] == "needs.plan.outputs.mode != 'deploy'"
 
 
+MLFLOW_ENV = {
+    f"MLFLOW_TRACKING_{part.upper()}": f"${{{{ secrets.mlflow-tracking-{part} }}}}"
+    for part in ("username", "password", "token")
+}
+
+
+def test_the_mlflow_credentials_reach_every_stage_that_talks_to_the_tracking_server() -> None:
+    for name, wanted in (("checks.yml", {"train", "evaluate"}), ("deliver.yml", None)):
+        secrets = _load(CALLED[name])[True]["workflow_call"]["secrets"]
+        assert {f"mlflow-tracking-{p}" for p in ("username", "password", "token")} <= set(secrets)
+        for job_id, job in _jobs(name).items():
+            for step in job.get("steps", []):
+                uses = str(step.get("uses", ""))
+                stage = uses.removeprefix("./.mlcd-kit/actions/")
+                kit_stage = stage != uses and stage in ("train", "evaluate", "release", "deploy")
+                if kit_stage and (wanted is None or stage in wanted):
+                    env = step.get("env") or {}
+                    assert {k: env.get(k) for k in MLFLOW_ENV} == MLFLOW_ENV, (name, job_id)
+
+
 def test_deploy_passes_the_target_secrets_as_the_engines_env_vars() -> None:
     deploy = next(s for s in _jobs("deliver.yml")["deploy"]["steps"] if s.get("id") == "deploy")
     assert deploy["env"] == {
@@ -223,6 +243,7 @@ def test_deploy_passes_the_target_secrets_as_the_engines_env_vars() -> None:
         "MLCD_DEPLOY_KNOWN_HOSTS": "${{ secrets.deploy-known-hosts }}",
         "MLCD_KUBECONFIG": "${{ secrets.kubeconfig }}",
         "MLCD_NOTIFY_WEBHOOK": "${{ secrets.notify-webhook }}",
+        **MLFLOW_ENV,
     }
     secrets = _load(CALLED["deliver.yml"])[True]["workflow_call"]["secrets"]
     assert {"deploy-ssh-key", "deploy-known-hosts", "kubeconfig", "notify-webhook"} <= set(secrets)

@@ -180,6 +180,23 @@ def _image_lines(build: StageResult | None, release: StageResult | None) -> list
     return lines
 
 
+def tracking_links(results: list[StageResult]) -> list[tuple[str, str]]:
+    """(stage, run page) of the stages logged to an MLflow tracking server."""
+    from mlcd.contracts import EvaluateDetails, TrainDetails
+
+    out = []
+    for result in results:
+        if result.stage == "train":
+            tracked = details(result, TrainDetails).tracking
+        elif result.stage == "evaluate":
+            tracked = details(result, EvaluateDetails).tracking
+        else:
+            continue
+        if tracked is not None and tracked.url and tracked.url.startswith(("http://", "https://")):
+            out.append((result.stage, tracked.url))
+    return out
+
+
 def render(bundle: Bundle, run: RunInfo, *, title: str = "mlcd", project: str = "") -> str:
     """The whole comment (its marker and heading name `project` when given)."""
     results = _ordered(bundle.stages())
@@ -211,6 +228,7 @@ def render(bundle: Bundle, run: RunInfo, *, title: str = "mlcd", project: str = 
     if run.run_url:
         links.append(f"- [workflow run]({run.run_url})")
     links += [f"- [{_cell(name)}]({url})" for name, url in sorted(run.artifacts.items())]
+    links += [f"- [MLflow run: {stage}]({url})" for stage, url in tracking_links(results)]
     if links:
         out += ["", "### Artifacts", "", *links]
     details = []

@@ -163,7 +163,8 @@ def _sboms(bundle: Bundle) -> list[Path]:
 
 
 def release_assets(bundle: Bundle, facts: ReleaseFacts) -> list[tuple[Path, str]]:
-    """(file, asset name) pairs: model card, metrics, verdict, SBOM(s), evidence archive."""
+    """(file, asset name) pairs: model card, metrics, verdict, SBOM(s), evidence archive, and
+    for a signed release its statements, model signature and public key."""
     folder = bundle.stage_dir(FOLDER)
     assets: list[tuple[Path, str]] = []
     card = folder / "model-card.md"
@@ -185,6 +186,16 @@ def release_assets(bundle: Bundle, facts: ReleaseFacts) -> list[tuple[Path, str]
         assets.append((bundle.root / released, name))
     else:
         assets.append((evidence_archive(bundle, folder / name), name))
+    # signed releases (docs/signing.md): the image's statements, the model signature, the key
+    artifacts = facts.result.artifacts if facts.result is not None else {}
+    for key, asset in (
+        ("attestation", "attestation.intoto.json"),
+        ("model_signature", "model.sig"),
+        ("public_key", "signing.pub"),
+    ):
+        stored = artifacts.get(key)
+        if stored and (bundle.root / stored).is_file():
+            assets.append((bundle.root / stored, asset))
     return assets
 
 

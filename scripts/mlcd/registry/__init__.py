@@ -64,7 +64,25 @@ def _github(loaded: LoadedConfig) -> ModelRegistry:
     )
 
 
-BACKENDS: dict[str, Callable[[LoadedConfig], ModelRegistry]] = {"local": _local, "github": _github}
+def _mlflow(loaded: LoadedConfig) -> ModelRegistry:
+    from mlcd.registry.mlflow import MLflowRegistry
+    from mlcd.tools.mlflow import MLflow, tracking_uri
+
+    section = loaded.config.registry
+    uri = tracking_uri(section.tracking_uri)
+    if not uri:
+        raise UserInputError(
+            f"{loaded.path}: registry.backend is mlflow, and no tracking server is named",
+            hint="set registry.tracking-uri in mlcd.yaml or MLFLOW_TRACKING_URI",
+        )
+    return MLflowRegistry(MLflow.from_env(uri), section.model_name or loaded.config.project)
+
+
+BACKENDS: dict[str, Callable[[LoadedConfig], ModelRegistry]] = {
+    "local": _local,
+    "github": _github,
+    "mlflow": _mlflow,
+}
 
 
 def backend_of(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> str:

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlcd.config import BlueGreenSection, EnvironmentSection, ShadowSection
-from mlcd.errors import GateFailed, MlcdError
+from mlcd.errors import EnvironmentMissing, GateFailed, MlcdError
 from mlcd.evidence import utc_now
 from mlcd.rollout.judge import (
     AnalysisRun,
     ArmWindow,
+    ExpectedPredictions,
     JudgeState,
     Limits,
     StepPolicy,
@@ -30,6 +31,7 @@ from mlcd.rollout.judge import (
     judge,
     step_decision,
 )
+from mlcd.rollout.killpoints import checkpoint
 from mlcd.rollout.loadgen import LoadGenerator
 from mlcd.rollout.metrics import (
     ArmReader,
@@ -44,6 +46,7 @@ from mlcd.rollout.state import Arm, EnvState, Retired, Rollout
 from mlcd.rollout.targets.base import Route, Target
 
 READY_TIMEOUT = 90.0
+WATCH_EVERY = 1.0  # seconds between checks that both arms' containers still run
 PREVIOUS_KEPT = 10
 Result = Literal["promoted", "rolled back", "paused", "already live", "deployed"]
 
@@ -57,6 +60,8 @@ class EnvSpec:
     section: EnvironmentSection
     task: str = "classification"
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # evaluation's measurement of the release's intended prediction shift (None: unknown)
+    expected: ExpectedPredictions | None = None
 
 
 @dataclass
@@ -75,9 +80,15 @@ class _Analysis:
     explanation: str
     run: AnalysisRun
     judge_state: JudgeState
+    fault: bool = False  # ended by a fault of the environment (stable down), not by the judge
 
 
-def limits_for(section: EnvironmentSection, task: str, min_requests: int) -> Limits:
+def limits_for(
+    section: EnvironmentSection,
+    task: str,
+    min_requests: int,
+    expected: ExpectedPredictions | None = None,
+) -> Limits:
     a = section.analysis
     mad = section.shadow.max_mean_abs_diff
     if task == "regression" and mad is None:
@@ -95,6 +106,8 @@ def limits_for(section: EnvironmentSection, task: str, min_requests: int) -> Lim
         max_error_rate_increase=a.max_error_rate_increase,
         quantiles=a.quantile_tolerances(),
         latency_ok_ms=a.latency_ok_ms,
+        max_error_rate_increase_relative=a.max_error_rate_increase_relative,
+        expected=expected,
     )
 
 
@@ -138,6 +151,25 @@ class Controller:
         self.wait_ready(arm)
         return arm
 
+    def start_candidate(self, version: str, image: str, color: str) -> Arm:
+        """Start the rollout's candidate, named in the state (container name and labels)
+        before its container is created, so that recovery after a SIGKILL at any instant
+        knows it and removes it."""
+        rollout = self.state.rollout
+        assert rollout is not None  # noqa: S101 - begin() set it  # nosec B101
+        name = self.target.container_name(version, color)
+        rollout.candidate = Arm(version=version, image=image, container=name, port=0, color=color)
+        self.save("candidate starting", version, detail=f"creating {name}")
+        checkpoint("before-create")
+        self.progress(f"starting {version} ({color}) from {image}")
+        arm = self.target.start_arm(version, image, color)
+        rollout.candidate = arm
+        self.save()
+        checkpoint("after-create")
+        self.wait_ready(arm)
+        checkpoint("candidate-ready")
+        return arm
+
     def wait_ready(self, arm: Arm, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         last = "no answer"
@@ -173,7 +205,9 @@ class Controller:
     ) -> None:
         self.state.router_generation += 1
         self.state.router_port = self.target.router_address[1]
+        checkpoint("before-route")
         routes = self.target.route(Route(mode, primary, shadow), self.state.router_generation)
+        checkpoint("after-route")
         self.save("router", detail=routes)
 
     def route_to(self, arm: Arm) -> None:
@@ -203,16 +237,20 @@ class Controller:
             if st.stable is not None:
                 self._ensure_stable_running()
                 self.route_to(st.stable)
-            if rollout.candidate is not None and (
-                st.stable is None or rollout.candidate.container != st.stable.container
-            ):
-                self.drop(rollout.candidate)
+            undone = "interrupted rollout undone"
+            cand = rollout.candidate
+            if cand is not None and (st.stable is None or cand.container != st.stable.container):
+                existed = self.target.arm_state(cand) is not None
+                self.drop(cand)
+                undone += (
+                    f"; removed its candidate container {cand.container}"
+                    if existed
+                    else f"; its candidate {cand.container} had not been created"
+                )
+                notes.append(undone[len("interrupted rollout undone; ") :])
             st.rollout = None
-            self.save(
-                "recovered",
-                rollout.version,
-                detail="interrupted rollout undone; stable serves all traffic",
-            )
+            live = "stable serves all traffic" if st.stable is not None else "nothing is live"
+            self.save("recovered", rollout.version, detail=f"{undone}; {live}")
         if st.stable is not None and st.rollout is None:
             if not self.target.arm_running(st.stable):
                 notes.append(f"stable container {st.stable.container} was not running: restarted")
@@ -260,11 +298,16 @@ class Controller:
         label: str,
         like_for_like: bool = False,
         min_intervals: int = 1,
+        max_intervals: int | None = None,
     ) -> _Analysis:
-        limits = limits_for(self.spec.section, self.spec.task, min_requests)
-        policy = StepPolicy(min_intervals, self.spec.section.analysis.max_intervals, duration)
+        limits = limits_for(self.spec.section, self.spec.task, min_requests, self.spec.expected)
+        policy = StepPolicy(
+            min_intervals, max_intervals or self.spec.section.analysis.max_intervals, duration
+        )
         progress = StepProgress()
-        readers = (self.target.reader(stable), self.target.reader(candidate))
+        # made once both arms answer (a dead arm has no address on a docker-host's network:
+        # the liveness check below then says which one is down)
+        readers: tuple[ArmReader, ArmReader] | None = None
         started = time.monotonic()
         paired_ids: set[str] = set()
         used_ids: set[str] = set()
@@ -272,13 +315,17 @@ class Controller:
         while True:
             if not baseline_ok:
                 try:
+                    if readers is None:
+                        readers = (self.target.reader(stable), self.target.reader(candidate))
                     for reader in readers:
                         reader.start()
                     baseline_ok = True
-                except MetricsError as exc:
+                except (MetricsError, EnvironmentMissing) as exc:
                     self.progress(f"cannot read metrics yet: {exc}")
-            time.sleep(interval)
-            if not self.target.arm_running(candidate):
+            down = self._sleep_watching(interval, stable, candidate)
+            if down is stable:
+                return self._stable_down(stable, label, run, judge_state)
+            if down is candidate:
                 state = self.target.arm_state(candidate) or {}
                 why = (
                     f"the candidate container {candidate.container} is not running "
@@ -287,8 +334,8 @@ class Controller:
                 self._measure("fail", [why], {}, label)
                 return _Analysis("failed", why, run.record("fail"), judge_state)
             try:
-                stable_window, stable_recent = self._read(readers[0], baseline_ok)
-                cand_window, cand_recent = self._read(readers[1], baseline_ok)
+                stable_window, stable_recent = self._read(readers, 0, baseline_ok)
+                cand_window, cand_recent = self._read(readers, 1, baseline_ok)
             except MetricsError as exc:
                 run = run.record("error")
                 progress = progress.record("error", [str(exc)])
@@ -304,7 +351,13 @@ class Controller:
                     judge_state, stable_window, cand_window, limits, pairs=pairs
                 )
                 run = run.record(measurement.verdict)
-                progress = progress.record(measurement.verdict, measurement.reasons)
+                traffic = cand_window.requests > 0 or bool(pairs)
+                progress = progress.record(
+                    measurement.verdict,
+                    measurement.reasons,
+                    traffic=traffic,
+                    environment=measurement.environment,
+                )
                 self._measure(
                     measurement.verdict, list(measurement.reasons), dict(measurement.metrics), label
                 )
@@ -316,11 +369,54 @@ class Controller:
             if action == "pass":
                 return _Analysis("pass", explanation, run, judge_state)
 
+    def _sleep_watching(self, seconds: float, stable: Arm, candidate: Arm) -> Arm | None:
+        """Sleep one interval, checking both containers every WATCH_EVERY seconds; the first
+        arm found not running (stable first), else None."""
+        deadline = time.monotonic() + seconds
+        while True:
+            time.sleep(max(0.0, min(WATCH_EVERY, deadline - time.monotonic())))
+            for arm in (stable, candidate):
+                if not self.target.arm_running(arm):
+                    return arm
+            if time.monotonic() >= deadline:
+                return None
+
+    def _stable_down(
+        self, stable: Arm, label: str, run: AnalysisRun, judge_state: JudgeState
+    ) -> _Analysis:
+        """Stable stopped mid-rollout: a fault of its own, not the candidate's test. Traffic
+        is held on stable's replacement (restarted, or started again from its image) rather
+        than left to fail over to the unvetted candidate, and the rollout is rolled back
+        with that reason; when stable cannot be brought back the rollout pauses instead
+        (rolling back would remove the one arm that answers)."""
+        state = self.target.arm_state(stable) or {}
+        why = (
+            f"stable is down: its container {stable.container} stopped (exit code "
+            f"{state.get('ExitCode', '?')}) during the {label} analysis"
+        )
+        self.progress(why)
+        try:
+            self._ensure_stable_running()
+            assert self.state.stable is not None  # noqa: S101 - callers check  # nosec B101
+            self.route_to(self.state.stable)
+        except MlcdError as exc:
+            why += f"; it could not be started again ({exc.message})"
+            self._measure("error", [why], {}, label)
+            return _Analysis("paused", why, run.record("error"), judge_state, fault=True)
+        why += (
+            f"; restarted it and held all traffic on {self.state.stable.container} "
+            "(the candidate was not judged against a dead stable)"
+        )
+        self._measure("error", [why], {}, label)
+        return _Analysis("failed", why, run.record("error"), judge_state, fault=True)
+
     @staticmethod
-    def _read(reader: ArmReader, baseline_ok: bool) -> tuple[ArmWindow, list[Recent]]:
-        if not baseline_ok:
+    def _read(
+        readers: tuple[ArmReader, ArmReader] | None, index: int, baseline_ok: bool
+    ) -> tuple[ArmWindow, list[Recent]]:
+        if readers is None or not baseline_ok:
             raise MetricsError("no baseline reading of the arms' metrics")
-        return reader.interval()
+        return readers[index].interval()
 
     def _measure(
         self, outcome: str, reasons: list[str], metrics: dict[str, Any], label: str
@@ -384,9 +480,7 @@ class Controller:
         if st.stable is None:
             return self._first(version, image)
         color = "green" if st.stable.color == "blue" else "blue"
-        candidate = self.start_arm(version, image, color)
-        assert st.rollout is not None  # noqa: S101 - set by begin()  # nosec B101
-        st.rollout.candidate = candidate
+        candidate = self.start_candidate(version, image, color)
         self.save(
             "candidate ready",
             version,
@@ -399,7 +493,7 @@ class Controller:
         return self._shadow(candidate)
 
     def _first(self, version: str, image: str) -> DeployOutcome:
-        arm = self.start_arm(version, image, "blue")
+        arm = self.start_candidate(version, image, "blue")
         self.route_to(arm)
         self.state.stable = arm
         self.state.rollout = None
@@ -460,6 +554,10 @@ class Controller:
         jstate = JudgeState()
         load = self._load(None, section.load_test.rps if section.load_test else None)
         with load if load is not None else contextlib.nullcontext():
+            if cfg.shadow_intervals > 0:
+                ended, run, jstate = self._shadow_phase(stable, candidate, run, jstate)
+                if ended is not None:
+                    return ended
             for index, weight in enumerate(steps):
                 rollout.step, rollout.weight = index, weight
                 self.route("split", ((stable, 100 - weight), (candidate, weight)))
@@ -495,6 +593,49 @@ class Controller:
                     weight=weight,
                 )
         return self.promote()
+
+    def _shadow_phase(
+        self, stable: Arm, candidate: Arm, run: AnalysisRun, jstate: JudgeState
+    ) -> tuple[DeployOutcome | None, AnalysisRun, JudgeState]:
+        """Mirror all traffic to the candidate before the first canary step.
+
+        The candidate's answers go nowhere; its errors, latency and predictions are judged
+        against stable's like a canary's, so the first step starts with the evidence of all
+        of the traffic. A failure rolls back (no user saw the candidate); a phase that has not
+        passed after `shadow-intervals` goes on to the first step with what it has.
+        """
+        cfg = self.spec.section.canary
+        self.route("mirror", ((stable, 1),), candidate)
+        self.save(
+            "shadow phase",
+            candidate.version,
+            detail=f"all inference requests mirrored to the candidate for up to "
+            f"{cfg.shadow_intervals} interval(s) before the first step",
+        )
+        result = self._analyse(
+            stable,
+            candidate,
+            min_requests=cfg.min_requests,
+            interval=cfg.interval,
+            duration=0.0,
+            run=self._analysis_run(inconclusive_limit=10**6),
+            judge_state=jstate,
+            paired=False,
+            label="canary shadow",
+            min_intervals=cfg.min_intervals,
+            max_intervals=cfg.shadow_intervals,
+        )
+        if result.verdict == "failed":
+            return (
+                self.rollback_candidate(f"shadow phase failed: {result.explanation}"),
+                run,
+                jstate,
+            )
+        if result.verdict == "paused" and "environment" in result.explanation:
+            return self.pause(result.explanation), run, jstate
+        note = "passed" if result.verdict == "pass" else "ended without a decision"
+        self.progress(f"shadow phase {note}; the first step starts with its evidence")
+        return None, run, result.judge_state
 
     def _blue_green(self, candidate: Arm) -> DeployOutcome:
         section = self.spec.section
@@ -547,7 +688,8 @@ class Controller:
     def _unless_passed(self, result: _Analysis, failed: str) -> DeployOutcome | None:
         """The ending of an analysis that did not pass (rolled back or paused), else None."""
         if result.verdict == "failed":
-            return self.rollback_candidate(f"{failed}: {result.explanation}")
+            why = result.explanation if result.fault else f"{failed}: {result.explanation}"
+            return self.rollback_candidate(why)
         if result.verdict == "paused":
             return self.pause(result.explanation)
         return None
@@ -647,6 +789,7 @@ class Controller:
         with contextlib.suppress(MetricsError):
             reader.start()
         while time.monotonic() < deadline:
+            checkpoint("in-watch")
             time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
             alive = self.target.arm_running(new)
             if alive:

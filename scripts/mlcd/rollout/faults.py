@@ -8,6 +8,9 @@ should roll it back) without writing a broken model by hand:
 They live in mlcd's own package, so every mlcd serving image can load them (skops needs
 the class importable where the model is loaded). Both are deterministic per input row, so a
 request fails (or is slow) the same way on every arm, which keeps shadow comparisons fair.
+
+Faults of the rollout itself (the deploying process killed at a named step boundary) are
+`mlcd.rollout.killpoints`.
 """
 
 from __future__ import annotations

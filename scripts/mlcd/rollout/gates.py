@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from mlcd.contracts import ReleaseDetails, details, verdict_file
 from mlcd.errors import UserInputError
 from mlcd.evidence import Bundle, utc_now
 from mlcd.registry import CHAMPION, DEPLOYMENTS, ModelRegistry, ModelVersion, open_registry
+from mlcd.rollout.judge import ExpectedPredictions
 
 HEALTHY = "healthy"
 
@@ -41,6 +43,8 @@ class Release:
     scan_passed: bool | None
     scan_source: str
     deployments: list[dict[str, Any]] = field(default_factory=list)
+    # evaluate's `prediction_shift` (evaluation/shift.py): the change the judge expects
+    prediction_shift: dict[str, Any] | None = None
 
 
 @dataclass
@@ -93,6 +97,83 @@ def _from_bundle(bundle: Bundle) -> tuple[bool | None, bool | None]:
         evaluate = None if result is None else result.status == "pass"
     scan = bundle.read("scan")
     return evaluate, (None if scan is None else scan.status == "pass")
+
+
+def _shift_doc(data: Any) -> dict[str, Any] | None:
+    if isinstance(data, dict) and isinstance(data.get("prediction_shift"), dict):
+        return dict(data["prediction_shift"])
+    return None
+
+
+def _bundle_shift(bundle: Bundle) -> dict[str, Any] | None:
+    path = verdict_file(bundle)
+    if not path.is_file():
+        return None
+    try:
+        return _shift_doc(json.loads(path.read_text("utf-8")))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _evidence_shift(tarball: Path) -> dict[str, Any] | None:
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            handle = archive.extractfile("evidence/evaluate/verdict.json")
+            if handle is None:
+                return None
+            with handle:
+                return _shift_doc(json.loads(handle.read().decode("utf-8")))
+    except (OSError, KeyError, tarfile.TarError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _buckets(raw: Any) -> tuple[tuple[float, int], ...]:
+    out: list[tuple[float, int]] = []
+    if not isinstance(raw, list):
+        return ()
+    for item in raw:
+        if not (isinstance(item, list | tuple) and len(item) == 2):
+            return ()
+        bound, count = item
+        try:
+            value = math.inf if bound in ("+Inf", "Inf", "inf") else float(bound)
+            out.append((value, int(count)))
+        except (TypeError, ValueError):
+            return ()
+    return tuple(sorted(out))
+
+
+def _classes(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): int(v) for k, v in raw.items() if isinstance(v, int | float)}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def expected_predictions(doc: dict[str, Any] | None) -> ExpectedPredictions | None:
+    """The judge's form of evaluate's `prediction_shift` (None when evaluation has none)."""
+    if not doc:
+        return None
+    mine = _dict(doc.get("candidate"))
+    theirs = _dict(doc.get("champion"))
+    raw_shift = _dict(doc.get("shift"))
+    shift = {
+        str(k): float(v)
+        for k, v in raw_shift.items()
+        if isinstance(v, int | float) and math.isfinite(float(v))
+    }
+    version = doc.get("champion_version")
+    return ExpectedPredictions(
+        shift=shift,
+        candidate_classes=_classes(mine.get("classes")),
+        candidate_scores=_buckets(mine.get("scores")),
+        champion_classes=_classes(theirs.get("classes")),
+        champion_scores=_buckets(theirs.get("scores")),
+        champion=str(version) if version else None,
+    )
 
 
 def _from_evidence(tarball: Path) -> tuple[bool | None, bool | None]:
@@ -160,7 +241,10 @@ def _pick(
     wanted: str | None,
     in_bundle: ReleaseDetails | None,
 ) -> _Picked:
-    """`wanted` (a release or a model version), else the run folder's, else the newest."""
+    """`wanted` (a release, or a model version: its newest release), else the run folder's,
+    else the newest."""
+    if wanted:
+        wanted = releases.resolve(registry, wanted)
     if wanted and releases.SEMVER.match(wanted):
         rel = releases.get(registry, wanted)  # exit 2 naming the releases there are
         return rel.version, rel.image, rel.model_version, rel.evidence
@@ -224,6 +308,14 @@ def resolve_release(
     evaluate_passed, evaluate_source, scan_passed, scan_source = _gate_results(
         bundle, record, from_bundle=from_bundle, evidence=evidence
     )
+    if from_bundle:
+        moved = _bundle_shift(bundle)
+    elif evidence and Path(evidence).is_file():
+        moved = _evidence_shift(Path(evidence))
+    else:
+        moved = None
+    if moved is None:
+        moved = _shift_doc(record.verdict)
     deployments = [
         d
         for d in record.attachments.get(DEPLOYMENTS, [])
@@ -238,6 +330,7 @@ def resolve_release(
         scan_passed=scan_passed,
         scan_source=scan_source,
         deployments=deployments,
+        prediction_shift=moved,
     )
 
 
@@ -295,4 +388,11 @@ def record_deployment(
         registry.set_alias(CHAMPION, release.model_version)
 
 
-__all__ = ["Release", "check", "open_registry", "record_deployment", "resolve_release"]
+__all__ = [
+    "Release",
+    "check",
+    "expected_predictions",
+    "open_registry",
+    "record_deployment",
+    "resolve_release",
+]

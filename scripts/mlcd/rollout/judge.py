@@ -87,6 +87,9 @@ ALPHA_SHARES: Mapping[str, float] = {
 }
 SHADOW_SHARE = 0.2  # shadow: the disagreement check takes the predictions' share
 MAX_SAMPLES = 4000
+# a latency quantile shown at or below this passes whatever stable's is, when neither
+# latency-ok-ms nor an SLO says otherwise (what the old default limit of 50 ms gave: a fifth)
+LATENCY_OK_MS = 10.0
 MIN_PREDICTIONS = 50  # predictions per arm before the shift is judged (normal approximation)
 _PSI_EPS = 1e-4
 _PSEUDO = 0.5  # per-cell pseudo-count of the PSI estimate (no log of zero)
@@ -122,12 +125,34 @@ class ArmWindow:
 
 
 @dataclass(frozen=True)
+class ExpectedPredictions:
+    """What evaluation measured on the held-out rows: the shift a model change is meant to make.
+
+    `shift` holds the PSI between the candidate's and the champion's predictions on the same
+    held-out rows (`classes`, `scores`); the candidate's and the champion's own distributions
+    there (class counts, cumulative score buckets) let the judge tell serving skew (the
+    canary's live predictions departing from its own held-out ones) from the intended change.
+    """
+
+    shift: Mapping[str, float] = field(default_factory=dict)
+    candidate_classes: Mapping[str, int] = field(default_factory=dict)
+    candidate_scores: tuple[tuple[float, int], ...] = ()
+    champion_classes: Mapping[str, int] = field(default_factory=dict)
+    champion_scores: tuple[tuple[float, int], ...] = ()
+    champion: str | None = None  # the champion's model version, for the verdict's words
+
+
+@dataclass(frozen=True)
 class Limits:
-    """The judge's settings: the environment's `analysis` section and its min-requests."""
+    """The judge's settings: the environment's `analysis` section and its min-requests.
+
+    `max_error_rate` and `max_p99_latency_ms` are the user's SLO: None (the default) judges
+    errors and latency against stable only.
+    """
 
     min_requests: int = 200
-    max_error_rate: float = 0.01
-    max_p99_latency_ms: float = 50.0
+    max_error_rate: float | None = None
+    max_p99_latency_ms: float | None = None
     max_prediction_shift: float = 0.1
     max_latency_increase: float = 0.2
     min_latency_increase_ms: float = 1.0
@@ -138,8 +163,13 @@ class Limits:
     # (quantile, its latency tolerance; None: max_latency_increase)
     quantiles: tuple[tuple[float, float | None], ...] = ((0.5, None), (0.99, 0.3))
     # a quantile shown at or below this (ms) is within tolerance whatever stable's is;
-    # None: a fifth of max_p99_latency_ms
+    # None: a fifth of max_p99_latency_ms, else LATENCY_OK_MS
     latency_ok_ms: float | None = None
+    # the error-rate tolerance may also be this share of stable's error rate (its lower
+    # bound), whichever is larger: at a 5 % base rate, 0.5 allows 2.5 points
+    max_error_rate_increase_relative: float | None = None
+    # evaluation's measurement of the intended prediction shift (None: no shift expected)
+    expected: ExpectedPredictions | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +180,8 @@ class Measurement:
     reasons: tuple[str, ...]
     metrics: Mapping[str, float | int | None]
     pending: tuple[str, ...] = ()  # tolerances not yet shown (why an interval is inconclusive)
+    # an SLO that both arms break: the environment's problem, not the canary's (pauses)
+    environment: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -665,7 +697,8 @@ def judge(
             (f"error reading, not judged: {'; '.join(problems)}",),
             {"error_readings": bad.error_readings},
         )
-    s = _accumulate(state, stable, canary, extra=(limits.max_p99_latency_ms / 1000.0,))
+    extra = () if limits.max_p99_latency_ms is None else (limits.max_p99_latency_ms / 1000.0,)
+    s = _accumulate(state, stable, canary, extra=extra)
     notes = _Notes(_interval_metrics(s, stable, canary))
     has_stable = s.stable_requests > 0
 
@@ -688,6 +721,7 @@ class _Notes:
     reasons: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    environment: list[str] = field(default_factory=list)
 
 
 def _accumulate(
@@ -739,6 +773,14 @@ def _decision(
     """Fail on any failure; inconclusive on too little traffic or what is not yet shown."""
     if notes.failures:
         return Measurement("fail", tuple(notes.failures + notes.reasons), notes.metrics)
+    if notes.environment:
+        return Measurement(
+            "inconclusive",
+            (*notes.environment, *notes.reasons),
+            notes.metrics,
+            tuple(notes.pending),
+            tuple(notes.environment),
+        )
     needed = ""
     if paired and s.pairs < limits.min_requests:
         needed = f"{s.pairs} of {limits.min_requests} requests paired by request id"
@@ -795,6 +837,8 @@ def _errors(
     increase = c_high - s_low
     notes.metrics["error_rate_increase_upper"] = round(increase, 6)
     tolerance = limits.max_error_rate_increase
+    if limits.max_error_rate_increase_relative is not None:
+        tolerance = max(tolerance, limits.max_error_rate_increase_relative * s_low)
     if not has_stable:
         pass
     elif increase <= tolerance:
@@ -806,17 +850,36 @@ def _errors(
             f"error-rate increase ≤ {tolerance:.2%} (upper bound {increase:.2%}, {compare})"
         )
 
-    # 2. absolute error limit: the lower bound of the canary's error rate
+    # 2. the SLO's error limit (only when the user set one): the lower bound of the
+    # canary's error rate; when stable is shown above it too, the environment breaks it
+    if limits.max_error_rate is None:
+        return s
     a_lim = limits.alpha * ALPHA_SHARES["error_limit"]
     p0 = limits.max_error_rate
     log_limit = bernoulli_log_e(s.canary_errors, s.canary_requests, p0, "above")
     limit_low = rate_bound(s.canary_errors, s.canary_requests, a_lim, "lower")
     notes.metrics["error_limit_log_lr"] = round(log_limit, 4) if math.isfinite(log_limit) else 700.0
     notes.metrics["canary_error_rate_lower"] = round(limit_low, 6)
+    stable_breaks = has_stable and bernoulli_log_e(
+        s.stable_errors, s.stable_requests, p0, "above"
+    ) >= math.log(1.0 / a_lim)
+    notes.metrics["stable_breaks_error_slo"] = int(stable_breaks)
     if log_limit >= math.log(1.0 / a_lim):
-        notes.failures.append(
+        canary_line = (
             f"canary error rate {_fmt_rate(s.canary_errors, s.canary_requests)} is above "
             f"max-error-rate {p0:.2%} (lower confidence bound {limit_low:.2%})"
+        )
+        if stable_breaks:
+            notes.environment.append(
+                f"the environment breaks the SLO, not the canary: {canary_line}, and so is "
+                f"stable's {_fmt_rate(s.stable_errors, s.stable_requests)}"
+            )
+        else:
+            notes.failures.append(f"{canary_line}; stable is not shown above it")
+    elif stable_breaks:
+        notes.reasons.append(
+            f"stable's error rate {_fmt_rate(s.stable_errors, s.stable_requests)} is above "
+            f"max-error-rate {p0:.2%}; the canary's is not shown above it"
         )
     return s
 
@@ -836,23 +899,16 @@ def _latency(
                 None if value is None else round(value * 1e3, 3)
             )
     canary_n = cb[-1][1] if cb else 0
-    # absolute p99 limit: fails only when the canary's p99 is shown above it
-    a_abs = limits.alpha * ALPHA_SHARES["latency_limit"]
-    limit_s = limits.max_p99_latency_ms / 1000.0
-    if canary_n:
-        low99 = quantile_bound(cb, 0.99, a_abs, "lower")
-        notes.metrics["canary_p99_lower_ms"] = round(low99 * 1e3, 3)
-        if exceeds(cb, 0.99, limit_s, a_abs):
-            notes.failures.append(
-                f"canary p99 latency {notes.metrics['canary_p99_ms']} ms is above "
-                f"max-p99-latency-ms {limits.max_p99_latency_ms:g} (shown at the {a_abs:.2g} level)"
-            )
+    _latency_slo(s, limits, notes=notes, has_stable=has_stable)
     if not limits.quantiles:
         return
     a_q = limits.alpha * ALPHA_SHARES["latency"] / len(limits.quantiles) / 2
     a_pass = limits.alpha / 2
     floor = limits.min_latency_increase_ms
-    ok_ms = limits.max_p99_latency_ms / 5 if limits.latency_ok_ms is None else limits.latency_ok_ms
+    ok_ms = limits.latency_ok_ms
+    if ok_ms is None:
+        slo = limits.max_p99_latency_ms
+        ok_ms = LATENCY_OK_MS if slo is None else slo / 5
     stable_n = sb[-1][1] if sb else 0
     for q, own in limits.quantiles:
         label = _q_label(q)
@@ -886,7 +942,7 @@ def _latency(
                 f"{label} latency within {tolerance:.0%} (+{floor:g} ms) of stable: at most "
                 f"{_fmt_ms(c_high)} ms against at least {_fmt_ms(s_low)} ms"
             )
-        elif c_high <= ok_ms:
+        elif ok_ms is not None and c_high <= ok_ms:
             notes.reasons.append(
                 f"{label} latency at most {_fmt_ms(c_high)} ms, within latency-ok-ms "
                 f"{ok_ms:g} (stable at least {_fmt_ms(s_low)} ms)"
@@ -898,19 +954,214 @@ def _latency(
             )
 
 
+def _latency_slo(s: JudgeState, limits: Limits, *, notes: _Notes, has_stable: bool) -> None:
+    """The SLO's p99 limit (only when the user set one): fails when the canary's p99 is shown
+    above it and stable's is not; when both are, the environment breaks it."""
+    if limits.max_p99_latency_ms is None:
+        return
+    cb, sb = s.canary_buckets, s.stable_buckets
+    if not (cb and cb[-1][1]):
+        return
+    a_abs = limits.alpha * ALPHA_SHARES["latency_limit"]
+    limit_ms = limits.max_p99_latency_ms
+    limit_s = limit_ms / 1000.0
+    low99 = quantile_bound(cb, 0.99, a_abs, "lower")
+    notes.metrics["canary_p99_lower_ms"] = round(low99 * 1e3, 3)
+    stable_breaks = has_stable and bool(sb) and exceeds(sb, 0.99, limit_s, a_abs)
+    notes.metrics["stable_breaks_latency_slo"] = int(stable_breaks)
+    if exceeds(cb, 0.99, limit_s, a_abs):
+        line = (
+            f"canary p99 latency {notes.metrics['canary_p99_ms']} ms is above "
+            f"max-p99-latency-ms {limit_ms:g} (shown at the {a_abs:.2g} level)"
+        )
+        if stable_breaks:
+            notes.environment.append(
+                f"the environment breaks the SLO, not the canary: {line}, and so is stable's "
+                f"p99 {notes.metrics['stable_p99_ms']} ms"
+            )
+        else:
+            notes.failures.append(f"{line}; stable's p99 is not shown above it")
+    elif stable_breaks:
+        notes.reasons.append(
+            f"stable's p99 latency {notes.metrics['stable_p99_ms']} ms is above "
+            f"max-p99-latency-ms {limit_ms:g}; the canary's is not shown above it"
+        )
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _score_vectors(s: JudgeState) -> tuple[list[float], list[float]] | None:
-    if not s.canary_scores or not s.stable_scores:
+def _class_vectors(a: Mapping[str, int], b: Mapping[str, int]) -> tuple[list[float], list[float]]:
+    keys = sorted(set(a) | set(b))
+    return [float(a.get(k, 0)) for k in keys], [float(b.get(k, 0)) for k in keys]
+
+
+def _bucket_vectors(
+    a: Sequence[tuple[float, int]], b: Sequence[tuple[float, int]]
+) -> tuple[list[float], list[float]] | None:
+    if not a or not b:
         return None
-    bounds = sorted({bd for bd, _ in s.canary_scores} | {bd for bd, _ in s.stable_scores})
-    a = bucket_counts(add_buckets([(bd, 0) for bd in bounds], s.stable_scores))
-    b = bucket_counts(add_buckets([(bd, 0) for bd in bounds], s.canary_scores))
-    if sum(1 for x, y in zip(a, b, strict=True) if x + y > 0) < 2:
+    bounds = sorted({bd for bd, _ in a} | {bd for bd, _ in b})
+    va = bucket_counts(add_buckets([(bd, 0) for bd in bounds], a))
+    vb = bucket_counts(add_buckets([(bd, 0) for bd in bounds], b))
+    if sum(1 for x, y in zip(va, vb, strict=True) if x + y > 0) < 2:
         return None  # one bucket holds every score (e.g. a classifier without probabilities)
-    return a, b
+    return va, vb
+
+
+def _score_vectors(s: JudgeState) -> tuple[list[float], list[float]] | None:
+    return _bucket_vectors(s.stable_scores, s.canary_scores)
+
+
+MIN_CELL = 5  # held-out predictions per cell (both models) when evaluation's profiles are known
+
+
+def coarse_cells(
+    a: Sequence[float], b: Sequence[float], min_count: int = MIN_CELL
+) -> list[list[int]]:
+    """Consecutive cells grouped until each group holds `min_count` of both a and b.
+
+    A score bucket that one model never uses on the held-out rows makes the PSI grow without
+    bound with the sample (its pseudo-count shrinks): grouped so that every cell holds a few
+    of both, the PSI between the models has a limit the live estimate converges to.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    count_a = count_b = 0.0
+    for index, (x, y) in enumerate(zip(a, b, strict=True)):
+        current.append(index)
+        count_a += x
+        count_b += y
+        if count_a >= min_count and count_b >= min_count:
+            groups.append(current)
+            current, count_a, count_b = [], 0.0, 0.0
+    if current:
+        if groups:
+            groups[-1].extend(current)
+        else:
+            groups.append(current)
+    return groups
+
+
+def _regroup(vector: Sequence[float], groups: Sequence[Sequence[int]]) -> list[float]:
+    return [float(sum(vector[i] for i in g)) for g in groups]
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One prediction comparison: live stable and canary counts over the same cells, and
+    (when evaluation's held-out profiles are known) the champion's and candidate's there."""
+
+    key: str
+    what: str
+    stable: list[float]
+    canary: list[float]
+    champion: list[float] | None = None
+    candidate: list[float] | None = None
+
+
+def _on_bounds(buckets: Sequence[tuple[float, int]], bounds: Sequence[float]) -> list[float] | None:
+    if not buckets:
+        return None
+    if not {bd for bd, _ in buckets} <= set(bounds):
+        return None
+    return bucket_counts(add_buckets([(bd, 0) for bd in bounds], buckets))
+
+
+def _prediction_checks(s: JudgeState, expected: ExpectedPredictions | None) -> list[_Check]:
+    checks: list[_Check] = []
+    if s.canary_classes or s.stable_classes:
+        stable, canary = _class_vectors(s.stable_classes, s.canary_classes)
+        champion = candidate = None
+        if expected is not None and expected.candidate_classes and expected.champion_classes:
+            keys = sorted(set(s.canary_classes) | set(s.stable_classes))
+            keys += sorted(
+                (set(expected.candidate_classes) | set(expected.champion_classes)) - set(keys)
+            )
+            stable = [float(s.stable_classes.get(k, 0)) for k in keys]
+            canary = [float(s.canary_classes.get(k, 0)) for k in keys]
+            champion = [float(expected.champion_classes.get(k, 0)) for k in keys]
+            candidate = [float(expected.candidate_classes.get(k, 0)) for k in keys]
+        checks.append(_Check("classes", "predicted classes", stable, canary, champion, candidate))
+    scores = _score_vectors(s)
+    if scores is None:
+        return checks
+    held = _held_out_scores(s, expected)
+    if held is None:
+        checks.append(_Check("scores", "prediction scores", *scores))
+    else:
+        checks.append(held)
+    return checks
+
+
+def _held_out_scores(s: JudgeState, expected: ExpectedPredictions | None) -> _Check | None:
+    """The score comparison over cells grouped on evaluation's held-out profiles."""
+    if expected is None or not expected.candidate_scores or not expected.champion_scores:
+        return None
+    bounds = sorted(
+        {bd for bd, _ in expected.candidate_scores} | {bd for bd, _ in expected.champion_scores}
+    )
+    champion = _on_bounds(expected.champion_scores, bounds)
+    candidate = _on_bounds(expected.candidate_scores, bounds)
+    stable = _on_bounds(s.stable_scores, bounds)
+    canary = _on_bounds(s.canary_scores, bounds)
+    if champion is None or candidate is None or stable is None or canary is None:
+        return None
+    groups = coarse_cells(champion, candidate)
+    if len(groups) < 2:
+        return None
+    return _Check(
+        "scores",
+        "prediction scores",
+        _regroup(stable, groups),
+        _regroup(canary, groups),
+        _regroup(champion, groups),
+        _regroup(candidate, groups),
+    )
+
+
+def expected_shift(champion: Sequence[float], candidate: Sequence[float]) -> float:
+    """The PSI between two models' held-out predictions, as the live estimate reaches it."""
+    keep = [(x, y) for x, y in zip(champion, candidate, strict=True) if x + y > 0]
+    return max(0.0, psi([x for x, _ in keep], [y for _, y in keep]))
+
+
+def _serving_skew(check: _Check, limits: Limits, z: float, *, notes: _Notes) -> None:
+    """Fails when the canary's live predictions depart from its own held-out ones.
+
+    Applies only while stable's live predictions stay near the champion's held-out ones (the
+    traffic looks like the held-out rows): with other traffic both arms depart, and that is
+    the traffic, not the canary.
+    """
+    if check.candidate is None or check.champion is None:
+        return
+    what, key = check.what, check.key
+    limit = limits.max_prediction_shift
+    if min(sum(check.canary), sum(check.stable)) < MIN_PREDICTIONS:
+        return
+    st = psi_estimate(check.champion, check.stable)
+    if st.corrected - z * st.se > limit:
+        notes.reasons.append(
+            f"{what}: the traffic differs from the held-out rows (stable departs from the "
+            f"champion's held-out predictions too: PSI {st.corrected:.3f}), so serving "
+            "skew is not judged"
+        )
+        return
+    shift = psi_estimate(check.candidate, check.canary)
+    low = shift.corrected - z * shift.se
+    notes.metrics[f"{key}_skew_psi"] = round(shift.corrected, 5)
+    if low > limit:
+        notes.failures.append(
+            f"serving skew: the canary's live {what} depart from its own held-out predictions "
+            f"measured by evaluation: PSI {shift.corrected:.3f} (at least {low:.3f}) > "
+            f"max-prediction-shift {limit:g} (is the image serving the evaluated model?)"
+        )
+    else:
+        notes.reasons.append(
+            f"{what}: the canary's live predictions match its held-out ones (PSI "
+            f"{shift.corrected:.3f})"
+        )
 
 
 def _distribution(
@@ -919,18 +1170,10 @@ def _distribution(
     *,
     notes: _Notes,
 ) -> JudgeState:
-    checks: list[tuple[str, str, list[float], list[float]]] = []
-    if s.canary_classes or s.stable_classes:
-        keys = sorted(set(s.canary_classes) | set(s.stable_classes))
-        a = [float(s.stable_classes.get(k, 0)) for k in keys]
-        b = [float(s.canary_classes.get(k, 0)) for k in keys]
-        checks.append(("classes", "predicted classes", a, b))
-    scores = _score_vectors(s)
-    if scores is not None:
-        checks.append(("scores", "prediction scores", *scores))
+    checks = _prediction_checks(s, limits.expected)
     if not checks or s.stable_requests <= 0:
         return s
-    ready = {c[0] for c in checks if min(sum(c[2]), sum(c[3])) >= MIN_PREDICTIONS}
+    ready = {c.key for c in checks if min(sum(c.stable), sum(c.canary)) >= MIN_PREDICTIONS}
     if not ready:
         notes.pending.append(
             f"prediction shift ≤ {limits.max_prediction_shift:g} (fewer than "
@@ -939,33 +1182,56 @@ def _distribution(
         return s
     looks = s.prediction_looks + 1
     s = replace(s, prediction_looks=looks)
-    z = normal_quantile(1.0 - spent_alpha(limits.alpha * ALPHA_SHARES["predictions"] / 2, looks))
+    # the predictions' share: half to the shift against stable, half to serving skew when
+    # evaluation's held-out predictions are known
+    share = ALPHA_SHARES["predictions"] / (2 if limits.expected is not None else 1)
+    z = normal_quantile(1.0 - spent_alpha(limits.alpha * share / 2, looks))
     z_pass = normal_quantile(1.0 - spent_alpha(limits.alpha, looks))
     limit = limits.max_prediction_shift
-    for key, what, a, b in checks:
+    stored = limits.expected.shift if limits.expected is not None else {}
+    for check in checks:
+        key, what = check.key, check.what
         if key not in ready:
             notes.pending.append(f"{what}: shift ≤ {limit:g} (too few predictions)")
             continue
-        shift = psi_estimate(a, b)
+        known = check.champion is not None and check.candidate is not None
+        if check.champion is not None and check.candidate is not None:
+            meant: float | None = expected_shift(check.champion, check.candidate)
+        elif key in stored:
+            meant = max(0.0, float(stored[key]))
+        else:
+            meant = None
+        allowed = (meant or 0.0) + limit
+        shift = psi_estimate(check.stable, check.canary)
         low, high = shift.corrected - z * shift.se, shift.corrected + z_pass * shift.se
         notes.metrics[f"{key}_psi"] = round(shift.raw, 5)
         notes.metrics[f"{key}_psi_corrected"] = round(shift.corrected, 5)
         notes.metrics[f"{key}_psi_upper"] = round(high, 5)
+        if meant is not None:
+            notes.metrics[f"{key}_psi_expected"] = round(meant, 5)
         if key == "classes" or "prediction_psi" not in notes.metrics:
             notes.metrics["prediction_psi"] = round(shift.corrected, 5)
-        if low > limit:
+        against = (
+            f"evaluation's {meant:.3f} + max-prediction-shift {limit:g}"
+            if meant is not None
+            else f"max-prediction-shift {limit:g}"
+        )
+        if low > allowed:
+            beyond = " beyond what evaluation measured" if meant is not None else ""
             notes.failures.append(
-                f"{what} shifted: PSI {shift.corrected:.3f} (bias-corrected; at least "
-                f"{low:.3f}) > max-prediction-shift {limit:g}"
+                f"{what} shifted{beyond}: PSI {shift.corrected:.3f} (bias-corrected; at least "
+                f"{low:.3f}) > {against}"
             )
-        elif high <= limit:
+        elif high <= allowed:
             notes.reasons.append(
-                f"{what}: PSI {shift.corrected:.3f}, at most {high:.3f} (limit {limit:g})"
+                f"{what}: PSI {shift.corrected:.3f}, at most {high:.3f} (limit {against})"
             )
         else:
             notes.pending.append(
-                f"{what}: PSI ≤ {limit:g} (estimate {shift.corrected:.3f}, at most {high:.3f})"
+                f"{what}: PSI ≤ {allowed:g} (estimate {shift.corrected:.3f}, at most {high:.3f})"
             )
+        if known:
+            _serving_skew(check, limits, z, notes=notes)
     return s
 
 
@@ -1121,22 +1387,35 @@ class StepPolicy:
 
 @dataclass(frozen=True)
 class StepProgress:
-    """What a step has seen so far."""
+    """What a step has seen so far.
+
+    `valid` counts the intervals that count toward `min-intervals`: not error readings, and
+    with traffic on the candidate (an empty interval shows nothing).
+    """
 
     intervals: int = 0
     valid: int = 0
     last: Outcome = "inconclusive"
     why: str = ""
+    environment: str = ""  # the last interval's SLO broken by both arms (pauses the step)
 
-    def record(self, outcome: Outcome, reasons: Sequence[str] = ()) -> StepProgress:
+    def record(
+        self,
+        outcome: Outcome,
+        reasons: Sequence[str] = (),
+        *,
+        traffic: bool = True,
+        environment: Sequence[str] = (),
+    ) -> StepProgress:
         why = self.why
         if outcome != "pass" and reasons:
             why = reasons[0]
         return StepProgress(
             intervals=self.intervals + 1,
-            valid=self.valid + (outcome != "error"),
+            valid=self.valid + (outcome != "error" and traffic),
             last=outcome,
             why=why,
+            environment=environment[0] if environment else "",
         )
 
 
@@ -1150,6 +1429,8 @@ def step_decision(
         return "failed", f"{run.explain()}{last}"
     if phase == "inconclusive":
         return "paused", f"{run.explain()}{last}"
+    if progress.environment:
+        return "paused", progress.environment
     if (
         progress.last == "pass"
         and progress.valid >= policy.min_intervals

@@ -34,7 +34,13 @@ from mlcd.rollout.state import safe_name
 from mlcd.rollout.watch import METRIC_NAMES
 
 ARGO_API = "argoproj.io/v1alpha1"
-SCHEMAS = {"Rollout": "rollout.schema.json", "AnalysisTemplate": "analysistemplate.schema.json"}
+SCHEMAS = {
+    "Rollout": "rollout.schema.json",
+    "AnalysisTemplate": "analysistemplate.schema.json",
+    # the admission policy of signed releases (mlcd.signing.admission)
+    "ClusterPolicy": "clusterpolicy.schema.json",
+    "ClusterImagePolicy": "clusterimagepolicy.schema.json",
+}
 INFERENCE_ROUTES = "/predict|/v2/models/.+/infer"
 
 
@@ -114,17 +120,30 @@ def analysis_template(
                     f"len(result) > 0 && result[0] >= {min_requests}",
                     "false",
                 ),
-                metric(
-                    "error-rate",
-                    errors,
-                    f"len(result) == 0 || isNaN(result[0]) || result[0] <= {a.max_error_rate}",
-                    f"len(result) > 0 && result[0] > {a.max_error_rate}",
+                # the absolute limits are the user's SLO: a metric only when one is set
+                *(
+                    [
+                        metric(
+                            "error-rate",
+                            errors,
+                            f"len(result) == 0 || isNaN(result[0]) || result[0] <= {err}",
+                            f"len(result) > 0 && result[0] > {err}",
+                        )
+                    ]
+                    if (err := a.max_error_rate) is not None
+                    else []
                 ),
-                metric(
-                    "p99-latency-ms",
-                    p99,
-                    f"len(result) == 0 || isNaN(result[0]) || result[0] <= {a.max_p99_latency_ms}",
-                    f"len(result) > 0 && result[0] > {a.max_p99_latency_ms}",
+                *(
+                    [
+                        metric(
+                            "p99-latency-ms",
+                            p99,
+                            f"len(result) == 0 || isNaN(result[0]) || result[0] <= {slo}",
+                            f"len(result) > 0 && result[0] > {slo}",
+                        )
+                    ]
+                    if (slo := a.max_p99_latency_ms) is not None
+                    else []
                 ),
             ],
         },
@@ -505,7 +524,8 @@ def schema(kind: str) -> dict[str, Any]:
 
 
 def validate_custom(obj: dict[str, Any]) -> list[str]:
-    """Problems of an Argo Rollouts object against the project's schema (empty: valid)."""
+    """Problems of an Argo Rollouts object (or the signing admission policy) against the
+    project's schema (empty: valid)."""
     import jsonschema  # only the Kubernetes target needs it
 
     kind = str(obj.get("kind"))

@@ -59,6 +59,7 @@ BODY_TIMEOUT = "10s"
 _ERRORS = {
     400: "bad request: the router could not parse it",
     408: "the request (headers or body) did not arrive in time",
+    411: "the request has a body and no Content-Length (HTTP/1.0 needs one)",
     413: f"the request body is over the router's limit of {MAX_BODY}B",
     414: f"the request line is over the router's limit of {MAX_HEADER}B",
     429: f"too many connections from this address (at most {PER_CLIENT_CONNECTIONS} at once)",
@@ -67,7 +68,11 @@ _ERRORS = {
     502: "no model server answered (the router tried the arms it has)",
     503: "the model is not available",
     504: "the model server did not answer in time",
+    505: "the HTTP version is not supported (HTTP/1.0 and HTTP/1.1 are)",
 }
+# every status nginx itself answers with a page of its own: JSON, like the model server's
+FRONT_ERRORS = (400, 408, 411, 413, 414, 429, 494, 500, 502, 503, 504, 505)
+ROUTES_ERRORS = (400, 408, 411, 413, 414, 494, 500, 502, 503, 504, 505)
 
 
 @dataclass(frozen=True)
@@ -277,7 +282,7 @@ def render_routes(spec: RouterSpec, prefix: Path) -> str:
         # a request an arm failed before answering goes to the other arm, once
         "    proxy_next_upstream error timeout;",
         "    proxy_next_upstream_tries 2;",
-        *_json_errors((500, 502, 503, 504), "    "),
+        *_json_errors(ROUTES_ERRORS, "    "),
         "    location = /_mlcd/router {",
         "      default_type application/json;",
         f"      return 200 '{info}\\n';",
@@ -348,6 +353,8 @@ def render_front(
         "  limit_conn_status 429;",
         "  limit_conn_log_level warn;",
         '  map $http_x_request_id $mlcd_request_id { default $http_x_request_id; "" $request_id; }',
+        # an HTTP/1.0 request may come without Host: the routing side (HTTP/1.1) needs one
+        '  map $host $mlcd_host { default $host; "" localhost; }',
         "  upstream mlcd_routes {",
         f"    server unix:{socket or socket_path(prefix)} max_fails=0;",
         "  }",
@@ -356,12 +363,12 @@ def render_front(
         f"    limit_conn mlcd_per_client {PER_CLIENT_CONNECTIONS};",
         "    proxy_http_version 1.1;",
         '    proxy_set_header Connection "";',
-        "    proxy_set_header Host $host;",
+        "    proxy_set_header Host $mlcd_host;",
         "    proxy_set_header X-Request-ID $mlcd_request_id;",
         "    proxy_connect_timeout 2s;",
         "    proxy_read_timeout 75s;",
         "    proxy_next_upstream off;",
-        *_json_errors((400, 408, 413, 414, 429, 494, 500, 502, 503, 504), "    "),
+        *_json_errors(FRONT_ERRORS, "    "),
         "    location / {",
         "      proxy_pass http://mlcd_routes;",
         "    }",

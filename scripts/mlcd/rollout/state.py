@@ -196,6 +196,8 @@ class StateStore:
 class LockRefused(GateFailed):
     """Another live command holds the environment's lock (exit 1; the message names it)."""
 
+    holder: LockInfo | None = None  # who holds it, when the lock says
+
 
 def process_start(pid: int) -> str | None:
     """The start time of a process (clock ticks since boot, from /proc), None if it is gone."""
@@ -211,6 +213,19 @@ def process_start(pid: int) -> str | None:
 def holder_alive(pid: int, start: str) -> bool:
     """True when the process that wrote a lock is still the same running process."""
     return pid > 0 and process_start(pid) == start
+
+
+def holder_running(pid: int, start: str) -> bool:
+    """`holder_alive`, and not a zombie (an exited process its parent has not reaped yet has
+    closed its files, so its lock is free)."""
+    if not holder_alive(pid, start):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text("utf-8")
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return not fields or fields[0] != "Z"
 
 
 @dataclass(frozen=True)
@@ -263,11 +278,13 @@ class EnvLock:
                 os.close(fd)
                 holder = self.read()
                 who = holder.describe() if holder else "another mlcd process"
-                raise LockRefused(
+                refusal = LockRefused(
                     f"environment `{self.env}` is locked by {who}: one rollout per "
                     "environment at a time",
                     hint=f"wait for it to finish, or see `mlcd status {self.env}`",
-                ) from exc
+                )
+                refusal.holder = holder
+                raise refusal from exc
         self._fd = fd
         self.previous = self.read()
         me = os.getpid()

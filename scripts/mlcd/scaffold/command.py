@@ -64,8 +64,9 @@ def settings(plan: templates.Plan) -> list[Setting]:
         Setting(
             "GITHUB_TOKEN: no setting to change; the workflow's `permissions:` grants what "
             "the jobs need (contents, packages, deployments, pull-requests, security-events "
-            "write; actions read; id-token write). Pull requests from forks and Dependabot "
-            "get a read-only token: the report goes to the job summary, not a PR comment",
+            "write; actions read; id-token and attestations write). Pull requests from forks "
+            "and Dependabot get a read-only token: the report goes to the job summary, not a "
+            "PR comment",
             permissions_docs,
             "mlcd validate --github: the permissions cover deliver.yml's jobs",
         ),

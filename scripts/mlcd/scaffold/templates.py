@@ -12,6 +12,7 @@ from mlcd import __version__
 # workflow's job can only narrow the caller's permissions)
 CALLER_PERMISSIONS: dict[str, tuple[str, str]] = {
     "actions": ("read", "upload-sarif reads the run's metadata (private repositories)"),
+    "attestations": ("write", "the release's signed build provenance"),
     "contents": ("write", "the version's tag and GitHub release; the model registry"),
     "deployments": ("write", "deployments on the Environments page (the deploy job)"),
     "id-token": ("write", "OIDC identity for keyless signing of the release"),

@@ -8,6 +8,8 @@ finishes with `App.finish`. `App.handle_now` does both in one call (tests, tools
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 import time
 import zlib
@@ -19,21 +21,36 @@ from mlcd import __version__
 from mlcd.serve.metrics import SCORE_BUCKETS_PROBA as PROBA_BUCKETS
 from mlcd.serve.metrics import Layout, Metrics, RecentBuffer, regression_buckets
 from mlcd.serve.model import BatchOutput, ModelError, ServedModel
-from mlcd.serve.schema import V2_TENSOR, ClientError, Parsed, parse_predict, parse_v2
+from mlcd.serve.schema import (
+    V2_TENSOR,
+    ClientError,
+    Parsed,
+    parse_mlflow,
+    parse_predict,
+    parse_v2,
+)
 
 # typedrows imports only the standard library at import time, so the serving image (no pandas,
 # no pydantic) can use its table of V2 datatypes, the one the rows sent by mlcd use too
 from mlcd.typedrows import V2_DATATYPE
 
 JSON = b"application/json"
+# numeric query parameters, parsed strictly: int()/float() would take " 5", "1_0", "nan", "inf"
+_COUNT = re.compile(r"[0-9]{1,9}")
+_NUMBER = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,9})?")
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+PLAIN = b"text/plain; charset=utf-8"
+CSV = b"text/csv; charset=utf-8"
 
 R_PREDICT = "/predict"
 R_V2_INFER = "/v2/models/{name}/infer"
 R_V2_MODEL = "/v2/models/{name}"
 R_V2_MODEL_READY = "/v2/models/{name}/ready"
+R_INVOCATIONS = "/invocations"  # MLflow's scoring protocol and SageMaker's container contract
+PREDICTION_ROUTES = (R_PREDICT, R_V2_INFER, R_INVOCATIONS)
 ROUTES: tuple[str, ...] = (
     R_PREDICT,
+    R_INVOCATIONS,
     R_V2_INFER,
     R_V2_MODEL,
     R_V2_MODEL_READY,
@@ -45,6 +62,9 @@ ROUTES: tuple[str, ...] = (
     "/metrics",
     "/v1/metadata",
     "/v1/recent-predictions",
+    "/ping",
+    "/health",
+    "/version",
     "other",
 )
 _GET_ROUTES = {
@@ -56,6 +76,9 @@ _GET_ROUTES = {
     "/metrics": "/metrics",
     "/v1/metadata": "/v1/metadata",
     "/v1/recent-predictions": "/v1/recent-predictions",
+    "/ping": "/ping",
+    "/health": "/health",
+    "/version": "/version",
 }
 
 
@@ -78,6 +101,7 @@ class PredictJob:
     started: float
     output: BatchOutput | None = None
     error: str | None = None
+    csv: bool = False  # /invocations with `Accept: text/csv`: one prediction a line
 
 
 def json_body(data: Any) -> bytes:
@@ -86,6 +110,33 @@ def json_body(data: Any) -> bytes:
 
 def error_response(status: int, message: str, route: str = "other") -> Response:
     return Response(status, json_body({"error": message}), JSON, route)
+
+
+def mlflow_error(status: int, message: str, route: str = R_INVOCATIONS) -> Response:
+    """An error of /invocations as MLflow's scoring server sends it: a 415 in plain text,
+    anything else `{"error_code": …, "message": …}` (BAD_REQUEST for the client's mistakes)."""
+    if status == 415:
+        return Response(415, message.encode(), PLAIN, route)
+    if status == 422:  # MLflow answers 400 for every input it cannot take
+        status = 400
+    code = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+    return Response(status, json_body({"error_code": code, "message": message}), JSON, route)
+
+
+def wants_csv(accept: str) -> bool:
+    """Whether an `Accept` header asks for CSV (SageMaker sends text/csv or application/json);
+    JSON for no header or any JSON-compatible type, 406 for one that fits neither."""
+    if not accept.strip():
+        return False
+    for item in accept.split(","):
+        mime = item.split(";")[0].strip().lower()
+        if mime in ("application/json", "application/*", "*/*", "*"):
+            return False
+        if mime in ("text/csv", "text/*"):
+            return True
+    raise ClientError(
+        406, f"Accept {accept[:80]!r}: this server answers application/json or text/csv"
+    )
 
 
 def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
@@ -173,6 +224,8 @@ class App:
         *,
         content_encoding: str = "",
         header_length: int | None = None,
+        content_type: str = "",
+        accept: str = "",
     ) -> Response | PredictJob:
         path, _, query = target.partition("?")
         if path.startswith("/v2") and len(path) > 3 and path.endswith("/"):
@@ -184,6 +237,8 @@ class App:
                 where = R_PREDICT if path == R_PREDICT else "other"
                 if path.startswith("/v2/models/") and path.endswith("/infer"):
                     where = R_V2_INFER
+                if path == R_INVOCATIONS:
+                    return mlflow_error(exc.status, exc.message)
                 return error_response(exc.status, exc.message, where)
         if path == R_PREDICT:
             if method != "POST":
@@ -195,6 +250,8 @@ class App:
             if parsed.unknown:
                 self._count_unknown(parsed.unknown)
             return PredictJob(R_PREDICT, parsed, request_id, started)
+        if path == R_INVOCATIONS:
+            return self._invocations(method, body, request_id, started, content_type, accept)
         if path.startswith("/v2/models/"):
             return self._v2_model_route(
                 method, path, body, request_id, started, header_length=header_length
@@ -205,6 +262,29 @@ class App:
         if method not in ("GET", "HEAD"):
             return self._not_allowed(route, "GET")
         return self._get(route, query)
+
+    def _invocations(  # noqa: PLR0917 - the request's parts, as `handle` has them
+        self,
+        method: str,
+        body: bytes,
+        request_id: str,
+        started: float,
+        content_type: str,
+        accept: str,
+    ) -> Response | PredictJob:
+        """MLflow's `POST /invocations`: the same rows, checks and batches as /predict."""
+        if method != "POST":
+            response = mlflow_error(405, f"{R_INVOCATIONS} takes POST")
+            response.headers.append((b"allow", b"POST"))
+            return response
+        try:
+            csv = wants_csv(accept)
+            parsed = parse_mlflow(self.model, body, content_type)
+        except ClientError as exc:
+            return mlflow_error(exc.status, exc.message)
+        if parsed.unknown:
+            self._count_unknown(parsed.unknown)
+        return PredictJob(R_INVOCATIONS, parsed, request_id, started, csv=csv)
 
     def _count_unknown(self, unknown: dict[int, int]) -> None:
         for col, count in unknown.items():
@@ -228,6 +308,11 @@ class App:
             return Response(200, self.metrics.render().encode(), TEXT, route)
         if route == "/v1/metadata":
             return Response(200, self._card, JSON, route)
+        if route in ("/ping", "/health"):  # MLflow's and SageMaker's health check
+            ok = self.ready and not self.draining
+            return Response(200 if ok else 503, b"\n", JSON, route)
+        if route == "/version":
+            return Response(200, __version__.encode(), PLAIN, route)
         if route == "/v2":
             info = {"name": "mlcd", "version": __version__, "extensions": ["binary_tensor_data"]}
             return Response(200, json_body(info), JSON, route)
@@ -236,14 +321,21 @@ class App:
     def _recent(self, query: str) -> Response:
         route = "/v1/recent-predictions"
         params = parse_qs(query, keep_blank_values=True)
-        try:
-            limit = int(params.get("limit", ["100"])[-1])
-            since_raw = params.get("since", [None])[-1]
-            since = float(since_raw) if since_raw not in (None, "") else None
-        except ValueError:
-            return error_response(400, "limit must be an integer and since a number", route)
-        if limit < 0:
-            return error_response(400, "limit must be 0 or more", route)
+        limit_raw = params.get("limit", ["100"])[-1]
+        since_raw = params.get("since", [""])[-1]
+        if not _COUNT.fullmatch(limit_raw):
+            return error_response(
+                400, f"limit={limit_raw[:40]!r} must be a whole number (0 or more)", route
+            )
+        if since_raw and not _NUMBER.fullmatch(since_raw):
+            return error_response(
+                400,
+                f"since={since_raw[:40]!r} must be a number of seconds since the epoch "
+                "(digits, an optional fraction; not nan or inf)",
+                route,
+            )
+        limit = int(limit_raw)
+        since = float(since_raw) if since_raw else None
         limit = min(limit, self.recent.capacity * self.recent.workers)
         records = self.recent.recent(limit, since)
         return Response(200, json_body({"predictions": records}), JSON, route)
@@ -336,7 +428,12 @@ class App:
         """The response of a job whose batch has run (or failed)."""
         latency = time.perf_counter() - job.started
         if job.output is None:
-            response = error_response(500, f"the model failed: {job.error}", job.route)
+            message = f"the model failed: {job.error}"
+            response = (
+                mlflow_error(500, message)
+                if job.route == R_INVOCATIONS
+                else error_response(500, message, job.route)
+            )
             self._remember(job, response.status, None, latency)
             return response
         out = job.output
@@ -348,6 +445,12 @@ class App:
                 if header_length is not None:
                     content_type = b"application/octet-stream"
                     extra.append((b"inference-header-content-length", b"%d" % header_length))
+            elif job.parsed.kind == "mlflow":  # MLflow's shape: the predictions alone
+                if job.csv:
+                    content_type = CSV
+                    body = "".join(f"{_csv_cell(p)}\n" for p in out.predictions).encode()
+                else:
+                    body = json_body({"predictions": out.predictions})
             else:
                 data: dict[str, Any] = {"predictions": out.predictions}
                 if out.probabilities is not None:
@@ -415,7 +518,7 @@ class App:
 
     def remember_error(self, route: str, request_id: str, status: int, started: float) -> None:
         """Client errors on prediction routes are kept too (the judge counts them)."""
-        if route in (R_PREDICT, R_V2_INFER):
+        if route in PREDICTION_ROUTES:
             latency = time.perf_counter() - started
             self.recent.add(
                 {
@@ -480,6 +583,8 @@ class App:
             started,
             content_encoding=lower.get("content-encoding", ""),
             header_length=int(length) if length is not None else None,
+            content_type=lower.get("content-type", ""),
+            accept=lower.get("accept", ""),
         )
         if isinstance(result, PredictJob):
             self.run_batch([result])
@@ -488,3 +593,15 @@ class App:
             self.remember_error(result.route, request_id, result.status, started)
         self.metrics.observe_request(result.route, result.status, time.perf_counter() - started)
         return result
+
+
+def _csv_cell(value: Any) -> str:
+    """One prediction as a CSV line's value (a label with a comma or quote is quoted)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        return repr(value)
+    text = str(value)
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text

@@ -13,6 +13,7 @@ import json
 import math
 import mmap
 import struct
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,8 +89,19 @@ class Layout:
 class Metrics:
     """One worker's view of the shared counters (rows: workers; columns: `Layout`)."""
 
-    def __init__(self, layout: Layout, workers: int, *, name: str, version: str) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        workers: int,
+        *,
+        name: str,
+        version: str,
+        started: float | None = None,
+    ) -> None:
         self.layout = layout
+        # made before the workers fork: the server's start, which a metric reader compares
+        # between two readings to see a restart even when the counters climbed past the last
+        self.started = time.time() if started is None else started
         self.workers = workers
         self.model_name = name
         self.model_version = version
@@ -205,6 +217,9 @@ class Metrics:
             f'mlcd_model_info{{name="{_label(self.model_name)}",'
             f'version="{_label(self.model_version)}"}} 1'
         )
+        out.append("# HELP process_start_time_seconds Start time of the server, Unix seconds.")
+        out.append("# TYPE process_start_time_seconds gauge")
+        out.append(f"process_start_time_seconds {self.started!r}")
         out.append("# HELP mlcd_workers Worker processes serving requests.")
         out.append("# TYPE mlcd_workers gauge")
         out.append(f"mlcd_workers {self.workers}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -316,6 +317,8 @@ class ServedModel:
                 "estimator": type(_final_estimator(self.estimator)).__name__,
                 "accepts_nan": self.allow_nan,
                 "input_format": self.input_format,
+                # what the model signature's digests are checked against (docs/signing.md)
+                "files": self.meta.get("_files", {}),
             }
         )
         return card
@@ -361,10 +364,21 @@ def _column(pd: Any, values: NDArray[Any], feature: Feature) -> Any:
     return values
 
 
+def served_files(folder: Path) -> dict[str, str]:
+    """sha256 of each file of the model folder, named as the model signature names them
+    (`model/model.skops`, `model/model.json`): GET /v1/metadata reports them."""
+    return {
+        f"model/{path.name}": hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+    }
+
+
 def load(folder: Path, *, version: str = "") -> ServedModel:
     """Load `model.skops` with the types `model.json` trusts; exit 2 on a bad folder."""
     meta = _load_meta(folder)
     meta["_path"] = str(folder / META_FILE)
+    meta["_files"] = served_files(folder)
     path = folder / MODEL_FILE
     if not path.is_file():
         raise UserInputError(

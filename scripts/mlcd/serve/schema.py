@@ -658,3 +658,200 @@ def parse_v2(model: ServedModel, body: bytes, header_length: int | None = None) 
     if isinstance(req_id, str):
         parsed.v2_id = req_id
     return parsed
+
+
+# ----------------------------------------------------------- MLflow's scoring protocol
+
+MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_MLFLOW_REQUIRED = (
+    "the input must be a JSON object with exactly one of the input fields "
+    "dataframe_split, dataframe_records, instances, inputs"
+)
+
+
+@dataclass(frozen=True)
+class MediaType:
+    """A Content-Type as MLflow's scoring server reads it: the type and a UTF-8 check."""
+
+    mime: str
+    csv: bool
+
+
+def mlflow_media_type(content_type: str) -> MediaType:
+    """The request's Content-Type, or a 415 worded as MLflow's server words it: only
+    `application/json` and `text/csv`, only `charset` as a parameter, only UTF-8."""
+    parts = [p.strip() for p in content_type.split(";")]
+    mime = parts[0].lower() or "application/json"  # no Content-Type: JSON, as curl -d sends
+    pairs = (p.partition("=") for p in parts[1:] if p)
+    params = {k.strip().lower(): v.strip().strip('"') for k, _, v in pairs}
+    if params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        raise ClientError(415, "The scoring server only supports UTF-8")
+    unexpected = sorted(set(params) - {"charset"})
+    if unexpected:
+        raise ClientError(415, f"Unrecognized content type parameters: {', '.join(unexpected)}")
+    if mime not in ("application/json", "text/csv"):
+        raise ClientError(
+            415,
+            "This predictor only supports the following content types: "
+            f"['text/csv', 'application/json']. Got {content_type[:80]!r}.",
+        )
+    return MediaType(mime, mime == "text/csv")
+
+
+def _columns_to_records(columns: dict[Any, Any], where: str) -> list[Any]:
+    """`{"feature": [v, …], …}` (the columnar form of `instances`/`inputs`) as records."""
+    lists = list(columns.values())
+    if not all(isinstance(v, list) for v in lists):
+        raise ClientError(400, f"`{where}` as an object maps each feature to a list of values")
+    lengths = {len(v) for v in lists}
+    if len(lengths) > 1:
+        raise ClientError(400, f"the columns of `{where}` have different numbers of values")
+    count = lengths.pop() if lengths else 0
+    names = list(columns)
+    return [{name: columns[name][i] for name in names} for i in range(count)]
+
+
+def _dataframe_split(model: ServedModel, split: Any) -> list[Any]:
+    """pandas' `split` orient: `{"columns": [...], "data": [[...], ...], "index": [...]}`;
+    without `columns` the values are in the model's column order."""
+    if not isinstance(split, dict):
+        raise ClientError(400, "`dataframe_split` must be an object with `columns` and `data`")
+    data = split.get("data")
+    if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
+        raise ClientError(400, "`dataframe_split.data` must be a list of rows, each a list")
+    columns = split.get("columns")
+    if columns is None:
+        return data
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise ClientError(400, "`dataframe_split.columns` must be a list of column names")
+    if len(set(columns)) != len(columns):
+        raise ClientError(400, "`dataframe_split.columns` names a column twice")
+    for index, row in enumerate(data):
+        if len(row) != len(columns):
+            raise ClientError(
+                400,
+                f"dataframe_split row {index} has {len(row)} values for {len(columns)} columns",
+            )
+    if columns == model.feature_names:  # the usual case: rows already in model order
+        return data
+    return [dict(zip(columns, row, strict=True)) for row in data]
+
+
+def parse_mlflow_json(model: ServedModel, body: bytes) -> Parsed:
+    """A JSON body of MLflow's scoring protocol. `params` is accepted and ignored, as MLflow
+    does for a model without a params schema (mlcd's models take none)."""
+    doc = parse_json(body)
+    if isinstance(doc, list):
+        raise ClientError(400, f"{_MLFLOW_REQUIRED}. Received a list.")
+    if not isinstance(doc, dict):
+        raise ClientError(400, f"{_MLFLOW_REQUIRED}. Received {type(doc).__name__}.")
+    keys = [k for k in MLFLOW_FORMATS if k in doc]
+    if len(keys) != 1:
+        raise ClientError(
+            400, f"{_MLFLOW_REQUIRED}. Received an object with fields: {list(doc)[:10]}"
+        )
+    params = doc.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise ClientError(400, f"`params` must be an object, got {type(params).__name__}")
+    key = keys[0]
+    value = doc[key]
+    if key == "dataframe_split":
+        items = _dataframe_split(model, value)
+    elif key == "dataframe_records":
+        if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+            raise ClientError(400, "`dataframe_records` must be a list of objects feature: value")
+        items = value
+    elif isinstance(value, dict):
+        items = _columns_to_records(value, key)
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ClientError(400, f"`{key}` must be a list of rows or an object of columns")
+    return _as_mlflow(_rows_from_list(model, items, key))
+
+
+def _as_mlflow(parsed: Parsed) -> Parsed:
+    parsed.kind = "mlflow"
+    return parsed
+
+
+_TRUE = frozenset({"true", "1", "t", "yes"})
+_FALSE = frozenset({"false", "0", "f", "no"})
+
+
+def _csv_value(kind: str, text: str) -> Any:
+    """A CSV cell as pandas' read_csv would type it for the column's kind (empty: a gap);
+    a cell that does not fit stays text, and the row check names it."""
+    if text == "":
+        return None
+    if kind in ("number", "integer"):
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if kind == "boolean":
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    return text
+
+
+def parse_mlflow_csv(model: ServedModel, body: bytes) -> Parsed:
+    """A `text/csv` body: a header row of feature names (pandas' `to_csv`, what MLflow reads)
+    or, as SageMaker's algorithms send, rows of values in the model's column order."""
+    import csv
+    import io
+
+    if not body.strip():
+        raise ClientError(400, "empty body: send CSV rows, with a header row of feature names")
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ClientError(400, f"the body is not UTF-8 text (byte {exc.start})") from exc
+    try:
+        table = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except csv.Error as exc:
+        raise ClientError(400, f"the body is not valid CSV ({exc})") from exc
+    names = model.feature_names
+    header = table[0]
+    if set(header) & set(names) or (header and header[0] == ""):
+        columns = header[1:] if header and header[0] == "" and "" not in names else header
+        skip = len(header) - len(columns)  # pandas' unnamed index column
+        known = set(names)
+        if set(columns) != known or len(columns) != len(known):
+            unknown = [c for c in columns if c not in known]
+            missing = [n for n in names if n not in columns]
+            parts = []
+            if unknown:
+                parts.append(f"unknown column(s): {feature_summary(unknown)}")
+            if missing:
+                parts.append(f"missing column(s): {feature_summary(missing)}")
+            raise ClientError(400, "CSV header: " + ("; ".join(parts) or "a column twice"))
+        order = [columns.index(n) + skip for n in names]
+        body_rows, width = table[1:], len(header)
+    else:
+        order = list(range(len(names)))
+        body_rows, width = table, len(names)
+    rows: list[list[Any]] = []
+    kinds = [f.kind for f in model.features]
+    for index, raw in enumerate(body_rows):
+        if len(raw) != width:
+            raise ClientError(
+                400,
+                f"CSV row {index} has {len(raw)} values; the model takes {len(names)} "
+                f"features: {feature_summary(names)}",
+            )
+        rows.append([_csv_value(kinds[i], raw[j]) for i, j in enumerate(order)])
+    return _as_mlflow(_rows_from_list(model, rows, "CSV rows"))
+
+
+def parse_mlflow(model: ServedModel, body: bytes, content_type: str) -> Parsed:
+    """`POST /invocations`: JSON or CSV, chosen by Content-Type as MLflow's server does."""
+    media = mlflow_media_type(content_type)
+    return parse_mlflow_csv(model, body) if media.csv else parse_mlflow_json(model, body)

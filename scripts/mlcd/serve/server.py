@@ -6,6 +6,12 @@ and go into the next `predict` call together; the call runs on one inference thr
 the event loop keeps parsing, answering health checks and writing responses meanwhile.
 On SIGTERM each process stops accepting, finishes every request it has read (answering it
 with `connection: close`), closes idle connections and exits; the parent waits for them.
+
+Behind no router (Kubernetes, a Swarm overlay, a client that reaches the container) the
+server defends itself as nginx does: a request's line and headers must arrive within
+`header_timeout_s`, its body may pause at most `body_timeout_s` between reads (else 408 and
+the connection closed), idle keep-alive connections close after `keepalive_s`, and a worker
+holds at most `max_connections` open connections (the next ones get a 503 and are closed).
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ _REASONS = {
 }
 _STATUS_LINE = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in _REASONS.items()}
 _MAX_HEAD_BYTES = 64 * 1024
+_TOO_MANY_BODY = b'{"error": "too many open connections to this server; retry shortly"}'
+_TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: " + str(len(_TOO_MANY_BODY)).encode() + b"\r\nretry-after: 1\r\n"
+    b"connection: close\r\n\r\n" + _TOO_MANY_BODY
+)
 _MAX_PIPELINE = 64
 # Gathering the next batch after a slow model call (Batcher._done): share of the call's
 # time, the longest wait, and the shortest worth scheduling (fast models never wait).
@@ -95,7 +107,10 @@ class Connection(asyncio.Protocol):
         self.queue: deque[_Slot] = deque()
         self.closing = False
         self.in_request = False
+        self.head_done = False
+        self.requests = 0  # requests begun on this connection
         self.last_active = time.monotonic()
+        self.began = self.last_active  # when the request in progress began to arrive
         self.paused = False
         self._reset()
 
@@ -108,6 +123,8 @@ class Connection(asyncio.Protocol):
         self.expect_continue = False
         self.content_length: int | None = None
         self.content_encoding = ""
+        self.content_type = ""  # /invocations reads these two (MLflow's protocol, SageMaker)
+        self.accept = ""
         self.header_length: int | None = None
         self.bad_header: str | None = None
         self.started = 0.0
@@ -116,6 +133,12 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if len(self.worker.connections) >= self.worker.settings.max_connections:
+            self.worker.refused += 1
+            self.closing = True
+            self.transport.write(_TOO_MANY)
+            self.transport.close()
+            return
         self.worker.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002
@@ -159,6 +182,9 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._reset()
         self.in_request = True
+        self.head_done = False
+        self.requests += 1
+        self.began = time.monotonic()
         self.started = time.perf_counter()
 
     def on_url(self, url: bytes) -> None:
@@ -184,6 +210,10 @@ class Connection(asyncio.Protocol):
             self.expect_continue = True
         elif lower == b"content-encoding":
             self.content_encoding = value.decode("latin-1")
+        elif lower == b"content-type":
+            self.content_type = value.decode("latin-1")
+        elif lower == b"accept":
+            self.accept = value.decode("latin-1")
         elif lower == b"inference-header-content-length":
             try:
                 self.header_length = int(value)
@@ -191,6 +221,7 @@ class Connection(asyncio.Protocol):
                 self.bad_header = "Inference-Header-Content-Length must be a byte count"
 
     def on_headers_complete(self) -> None:
+        self.head_done = True
         if self.closing:
             return
         if self.head_size > _MAX_HEAD_BYTES:
@@ -239,6 +270,8 @@ class Connection(asyncio.Protocol):
                 started,
                 content_encoding=self.content_encoding,
                 header_length=self.header_length,
+                content_type=self.content_type,
+                accept=self.accept,
             )
         except Exception as exc:  # noqa: BLE001 - a bug must cost one request, not the server
             log("error", where="handle", error=repr(exc)[:500])
@@ -315,6 +348,26 @@ class Connection(asyncio.Protocol):
         self.app.remember_error(route, rid.decode("ascii"), status, started)
         self._complete(slot, error_response(status, message, route), rid, started)
         self.closing = True
+
+    def timed_out(self, now: float) -> str | None:
+        """Why a request in progress has waited too long for its client, else None."""
+        if not self.in_request or self.closing:
+            return None
+        settings = self.worker.settings
+        if not self.head_done and now - self.began > settings.header_timeout_s:
+            return (
+                f"the request line and headers did not arrive within "
+                f"{settings.header_timeout_s:g} s"
+            )
+        if self.head_done and now - self.last_active > settings.body_timeout_s:
+            return f"the body stopped arriving for {settings.body_timeout_s:g} s"
+        return None
+
+    def time_out(self, why: str) -> None:
+        """Answer 408 (after the responses before it) and close."""
+        self._fail(408, why)
+        if self.transport is not None and not self.queue:
+            self.transport.close()
 
     def close_if_idle(self) -> bool:
         if self.transport is not None and self.idle():
@@ -404,6 +457,7 @@ class Worker:
         self.index = index
         self.httptools = httptools
         self.connections: set[Connection] = set()
+        self.refused = 0  # connections answered 503: over max_connections
         self.draining = False
         self._prefix = f"{os.urandom(4).hex()}{index:x}-".encode()
         self._counter = 0
@@ -433,11 +487,19 @@ class Worker:
         self.batcher.executor.shutdown(wait=True)
 
     async def _sweep(self) -> None:
+        step = min(1.0, self.settings.header_timeout_s / 4, self.settings.body_timeout_s / 4)
         while True:
-            await asyncio.sleep(1.0)
-            cutoff = time.monotonic() - self.settings.keepalive_s
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            cutoff = now - self.settings.keepalive_s
+            silent = now - self.settings.header_timeout_s  # connected, never sent a byte
             for conn in list(self.connections):
-                if conn.last_active < cutoff:
+                why = conn.timed_out(now)
+                if why is not None:
+                    conn.time_out(why)
+                elif conn.last_active < cutoff or (
+                    conn.requests == 0 and conn.last_active < silent
+                ):
                     conn.close_if_idle()
 
     async def _drain(self, server: asyncio.AbstractServer) -> None:

@@ -31,6 +31,10 @@ class ServeSettings:
     recent_capacity: int = DEFAULT_RECENT
     grace_s: float = 20.0
     keepalive_s: float = 60.0
+    # self-defence behind no router (as nginx's client_header_timeout / client_body_timeout)
+    header_timeout_s: float = 10.0  # a request's line and headers must arrive within this
+    body_timeout_s: float = 10.0  # the longest pause between two reads of a request's body
+    max_connections: int = 1024  # open connections per worker; more are answered 503
 
     @property
     def worker_count(self) -> int:
@@ -80,6 +84,9 @@ ENV: dict[str, str] = {
     "MLCD_RECENT_CAPACITY": "recent_capacity",
     "MLCD_GRACE_S": "grace_s",
     "MLCD_KEEPALIVE_S": "keepalive_s",
+    "MLCD_HEADER_TIMEOUT_S": "header_timeout_s",
+    "MLCD_BODY_TIMEOUT_S": "body_timeout_s",
+    "MLCD_MAX_CONNECTIONS": "max_connections",
 }
 
 _INT_LIMITS: dict[str, tuple[int, int]] = {
@@ -88,11 +95,14 @@ _INT_LIMITS: dict[str, tuple[int, int]] = {
     "max_body_bytes": (64, 1 << 31),
     "max_batch_rows": (1, 1_000_000),
     "recent_capacity": (1, 1_000_000),
+    "max_connections": (1, 1_000_000),
 }
 _FLOAT_LIMITS: dict[str, tuple[float, float]] = {
     "batch_wait_ms": (0.0, 1000.0),
     "grace_s": (0.0, 3600.0),
     "keepalive_s": (0.1, 3600.0),
+    "header_timeout_s": (0.1, 3600.0),
+    "body_timeout_s": (0.1, 3600.0),
 }
 
 

@@ -5,23 +5,29 @@ restores a consistent state if an earlier process was killed, and rolls the rele
 the environment's strategy through the environment's target (`mlcd.rollout.targets`): the
 controller (`mlcd.rollout.controller`) drives a `local` or `docker-host` target, and the
 `kubernetes` target hands the rollout to Argo Rollouts and waits for its outcome.
-Results go to `<out>/deploy-<env>/` (and `rollback-<env>/`, `promote-<env>/`, `abort-<env>/`);
-a deploy refused because another one holds the lock writes `deploy-<env>-refused/` instead,
-leaving the running deploy's result alone.
+Results go to `<out>/deploy-<env>/` (and `rollback-<env>/`, `promote-<env>/`, `abort-<env>/`),
+written only by a command that acted on the environment: one refused before anything moved
+(an empty or unknown `--release`, failed gates, the lock held by another command) writes
+`<command>-<env>-refused/` instead, leaving the environment's last result alone; a deploy
+interrupted by SIGTERM or SIGINT undoes its rollout and records `interrupted`, naming what it
+undid.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,16 +36,19 @@ from mlcd import releases
 from mlcd.config import EnvironmentSection
 from mlcd.context import Command, Context
 from mlcd.contracts import DeployDetails, train_files
-from mlcd.errors import MlcdError, UserInputError
+from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult
 from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
-from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec
+from mlcd.rollout import plan as plan_mod
+from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec, limits_for
 from mlcd.rollout.loadgen import holdout_rows
 from mlcd.rollout.notify import Notifier, webhooks
-from mlcd.rollout.state import LockRefused
+from mlcd.rollout.plan import Plan
+from mlcd.rollout.state import LockInfo, LockRefused, holder_alive, holder_running
 from mlcd.rollout.targets import engine_target
 from mlcd.rollout.targets import kubernetes as k8s_target
+from mlcd.signing import verify as signed_chain
 
 STRATEGIES = ("canary", "blue-green", "shadow")
 DEFAULT_PORTS = {"staging": 8081, "production": 8082}
@@ -184,22 +193,50 @@ def record_pending(ctx: Context, ctl: Controller) -> list[str]:
     ]
 
 
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job) interrupts like Ctrl-C, so the rollout is undone."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM (a cancelled CI job) during a command that changes an
+    environment: the command undoes what it started, records `interrupted`, and exits 130."""
 
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGINT raise `Interrupted` naming the signal, so the rollout is undone."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = [signal.signal(s, handler) for s in _SIGNALS]
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in zip(_SIGNALS, previous, strict=True):
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While an interrupted command undoes its work, a second signal does not cut it short."""
+    try:
+        previous = [signal.signal(s, signal.SIG_IGN) for s in _SIGNALS]
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in zip(_SIGNALS, previous, strict=True):
+            signal.signal(sig, old)
 
 
 def _outcome(
@@ -262,19 +299,35 @@ def _outcome(
 # deploy
 
 
-def _deploy_body(
-    ctx: Context,
-    env: str,
-    strategy: str | None,
-    release_arg: str | None,
-    ctl: Controller | None = None,
-) -> StageOutcome:
-    stage = f"deploy-{env}"
-    section = env_section(ctx, env)
+@dataclass
+class _Checked:
+    """What a deploy checked before anything moved: the release, the gates, the details."""
+
+    release: gates.Release
+    report: gates.GateReport
+    strategy: str
+    details: dict[str, Any]
+    signing_failures: list[str]
+
+
+def check_release_argument(release: str | None) -> None:
+    """`--release ''` (an unset CI variable) names nothing: exit 2 rather than a rollout
+    of whatever is newest."""
+    if release is not None and not release.strip():
+        raise UserInputError(
+            "--release is empty: it names no release",
+            hint="pass a release (e.g. --release 0.1.3) or a model version (--release v2), "
+            "or leave --release out for the run's release (else the newest that passed "
+            "every `requires:`)",
+        )
+
+
+def _check(
+    ctx: Context, env: str, section: EnvironmentSection, strategy: str | None, wanted: str | None
+) -> _Checked:
     chosen = strategy or section.strategy
     registry = open_registry(ctx.loaded)
-    release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, release_arg)
-    report = gates.check(release, env, section.requires)
+    release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, wanted)
     details: dict[str, Any] = {
         "env": env,
         "version": release.version,
@@ -282,28 +335,139 @@ def _deploy_body(
         "strategy": chosen,
         "target": section.target,
     }
-    if not report.passed:
+    report = gates.check(release, env, section.requires)
+    failures: list[str] = []
+    if report.passed:
+        # the signatures, before anything starts (mlcd.signing.verify)
+        signed = signed_chain.deploy_gate(
+            ctx.loaded, registry, release.version, release.image, section.requires
+        )
+        details["signing"] = signed.details
+        report.reasons.extend(signed.reasons)
+        failures = list(signed.failures) if not signed.passed else []
+    return _Checked(release, report, chosen, details, failures)
+
+
+def _gates_refusal(env: str, checked: _Checked) -> StageOutcome:
+    release, report = checked.release, checked.report
+    if report.passed and checked.signing_failures:
         return StageOutcome(
             status="fail",
-            summary=f"{release.version} cannot go to {env}: " + "; ".join(report.failures),
-            reasons=[*report.failures, *report.reasons],
-            details=DeployDetails.model_validate({**details, "outcome": "refused by gates"}).dump(),
+            summary=f"{release.version} cannot go to {env}: " + "; ".join(checked.signing_failures),
+            reasons=[*checked.signing_failures, *report.reasons],
+            details=DeployDetails.model_validate(
+                {**checked.details, "outcome": "refused: signature"}
+            ).dump(),
         )
-    if section.target == "kubernetes":
-        return _kubernetes_deploy(
-            ctx, env, section, release, strategy=chosen, stage=stage, details=details
-        )
-    assert ctl is not None  # noqa: S101 - stage() holds the lock of a container target  # nosec B101
-    notes = [*ctl.reconcile(), *record_pending(ctx, ctl)]
+    return StageOutcome(
+        status="fail",
+        summary=f"{release.version} cannot go to {env}: " + "; ".join(report.failures),
+        reasons=[*report.failures, *report.reasons],
+        details=DeployDetails.model_validate(
+            {**checked.details, "outcome": "refused by gates"}
+        ).dump(),
+    )
+
+
+def _interrupted(
+    ctx: Context, stage: str, ctl: Controller, signame: str, *, checked: _Checked, notes: list[str]
+) -> StageOutcome:
+    """Undo what the interrupted deploy started and say what was undone."""
+    st = ctl.state
+    rollout = st.rollout
+    undone: list[str] = []
+    with _signals_ignored():
+        if rollout is not None and rollout.phase == "progressing":
+            candidate = rollout.candidate.container if rollout.candidate else None
+            ctl.rollback_candidate(f"interrupted ({signame})")
+            live = st.stable
+            undone.append(
+                f"rolled back {rollout.version}"
+                + (f": candidate {candidate} removed" if candidate else ": no candidate started")
+                + (f"; {live.version} ({live.container}) serves all traffic" if live else "")
+            )
+        elif st.unrecorded and st.stable is not None:
+            # interrupted after the switch (blue/green's watch): the release is live
+            undone += record_pending(ctx, ctl)
+            undone.append(
+                f"nothing undone: {st.stable.version} was already live "
+                f"({st.stable.container}) when {signame} came"
+            )
+        else:
+            serving = f"{st.stable.version} is live" if st.stable else "nothing is live"
+            undone.append(f"nothing to undo: no rollout had started; {serving}")
+    summary = f"interrupted by {signame}: " + "; ".join(undone)
+    details = {**checked.details, "outcome": "interrupted", "signal": signame, "undone": undone}
+    outcome = _outcome(
+        stage,
+        ctl,
+        DeployOutcome("rolled back", summary, reasons=undone),
+        [*checked.report.reasons, *notes],
+        details,
+    )
+    outcome.details["outcome"] = "interrupted"
+    outcome.markdown = outcome.markdown.replace(f"❌ {stage}:", f"⏹ {stage}:", 1)
+    return outcome
+
+
+@dataclass
+class _Run:
+    """What happened to a deploy's body: whether it started, and the signal that stopped it."""
+
+    started: bool = False
+    interrupt: Interrupted | None = None
+    accept_plan: bool = False
+
+
+def _rollout_body(
+    ctx: Context, env: str, checked: _Checked, ctl: Controller, run: _Run
+) -> StageOutcome:
+    stage = f"deploy-{env}"
+    run.started = True
+    notes: list[str] = []
+    ctl.spec.expected = gates.expected_predictions(checked.release.prediction_shift)
     try:
-        with _terminate_as_interrupt():
-            result = ctl.deploy(release.version, release.image, chosen)
-    except KeyboardInterrupt:
-        if ctl.state.rollout is not None and ctl.state.rollout.phase == "progressing":
-            ctl.rollback_candidate("interrupted (Ctrl-C or SIGTERM)")
-        raise
+        notes += [*ctl.reconcile(), *record_pending(ctx, ctl)]
+        if checked.strategy == "canary" and ctl.state.stable is not None:
+            plan = rollout_plan(ctx, ctl.spec.section, ctl, accept=run.accept_plan)
+            if plan is not None:
+                checked.details["plan"] = plan.as_json()
+                notes += [f"plan: {line}" for line in plan.lines()]
+        result = ctl.deploy(checked.release.version, checked.release.image, checked.strategy)
+    except Interrupted as interrupt:
+        run.interrupt = interrupt
+        return _interrupted(ctx, stage, ctl, interrupt.signame, checked=checked, notes=notes)
     notes += record_pending(ctx, ctl)
-    return _outcome(stage, ctl, result, [*report.reasons, *notes], details)
+    return _outcome(stage, ctl, result, [*checked.report.reasons, *notes], checked.details)
+
+
+def rollout_plan(
+    ctx: Context, section: EnvironmentSection, ctl: Controller, *, accept: bool
+) -> Plan | None:
+    """The canary's plan at the environment's traffic, printed; exit 2 when a step cannot
+    decide within max-intervals and neither --accept-plan nor analysis.accept-slow-plan says
+    to go ahead (rollout/plan.py)."""
+    traffic = plan_mod.traffic_of(section)
+    if traffic is None:
+        ctx.progress(
+            "plan: no traffic figure (no load-test, no analysis.expected-rps): cannot say how "
+            "long the steps take"
+        )
+        return None
+    # the plan's traffic has no prediction shift: evaluation's expectation is left out
+    limits = limits_for(section, ctl.spec.task, section.canary.min_requests)
+    plan = plan_mod.estimate(section, traffic, limits)
+    for line in plan.lines():
+        ctx.progress(f"plan: {line}")
+    if not plan.decides and not (accept or section.analysis.accept_slow_plan):
+        raise UserInputError(
+            f"the plan of {ctl.spec.env} cannot decide within max-intervals "
+            f"{section.analysis.max_intervals}: " + "; ".join(plan.lines()),
+            hint="more traffic (load-test.rps), longer canary.interval, canary.shadow-intervals, "
+            "fewer or larger steps, wider tolerances; or go ahead anyway with "
+            "`mlcd deploy --accept-plan` or analysis.accept-slow-plan: true",
+        )
+    return plan
 
 
 def _kubernetes_deploy(
@@ -389,12 +553,15 @@ def _recorded(ctx: Context, stage: str, exc: MlcdError) -> StageResult:
 
 def existing_release(ctx: Context, section: EnvironmentSection, release: str | None) -> str | None:
     """A deploy of an existing release (workflow_dispatch, a fresh clone) when this run folder
-    made none: the newest release that passed every `requires:` unless one is named, with its
-    evidence restored (held-out rows, verdict, scan) — before the controller is built, since
-    the rollout's synthetic traffic is made from those rows."""
+    made none: the newest release that passed every `requires:` unless one is named (a
+    model version stands for its newest release), with its evidence restored (held-out rows,
+    verdict, scan) — before the controller is built, since the rollout's synthetic traffic is
+    made from those rows."""
     if ctx.bundle.read("release") is not None:
         return release
     registry = open_registry(ctx.loaded)
+    if release:
+        release = releases.resolve(registry, release)
     release = release or releases.default_version(registry, section.requires)
     if release and releases.SEMVER.match(release):
         releases.restore_evidence(registry, release, ctx.bundle.root)
@@ -402,35 +569,54 @@ def existing_release(ctx: Context, section: EnvironmentSection, release: str | N
 
 
 def stage(
-    ctx: Context, env: str, *, strategy: str | None = None, release: str | None = None
+    ctx: Context,
+    env: str,
+    *,
+    strategy: str | None = None,
+    release: str | None = None,
+    accept_plan: bool = False,
 ) -> StageResult:
+    """One deploy. The environment's record (`deploy-<env>/`) is written only by a deploy
+    that acted on the environment; one refused before anything moved (a bad argument, an
+    unknown release, failed gates, the lock held by another command) records its refusal
+    in `deploy-<env>-refused/` beside it, so the last rollout's evidence stays."""
     name = f"deploy-{env}"
+    refused = f"{name}-refused"
     section = env_section(ctx, env)
+    try:
+        check_release_argument(release)
+        refuse_ephemeral(env, section)
+        chosen = existing_release(ctx, section, release)
+        checked = _check(ctx, env, section, strategy, chosen)
+    except MlcdError as exc:
+        return _recorded(ctx, refused, exc)
+    if not checked.report.passed or checked.signing_failures:
+        return ctx.run_stage(refused, lambda: _gates_refusal(env, checked))
     if section.target == "kubernetes":
         return ctx.run_stage(
             name,
-            lambda: _deploy_body(ctx, env, strategy, existing_release(ctx, section, release)),
+            lambda: _kubernetes_deploy(
+                ctx,
+                env,
+                section,
+                checked.release,
+                strategy=checked.strategy,
+                stage=name,
+                details=checked.details,
+            ),
         )
-    ran = False
-    chosen: str | None = release
-
-    def body(ctl: Controller) -> StageOutcome:
-        nonlocal ran
-        ran = True
-        return _deploy_body(ctx, env, strategy, chosen, ctl)
-
-    try:
-        refuse_ephemeral(env, section)
-        chosen = existing_release(ctx, section, release)
-        with locked(ctx, env, "deploy", strategy or section.strategy) as ctl:
-            return ctx.run_stage(name, lambda: body(ctl))
-    except LockRefused as exc:
-        # its own result: a running deploy's deploy-<env>/ is left alone
-        return _recorded(ctx, f"{name}-refused", exc)
-    except MlcdError as exc:
-        if ran:
-            raise
-        return _recorded(ctx, name, exc)
+    run = _Run(accept_plan=accept_plan)
+    with _signals_interrupt():
+        try:
+            with locked(ctx, env, "deploy", checked.strategy) as ctl:
+                result = ctx.run_stage(name, lambda: _rollout_body(ctx, env, checked, ctl, run))
+        except MlcdError as exc:
+            if run.started:  # recorded in deploy-<env>/ by run_stage
+                raise
+            return _recorded(ctx, refused, exc)
+    if run.interrupt is not None:
+        raise run.interrupt
+    return result
 
 
 def _progress_printer(ctx: Context) -> None:
@@ -460,46 +646,119 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
         help="the release to deploy (default: the run's release, else the newest release that "
         "passed every `requires:` of ENV)",
     )
+    parser.add_argument(
+        "--accept-plan",
+        action="store_true",
+        help="go ahead when the rollout plan says a canary step cannot decide within "
+        "max-intervals (it would pause)",
+    )
 
 
 def _deploy_run(ctx: Context, args: argparse.Namespace) -> int:
     if args.strategy == "":
         args.strategy = None
     _progress_printer(ctx)
-    return ctx.conclude(stage(ctx, args.env, strategy=args.strategy, release=args.release))
+    return ctx.conclude(
+        stage(
+            ctx,
+            args.env,
+            strategy=args.strategy,
+            release=args.release,
+            accept_plan=args.accept_plan,
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------
 # rollback / promote / abort
 
 
+STOP_WAIT = 300.0  # seconds `mlcd abort` waits for a running deploy to undo its rollout
+
+
+def _running_deploy(holder: LockInfo | None, env: str) -> LockInfo | None:
+    """The lock's holder when it is a live `mlcd deploy ENV` on this machine (one that
+    `mlcd abort` can stop), else None."""
+    if holder is None or holder.command != f"mlcd deploy {env}":
+        return None
+    if holder.host != socket.gethostname() or not holder_alive(holder.pid, holder.start):
+        return None
+    return holder
+
+
+def stop_running_deploy(holder: LockInfo, progress: Callable[[str], None]) -> str:
+    """SIGTERM a running deploy (it rolls back its candidate and records `interrupted`) and
+    wait until it has exited."""
+    progress(f"stopping the running deploy (pid {holder.pid}) with SIGTERM")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(holder.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT
+    while holder_running(holder.pid, holder.start):
+        if time.monotonic() > deadline:
+            raise GateFailed(
+                f"the running deploy (pid {holder.pid}) did not exit within {STOP_WAIT:g} s "
+                "of SIGTERM",
+                hint="see its output; `mlcd status` restores stable once it has exited",
+            )
+        time.sleep(0.2)
+    return (
+        f"stopped the running deploy (pid {holder.pid}, since {holder.acquired}) with SIGTERM: "
+        "it rolled its candidate back itself (its deploy result says `interrupted`)"
+    )
+
+
 def _decision(
     ctx: Context, env: str, name: str, act: Callable[[Controller], DeployOutcome]
 ) -> StageResult:
+    """`rollback`, `promote` or `abort`. A command refused by the lock records the refusal
+    beside its own result (`<name>-<env>-refused/`); `abort` stops a deploy that is running
+    on this machine (SIGTERM: it undoes its rollout) and then takes over."""
     section = env_section(ctx, env)
-    refuse_ephemeral(env, section)
+    stage_name = f"{name}-{env}"
+    try:
+        refuse_ephemeral(env, section)
+    except MlcdError as exc:
+        return _recorded(ctx, f"{stage_name}-refused", exc)
+    if section.target == "kubernetes":
+        return ctx.run_stage(stage_name, lambda: k8s_target.decide(ctx, env, section, name))
 
-    def body() -> StageOutcome:
-        if section.target == "kubernetes":
-            return k8s_target.decide(ctx, env, section, name)
-        with locked(ctx, env, name) as ctl:
-            notes = [*ctl.reconcile(), *record_pending(ctx, ctl)]
-            result = act(ctl)
+    def body(ctl: Controller, stopped: str | None) -> StageOutcome:
+        notes = [*ctl.reconcile(), *record_pending(ctx, ctl)]
+        if stopped is not None and ctl.state.rollout is None:
+            notes.insert(0, stopped)
             live = ctl.state.stable
-            if name in ("rollback", "promote") and live is not None:
-                registry = open_registry(ctx.loaded)
-                release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, live.version)
-                if name == "promote":
-                    gates.record_deployment(
-                        registry, release, env, strategy="promote", champion=env == "production"
-                    )
-                elif env == "production":
-                    registry.set_alias(CHAMPION, release.model_version)
+            result = DeployOutcome(
+                "deployed",
+                "aborted the running deploy; "
+                + (f"{live.version} serves all traffic" if live else "nothing is live"),
+            )
+        else:
+            result = act(ctl)
+        live = ctl.state.stable
+        if name in ("rollback", "promote") and live is not None:
+            registry = open_registry(ctx.loaded)
+            release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, live.version)
+            if name == "promote":
+                gates.record_deployment(
+                    registry, release, env, strategy="promote", champion=env == "production"
+                )
+            elif env == "production":
+                registry.set_alias(CHAMPION, release.model_version)
         if name != "promote" and result.result == "rolled back":
             result.result = "deployed"  # the user asked for it: done
-        return _outcome(f"{name}-{env}", ctl, result, notes, {"env": env, "command": name})
+        return _outcome(stage_name, ctl, result, notes, {"env": env, "command": name})
 
-    return ctx.run_stage(f"{name}-{env}", body)
+    stopped: str | None = None
+    for attempt in range(2):
+        try:
+            with locked(ctx, env, name) as ctl:
+                return ctx.run_stage(stage_name, functools.partial(body, ctl, stopped))
+        except LockRefused as exc:
+            running = _running_deploy(exc.holder, env) if name == "abort" else None
+            if running is None or attempt:
+                return _recorded(ctx, f"{stage_name}-refused", exc)
+            stopped = stop_running_deploy(running, ctx.progress)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _rollback_run(ctx: Context, args: argparse.Namespace) -> int:
@@ -655,9 +914,12 @@ PROMOTE = Command(
 )
 ABORT = Command(
     name="abort",
-    help="roll back a rollout of ENV that is paused (or in progress)",
-    description="Send all traffic back to the stable version and remove the candidate. "
-    + _ENV_HELP,
+    help="roll back a rollout of ENV that is paused or in progress",
+    description="Send all traffic back to the stable version and remove the candidate. A "
+    "rollout that is paused, or left in progress by a command that is gone, is rolled back "
+    "here; a deploy still running on this machine is stopped with SIGTERM first (it rolls "
+    "its candidate back itself and records `interrupted`), then abort reports what is live. "
+    "A deploy running on another machine is refused with its holder named. " + _ENV_HELP,
     example="mlcd abort staging",
     add_arguments=_env_argument,
     run=_abort_run,

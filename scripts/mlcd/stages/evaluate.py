@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcd import modelio
+from mlcd import modelio, tracking
 from mlcd.context import Command, Context
 from mlcd.contracts import META_FILE, MODEL_FILE, VERDICT_FILE, train_files
 from mlcd.errors import UserInputError
@@ -175,7 +175,7 @@ def _outcome(
 
 def _body(ctx: Context, *, register: bool) -> StageOutcome:
     from mlcd import metrics as m
-    from mlcd.evaluation import checks
+    from mlcd.evaluation import checks, shift
     from mlcd.evaluation.scoring import score
 
     cfg = ctx.config.evaluate
@@ -210,7 +210,19 @@ def _body(ctx: Context, *, register: bool) -> StageOutcome:
     )
     ctx.progress("writing the report")
     reports = _write_documents(folder, meta, verdict, candidate, champion)
-    write_json_atomic(folder / VERDICT_FILE, verdict.to_json())
+    # how far the candidate's predictions move from the champion's on these rows: the
+    # change deploy's judge is to expect (evaluation/shift.py)
+    # (classifiers: the judge compares regression predictions as a histogram only)
+    verdict_doc = verdict.to_json()
+    if task == "classification":
+        verdict_doc["prediction_shift"] = shift.jsonable(
+            shift.prediction_shift(
+                candidate,
+                champion.scored,
+                champion.champion.version if champion.champion else None,
+            )
+        )
+    write_json_atomic(folder / VERDICT_FILE, verdict_doc)
     registered: dict[str, Any] = {"registered": False, "version": None}
     if register and registry is not None:
         registered = register_candidate(
@@ -218,10 +230,20 @@ def _body(ctx: Context, *, register: bool) -> StageOutcome:
             model_path=model_path,
             meta=meta,
             metrics=verdict.metrics,
-            verdict=verdict.to_json(),
+            verdict=verdict_doc,
             folder=folder,
         )
-    return _outcome(ctx, verdict, {"verdict": folder / VERDICT_FILE, **reports}, registered)
+    outcome = _outcome(ctx, verdict, {"verdict": folder / VERDICT_FILE, **reports}, registered)
+    tracking.log_stage(
+        ctx,
+        STAGE,
+        outcome,
+        meta=meta,
+        files={k: reports[k] for k in ("report", "model_card")}
+        | {"verdict": folder / VERDICT_FILE},
+        extra_metrics=tracking.interval_metrics(verdict.to_json()["intervals"]),
+    )
+    return outcome
 
 
 def stage(ctx: Context, *, register: bool = True) -> StageResult:

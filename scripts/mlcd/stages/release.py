@@ -11,7 +11,10 @@
    tar.gz; its sha256 is the evidence digest.
 5. `docker push name:VERSION`; the registry's digest gives `name@sha256:…`, which is
    pulled back to prove the registry serves it by digest.
-6. The model registry records version, image digest and evidence digest (`mlcd.releases`);
+6. With `signing:` on, the model and the pushed image are signed and the signatures
+   stored beside the image (`mlcd.signing.sign`) before the release is recorded, so that no
+   release exists unsigned; with `signing: off` every summary says so.
+7. The model registry records version, image digest and evidence digest (`mlcd.releases`);
    the local backend also stores the bundle beside the version.
 """
 
@@ -26,7 +29,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlcd import evaluation, releases
+from mlcd import evaluation, releases, signing
 from mlcd.context import Command, Context
 from mlcd.contracts import (
     BuildDetails,
@@ -44,6 +47,7 @@ from mlcd.registry import (
     ModelRegistry,
     open_registry,
 )
+from mlcd.signing import sign as signer
 from mlcd.tools import docker
 from mlcd.tools import registry as oci
 from mlcd.tools.git import head_sha
@@ -241,6 +245,14 @@ class _Published:
     manifest: str
     tarball: Path
     record: releases.Release
+    signed: signer.Signed | None = None
+
+
+def _signing_note(ctx: Context) -> list[str]:
+    """The line every summary carries when signing is off."""
+    if ctx.config.signing_on is not None:
+        return []
+    return [signing.off_note(ctx.config.signing is not None)]
 
 
 def _candidate(ctx: Context) -> _Candidate:
@@ -266,6 +278,10 @@ def _candidate(ctx: Context) -> _Candidate:
 def _publish(ctx: Context, cand: _Candidate, wanted: str | None) -> _Published:
     """Take the version, pack the evidence, push and pull back by digest, record."""
     registry = cand.registry
+    started = utc_now()
+    section = ctx.config.signing_on
+    if section is not None:
+        signer.check_signable(section)
     registered_how = ""
     model_version = cand.model_version
     if model_version is None:
@@ -283,6 +299,23 @@ def _publish(ctx: Context, cand: _Candidate, wanted: str | None) -> _Published:
     image = f"{cand.name}@{manifest}"
     ctx.progress(f"docker pull {image} (by digest)")
     docker.pull(image)
+    signed = None
+    if section is not None:
+        ctx.progress(f"signing the model and {image}")
+        signed = signer.sign_release(
+            ctx.loaded,
+            ctx.bundle,
+            section,
+            ctx.bundle.stage_dir(STAGE),
+            name=cand.name,
+            digest=manifest,
+            version=version,
+            model_version=model_version,
+            image_id=cand.image_id,
+            evidence_digest=evidence_digest,
+            base_image=ctx.config.image.base,
+            started=started,
+        )
     record = releases.Release(
         version=version,
         model_version=model_version,
@@ -300,7 +333,7 @@ def _publish(ctx: Context, cand: _Candidate, wanted: str | None) -> _Published:
         registry.attach(model_version, EVIDENCE_DIGEST, evidence_digest)
     registry.record_release(version, record.to_json())
     return _Published(
-        version, model_version, registered_how, skipped, ref, manifest, tarball, record
+        version, model_version, registered_how, skipped, ref, manifest, tarball, record, signed
     )
 
 
@@ -318,9 +351,17 @@ def _write(ctx: Context, registry: ModelRegistry, done: _Published) -> StageOutc
             f"evidence bundle {record.evidence_digest} ({done.tarball.stat().st_size} bytes) "
             f"stored at {record.evidence}"
         ),
+        *(done.signed.reasons if done.signed is not None else _signing_note(ctx)),
     ]
+    signed = done.signed.details if done.signed is not None else {"mode": "off"}
     details = ReleaseDetails.model_validate(
-        {**record.to_json(), "existing": False, "tag": done.ref, "registry": registry.location}
+        {
+            **record.to_json(),
+            "existing": False,
+            "tag": done.ref,
+            "registry": registry.location,
+            "signing": signed,
+        }
     ).dump()
     md = [
         f"### ✅ release {done.version}",
@@ -330,16 +371,31 @@ def _write(ctx: Context, registry: ModelRegistry, done: _Published) -> StageOutc
         f"| image | `{record.image}` |",
         f"| model version | {done.model_version} |",
         f"| evidence | `{record.evidence_digest}` |",
+        (
+            f"| signed | key `{signed['key'][:16]}…`, `{signed['attestation_tag']}` |"
+            if done.signed is not None
+            else "| signed | **no**: signing is off |"
+        ),
     ]
     folder = ctx.bundle.stage_dir(STAGE)
     write_json_atomic(folder / "release.json", details)
+    signed_files = (
+        {
+            "model_signature": ctx.bundle.relative(folder / "model.sig"),
+            "attestation": ctx.bundle.relative(folder / "attestation.json"),
+            "public_key": ctx.bundle.relative(folder / "public.pem"),
+        }
+        if done.signed is not None
+        else {}
+    )
     return StageOutcome(
         status="pass",
-        summary=summary,
+        summary=summary + ("" if done.signed is not None else " (unsigned: signing is off)"),
         reasons=reasons,
         artifacts={
             "evidence": ctx.bundle.relative(done.tarball),
             "release": ctx.bundle.relative(folder / "release.json"),
+            **signed_files,
         },
         details=details,
         markdown="\n".join(md) + "\n",

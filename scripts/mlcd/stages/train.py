@@ -21,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, entrypoint, modelio, projectcode
+from mlcd import __version__, entrypoint, modelio, projectcode, tracking
 from mlcd.context import Command, Context
 from mlcd.contracts import HOLDOUT_FILE, META_FILE, MODEL_FILE, TrainDetails
 from mlcd.errors import GateFailed, MlcdError, UserInputError
@@ -333,7 +333,9 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
     reused_from = meta["reused_from"] if meta is not None else None
     if meta is None:
         meta = _fitted(ctx, data, paths)
-    return _write(ctx, data, paths, meta, reused_from)
+    outcome = _write(ctx, data, paths, meta, reused_from)
+    tracking.log_stage(ctx, STAGE, outcome, meta=meta, files={"metadata": paths.meta})
+    return outcome
 
 
 def _check_types(needed: list[str], root: Path, declared: list[str]) -> projectcode.TypeReport:

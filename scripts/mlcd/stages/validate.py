@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from mlcd import preflight
-from mlcd.config import json_schema_text
+from mlcd.config import Config, json_schema_text
 from mlcd.context import Command, Context
 from mlcd.errors import UserInputError
+
+if TYPE_CHECKING:
+    from mlcd.rollout.plan import Plan
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,12 +53,14 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
             )
         warnings += report.warnings
         github_checked = report.checked
+    plans, slow = _plans(config)
     if ctx.fmt == "json":
         document: dict[str, object] = {
             "valid": True,
             "config": str(loaded.path),
             "project": config.project,
             "warnings": warnings,
+            "plans": {env: plan.as_json() for env, plan in plans.items()},
         }
         if args.github:
             document["github"] = github_checked
@@ -66,7 +72,38 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
             ctx.say(f"  ✅ {line}")
         for warning in warnings:
             ctx.say(f"  ⚠ {warning}")
+        for env, plan in plans.items():
+            ctx.say(f"  plan of {env} (canary):")
+            for line in plan.lines():
+                ctx.say(f"    {line}")
+    if slow:
+        raise UserInputError(
+            f"{loaded.path}: the canary plan of {', '.join(slow)} cannot decide within "
+            "analysis.max-intervals (a step would pause)",
+            hint="more traffic (load-test.rps or analysis.expected-rps), a longer "
+            "canary.interval, canary.shadow-intervals, wider tolerances; or accept it with "
+            "analysis.accept-slow-plan: true (mlcd deploy --accept-plan)",
+        )
     return 0
+
+
+def _plans(config: Config) -> tuple[dict[str, Plan], list[str]]:
+    """Each canary environment's plan at its traffic, and those that cannot decide."""
+    from mlcd.rollout import plan as plan_mod
+
+    plans: dict[str, Plan] = {}
+    slow: list[str] = []
+    for env, section in config.environments.items():
+        if section.strategy != "canary" or section.target == "kubernetes":
+            continue
+        traffic = plan_mod.traffic_of(section)
+        if traffic is None:
+            continue
+        plan = plan_mod.estimate(section, traffic)
+        plans[env] = plan
+        if not plan.decides and not section.analysis.accept_slow_plan:
+            slow.append(env)
+    return plans, slow
 
 
 COMMAND = Command(

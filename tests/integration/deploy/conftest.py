@@ -157,7 +157,14 @@ class Project:
         }
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
 
-    def release(self, image: str, *, scan: str = "pass", passed: bool = True) -> str:
+    def release(
+        self,
+        image: str,
+        *,
+        scan: str = "pass",
+        passed: bool = True,
+        verdict_extra: dict[str, Any] | None = None,
+    ) -> str:
         """Record a release of this image as `mlcd release` does; return its version.
 
         A model version is registered with the verdict; the release (0.1.0, 0.1.1, …) is
@@ -166,7 +173,7 @@ class Project:
         registry = self.registry
         model = self.root / "model.bin"
         model.write_bytes(uuid.uuid4().bytes)
-        verdict = {"passed": passed, "checks": []}
+        verdict = {"passed": passed, "checks": [], **(verdict_extra or {})}
         record = registry.register(
             model_file=model,
             metadata={"fingerprint": uuid.uuid4().hex},

@@ -243,7 +243,9 @@ def test_two_checkouts_of_one_project_deploy_side_by_side(
     env = {
         "strategy": "canary",
         "canary": {"steps": [50, 100], "interval": "1s", "min-requests": 40},
-        "analysis": {"max-p99-latency-ms": 2000},
+        # the plan (0.5 % errors assumed) says 30 one-second intervals may not decide; the
+        # stand-in has no errors and passes sooner
+        "analysis": {"max-p99-latency-ms": 2000, "accept-slow-plan": True},
         "load-test": {"rps": 80},
     }
     first = make_project({"staging": {**env, "port": free_port()}})

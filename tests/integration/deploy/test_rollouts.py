@@ -155,8 +155,11 @@ def test_production_requires_staging(make_project: Any, standin_images: dict[str
     assert done.returncode == 1
     assert "requires staging" in done.stdout
     assert "never been live and healthy in staging" in done.stdout
-    result = project.result("deploy-production")
+    # refused before anything moved: beside the environment's record, never over it
+    result = project.result("deploy-production-refused")
     assert result["status"] == "fail"
+    assert result["details"]["outcome"] == "refused by gates"
+    assert not (project.out / "deploy-production").exists()
     assert project.containers() == []
     # a release whose scan failed is refused too, with its reason
     bad = project.release(standin_images["clean"], scan="fail")

@@ -134,6 +134,11 @@ class Target(ABC):
     # ---------------------------------------------------------------- arms
 
     @abstractmethod
+    def container_name(self, version: str, color: str) -> str:
+        """The name `start_arm` gives a release's container (recorded in the state before
+        the container is created, so that recovery knows it)."""
+
+    @abstractmethod
     def start_arm(self, version: str, image: str, color: str) -> Arm:
         """Start a release's container (pulling its image by digest where needed)."""
 

@@ -338,11 +338,13 @@ class DockerHostTarget(Target):
             if running or time.monotonic() > deadline:
                 found = self._lock_info(data) if data else None
                 who = found.describe() if found else f"container {self.lock_name}"
-                raise LockRefused(
+                refusal = LockRefused(
                     f"environment `{self.env}` is locked by {who}: one rollout per "
                     "environment at a time",
                     hint=f"wait for it to finish, or see `mlcd status {self.env}`",
                 )
+                refusal.holder = found
+                raise refusal
             time.sleep(0.3)  # a dead holder's container is being removed
 
     def release(self) -> None:

@@ -28,6 +28,7 @@ from mlcd.registry import open_registry
 from mlcd.rollout import gates
 from mlcd.rollout.gates import Release
 from mlcd.rollout.kubernetes import object_name, render, validate_custom, write
+from mlcd.signing.admission import policy as signed_policy
 from mlcd.tools.kubectl import Cluster
 
 POLL = 2.0
@@ -167,6 +168,9 @@ def deploy(
         image=release.image,
         strategy=strategy,
     )
+    admission = signed_policy(ctx.loaded, release.image.partition("@")[0])
+    if admission is not None:
+        objects.insert(0, admission)
     problems = [p for obj in objects for p in validate_custom(obj)]
     if problems:
         raise UserInputError("the rendered Argo Rollouts objects are invalid", problems=problems)
