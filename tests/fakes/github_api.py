@@ -121,6 +121,9 @@ class FakeGitHub:
     ) -> None:
         self.repository = repository
         self.token = token
+        # tokens that read but never write (a Dependabot or fork pull request's GITHUB_TOKEN):
+        # GitHub answers their writes 403 "Resource not accessible by integration"
+        self.read_only_tokens: set[str] = set()
         self.api_base = api_base.rstrip("/")
         self.uploads_base = uploads_base.rstrip("/")
         self.lock = threading.Lock()
@@ -236,9 +239,19 @@ class FakeGitHub:
     ) -> Response:
         auth = headers.get("authorization", "")
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() not in ("bearer", "token") or value != self.token:
+        read_only = value in self.read_only_tokens
+        if scheme.lower() not in ("bearer", "token") or (value != self.token and not read_only):
             return _json(
                 401, {"message": "Bad credentials", "documentation_url": _DOCS, "status": "401"}
+            )
+        if read_only and method not in ("GET", "HEAD"):
+            return _json(
+                403,
+                {
+                    "message": "Resource not accessible by integration",
+                    "documentation_url": _DOCS,
+                    "status": "403",
+                },
             )
         for index, (f_method, pattern, fault) in enumerate(self.faults):
             if f_method == method and re.fullmatch(pattern, path):

@@ -1,76 +1,139 @@
-"""End to end with act in host mode: a model repository calls deliver.yml@v1.
+"""A rehearsal of github.com with act in host mode: a team's repository calls deliver.yml@v1.
 
-The kit is this checkout committed twice in a local git repository: tag `v1` (this tree) and a
-newer `main` whose package version is 9.9.9. act maps `org/mlcd@v1` and `org/mlcd@main` to
-those two trees (`--local-repository`); the caller pins `@v1`. GitHub hands every job of the
-called workflow its own commit (`job.workflow_sha`); act has no such context, so the test
-stands in for GitHub: it resolves the caller's `@v1` to its commit and hands that to the
-workflow as `vars.MLCD_KIT_SHA` (the fallback docs/github.md describes). Every job then checks
-mlcd out at that commit (the checkout stub clones the local git repository) and runs its
-actions and engine from there: each job's log names the version and commit it ran.
+The kit is this checkout committed into its own git repository, tagged with an ANNOTATED tag
+`v1`, plus a newer `main` whose package version is 9.9.9. act maps `org/mlcd@v1` and
+`org/mlcd@main` to the two trees (`--local-repository`); the caller pins `@v1`. GitHub hands
+every job of the called workflow its own commit (`job.workflow_sha`); act has no such context,
+so the test stands in for GitHub with `vars.MLCD_KIT_SHA` — the TAG OBJECT's id, the harder of
+the two values GitHub may hand (actions/setup peels it to the commit). Every job checks mlcd
+out there (the checkout stub clones the local git repository) and runs its actions and
+engine from it: each job's log names the version and commit it ran.
 
-Third-party actions are replaced by the stubs in tests/workflows/stubs (mapped by the SHA
-the workflows pin), and the GitHub API is the local fake (GITHUB_API_URL). Three runs, on the
-example model with a small caller config (short canary), sharing one caller repository, one
-model registry and one environments' state, as one repository's history would:
+The caller is a separate repository whose only mlcd files are what `mlcd init` writes (run
+once per project: `mlcd.yaml`, the caller workflow `ml.yml` / `ml-v2.yml`,
+`requirements-model.txt`), filled in as a team would (its servers; here also short rollouts
+and the local registry standing in for ghcr.io), beside its own code, data and tests: two
+model projects, `churn<id>` at the root (default lint paths, so `.` holds the kit's checkout
+`.mlcd-kit/` in every job; an XGBoost model whose package init found and pinned; its own
+`requirements.txt` for its tests) and `churn<id>-v2` in `v2/` (one's name is a prefix of the
+other's). The model registry is the `github` backend (`auto` inside Actions) on the fake
+GitHub API; both environments are `target: docker-host` on the test host
+(scripts/setup/test-host.sh), reached over SSH with the key and known hosts passed as the
+repository secrets init's workflow names; no MLCD_STATE_DIR (the state lives on the server).
+Each run starts with an empty HOME and an empty artifact store; nothing passes between jobs
+but artifacts and the registries. The image registry is the shared one on 127.0.0.1:5000,
+which takes any login (`docker login` runs with the GITHUB_TOKEN, as for ghcr.io).
 
-- pull_request: the checks only; every job ran the tag's kit; the PR comment is posted to the
-  fake; nothing is pushed, released or deployed;
-- push to main: the checks, then the release of the image the build job built and scanned
-  (carried as an artifact and loaded: the pushed manifest's config digest is the build's image
-  id, and the build job removed the image from the engine, so nothing could be rebuilt), and
-  a canary to staging against an earlier release;
-- workflow_dispatch to production: no release named, so the newest release that passed
-  staging (the push's) goes out blue/green, with no train, build or release job in the run.
+Four runs, as one repository's history: a pull request (every job green and at the tag's
+commit; one comment per project), a second pull request with a read-only token (the
+Dependabot case: green, the job summary, no comment, a notice), a push to main (each project
+released — its image pushed by digest, a GitHub release — and rolled out to staging over SSH),
+and a dispatch to production (the push's release, same image digest, nothing rebuilt). No
+`.mlcd-kit` path appears in any artifact (lint results, SARIF, coverage, the evidence bundle)
+nor in the released evidence archives.
 
-The earlier release that the canary is compared with is made with the mlcd CLI before the
-push run, as an earlier delivery would have made it. The vulnerability scan really runs, on a
-small Trivy database the test writes (tests/integration/trivydb.py) with one LOW advisory on
-openssl, below the caller's policy (CRITICAL). MLCD_STATE_DIR and MLCD_TRIVY_CACHE reach every
-job through act's `--env`, as a self-hosted runner's environment would hold them; the model
-registry is the local backend at an absolute path in the caller's mlcd.yaml.
+Third-party actions are the stubs in tests/workflows/stubs (mapped by the SHA the workflows
+pin). The vulnerability scan runs on a small Trivy database the test writes. Jobs run one at
+a time (`--concurrent-jobs 1`): on this machine they share one tool cache, where a hosted
+runner gives each job a machine of its own.
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from mlcd.ports import free_port
-from mlcd.registry import LocalRegistry
-from mlcd.tools.nginx import Nginx
 from tests.fakes.github_api import FakeGitHub, serve
 from tests.integration.trivydb import make_trivy_db
 
 ROOT = Path(__file__).resolve().parents[2]
 STUBS = ROOT / "tests/workflows/stubs"
 TOKEN = "ghs_actEndToEndToken0123456789abcdefAB"  # noqa: S105 - the fake's token
+READ_ONLY_TOKEN = "ghs_dependabotReadOnly0123456789abcdEF"  # noqa: S105 - the fake's token
 REPOSITORY = "acme/model"
 KIT = "org/mlcd"
 REGISTRY = "127.0.0.1:5000"
-ACT_TIMEOUT = 1200
+ROUTER_IMAGE = "127.0.0.1:5000/mlcd-router:nginx-bookworm"
+TEST_HOST = Path(os.environ.get("MLCD_TEST_HOST_DIR", "/var/lib/mlcd-testhost"))
+ACT_TIMEOUT = 1800
 MAIN_VERSION = "9.9.9"  # the newer main's package version: a job that ran main shows it
-# below the caller's scan.severity (CRITICAL): found and reported, does not fail the gate
-ADVISORY = "CVE-2099-0042"
+XGBOOST = "xgboost-cpu==3.2.0"  # bundles its libgomp: imports in the slim base image
 # the display names of deliver.yml's jobs that a checks run has
 CHECK_JOBS = {"plan", "lint", "test", "train", "evaluate", "build and scan", "report"}
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json, "
     "application/vnd.oci.image.manifest.v1+json"
 )
+
+CHURN_MODEL = '''\
+"""The team's churn model: gradient-boosted trees (XGBoost, from model.requirements)."""
+
+from xgboost import XGBClassifier
+
+
+def build_model(n_estimators: int = 30, max_depth: int = 3) -> XGBClassifier:
+    """An UNFITTED classifier; mlcd fits it."""
+    return XGBClassifier(
+        n_estimators=n_estimators, max_depth=max_depth, learning_rate=0.3
+    )
+'''
+
+CHURN_TEST = '''\
+"""The team's own tests (their dependencies are in requirements.txt)."""
+
+import pytest
+
+from churn import build_model
+
+
+def test_the_model_is_unfitted() -> None:
+    model = build_model(n_estimators=5)
+    assert model.get_params()["n_estimators"] == 5
+    with pytest.raises(Exception):  # noqa: B017 - XGBoost's own NotFitted error
+        model.predict([[1.0, 2.0, 3.0]])
+'''
+
+V2_MODEL = '''\
+"""The next churn model: a scaled logistic regression."""
+
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+def build_model(c: float = 1.0) -> Pipeline:
+    """An UNFITTED pipeline; mlcd fits it."""
+    return Pipeline(
+        [("scale", StandardScaler()), ("classify", LogisticRegression(C=c))]
+    )
+'''
+
+V2_TEST = '''\
+"""The next model's own test."""
+
+from model import build_model
+
+
+def test_c_reaches_the_classifier() -> None:
+    assert build_model(c=0.5).named_steps["classify"].C == 0.5
+'''
 
 
 def _act() -> str:
@@ -107,12 +170,13 @@ def stub_mappings(kit: Path) -> list[str]:
 
 @dataclass
 class Kit:
-    """mlcd in a local git repository at two commits: tag v1 (this tree) and a newer main."""
+    """mlcd in its own git repository: annotated tag v1 (this tree) and a newer main."""
 
     git_root: Path  # holds org/mlcd, what the checkout stub clones
     v1: Path  # the tree at v1, what act runs for org/mlcd@v1
     main: Path  # the tree at main, what act runs for org/mlcd@main
-    v1_sha: str
+    v1_sha: str  # the commit v1 names
+    v1_tag: str  # the annotated tag object's own id
     main_sha: str
 
 
@@ -144,7 +208,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     _git("init", "-q", "-b", "main", cwd=repo)
     _git("add", "-A", cwd=repo)
     _git("commit", "-qm", "mlcd v1", cwd=repo)
-    _git("tag", "v1", cwd=repo)
+    _git("tag", "-a", "v1", "-m", "mlcd v1", cwd=repo)
     pyproject = repo / "pyproject.toml"
     text = pyproject.read_text()
     assert re.search(r'(?m)^version = "[^"]+"$', text)
@@ -155,99 +219,232 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
         base / "v1",
         base / "main",
         _git("rev-parse", "v1^{commit}", cwd=repo),
+        _git("rev-parse", "v1", cwd=repo),
         _git("rev-parse", "main", cwd=repo),
     )
     _export(repo, "v1", made.v1)
     _export(repo, "main", made.main)
     assert made.v1_sha != made.main_sha
+    assert made.v1_tag != made.v1_sha  # annotated: the tag is an object of its own
     return made
+
+
+@dataclass
+class Project:
+    name: str
+    folder: str  # relative to the caller repository
+    image: str
+    ports: dict[str, int]
 
 
 @dataclass
 class Caller:
     repo: Path
     artifacts: Path
-    image: str
-    port: int
-    production_port: int
-    project: str
-    state: Path
+    projects: list[Project]
     trivy_cache: Path
-    registry: Path
+    host: dict[str, str]
     runs: dict[str, float] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        """What the self-hosted runner's environment holds (act passes it on with --env)."""
-        return {"MLCD_STATE_DIR": str(self.state), "MLCD_TRIVY_CACHE": str(self.trivy_cache)}
+        """What the runner's environment holds (act passes it on with --env)."""
+        return {"MLCD_TRIVY_CACHE": str(self.trivy_cache)}
 
 
-def _docker_lines(*args: str) -> list[str]:
+def _churn_data(path: Path) -> None:
+    rng = random.Random(7)
+    rows = ["tenure,charges,calls,churned"]
+    for _ in range(240):
+        tenure, charges, calls = (
+            rng.randint(1, 70),
+            round(rng.uniform(20, 120), 2),
+            rng.randint(0, 9),
+        )
+        churned = int(calls > 5 or (tenure < 8 and charges > 80))
+        rows.append(f"{tenure},{charges},{calls},{churned}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _mlcd_init(repo: Path, *args: str) -> str:
+    """`mlcd init` as a team runs it in its repository (the kit pinned at the tag v1)."""
     done = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, check=False, timeout=120
+        [
+            sys.executable,
+            "-m",
+            "mlcd",
+            "init",
+            *args,
+            "--kit",
+            f"{KIT}@v1",
+            # the base image this machine has (a hosted runner pulls python:3.11-slim)
+            "--base-image",
+            "local/python:3.11-bookworm",
+        ],
+        cwd=repo,
+        env={**os.environ, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _fill_in(config: Path, project: Project, host: dict[str, str], **extra: str) -> None:
+    """What the team fills in after `mlcd init`: its servers (the test host, a router port
+    each), and here rollouts short enough for CI."""
+    text = config.read_text()
+    for placeholder, env in (
+        ("ssh://deploy@staging.example.com", "staging"),
+        ("ssh://deploy@production.example.com", "production"),
+    ):
+        assert placeholder in text, text
+        text = text.replace(
+            f"host: {placeholder}",
+            f"host: {host['MLCD_TEST_HOST']}\n    port: {project.ports[env]}\n"
+            f"    router: {{image: {ROUTER_IMAGE}}}",
+        )
+    fast = {
+        "    canary: {steps: [10, 50, 100], interval: 30s, min-requests: 200}": (
+            "    canary: {steps: [50, 100], interval: 2s, min-requests: 20, min-intervals: 1}\n"
+            "    analysis: {max-error-rate: 0.05, max-p99-latency-ms: 5000,"
+            " max-prediction-shift: 2.0}"
+        ),
+        "    strategy: blue-green\n": (
+            "    strategy: blue-green\n    blue-green: {preview-duration: 4s, interval: 2s,"
+            " min-requests: 20, scale-down-delay: 1s}\n"
+        ),
+        "    load-test: {rps: 20}": "    load-test: {rps: 30}",
+        "scan: {severity: HIGH,": "scan: {severity: CRITICAL,",
+        **extra,
+    }
+    for old, new in fast.items():
+        assert old in text, (old, text)
+        text = text.replace(old, new)
+    config.write_text(text)
+
+
+def _remote(host: dict[str, str], *args: str) -> list[str]:
+    done = subprocess.run(
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "DOCKER_HOST": host["MLCD_TEST_HOST_DOCKER"]},
     )
     return done.stdout.split()
 
 
 def _clean_up(caller: Caller) -> None:
-    """Stop this test's routers, remove its containers and images (only its own)."""
-    for env in ("staging", "production"):
-        Nginx(caller.state / env / "nginx").stop()
-    label = f"label=mlcd.project={caller.project}"
-    for name in _docker_lines("ps", "--all", "--format", "{{.Names}}", "--filter", label):
-        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
-    for tag in _docker_lines("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", caller.image):
-        subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False)
+    """Remove this test's containers, volumes and networks on the test host (only its own)."""
+    for project in caller.projects:
+        ids = _remote(caller.host, "ps", "-aq", "--filter", f"label=mlcd.project={project.name}")
+        if ids:
+            _remote(caller.host, "rm", "-f", *ids)
+        for env in project.ports:
+            _remote(caller.host, "volume", "rm", "-f", f"mlcd-{project.name}-{env}-state")
+            _remote(caller.host, "network", "rm", f"mlcd-{project.name}-{env}")
 
 
 @pytest.fixture(scope="module")
-def caller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caller]:
-    """A model repository: the example model, a small mlcd.yaml and the caller workflow."""
+def test_host() -> dict[str, str]:
+    for script in ("test-host.sh", "router-image.sh"):
+        done = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "setup" / script)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    env = TEST_HOST / "env"
+    return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+
+
+def _host_ports() -> dict[str, int]:
+    """Router ports on the test host (its own address: nothing else listens there)."""
+    return {
+        "staging": random.randint(20000, 24999),
+        "production": random.randint(25000, 29999),
+    }
+
+
+@pytest.fixture(scope="module")
+def caller(tmp_path_factory: pytest.TempPathFactory, test_host: dict[str, str]) -> Iterator[Caller]:
+    """The team's repository: two projects, their code, data and tests, the caller workflow."""
     repo = tmp_path_factory.mktemp("caller")
-    for name in ("train.py", "ruff.toml", "data", "tests"):
-        source = ROOT / "model" / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.is_file():
-            shutil.copy2(source, repo / name)
-    registry = tmp_path_factory.mktemp("model-registry")
-    project = f"gh-e2e-{uuid.uuid4().hex[:8]}"
-    image = f"{REGISTRY}/mlcd-{project}"
-    port, production_port = free_port(), free_port()
-    (repo / "mlcd.yaml").write_text(
-        (ROOT / "tests/workflows/mlcd.yaml")
-        .read_text()
-        .replace("PROJECT_NAME", project)
-        .replace("IMAGE_NAME", image)
-        .replace("PRODUCTION_PORT", str(production_port))
-        .replace("ROUTER_PORT", str(port))
-        .replace("REGISTRY_PATH", str(registry))
-    )
-    workflows = repo / ".github/workflows"
-    workflows.mkdir(parents=True)
-    shutil.copy2(ROOT / "tests/workflows/ml.yml", workflows / "ml.yml")
-    (repo / ".gitignore").write_text(".mlcd/\n.mlcd-kit/\n.mlcd-registry/\n.mlcd-state/\n")
+    uid = uuid.uuid4().hex[:6]
+    projects = [
+        Project(
+            f"churn{uid}",
+            ".",
+            f"{REGISTRY}/mlcd-e2e-churn{uid}",
+            _host_ports(),
+        ),
+        Project(
+            f"churn{uid}-v2",
+            "v2",
+            f"{REGISTRY}/mlcd-e2e-churn{uid}-v2",
+            _host_ports(),
+        ),
+    ]
+    churn, v2 = projects
+    # the team's own files: code, data, tests and their requirements (nothing of mlcd's)
+    (repo / "churn.py").write_text(CHURN_MODEL)
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_churn.py").write_text(CHURN_TEST)
+    (repo / "requirements.txt").write_text("pytest\n")
+    _churn_data(repo / "churn.csv")
+    (repo / "v2" / "tests").mkdir(parents=True)
+    (repo / "v2" / "model.py").write_text(V2_MODEL)
+    (repo / "v2" / "tests" / "test_model.py").write_text(V2_TEST)
+    _churn_data(repo / "v2" / "churn.csv")
     _git("init", "-q", "-b", "main", cwd=repo)
     _git("remote", "add", "origin", f"https://github.com/{REPOSITORY}.git", cwd=repo)
+    # mlcd init, once per project: mlcd.yaml, the caller workflow, requirements-model.txt
+    _mlcd_init(
+        repo, ".", "--data", "churn.csv", "--entrypoint", "churn.py:build_model",
+        "--project", churn.name,
+    )  # fmt: skip
+    _mlcd_init(
+        repo, "v2", "--project", v2.name, "--workflow", ".github/workflows/ml-v2.yml"
+    )  # fmt: skip
+    assert (repo / "requirements-model.txt").read_text().strip().endswith(XGBOOST)
+    _fill_in(
+        repo / "mlcd.yaml",
+        churn,
+        test_host,
+        # XGBoost's classes, trusted to load the model (init does not list them)
+        **{
+            "  requirements: requirements-model.txt": "  requirements: requirements-model.txt\n"
+            "  trusted-types: [xgboost.core.Booster, xgboost.sklearn.XGBClassifier]",
+            # init also took v2/'s tests for the root project's
+            "  paths: [tests, v2]": "  paths: [tests]",
+        },
+    )
+    _fill_in(repo / "v2" / "mlcd.yaml", v2, test_host)
+    # ghcr.io is the local registry here: the image input init wrote names it
+    for name, project in (("ml.yml", churn), ("ml-v2.yml", v2)):
+        workflow = repo / ".github/workflows" / name
+        text = workflow.read_text()
+        written = f"image: ghcr.io/${{{{ github.repository }}}}/{project.name}"
+        assert written in text, text
+        workflow.write_text(text.replace(written, f"image: {project.image}"))
+    (repo / ".gitignore").write_text(".mlcd/\n.mlcd-kit/\n")
     _git("add", "-A", cwd=repo)
-    _git("commit", "-qm", "model", cwd=repo)
+    _git("commit", "-qm", "two churn models", cwd=repo)
     trivy_cache = make_trivy_db(
         tmp_path_factory.mktemp("trivy-cache"),
         debian={
-            "openssl": {ADVISORY: {"severity": "LOW", "title": "mlcd e2e flaw", "fixed": "9.9.9-1"}}
+            "openssl": {
+                "CVE-2099-0042": {"severity": "LOW", "title": "mlcd e2e flaw", "fixed": "9.9.9-1"}
+            }
         },
         pip={},
     )
-    made = Caller(
-        repo,
-        tmp_path_factory.mktemp("artifacts"),
-        image,
-        port,
-        production_port,
-        project,
-        tmp_path_factory.mktemp("state"),
-        trivy_cache,
-        registry,
-    )
+    made = Caller(repo, tmp_path_factory.mktemp("artifacts"), projects, trivy_cache, test_host)
     try:
         yield made
     finally:
@@ -258,6 +455,7 @@ def caller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caller]:
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeGitHub]:
     with serve(repository=REPOSITORY, token=TOKEN) as running:
+        running.read_only_tokens.add(READ_ONLY_TOKEN)
         yield running
 
 
@@ -271,36 +469,80 @@ class Run:
         return self.done.stdout + self.done.stderr
 
     def tail(self) -> str:
-        return "\n".join(self.log.splitlines()[-100:])
+        """What failed (act's failure lines, errors, mlcd's messages), then the log's end."""
+        lines = self.log.splitlines()
+        failed = [
+            line
+            for line in lines
+            if any(mark in line for mark in ("❌", "::error::", "mlcd: ", "Error: "))
+            and 'echo "::error' not in line
+        ]
+        return "\n".join([*failed[-60:], "----", *lines[-40:]])
 
     def kit_lines(self) -> dict[str, set[tuple[str, str]]]:
-        """Per job (display name) of the called workflow: the (mlcd version, commit) its
-        setup step reported (`mlcd kit: mlcd X.Y.Z from DIR at SHA`)."""
+        """Per job (act's label, caller job included) of the called workflow: the (mlcd
+        version, commit) its setup step reported (`mlcd kit: mlcd X.Y.Z from DIR at SHA`)."""
         found: dict[str, set[tuple[str, str]]] = {}
         pattern = re.compile(r"^\[([^\]]+)\].*mlcd kit: (?:mlcd )?(\S+) from \S+ at (\S+)")
         for line in self.log.splitlines():
             match = pattern.match(line)
             if match:
-                job = match.group(1).split("/")[-1].strip()
-                found.setdefault(job, set()).add((match.group(2), match.group(3)))
+                found.setdefault(match.group(1).strip(), set()).add(
+                    (match.group(2), match.group(3))
+                )
         return found
+
+    def job_counts(self) -> Counter[str]:
+        """How many jobs of each display name ran (set up mlcd): both projects' callers are
+        `deliver` in a workflow named `ml`, as `mlcd init` writes them, so act labels them
+        alike; each job's setup says `mlcd kit:` once."""
+        counted: Counter[str] = Counter()
+        for line in self.log.splitlines():
+            match = re.match(r"^\[([^\]]+)\]\s+\|\s+mlcd kit: ", line)
+            if match:
+                counted[match.group(1).split("/")[-1].strip()] += 1
+        return counted
+
+    def artifact(self, project: Project, stage: str) -> Path:
+        return self.artifacts / f"mlcd-{project.name}+{stage}"
 
 
 def run_act(
-    event: str, payload: dict[str, object], *, kit: Kit, caller: Caller, fake: FakeGitHub
+    event: str,
+    payload: dict[str, object],
+    *,
+    kit: Kit,
+    caller: Caller,
+    fake: FakeGitHub,
+    token: str = TOKEN,
 ) -> Run:
-    event_file = caller.artifacts / f"{event}.json"
+    label = f"{event}-{len(caller.runs)}"
+    event_file = caller.artifacts / f"{label}.json"
     event_file.write_text(json.dumps(payload))
-    artifacts = caller.artifacts / event
+    artifacts = caller.artifacts / label
+    home = caller.artifacts / f"home-{label}"  # an empty home for this run's jobs
+    home.mkdir()
+    secrets = caller.artifacts / f"secrets-{label}.json"
+    # repository secrets, as a team creates them (act reads a dotenv file; JSON-quoted values
+    # keep the key's newlines)
+    key = Path(caller.host["MLCD_TEST_HOST_KEY"]).read_text()
+    known = Path(caller.host["MLCD_TEST_HOST_KNOWN_HOSTS"]).read_text()
+    secrets.write_text(
+        f"GITHUB_TOKEN={token}\n"
+        f"MLCD_DEPLOY_SSH_KEY={json.dumps(key)}\n"
+        f"MLCD_DEPLOY_KNOWN_HOSTS={json.dumps(known)}\n"
+    )
     argv = [
         _act(),
         event,
         "-e",
         str(event_file),
         "-W",
-        ".github/workflows/ml.yml",
+        ".github/workflows/",
         "-P",
         "ubuntu-latest=-self-hosted",
+        "--concurrent-jobs",
+        "1",
         "--artifact-server-addr",
         "127.0.0.1",
         "--cache-server-addr",
@@ -311,20 +553,23 @@ def run_act(
         "--local-repository",
         f"{KIT}@main={kit.main}",
         *stub_mappings(kit.v1),
-        # GitHub's job.workflow_repository / job.workflow_sha for a caller pinned to @v1
+        # GitHub's job.workflow_repository / job.workflow_sha for a caller pinned to @v1: the
+        # annotated tag's own object id (actions/setup peels it to the commit)
         "--var",
         f"MLCD_KIT_REPOSITORY={KIT}",
         "--var",
-        f"MLCD_KIT_SHA={kit.v1_sha}",
+        f"MLCD_KIT_SHA={kit.v1_tag}",
         "--env",
         f"MLCD_ACT_GIT={kit.git_root}",
         "--env",
         f"GITHUB_API_URL={fake.api_base}",
         "--env",
         f"MLCD_ACT_ARTIFACTS={artifacts}",
-        *(arg for key, value in caller.env().items() for arg in ("--env", f"{key}={value}")),
-        "-s",
-        f"GITHUB_TOKEN={TOKEN}",
+        "--env",
+        f"HOME={home}",
+        *(arg for key_, value in caller.env().items() for arg in ("--env", f"{key_}={value}")),
+        "--secret-file",
+        str(secrets),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLCD_"))}
     started = time.monotonic()
@@ -337,8 +582,9 @@ def run_act(
         timeout=ACT_TIMEOUT,
         env=env,
     )
-    caller.runs[event] = round(time.monotonic() - started, 1)
-    (caller.artifacts / f"act-{event}.log").write_text(done.stdout + done.stderr)
+    caller.runs[label] = round(time.monotonic() - started, 1)
+    (caller.artifacts / f"act-{label}.log").write_text(done.stdout + done.stderr)
+    secrets.unlink()
     return Run(done, artifacts)
 
 
@@ -364,94 +610,118 @@ def _config_digest(image: str) -> str:
     return str(answer.json()["config"]["digest"])
 
 
-@pytest.fixture(scope="module")
-def pull_request_run(kit: Kit, caller: Caller, fake: FakeGitHub) -> Run:
-    payload = {
+def _kit_paths(folder: Path) -> list[str]:
+    """Every file under `folder` that names the kit's checkout (`.mlcd-kit`)."""
+    return [
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file() and b".mlcd-kit" in path.read_bytes()
+    ]
+
+
+def _ran_the_tag(run: Run, kit: Kit) -> None:
+    ran = run.kit_lines()
+    assert ran, run.tail()
+    for job, seen in ran.items():
+        assert seen == {("0.1.0", kit.v1_sha)}, (job, seen)
+    assert f"mlcd {MAIN_VERSION}" not in run.log
+
+
+def _pull_request(number: int) -> dict[str, object]:
+    return {
         "action": "synchronize",
-        "number": 1,
+        "number": number,
         "pull_request": {
-            "number": 1,
-            "head": {"sha": "0" * 40, "ref": "feature", "repo": {"full_name": REPOSITORY}},
+            "number": number,
+            "head": {
+                "sha": "0" * 40,
+                "ref": f"feature-{number}",
+                "repo": {"full_name": REPOSITORY},
+            },
             "base": {"ref": "main", "repo": {"full_name": REPOSITORY}},
         },
         "repository": {"full_name": REPOSITORY, "default_branch": "main"},
     }
-    return run_act("pull_request", payload, kit=kit, caller=caller, fake=fake)
 
 
-def test_pull_request_run_checks_and_comments(
+@pytest.fixture(scope="module")
+def pull_request_run(kit: Kit, caller: Caller, fake: FakeGitHub) -> Run:
+    return run_act("pull_request", _pull_request(1), kit=kit, caller=caller, fake=fake)
+
+
+def test_pull_request_checks_each_project_and_comments_once_per_project(
     pull_request_run: Run, fake: FakeGitHub, caller: Caller, kit: Kit
 ) -> None:
     run = pull_request_run
     assert run.done.returncode == 0, run.tail()
-    # every job of the called workflow ran the tag's actions and engine, none main's
-    ran = run.kit_lines()
-    assert set(ran) >= CHECK_JOBS, [line for line in run.log.splitlines() if "mlcd kit" in line]
-    for job, seen in ran.items():
-        assert seen == {("0.1.0", kit.v1_sha)}, (job, seen)
-    assert f"mlcd {MAIN_VERSION}" not in run.log
-    assert "org/mlcd with ref main" not in run.log
+    _ran_the_tag(run, kit)
+    counts = run.job_counts()
+    assert all(counts[job] == 2 for job in CHECK_JOBS), counts
+    for project in caller.projects:
+        # its own artifacts, none of the other project's files merged in
+        evaluate = run.artifact(project, "evaluate")
+        result = json.loads((evaluate / "train" / "result.json").read_text())
+        assert result["status"] == "pass", result
+        config = json.loads((run.artifact(project, "build") / "build" / "result.json").read_text())
+        assert config["status"] == "pass", config
+        assert (run.artifacts / "sarif" / f"mlcd-{project.name}-lint.sarif").is_file()
+        assert (run.artifacts / "sarif" / f"mlcd-{project.name}-scan.sarif").is_file()
+    # the root project's team dependencies were installed (XGBoost trained) and its default
+    # lint paths read none of the kit's files
+    churn = caller.projects[0]
+    train = json.loads((run.artifact(churn, "train") / "train" / "result.json").read_text())
+    assert "XGBClassifier" in train["summary"], train["summary"]
+    assert f"installed {XGBOOST.replace('==', ' ')}" in run.log
+    assert _kit_paths(run.artifacts) == []
+    # one comment per project, each with its own marker and heading
     comments = fake.comments.get(1, [])
-    assert len(comments) == 1, fake.requests
-    body = comments[0]["body"]
-    assert body.startswith("<!-- mlcd-report -->")
-    for stage in ("lint", "test", "train", "evaluate", "build", "scan"):
-        assert f"| {stage} |" in body
-    assert "xychart-beta" in body
-    # checks only: nothing pushed, released, registered or deployed
-    assert _registry_tags(caller.image) == []
+    assert len(comments) == 2, [c["body"][:80] for c in comments]
+    for project in caller.projects:
+        [body] = [
+            c["body"]
+            for c in comments
+            if c["body"].startswith(f"<!-- mlcd-report project={project.name} -->")
+        ]
+        assert f"## mlcd · {project.name}: " in body
+        for stage in ("lint", "test", "train", "evaluate", "build", "scan"):
+            assert f"| {stage} |" in body
+    # checks only: nothing pushed, released or deployed
+    for project in caller.projects:
+        assert _registry_tags(project.image) == []
+        assert not (run.artifacts / f"mlcd-image-{project.name}").exists()
     assert fake.releases == []
     assert fake.deployments == []
-    assert LocalRegistry(caller.registry).versions() == []
-    assert not (run.artifacts / f"mlcd-image-{caller.project}").exists()
-    assert (run.artifacts / "sarif" / f"mlcd-{caller.project}-lint.sarif").is_file()
-    assert (run.artifacts / "sarif" / f"mlcd-{caller.project}-scan.sarif").is_file()
-    # the pull request path asks the API for little: the comment lookup and its creation
-    calls = [r for r in fake.requests if r.path.startswith("/repos/")]
-    assert len(calls) <= 6, [(r.method, r.path) for r in calls]
-
-
-def _mlcd(repo: Path, out: Path, env: dict[str, str], *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "mlcd", *args, "--config", "mlcd.yaml", "--out", str(out)],
-        cwd=repo,
-        env={**os.environ, "NO_COLOR": "1", **env},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert done.returncode == 0, f"mlcd {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
 
 
 @pytest.fixture(scope="module")
-def stable(
-    pull_request_run: Run,  # after the pull_request run, which must find no release
-    caller: Caller,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> str:
-    """An earlier release of the project (C=0.5: another model) live in staging, made with
-    the CLI as an earlier delivery would have made it; returns its release version."""
+def read_only_run(pull_request_run: Run, kit: Kit, caller: Caller, fake: FakeGitHub) -> Run:
     assert pull_request_run.done.returncode is not None
-    repo = tmp_path_factory.mktemp("earlier") / "repo"
-    shutil.copytree(caller.repo, repo)
-    config = repo / "mlcd.yaml"
-    text = config.read_text()
-    assert "params: {C: 1.0}" in text
-    config.write_text(text.replace("params: {C: 1.0}", "params: {C: 0.5}"))
-    out = repo.parent / "out"
-    env = caller.env()
-    for stage in ("train", "evaluate", "build", "scan", "release"):
-        _mlcd(repo, out, env, stage)
-    _mlcd(repo, out, env, "deploy", "staging")
-    release = json.loads((out / "release" / "result.json").read_text())
-    return str(release["details"]["version"])
+    return run_act(
+        "pull_request", _pull_request(2), kit=kit, caller=caller, fake=fake, token=READ_ONLY_TOKEN
+    )
+
+
+def test_a_read_only_pull_request_is_green_with_a_summary_and_no_comment(
+    read_only_run: Run, fake: FakeGitHub, caller: Caller, kit: Kit
+) -> None:
+    """The Dependabot case: GitHub refuses every write of the token (403); the report job
+    says so in a notice and stays green."""
+    run = read_only_run
+    assert run.done.returncode == 0, run.tail()
+    _ran_the_tag(run, kit)
+    assert fake.comments.get(2, []) == []
+    refused = fake.seen("POST", r"/repos/acme/model/issues/2/comments")
+    assert [r.status for r in refused] == [403, 403], refused
+    assert run.log.count("::notice title=mlcd::no PR comment") == 2 or (
+        run.log.count("no PR comment: the token cannot write") == 2
+    ), run.tail()
+    assert run.job_counts()["report"] == 2, run.job_counts()
 
 
 @pytest.fixture(scope="module")
-def push_run(stable: str, kit: Kit, caller: Caller, fake: FakeGitHub) -> Run:
-    assert stable
-    payload = {
+def push_run(read_only_run: Run, kit: Kit, caller: Caller, fake: FakeGitHub) -> Run:
+    assert read_only_run.done.returncode is not None
+    payload: dict[str, object] = {
         "ref": "refs/heads/main",
         "before": "0" * 40,
         "after": "1" * 40,
@@ -460,102 +730,116 @@ def push_run(stable: str, kit: Kit, caller: Caller, fake: FakeGitHub) -> Run:
     return run_act("push", payload, kit=kit, caller=caller, fake=fake)
 
 
-def test_push_releases_the_built_image_and_canaries_it(
-    push_run: Run, fake: FakeGitHub, caller: Caller, stable: str, kit: Kit
+def _releases_of(fake: FakeGitHub, project: Project) -> list[dict[str, Any]]:
+    """The project's GitHub releases, `<project>-v<N>` exactly (`churn-v1` is not
+    `churn-v2-v1`)."""
+    pattern = re.compile(rf"{re.escape(project.name)}-v[1-9][0-9]*")
+    return [r for r in fake.releases if pattern.fullmatch(str(r["tag_name"]))]
+
+
+def _evidence_archive(fake: FakeGitHub, project: Project, version: str) -> tarfile.TarFile:
+    [published] = _releases_of(fake, project)
+    assets = {a["name"]: a["id"] for a in published["assets"]}
+    [name] = [n for n in assets if n.startswith("evidence-") and n.endswith(".tar.gz")]
+    assert version in name, (name, version)
+    return tarfile.open(fileobj=io.BytesIO(fake.asset_content[assets[name]]), mode="r:gz")
+
+
+def test_push_releases_each_project_and_canaries_it_to_staging_over_ssh(
+    push_run: Run, fake: FakeGitHub, caller: Caller, kit: Kit
 ) -> None:
     run = push_run
     assert run.done.returncode == 0, run.tail()
-    ran = run.kit_lines()
-    assert set(ran) >= {*CHECK_JOBS, "release", "deploy to staging"}, ran
-    assert all(seen == {("0.1.0", kit.v1_sha)} for seen in ran.values()), ran
-    built = json.loads(
-        (run.artifacts / f"mlcd-{caller.project}-build" / "build" / "result.json").read_text()
-    )
-    bundle = run.artifacts / f"mlcd-{caller.project}-deploy-staging"
-    release = json.loads((bundle / "release" / "result.json").read_text())
-    version, image = release["details"]["version"], release["details"]["image"]
-    # the image released is the image the build job built and scanned: same image id, and
-    # the registry's manifest of the release names it as its config
-    assert release["details"]["image_id"] == built["details"]["image_id"]
-    assert _config_digest(image) == built["details"]["image_id"]
-    assert "loaded the image the checks built and scanned" in run.log
-    assert f"saved {built['details']['image_id']}" in run.log
-    # one GitHub release for the version, never marked latest
-    [published] = fake.releases
-    assert published["tag_name"] == f"{caller.project}-v{version}"
-    created = list(fake.seen("POST", r"/repos/[^/]+/[^/]+/releases"))
-    assert [r.json()["make_latest"] for r in created] == ["false"], created
-    assets = {a["name"]: a["id"] for a in published["assets"]}
-    assert {"model-card.md", "metrics.json", "verdict.json", "sbom.cdx.json"} <= set(assets)
-    evidence = fake.asset_content[assets[f"evidence-{version}.tar.gz"]]
-    assert "sha256:" + hashlib.sha256(evidence).hexdigest() == release["details"]["evidence_digest"]
-    # a deployment to staging whose last status is success
-    [deployment] = [d for d in fake.deployments if d["environment"] == "staging"]
-    assert deployment["payload"]["version"] == str(version)
-    assert [s["state"] for s in fake.statuses[deployment["id"]]] == ["in_progress", "success"]
-    # the canary was promoted after analysis against the earlier release
-    deploy = json.loads((bundle / "deploy-staging" / "result.json").read_text())
-    assert deploy["status"] == "pass", deploy
-    assert deploy["details"]["outcome"] == "promoted", deploy["details"]
-    assert deploy["details"]["measurements"], deploy["details"]
-    state = json.loads((caller.state / "staging" / "state.json").read_text())
-    assert state["stable"]["version"] == str(version), state
-    assert state["stable"]["image"] == image, state
-    assert state["previous"][-1]["version"] == stable, state
-    assert any("registered the evaluated model" in r for r in release["reasons"]), release
-    # the staging router answers with the new release
-    header, first = (bundle / "train" / "holdout.csv").read_text().splitlines()[:2]
-    names, values = header.split(",")[:-1], [float(v) for v in first.split(",")[:-1]]
-    answer = requests.post(
-        f"http://127.0.0.1:{caller.port}/predict",
-        json={"records": [dict(zip(names, values, strict=True))]},
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["model_version"] == str(version)
-    scan = json.loads((bundle / "scan" / "result.json").read_text())
-    assert scan["status"] == "pass", scan
-    assert ADVISORY in (bundle / "scan" / "findings.json").read_text()
+    _ran_the_tag(run, kit)
+    assert len(fake.releases) == 2, [r["tag_name"] for r in fake.releases]
+    counts = run.job_counts()
+    assert all(counts[job] == 2 for job in (*CHECK_JOBS, "release", "deploy to staging")), counts
+    for project in caller.projects:
+        built = json.loads((run.artifact(project, "build") / "build" / "result.json").read_text())
+        bundle = run.artifact(project, "deploy-staging")
+        release = json.loads((bundle / "release" / "result.json").read_text())
+        version, image = str(release["details"]["version"]), release["details"]["image"]
+        # the image released is the image the build job built and scanned
+        assert image.startswith(project.image + "@sha256:"), image
+        assert _config_digest(image) == built["details"]["image_id"]
+        # its own GitHub release, its own deployment to staging
+        # exactly one GitHub release of its own (<project>-v<N>), with the evidence assets
+        [published] = _releases_of(fake, project)
+        assert published["assets"], published
+        [deployment] = [
+            d
+            for d in fake.deployments
+            if d["environment"] == "staging" and d["payload"]["project"] == project.name
+        ]
+        assert deployment["payload"]["version"] == version
+        assert deployment["payload"]["image"] == image
+        # success; GitHub then marks it inactive when the OTHER project's deployment to the
+        # same environment name succeeds (auto_inactive): both projects share `staging`
+        states = [s["state"] for s in fake.statuses[deployment["id"]]]
+        assert "success" in states, states
+        assert states[-1] in ("success", "inactive"), states
+        deploy = json.loads((bundle / "deploy-staging" / "result.json").read_text())
+        assert deploy["status"] == "pass", deploy
+        assert deploy["details"]["image"] == image
+        # the release is live on the test host, answering on its address
+        url = deploy["details"]["url"]
+        assert caller.host["MLCD_TEST_HOST_ADDR"] in url, url
+        header, first = (bundle / "train" / "holdout.csv").read_text().splitlines()[:2]
+        names = header.split(",")[:-1]
+        values = [float(v) for v in first.split(",")[:-1]]
+        answer = requests.post(
+            f"{url.rstrip('/')}/predict",
+            json={"records": [dict(zip(names, values, strict=True))]},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == version
+        # no kit path in the released evidence either
+        with _evidence_archive(fake, project, version) as archive:
+            for member in archive.getmembers():
+                assert ".mlcd-kit" not in member.name, member.name
+                if member.isfile():
+                    content = archive.extractfile(member)
+                    assert content is not None
+                    assert b".mlcd-kit" not in content.read(), member.name
+    assert _kit_paths(run.artifacts) == []
 
 
 @pytest.fixture(scope="module")
 def dispatch_run(push_run: Run, kit: Kit, caller: Caller, fake: FakeGitHub) -> Run:
     assert push_run.done.returncode == 0, push_run.tail()
-    payload = {
-        "inputs": {"environment": "production", "strategy": "", "release": ""},
+    payload: dict[str, object] = {
+        "inputs": {"environment": "production", "release": ""},
         "ref": "refs/heads/main",
         "repository": {"full_name": REPOSITORY, "default_branch": "main"},
     }
     return run_act("workflow_dispatch", payload, kit=kit, caller=caller, fake=fake)
 
 
-def test_dispatch_deploys_the_staged_release_to_production(
+def test_dispatch_deploys_the_pushed_image_to_production(
     dispatch_run: Run, push_run: Run, fake: FakeGitHub, caller: Caller, kit: Kit
 ) -> None:
     run = dispatch_run
     assert run.done.returncode == 0, run.tail()
-    staged = json.loads(
-        (
-            push_run.artifacts / f"mlcd-{caller.project}-deploy-staging" / "release" / "result.json"
-        ).read_text()
-    )["details"]
-    # nothing trained, built or released: only plan and deploy ran
-    ran = run.kit_lines()
-    assert set(ran) == {"plan", "deploy to production"}, ran
-    assert sorted(p.name for p in run.artifacts.iterdir()) == [
-        f"mlcd-{caller.project}-deploy-production"
-    ]
+    _ran_the_tag(run, kit)
+    assert len(fake.releases) == 2  # no new release
+    assert run.job_counts() == {"plan": 2, "deploy to production": 2}, run.job_counts()
+    for project in caller.projects:
+        staged = json.loads(
+            (push_run.artifact(project, "deploy-staging") / "release" / "result.json").read_text()
+        )["details"]
+        deploy = json.loads(
+            (
+                run.artifact(project, "deploy-production") / "deploy-production" / "result.json"
+            ).read_text()
+        )
+        assert deploy["status"] == "pass", deploy
+        # the push's image digest is the one production runs
+        assert deploy["details"]["image"] == staged["image"], deploy["details"]
+        assert deploy["details"]["version"] == staged["version"], deploy["details"]
+        assert caller.host["MLCD_TEST_HOST_ADDR"] in deploy["details"]["url"]
+    assert sorted(p.name for p in run.artifacts.iterdir()) == sorted(
+        f"mlcd-{p.name}+deploy-production" for p in caller.projects
+    )
     for step in ("actions/train", "actions/build", "actions/release"):
         assert step not in run.log
-    bundle = run.artifacts / f"mlcd-{caller.project}-deploy-production"
-    deploy = json.loads((bundle / "deploy-production" / "result.json").read_text())
-    assert deploy["status"] == "pass", deploy
-    assert deploy["details"]["version"] == staged["version"], deploy["details"]
-    assert deploy["details"]["image"] == staged["image"], deploy["details"]
-    assert any("live and healthy in staging" in r for r in deploy["reasons"]), deploy
-    state = json.loads((caller.state / "production" / "state.json").read_text())
-    assert state["stable"]["version"] == staged["version"], state
-    [deployment] = [d for d in fake.deployments if d["environment"] == "production"]
-    assert deployment["payload"]["version"] == staged["version"]
-    assert [s["state"] for s in fake.statuses[deployment["id"]]] == ["in_progress", "success"]
-    assert len(fake.releases) == 1  # no new release

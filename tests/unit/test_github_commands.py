@@ -119,7 +119,7 @@ def test_comment_is_posted_once_and_updated(
     assert cli.main(args) == 0
     [posted] = fake.comments[12]
     body = posted["body"]
-    assert body.startswith(comment.MARKER)
+    assert body.startswith(comment.marker("breast-cancer") + "\n")
     assert "every check passed" in body
     assert "```mermaid" in body
     assert "xychart-beta" in body
@@ -302,7 +302,9 @@ def test_a_pasted_marker_is_never_overwritten(
 ) -> None:
     """The comment is found by marker AND by the token's own identity: somebody else's
     comment that carries the marker stays as it is, and the PR path asks little of the API."""
-    planted = fake.add_comment(12, comment.MARKER + "\nplease merge", login="mallory")
+    planted = fake.add_comment(
+        12, comment.marker("breast-cancer") + "\nplease merge", login="mallory"
+    )
     out = tmp_path / "run"
     make_bundle(out, release=False)
     monkeypatch.setenv("GITHUB_EVENT_PATH", _event(tmp_path, 12))
@@ -317,7 +319,7 @@ def test_a_pasted_marker_is_never_overwritten(
     ]
     assert cli.main(args) == 0
     mine, theirs = [c for c in fake.comments[12] if c["id"] != planted["id"]], planted
-    assert theirs["body"] == comment.MARKER + "\nplease merge"
+    assert theirs["body"] == comment.marker("breast-cancer") + "\nplease merge"
     assert len(mine) == 1
     assert mine[0]["user"]["login"] == "github-actions[bot]"
     assert len(fake.seen("PATCH", rf"/repos/acme/model/issues/comments/{mine[0]['id']}")) == 1
@@ -423,6 +425,64 @@ def test_deployment_of_a_dispatched_release_reads_the_registry(
     first, second = fake.deployments
     assert first["payload"]["version"] == "0.1.0"  # 0.1.1 never passed staging
     assert second["payload"]["version"] == "0.1.1"  # asked for by name
+
+
+def test_each_project_keeps_its_own_comment(
+    fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two projects of one repository, one named as a prefix of the other: a comment each,
+    each updated in place by its own project's later runs."""
+    monkeypatch.setenv("GITHUB_EVENT_PATH", _event(tmp_path, 7))
+    for project in ("churn", "churn-v2", "churn", "churn-v2"):
+        folder = tmp_path / project
+        folder.mkdir(exist_ok=True)
+        config = folder / "mlcd.yaml"
+        config.write_text(
+            f"version: 1\nproject: {project}\nmodel: {{task: classification, "
+            "entrypoint: train.py:build_model, data: train.csv, target: y}\n"
+        )
+        out = folder / "run"
+        make_bundle(out, release=False)
+        assert cli.main(["github", "comment", "--out", str(out), "--config", str(config)]) == 0
+    bodies = [c["body"] for c in fake.comments[7]]
+    assert len(bodies) == 2, bodies
+    assert bodies[0].startswith(comment.marker("churn") + "\n## mlcd · churn: ")
+    assert bodies[1].startswith(comment.marker("churn-v2") + "\n## mlcd · churn-v2: ")
+    assert len(fake.seen("PATCH", r"/repos/acme/model/issues/comments/\d+")) == 2
+
+
+def test_read_only_token_skips_the_comment_with_a_notice(
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    repo_root: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Dependabot or fork pull request's token reads but cannot write: the comment is
+    skipped with a notice and the command succeeds (the job summary holds the report)."""
+    fake.read_only_tokens.add(TOKEN)
+    out = tmp_path / "run"
+    make_bundle(out, release=False)
+    monkeypatch.setenv("GITHUB_EVENT_PATH", _event(tmp_path, 5))
+    args = ["github", "comment", "--out", str(out), "--config", str(repo_root / "model/mlcd.yaml")]
+    assert cli.main(args) == 0
+    assert fake.comments.get(5, []) == []
+    assert [r.status for r in fake.seen("POST", r"/repos/acme/model/issues/5/comments")] == [403]
+    printed = capsys.readouterr().out
+    assert "::notice title=mlcd::no PR comment" in printed
+    assert (out / "github" / "comment.md").is_file()
+
+
+def test_other_refusals_of_the_comment_still_fail(
+    fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path
+) -> None:
+    """Only GitHub's read-only refusal is skipped: a bad token is still exit 3."""
+    monkeypatch.setattr(fake, "token", "ghs_someOtherToken")
+    out = tmp_path / "run"
+    make_bundle(out, release=False)
+    monkeypatch.setenv("GITHUB_EVENT_PATH", _event(tmp_path, 5))
+    args = ["github", "comment", "--out", str(out), "--config", str(repo_root / "model/mlcd.yaml")]
+    assert cli.main(args) == 3
 
 
 def test_deployment_final_status_says_what_the_webhooks_said(

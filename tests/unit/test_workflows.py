@@ -6,8 +6,11 @@
 - GitHub checks every job's `permissions:` against the caller's grant before the run (even
   jobs an `if:` skips), so the README's snippet and every example caller grant at least
   what each job of the workflow they call declares;
-- release and deploy jobs are serialized per project (and environment), never cancelled;
-  artifact names and concurrency groups carry the project.
+- release and deploy jobs are serialized per project (and environment) without cancelling a
+  running one; artifact names and concurrency groups carry the project, and one project's
+  download pattern never matches another's artifacts (`churn` vs `churn-v2`);
+- the project's dependencies are installed before lint, test and train; the `image` output is
+  only ever a pushed reference.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ def test_checks_yml_needs_only_read_unless_comment_and_code_scanning_are_on() ->
     assert deliver["code-scanning"]["permissions"] == {
         "contents": "read",
         "security-events": "write",
+        "actions": "read",  # upload-sarif reads the run on private repositories
     }
     assert _load(CALLED["deliver.yml"])["permissions"] == {}
 
@@ -160,6 +164,8 @@ def test_every_job_runs_the_kit_at_the_called_workflows_commit(name: str) -> Non
         assert given["repository"] == "${{ job.workflow_repository || vars.MLCD_KIT_REPOSITORY }}"
         assert given["ref"] == "${{ job.workflow_sha || vars.MLCD_KIT_SHA }}"
         assert given["persist-credentials"] is False
+        # a private kit is read with the caller's kit-token; GITHUB_TOKEN reads only the caller
+        assert given["token"] == "${{ secrets.kit-token || github.token }}"  # noqa: S105 - an expression
         assert steps.index(kit[0]) < kit_uses[0], f"{name}:{job_id}: kit used before checkout"
         setup = steps[kit_uses[0]]
         assert setup["uses"] == "./.mlcd-kit/actions/setup", f"{name}:{job_id}"
@@ -268,3 +274,82 @@ def test_the_github_template_config_uses_ghcr_and_the_slim_base(
     # the workflow's `image: ghcr.io/${{ github.repository }}` may carry capitals
     monkeypatch.setenv("MLCD_IMAGE", "ghcr.io/Acme/Churn-Model")
     assert config.image_name == "ghcr.io/acme/churn-model"
+
+
+def _artifact_names(name: str) -> tuple[set[str], set[str]]:
+    """(uploaded names, download patterns) of a workflow, for one project's value."""
+    uploads: set[str] = set()
+    patterns: set[str] = set()
+    for _job_id, step in _steps(name):
+        given = step.get("with") or {}
+        uses = str(step.get("uses", ""))
+        if uses.startswith("actions/upload-artifact@"):
+            uploads.add(str(given["name"]))
+        elif uses.startswith("actions/download-artifact@") and given.get("pattern"):
+            patterns.add(str(given["pattern"]))
+    return uploads, patterns
+
+
+@pytest.mark.parametrize("name", sorted(CALLED))
+def test_one_projects_pattern_never_matches_anothers_artifacts(name: str) -> None:
+    """Two projects of one repository, one named as a prefix of the other: each download
+    pattern of one matches none of the other's uploads (the earlier `mlcd-<project>-*`
+    matched `mlcd-churn-v2-lint` for `churn`, and merge-multiple overwrote files)."""
+    from fnmatch import fnmatchcase
+
+    uploads, patterns = _artifact_names(name)
+    assert patterns, name
+    project = "${{ needs.plan.outputs.project }}"
+    environment = "${{ inputs.environment }}"
+    pairs = [("churn", "churn-v2"), ("churn-v2", "churn"), ("a", "a.b"), ("a_b", "a")]
+    for mine, theirs in pairs:
+        their_names = {u.replace(project, theirs).replace(environment, "staging") for u in uploads}
+        my_names = {u.replace(project, mine).replace(environment, "staging") for u in uploads}
+        for pattern in patterns:
+            mine_pattern = pattern.replace(project, mine)
+            assert not [n for n in their_names if fnmatchcase(n, mine_pattern)], (
+                name,
+                mine_pattern,
+            )
+            # and it still finds this project's own evidence
+            assert any(fnmatchcase(n, mine_pattern) for n in my_names), mine_pattern
+
+
+@pytest.mark.parametrize("name", sorted(CALLED))
+def test_dependencies_are_installed_before_lint_test_and_train(name: str) -> None:
+    for job_id, what in (("lint", "model"), ("test", "all"), ("train", "model")):
+        uses = [str(s.get("uses", "")) for s in _jobs(name)[job_id]["steps"]]
+        deps = uses.index("./.mlcd-kit/actions/deps")
+        assert (
+            uses.index("./.mlcd-kit/actions/setup")
+            < deps
+            < uses.index(f"./.mlcd-kit/actions/{job_id}")
+        ), f"{name}:{job_id}"
+        step = _jobs(name)[job_id]["steps"][deps]
+        assert step["with"]["for"] == what, f"{name}:{job_id}"
+
+
+def test_the_image_output_is_only_ever_a_pushed_reference() -> None:
+    """A pull request builds an image that stays on its runner: its id is an output named for
+    what it is, never a `name@sha256:` reference that looks pullable."""
+    outputs = _load(CALLED["deliver.yml"])[True]["workflow_call"]["outputs"]
+    assert "jobs.build" not in outputs["image"]["value"], outputs["image"]
+    assert outputs["built-image-id"]["value"] == "${{ jobs.build.outputs.image-id }}"
+    checks = _load(CALLED["checks.yml"])[True]["workflow_call"]["outputs"]
+    assert "image" not in checks
+    assert checks["built-image-id"]["value"] == "${{ jobs.build.outputs.image-id }}"
+
+
+def test_the_example_config_deploys_to_servers_not_the_runner() -> None:
+    """A hosted runner refuses `target: local`: what a team copies deploys over SSH."""
+    from mlcd.config import load_config
+
+    config = load_config(ROOT / "examples/mlcd.yaml").config
+    assert config.environments, "examples/mlcd.yaml has no environments"
+    for name, environment in config.environments.items():
+        assert environment.target == "docker-host", name
+        assert str(environment.host).startswith("ssh://"), name
+    for path in ROOT.glob("examples/*.yml"):
+        text = path.read_text()
+        if "deliver.yml" in text:
+            assert "deploy-ssh-key: ${{ secrets.DEPLOY_SSH_KEY }}" in text, path

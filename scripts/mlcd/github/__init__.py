@@ -27,7 +27,15 @@ from mlcd.github import comment as comment_mod
 from mlcd.github import publish, step_outputs
 from mlcd.registry import backend_of, open_registry
 from mlcd.tools.git import head_sha
-from mlcd.tools.github import GitHub
+from mlcd.tools.github import GitHub, GitHubApiError
+
+# What GitHub answers a GITHUB_TOKEN that lacks a write permission (read-only: Dependabot's
+# pull requests, forks' pull requests); a rate limit's 403 says otherwise and is retried.
+_READ_ONLY = "resource not accessible by integration"
+
+
+def _read_only_refusal(error: GitHubApiError) -> bool:
+    return _READ_ONLY in str(error).lower()
 
 
 def _client() -> GitHub:
@@ -83,7 +91,10 @@ def _emit(ctx: Context, data: dict[str, object], text: str) -> None:
 
 def _comment(ctx: Context, args: argparse.Namespace) -> int:
     run = comment_mod.RunInfo.from_env(os.environ)
-    body = comment_mod.render(ctx.bundle, run)
+    # the project names the comment (one per project of the repository); a bundle rendered
+    # without its mlcd.yaml (outside a workflow) gets the bare marker
+    project = ctx.config.project if ctx.config_path.is_file() else ""
+    body = comment_mod.render(ctx.bundle, run, project=project)
     folder = ctx.bundle.stage_dir(publish.FOLDER)
     (folder / "comment.md").write_text(body, "utf-8")
     number = args.pr or comment_mod.pull_request_number(os.environ.get("GITHUB_EVENT_PATH"))
@@ -95,7 +106,23 @@ def _comment(ctx: Context, args: argparse.Namespace) -> int:
             f"⏭️ github comment: {why}; the comment is in {folder / 'comment.md'}",
         )
         return 0
-    posted, created = _client().upsert_comment(number, body, marker=comment_mod.MARKER)
+    try:
+        posted, created = _client().upsert_comment(number, body, marker=comment_mod.marker(project))
+    except GitHubApiError as refused:
+        if refused.status != 403 or not _read_only_refusal(refused):
+            raise
+        # A read-only token (a Dependabot pull request, a fork's): GitHub refuses every write.
+        # The job summary holds the same report; the comment is skipped, the run stays green.
+        why = (
+            "the token cannot write to this pull request (read-only on a Dependabot or "
+            "fork pull request, or the caller grants no pull-requests: write)"
+        )
+        _emit(
+            ctx,
+            {"posted": False, "reason": why, "file": str(folder / "comment.md")},
+            f"::notice title=mlcd::no PR comment: {why}; the report is in the job summary",
+        )
+        return 0
     record = {
         "posted": True,
         "created": created,
@@ -162,7 +189,9 @@ def _deployment_facts(ctx: Context, environment: str, wanted: str | None) -> pub
     """What is (being) deployed: what `mlcd deploy` rolled out when it has run, else this
     run's release, else the release the deploy will take from the model registry (--release,
     or the newest that passed every `requires:` of the environment)."""
-    project = ctx.config.project
+    # the project names the comment (one per project of the repository); a bundle rendered
+    # without its mlcd.yaml (outside a workflow) gets the bare marker
+    project = ctx.config.project if ctx.config_path.is_file() else ""
     done = publish.deploy_facts(ctx.bundle, project, environment)
     if done is not None:
         return done

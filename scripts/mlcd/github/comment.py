@@ -2,7 +2,8 @@
 
 Rendered from the evidence bundle alone (docs/foundation.md), so it reads whatever the
 stages wrote and leaves out what is not there. One comment per pull request, found again by
-its hidden marker and updated in place.
+its hidden marker and updated in place. The marker carries the project, so two projects of
+one repository (`churn` and `churn-v2`) keep a comment each.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mlcd.presentation import md_cell as _cell
 from mlcd.presentation import md_number as _fmt
 from mlcd.presentation import number as _number
 
-MARKER = "<!-- mlcd-report -->"
+MARKER = "<!-- mlcd-report -->"  # a comment rendered without a project (mlcd report)
 MAX_BODY = 60000  # GitHub refuses comments over 65536 characters
 STAGE_ORDER = ("lint", "test", "train", "evaluate", "build", "scan", "release", "deploy")
 
@@ -61,6 +62,12 @@ def parse_artifacts(text: str) -> dict[str, str]:
         if sep and name.strip() and url.strip():
             found[name.strip()] = url.strip()
     return found
+
+
+def marker(project: str) -> str:
+    """The hidden marker of one project's comment; no project's marker is a prefix of
+    another's (the name is closed by ` -->`)."""
+    return f"<!-- mlcd-report project={project} -->" if project else MARKER
 
 
 def _ordered(results: list[StageResult]) -> list[StageResult]:
@@ -190,11 +197,12 @@ def tracking_links(results: list[StageResult]) -> list[tuple[str, str]]:
     return out
 
 
-def render(bundle: Bundle, run: RunInfo, *, title: str = "mlcd") -> str:
-    """The whole comment."""
+def render(bundle: Bundle, run: RunInfo, *, title: str = "mlcd", project: str = "") -> str:
+    """The whole comment (its marker and heading name `project` when given)."""
     results = _ordered(bundle.stages())
     by_stage = {r.stage: r for r in results}
-    out = [MARKER, f"## {title}: {headline(results)}", ""]
+    heading = f"{title} · {project}" if project else title
+    out = [marker(project), f"## {heading}: {headline(results)}", ""]
     if results:
         out += ["| stage | outcome | time | summary |", "|---|---|---:|---|"]
         out += [
