@@ -142,7 +142,11 @@ def test_refused_commands_leave_the_record_and_abort_stops_a_running_deploy(
                 "strategy": "canary",
                 # long enough that the deploy is still analysing when abort comes
                 "canary": {"steps": [50, 100], "interval": "2s", "min-requests": 100000},
-                "analysis": {"max-p99-latency-ms": 2000, "max-intervals": 200},
+                "analysis": {
+                    "max-p99-latency-ms": 2000,
+                    "max-intervals": 200,
+                    "accept-slow-plan": True,
+                },
             }
         }
     )
@@ -200,7 +204,11 @@ def test_a_dead_stable_is_restarted_and_holds_the_traffic(
             "staging": {
                 "strategy": "canary",
                 "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 100000},
-                "analysis": {"max-p99-latency-ms": 2000, "max-intervals": 200},
+                "analysis": {
+                    "max-p99-latency-ms": 2000,
+                    "max-intervals": 200,
+                    "accept-slow-plan": True,
+                },
                 "load-test": {"rps": 20},
             }
         }
@@ -244,7 +252,11 @@ def test_a_dead_stable_on_a_docker_host_is_restarted_and_holds_the_traffic(
         {
             "strategy": "canary",
             "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 100000},
-            "analysis": {"max-p99-latency-ms": 2000, "max-intervals": 200},
+            "analysis": {
+                "max-p99-latency-ms": 2000,
+                "max-intervals": 200,
+                "accept-slow-plan": True,
+            },
             "load-test": {"rps": 20},
         }
     )
