@@ -417,6 +417,7 @@ class _Run:
     started: bool = False
     interrupt: Interrupted | None = None
     accept_plan: bool = False
+    plan: Plan | None = None
 
 
 def _rollout_body(
@@ -425,14 +426,12 @@ def _rollout_body(
     stage = f"deploy-{env}"
     run.started = True
     notes: list[str] = []
+    if run.plan is not None:
+        checked.details["plan"] = run.plan.as_json()
+        notes += [f"plan: {line}" for line in run.plan.lines()]
     ctl.spec.expected = gates.expected_predictions(checked.release.prediction_shift)
     try:
         notes += [*ctl.reconcile(), *record_pending(ctx, ctl)]
-        if checked.strategy == "canary" and ctl.state.stable is not None:
-            plan = rollout_plan(ctx, ctl.spec.section, ctl, accept=run.accept_plan)
-            if plan is not None:
-                checked.details["plan"] = plan.as_json()
-                notes += [f"plan: {line}" for line in plan.lines()]
         result = ctl.deploy(checked.release.version, checked.release.image, checked.strategy)
     except Interrupted as interrupt:
         run.interrupt = interrupt
@@ -609,6 +608,9 @@ def stage(
     with _signals_interrupt():
         try:
             with locked(ctx, env, "deploy", checked.strategy) as ctl:
+                # a plan that cannot decide is refused before anything moves (beside the record)
+                if checked.strategy == "canary" and ctl.state.stable is not None:
+                    run.plan = rollout_plan(ctx, ctl.spec.section, ctl, accept=run.accept_plan)
                 result = ctx.run_stage(name, lambda: _rollout_body(ctx, env, checked, ctl, run))
         except MlcdError as exc:
             if run.started:  # recorded in deploy-<env>/ by run_stage
