@@ -37,7 +37,7 @@ from mlcd.config import EnvironmentSection
 from mlcd.context import Command, Context
 from mlcd.contracts import DeployDetails, train_files
 from mlcd.errors import GateFailed, MlcdError, UserInputError
-from mlcd.evidence import StageOutcome, StageResult
+from mlcd.evidence import StageOutcome, StageResult, require_writable
 from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
 from mlcd.rollout import plan as plan_mod
@@ -583,6 +583,9 @@ def stage(
     refused = f"{name}-refused"
     section = env_section(ctx, env)
     try:
+        # what the machine lacks first: a read-only state folder stops every deploy (exit 3)
+        for folder, what, hint in ctx.writable_for(name):
+            require_writable(folder, what, hint=hint)
         check_release_argument(release)
         refuse_ephemeral(env, section)
         chosen = existing_release(ctx, section, release)
