@@ -34,6 +34,8 @@ class Project:
     out: Path
     env: dict[str, str]
     name: str
+    # the image the fixture built (later tests may rebuild or break build/result.json)
+    image_id: str = ""
 
     def mlcd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -86,6 +88,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     proj.mlcd("train")
     proj.mlcd("evaluate")
     proj.mlcd("build")
+    proj.image_id = str(proj.result("build")["details"]["image_id"])  # type: ignore[index]
     yield proj
     listed = subprocess.run(
         ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", proj.name],

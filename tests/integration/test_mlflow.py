@@ -349,7 +349,7 @@ def test_built_images_keep_mlflows_protocol_and_sagemakers_contract(
     project: Project, built: Built, example_case: Case, mixed_case: Case
 ) -> None:
     images = (
-        (project.result("build")["details"]["image_id"], example_case),  # type: ignore[index]
+        (project.image_id, example_case),
         (built.result["details"]["image_id"], mixed_case),
     )
     for image, case in images:
