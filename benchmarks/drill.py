@@ -454,7 +454,7 @@ class Drill:
         # the drill tests delivery under faults, not the judge: a short canary and
         # blue/green, traffic enough to decide, generous bounds (as the zoo's configs)
         text = re.sub(
-            r"    canary: \{[^}]*\}\n    analysis: \{[^}]*\}\n    load-test: \{[^}]*\}\n",
+            r"    canary: \{[^}]*\}\n(?:.*\n)*?    load-test: \{[^}]*\}\n",
             "    canary: {steps: [50, 100], interval: 3s, min-requests: 60}\n"
             "    analysis: {max-error-rate: 0.05, max-p99-latency-ms: 5000,"
             " max-prediction-shift: 2.0, max-latency-increase: 3.0,"
@@ -462,6 +462,8 @@ class Drill:
             "    load-test: {rps: 60}\n",
             text,
         )
+        # production's own analysis line (nested braces) gives way to the drill's below
+        text = re.sub(r"(    requires: \[staging\]\n)    analysis: [^\n]*\n", r"\1", text)
         text = text.replace(
             "    strategy: blue-green\n",
             "    strategy: blue-green\n"
