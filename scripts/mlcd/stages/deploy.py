@@ -206,12 +206,9 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGINT raise `Interrupted` naming the signal, so the rollout is undone."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
+def _signals_handled(handler: Any) -> Iterator[None]:
+    """SIGTERM and SIGINT go to `handler` (a function or SIG_IGN) while the block runs; the
+    previous handlers come back after it (nothing changes off the main thread)."""
     try:
         previous = [signal.signal(s, handler) for s in _SIGNALS]
     except ValueError:  # not the main thread
@@ -224,19 +221,18 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-@contextmanager
-def _signals_ignored() -> Iterator[None]:
+def _signals_interrupt() -> contextlib.AbstractContextManager[None]:
+    """SIGTERM and SIGINT raise `Interrupted` naming the signal, so the rollout is undone."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    return _signals_handled(handler)
+
+
+def _signals_ignored() -> contextlib.AbstractContextManager[None]:
     """While an interrupted command undoes its work, a second signal does not cut it short."""
-    try:
-        previous = [signal.signal(s, signal.SIG_IGN) for s in _SIGNALS]
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in zip(_SIGNALS, previous, strict=True):
-            signal.signal(sig, old)
+    return _signals_handled(signal.SIG_IGN)
 
 
 def _outcome(
