@@ -24,18 +24,27 @@ Each run starts with an empty HOME and an empty artifact store; nothing passes b
 but artifacts and the registries. The image registry is the shared one on 127.0.0.1:5000,
 which takes any login (`docker login` runs with the GITHUB_TOKEN, as for ghcr.io).
 
+Releases are signed (docs/signing.md): each project commits the public key `signing.pub`
+beside its mlcd.yaml (`signing: {verify: {key: signing.pub}}`); the private key is the
+repository secret `MLCD_SIGNING_KEY`, which each caller workflow passes as `signing-key`.
+
 Four runs, as one repository's history: a pull request (every job green and at the tag's
 commit; one comment per project), a second pull request with a read-only token (the
-Dependabot case: green, the job summary, no comment, a notice), a push to main (each project
-released — its image pushed by digest, a GitHub release — and rolled out to staging over SSH),
-and a dispatch to production (the push's release, same image digest, nothing rebuilt). No
+Dependabot case, the root project only: green, the job summary, no comment, a notice), a
+push to main (each project released — its image pushed by digest and signed, `.sig` and
+`.att` beside it, a GitHub release — and rolled out to staging over SSH after the signature
+verified), and a dispatch to production (the push's release, same image digest, its
+signature verified, nothing rebuilt). No
 `.mlcd-kit` path appears in any artifact (lint results, SARIF, coverage, the evidence bundle)
 nor in the released evidence archives.
 
 Third-party actions are the stubs in tests/workflows/stubs (mapped by the SHA the workflows
-pin). The vulnerability scan runs on a small Trivy database the test writes. Jobs run one at
-a time (`--concurrent-jobs 1`): on this machine they share one tool cache, where a hosted
-runner gives each job a machine of its own.
+pin); the cache stub keeps a key's folders in the test's store for later jobs and runs, as
+GitHub's cache does (pip's downloads and the model's wheels are fetched once), and the
+attest-build-provenance stub fails if it runs (deliver.yml skips it off github.com). The
+vulnerability scan runs on a small Trivy database the test writes. Jobs run one at a time
+(`--concurrent-jobs 1`): on this machine they share one tool cache, where a hosted runner
+gives each job a machine of its own.
 """
 
 from __future__ import annotations
