@@ -37,7 +37,7 @@ from mlcd.config import EnvironmentSection
 from mlcd.context import Command, Context
 from mlcd.contracts import DeployDetails, train_files
 from mlcd.errors import GateFailed, MlcdError, UserInputError
-from mlcd.evidence import StageOutcome, StageResult
+from mlcd.evidence import StageOutcome, StageResult, require_writable
 from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
 from mlcd.rollout import plan as plan_mod
@@ -417,6 +417,7 @@ class _Run:
     started: bool = False
     interrupt: Interrupted | None = None
     accept_plan: bool = False
+    plan: Plan | None = None
 
 
 def _rollout_body(
@@ -425,14 +426,12 @@ def _rollout_body(
     stage = f"deploy-{env}"
     run.started = True
     notes: list[str] = []
+    if run.plan is not None:
+        checked.details["plan"] = run.plan.as_json()
+        notes += [f"plan: {line}" for line in run.plan.lines()]
     ctl.spec.expected = gates.expected_predictions(checked.release.prediction_shift)
     try:
         notes += [*ctl.reconcile(), *record_pending(ctx, ctl)]
-        if checked.strategy == "canary" and ctl.state.stable is not None:
-            plan = rollout_plan(ctx, ctl.spec.section, ctl, accept=run.accept_plan)
-            if plan is not None:
-                checked.details["plan"] = plan.as_json()
-                notes += [f"plan: {line}" for line in plan.lines()]
         result = ctl.deploy(checked.release.version, checked.release.image, checked.strategy)
     except Interrupted as interrupt:
         run.interrupt = interrupt
@@ -584,6 +583,9 @@ def stage(
     refused = f"{name}-refused"
     section = env_section(ctx, env)
     try:
+        # what the machine lacks first: a read-only state folder stops every deploy (exit 3)
+        for folder, what, hint in ctx.writable_for(name):
+            require_writable(folder, what, hint=hint)
         check_release_argument(release)
         refuse_ephemeral(env, section)
         chosen = existing_release(ctx, section, release)
@@ -609,6 +611,9 @@ def stage(
     with _signals_interrupt():
         try:
             with locked(ctx, env, "deploy", checked.strategy) as ctl:
+                # a plan that cannot decide is refused before anything moves (beside the record)
+                if checked.strategy == "canary" and ctl.state.stable is not None:
+                    run.plan = rollout_plan(ctx, ctl.spec.section, ctl, accept=run.accept_plan)
                 result = ctx.run_stage(name, lambda: _rollout_body(ctx, env, checked, ctl, run))
         except MlcdError as exc:
             if run.started:  # recorded in deploy-<env>/ by run_stage

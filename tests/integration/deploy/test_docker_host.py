@@ -318,7 +318,11 @@ def test_an_inference_post_a_killed_candidate_failed_is_retried_on_stable(
         {
             "strategy": "canary",
             "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 100000},
-            "analysis": {"max-p99-latency-ms": 5000, "inconclusive-limit": 50},
+            "analysis": {
+                "max-p99-latency-ms": 5000,
+                "inconclusive-limit": 50,
+                "accept-slow-plan": True,
+            },
         }
     )
     host, port = address(project)
@@ -467,7 +471,11 @@ def test_killed_deploy_is_reconciled_from_another_clone_and_a_second_deploy_is_r
         {
             "strategy": "canary",
             "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 100000},
-            "analysis": {"max-p99-latency-ms": 2000, "inconclusive-limit": 50},
+            "analysis": {
+                "max-p99-latency-ms": 2000,
+                "inconclusive-limit": 50,
+                "accept-slow-plan": True,
+            },
         }
     )
     host, port = address(project)

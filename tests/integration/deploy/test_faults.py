@@ -133,6 +133,35 @@ def test_a_deploy_killed_at_every_step_boundary_is_recovered_with_nothing_left(
     _agree(project, "staging", v2, extra=1)
 
 
+def test_a_plan_that_cannot_decide_is_refused_beside_the_record(
+    make_project: Any, standin_images: dict[str, str]
+) -> None:
+    """The judge's plan refuses a canary that could not decide within max-intervals before
+    anything moves: exit 2 recorded in deploy-<env>-refused/, the last rollout's record and
+    the environment untouched."""
+    project = make_project(
+        {
+            "staging": {
+                "strategy": "canary",
+                "canary": {"steps": [50, 100], "interval": "2s", "min-requests": 100000},
+                "analysis": {"max-p99-latency-ms": 2000, "max-intervals": 5},
+                "load-test": {"rps": 20},
+            }
+        }
+    )
+    v1 = project.release(standin_images["clean"])
+    first = project.mlcd("deploy", "staging", "--release", v1)
+    assert first.returncode == 0, first.stdout + first.stderr
+    record = project.result("deploy-staging")
+    v2 = project.release(standin_images["clean"])
+    refused = project.mlcd("deploy", "staging", "--release", v2)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "cannot decide within max-intervals 5" in refused.stderr, refused.stderr
+    assert project.result("deploy-staging") == record
+    assert project.result("deploy-staging-refused")["status"] == "error"
+    _agree(project, "staging", v1)
+
+
 def test_refused_commands_leave_the_record_and_abort_stops_a_running_deploy(
     make_project: Any, standin_images: dict[str, str]
 ) -> None:
@@ -142,7 +171,11 @@ def test_refused_commands_leave_the_record_and_abort_stops_a_running_deploy(
                 "strategy": "canary",
                 # long enough that the deploy is still analysing when abort comes
                 "canary": {"steps": [50, 100], "interval": "2s", "min-requests": 100000},
-                "analysis": {"max-p99-latency-ms": 2000, "max-intervals": 200},
+                "analysis": {
+                    "max-p99-latency-ms": 2000,
+                    "max-intervals": 200,
+                    "accept-slow-plan": True,
+                },
             }
         }
     )
@@ -200,7 +233,11 @@ def test_a_dead_stable_is_restarted_and_holds_the_traffic(
             "staging": {
                 "strategy": "canary",
                 "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 100000},
-                "analysis": {"max-p99-latency-ms": 2000, "max-intervals": 200},
+                "analysis": {
+                    "max-p99-latency-ms": 2000,
+                    "max-intervals": 200,
+                    "accept-slow-plan": True,
+                },
                 "load-test": {"rps": 20},
             }
         }
@@ -244,7 +281,11 @@ def test_a_dead_stable_on_a_docker_host_is_restarted_and_holds_the_traffic(
         {
             "strategy": "canary",
             "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 100000},
-            "analysis": {"max-p99-latency-ms": 2000, "max-intervals": 200},
+            "analysis": {
+                "max-p99-latency-ms": 2000,
+                "max-intervals": 200,
+                "accept-slow-plan": True,
+            },
             "load-test": {"rps": 20},
         }
     )

@@ -64,7 +64,11 @@ def test_killed_canary_container_leads_to_rollback(
         {
             "staging": _canary_env(
                 canary={"steps": [50, 100], "interval": "2s", "min-requests": 100000},
-                analysis={"max-p99-latency-ms": 2000, "inconclusive-limit": 50},
+                analysis={
+                    "max-p99-latency-ms": 2000,
+                    "inconclusive-limit": 50,
+                    "accept-slow-plan": True,
+                },
                 **{"load-test": {"rps": 40}},
             )
         }
@@ -103,7 +107,11 @@ def test_one_rollout_at_a_time_and_recovery_after_sigkill(
         {
             "staging": _canary_env(
                 canary={"steps": [50, 100], "interval": "3s", "min-requests": 100000},
-                analysis={"max-p99-latency-ms": 2000, "inconclusive-limit": 50},
+                analysis={
+                    "max-p99-latency-ms": 2000,
+                    "inconclusive-limit": 50,
+                    "accept-slow-plan": True,
+                },
             )
         }
     )
