@@ -196,22 +196,32 @@ def _evidence_bytes(registry: ModelRegistry, release: Release) -> bytes | None:
     return data if isinstance(data, bytes) else None
 
 
-def restore_evidence(registry: ModelRegistry, version: str, root: Path) -> list[str]:
-    """Put release `version`'s evidence (train/, evaluate/, scan/, build/) into the run folder
-    `root` when it has none of its own: a deploy of an existing release (workflow_dispatch, a
-    fresh clone) needs the held-out rows its rollout sends. The archive must match the
-    release's recorded evidence digest; only plain files under those folders are written,
-    never over an existing file. Returns the folders restored."""
+def evidence_archive(registry: ModelRegistry, version: str) -> bytes | None:
+    """Release `version`'s evidence bundle (evidence.tar.gz) wherever the registry keeps it
+    (a file, or a GitHub release's asset), checked against the release's recorded digest;
+    None when there is none to read. A mismatch is exit 1, as in `restore_evidence`."""
     release = get(registry, version)
     data = _evidence_bytes(registry, release)
     if data is None:
-        return []
+        return None
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     if release.evidence_digest and digest != release.evidence_digest:
         raise GateFailed(
             f"the evidence of release {version} does not match its recorded digest "
             f"({digest} ≠ {release.evidence_digest}); it is not used",
         )
+    return data
+
+
+def restore_evidence(registry: ModelRegistry, version: str, root: Path) -> list[str]:
+    """Put release `version`'s evidence (train/, evaluate/, scan/, build/) into the run folder
+    `root` when it has none of its own: a deploy of an existing release (workflow_dispatch, a
+    fresh clone) needs the held-out rows its rollout sends. The archive must match the
+    release's recorded evidence digest; only plain files under those folders are written,
+    never over an existing file. Returns the folders restored."""
+    data = evidence_archive(registry, version)
+    if data is None:
+        return []
     restored: set[str] = set()
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         for member in archive.getmembers():

@@ -206,3 +206,54 @@ def test_a_deploy_in_a_fresh_folder_gets_the_releases_evidence(
     tarball.write_bytes(tarball.read_bytes() + b"x")
     with pytest.raises(GateFailed, match="does not match its recorded digest"):
         releases.restore_evidence(registry, "0.1.0", tmp_path / "other")
+
+
+class _AssetRegistry(LocalRegistry):
+    """The `github` backend's shape: the evidence is a GitHub release's asset, and the path
+    the release recorded is the release job's run folder, which a later job does not have."""
+
+    def __init__(self, root: Path, assets: dict[str, bytes]) -> None:
+        super().__init__(root)
+        self.assets = assets
+
+    def release_asset(self, model_version: str, name: str) -> bytes | None:
+        assert model_version
+        return self.assets.get(name)
+
+
+def test_a_dispatch_reads_the_scan_and_verdict_from_the_releases_asset(tmp_path: Path) -> None:
+    """A deploy of an existing release in a fresh job (workflow_dispatch): the scan result is
+    only in the evidence bundle, which only the registry's asset holds."""
+    from mlcd.evidence import Bundle
+    from mlcd.rollout import gates
+
+    run = tmp_path / "run"
+    (run / "evaluate").mkdir(parents=True)
+    (run / "evaluate" / "verdict.json").write_text('{"passed": true}')
+    (run / "scan").mkdir()
+    (run / "scan" / "result.json").write_text('{"stage": "scan", "status": "pass"}')
+    tarball = tmp_path / "evidence.tar.gz"
+    digest = release_stage.evidence_tarball(run, tarball)
+    registry = _AssetRegistry(tmp_path / "reg", {"evidence-0.1.0.tar.gz": tarball.read_bytes()})
+    model = _model(registry, tmp_path, "a")
+    gone = str(tmp_path / "release-job" / "evidence.tar.gz")  # not on this machine
+    registry.append(
+        model,
+        releases.RELEASES,
+        {"version": "0.1.0", "image": "i", "evidence": gone, "evidence_digest": digest},
+    )
+    archive = gates._evidence_of(registry, "0.1.0", gone)
+    assert archive == tarball.read_bytes()
+    fresh = Bundle(tmp_path / "fresh")
+    evaluate, _, scan, source = gates._gate_results(
+        fresh, registry.get(model), from_bundle=False, evidence=gone, archive=archive
+    )
+    assert (evaluate, scan) == (True, True)
+    assert source.startswith("the release's evidence bundle")
+    # without the asset the registry has no scan result: the gate cannot pass
+    registry.assets.clear()
+    assert gates._evidence_of(registry, "0.1.0", gone) is None
+    # an asset that is not the recorded archive is refused
+    registry.assets["evidence-0.1.0.tar.gz"] = tarball.read_bytes() + b"x"
+    with pytest.raises(GateFailed, match="does not match its recorded digest"):
+        gates._evidence_of(registry, "0.1.0", gone)

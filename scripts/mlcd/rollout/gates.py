@@ -13,6 +13,7 @@ Each gate's reason goes into the deploy evidence.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import tarfile
@@ -115,9 +116,16 @@ def _bundle_shift(bundle: Bundle) -> dict[str, Any] | None:
         return None
 
 
-def _evidence_shift(tarball: Path) -> dict[str, Any] | None:
+def _open_evidence(source: Path | bytes) -> tarfile.TarFile:
+    """A release's evidence bundle from its file or its bytes (a GitHub release's asset)."""
+    if isinstance(source, bytes):
+        return tarfile.open(fileobj=io.BytesIO(source), mode="r:gz")
+    return tarfile.open(source, "r:gz")
+
+
+def _evidence_shift(tarball: Path | bytes) -> dict[str, Any] | None:
     try:
-        with tarfile.open(tarball, "r:gz") as archive:
+        with _open_evidence(tarball) as archive:
             handle = archive.extractfile("evidence/evaluate/verdict.json")
             if handle is None:
                 return None
@@ -176,7 +184,7 @@ def expected_predictions(doc: dict[str, Any] | None) -> ExpectedPredictions | No
     )
 
 
-def _from_evidence(tarball: Path) -> tuple[bool | None, bool | None]:
+def _from_evidence(tarball: Path | bytes) -> tuple[bool | None, bool | None]:
     """The verdict and scan result inside a release's evidence bundle (evidence.tar.gz)."""
 
     def member(archive: tarfile.TarFile, name: str) -> Any:
@@ -193,7 +201,7 @@ def _from_evidence(tarball: Path) -> tuple[bool | None, bool | None]:
                 return None
 
     try:
-        with tarfile.open(tarball, "r:gz") as archive:
+        with _open_evidence(tarball) as archive:
             evaluate = _verdict_data(member(archive, "evaluate/verdict.json"))
             if evaluate is None:
                 evaluate = _status_data(member(archive, "evaluate/result.json"))
@@ -271,14 +279,15 @@ def _gate_results(
     *,
     from_bundle: bool,
     evidence: str | None,
+    archive: Path | bytes | None,
 ) -> tuple[bool | None, str, bool | None, str]:
     """Did evaluate and scan pass, and who says so: the run folder, the release's evidence
-    bundle, else the model registry."""
+    bundle (its file, or the asset of its GitHub release), else the model registry."""
     if from_bundle:
         evaluate_passed, scan_passed = _from_bundle(bundle)
         evaluate_source = scan_source = f"the run folder {bundle.root}"
-    elif evidence and Path(evidence).is_file():
-        evaluate_passed, scan_passed = _from_evidence(Path(evidence))
+    elif archive is not None:
+        evaluate_passed, scan_passed = _from_evidence(archive)
         evaluate_source = scan_source = f"the release's evidence bundle {evidence}"
     else:
         evaluate_passed = scan_passed = None
@@ -290,6 +299,23 @@ def _gate_results(
         scan_passed = _scan_attachment(record)
         scan_source = "the model registry"
     return evaluate_passed, evaluate_source, scan_passed, scan_source
+
+
+def _evidence_of(
+    registry: ModelRegistry, version: str, evidence: str | None
+) -> Path | bytes | None:
+    """The release's evidence bundle: its file, else what the registry keeps (the `github`
+    backend: the GitHub release's asset, checked against the recorded digest)."""
+    if not evidence:
+        return None
+    if Path(evidence).is_file():
+        return Path(evidence)
+    if not releases.SEMVER.match(version):
+        return None
+    try:
+        return releases.evidence_archive(registry, version)
+    except UserInputError:  # a model version standing for a release of itself
+        return None
 
 
 def resolve_release(
@@ -305,13 +331,14 @@ def resolve_release(
     version, image, model_version, evidence = _pick(loaded, bundle, registry, wanted, in_bundle)
     record = registry.get(model_version)
     from_bundle = in_bundle is not None and in_bundle.version == version
+    archive = None if from_bundle else _evidence_of(registry, version, evidence)
     evaluate_passed, evaluate_source, scan_passed, scan_source = _gate_results(
-        bundle, record, from_bundle=from_bundle, evidence=evidence
+        bundle, record, from_bundle=from_bundle, evidence=evidence, archive=archive
     )
     if from_bundle:
         moved = _bundle_shift(bundle)
-    elif evidence and Path(evidence).is_file():
-        moved = _evidence_shift(Path(evidence))
+    elif archive is not None:
+        moved = _evidence_shift(archive)
     else:
         moved = None
     if moved is None:
