@@ -864,24 +864,48 @@ def _errors(
         s.stable_errors, s.stable_requests, p0, "above"
     ) >= math.log(1.0 / a_lim)
     notes.metrics["stable_breaks_error_slo"] = int(stable_breaks)
-    if log_limit >= math.log(1.0 / a_lim):
-        canary_line = (
+    stable_rate = _fmt_rate(s.stable_errors, s.stable_requests)
+    _slo_verdict(
+        notes,
+        (
             f"canary error rate {_fmt_rate(s.canary_errors, s.canary_requests)} is above "
             f"max-error-rate {p0:.2%} (lower confidence bound {limit_low:.2%})"
         )
+        if log_limit >= math.log(1.0 / a_lim)
+        else None,
+        stable_breaks,
+        stable_also=f"stable's {stable_rate}",
+        stable_not_shown="stable is not shown above it",
+        stable_alone=(
+            f"stable's error rate {stable_rate} is above max-error-rate {p0:.2%}; "
+            "the canary's is not shown above it"
+        ),
+    )
+    return s
+
+
+def _slo_verdict(
+    notes: _Notes,
+    canary_breaks: str | None,
+    stable_breaks: bool,
+    *,
+    stable_also: str,
+    stable_not_shown: str,
+    stable_alone: str,
+) -> None:
+    """An SLO (an absolute limit the user set): the canary shown past it fails, unless stable
+    is shown past it too, which is the environment's problem (the step pauses); stable past
+    it alone is only said."""
+    if canary_breaks is not None:
         if stable_breaks:
             notes.environment.append(
-                f"the environment breaks the SLO, not the canary: {canary_line}, and so is "
-                f"stable's {_fmt_rate(s.stable_errors, s.stable_requests)}"
+                f"the environment breaks the SLO, not the canary: {canary_breaks}, "
+                f"and so is {stable_also}"
             )
         else:
-            notes.failures.append(f"{canary_line}; stable is not shown above it")
+            notes.failures.append(f"{canary_breaks}; {stable_not_shown}")
     elif stable_breaks:
-        notes.reasons.append(
-            f"stable's error rate {_fmt_rate(s.stable_errors, s.stable_requests)} is above "
-            f"max-error-rate {p0:.2%}; the canary's is not shown above it"
-        )
-    return s
+        notes.reasons.append(stable_alone)
 
 
 def _latency(
@@ -969,23 +993,23 @@ def _latency_slo(s: JudgeState, limits: Limits, *, notes: _Notes, has_stable: bo
     notes.metrics["canary_p99_lower_ms"] = round(low99 * 1e3, 3)
     stable_breaks = has_stable and bool(sb) and exceeds(sb, 0.99, limit_s, a_abs)
     notes.metrics["stable_breaks_latency_slo"] = int(stable_breaks)
-    if exceeds(cb, 0.99, limit_s, a_abs):
-        line = (
+    stable_p99 = notes.metrics.get("stable_p99_ms")
+    _slo_verdict(
+        notes,
+        (
             f"canary p99 latency {notes.metrics['canary_p99_ms']} ms is above "
             f"max-p99-latency-ms {limit_ms:g} (shown at the {a_abs:.2g} level)"
         )
-        if stable_breaks:
-            notes.environment.append(
-                f"the environment breaks the SLO, not the canary: {line}, and so is stable's "
-                f"p99 {notes.metrics['stable_p99_ms']} ms"
-            )
-        else:
-            notes.failures.append(f"{line}; stable's p99 is not shown above it")
-    elif stable_breaks:
-        notes.reasons.append(
-            f"stable's p99 latency {notes.metrics['stable_p99_ms']} ms is above "
-            f"max-p99-latency-ms {limit_ms:g}; the canary's is not shown above it"
-        )
+        if exceeds(cb, 0.99, limit_s, a_abs)
+        else None,
+        stable_breaks,
+        stable_also=f"stable's p99 {stable_p99} ms",
+        stable_not_shown="stable's p99 is not shown above it",
+        stable_alone=(
+            f"stable's p99 latency {stable_p99} ms is above max-p99-latency-ms {limit_ms:g}; "
+            "the canary's is not shown above it"
+        ),
+    )
 
 
 def _rounded(value: float | None) -> float | None:
