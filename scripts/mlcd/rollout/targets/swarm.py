@@ -816,6 +816,10 @@ class SwarmTarget(DockerHostTarget):
                     f"the network {self.network} on {self.transport.target.url} is still in "
                     f"use: {docker.first_error(gone.stderr)}"
                 )
+            while time.monotonic() < deadline:  # a swarm network goes when its nodes let go
+                if self._docker("network", "inspect", self.network, check=False).returncode:
+                    break
+                time.sleep(0.5)
             removed.append(f"network {self.network}")
         self._arm_ports.clear()
         self._probe_ip = ""
