@@ -542,7 +542,9 @@ class SwarmTarget(DockerHostTarget):
             data = json.loads(base64.b64decode(json.loads(raw)).decode("utf-8"))
             if not data:
                 return EnvState(env=self.env, project=self.project)
-            return EnvState.from_json(data)
+            state = EnvState.from_json(data)
+            self._generation = state.router_generation or None
+            return state
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise EnvironmentMissing(
                 f"{self.state_location}: the environment's state {name} is unreadable ({exc})"
@@ -558,6 +560,7 @@ class SwarmTarget(DockerHostTarget):
             "config", "create", *self._labels(self.state_label), name, "-", input_text=text
         )
         self._seq = seq
+        self._generation = state.router_generation or None
         for _, old in older:  # the new one exists: the old ones go (a failure leaves them)
             self._docker("config", "rm", old, check=False)
 
@@ -696,7 +699,7 @@ class SwarmTarget(DockerHostTarget):
         return all(self._serves(host, self._generation) for host in self._hosts())
 
     def _serves(self, host: str, generation: int) -> bool:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
             status, body = http_status(host, self.port, "/_mlcd/router")
             return status == 200 and f'"generation": {generation},'.encode() in body
         return False
