@@ -27,6 +27,14 @@ from mlcd.rollout.targets import engine_target
 from tests.integration.deploy.conftest import ROOT, Project
 from tests.integration.deploy.test_docker_host import ROUTER_IMAGE, Client, clone, remote_state
 
+# wide tolerances: the judge decides in a few intervals (these tests are about the target)
+FAST = {
+    "max-error-rate-increase": 0.05,
+    "latency-ok-ms": 1000,
+    "quantiles": {"p50": None},  # a p99 bound needs hundreds of requests per arm
+    "max-p99-latency-ms": 5000,
+    "accept-slow-plan": True,
+}
 ENV_FILE = Path(os.environ.get("MLCD_TEST_CLUSTER_DIR", "/var/lib/mlcd-testcluster")) / "env"
 
 
@@ -182,7 +190,7 @@ def test_canary_on_three_nodes_serves_without_errors_and_down_leaves_nothing(
         {
             "strategy": "canary",
             "canary": {"steps": [50, 100], "interval": "2s", "min-requests": 40},
-            "analysis": {"max-error-rate": 0.01, "max-p99-latency-ms": 3000},
+            "analysis": FAST,
         }
     )
     port = int(project.envs["staging"]["port"])
@@ -232,7 +240,7 @@ def test_a_worker_engine_killed_at_the_50_step_keeps_serving_and_status_tells_th
         {
             "strategy": "canary",
             "canary": {"steps": [50, 100], "interval": "3s", "min-requests": 40},
-            "analysis": {"max-error-rate": 0.05, "max-p99-latency-ms": 5000},
+            "analysis": FAST,
         }
     )
     port = int(project.envs["staging"]["port"])

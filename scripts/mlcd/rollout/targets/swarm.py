@@ -370,6 +370,7 @@ class SwarmTarget(DockerHostTarget):
         self.state_label = f"mlcd.state={self.base}"
         self.control = 18099 if port != 18099 else 18098
         self._seq = 0  # the number of the state config this process read or wrote last
+        self._known: list[tuple[int, str]] | None = None  # the state configs there are
         self._arm_ports: dict[str, int] = {}
         self._probe_ip = ""
         self._router_hosts: list[str] = []
@@ -380,6 +381,10 @@ class SwarmTarget(DockerHostTarget):
     def _labels(self, *extra: str) -> list[str]:
         pairs = (f"mlcd.project={self.project}", f"mlcd.env={self.env}", *extra)
         return [arg for pair in pairs for arg in ("--label", pair)]
+
+    def acquire(self, command: str) -> None:
+        super().acquire(command)
+        self._known = None  # what was read before the lock may have changed since
 
     def _lock_mounts(self) -> list[str]:
         return []  # the state is in Swarm configs, not in a volume
@@ -533,6 +538,7 @@ class SwarmTarget(DockerHostTarget):
 
     def load_state(self) -> EnvState:
         configs = self._state_configs()
+        self._known = configs
         if not configs:
             self._seq = 0
             return EnvState(env=self.env, project=self.project)
@@ -551,18 +557,36 @@ class SwarmTarget(DockerHostTarget):
             ) from exc
 
     def save_state(self, state: EnvState) -> None:
+        """A new config, then the older ones removed. Under the lock nobody else writes, so
+        the configs this process read or wrote are all there is (one `docker config ls`
+        saved per write); a name taken after all (a state read before the lock was taken)
+        makes it list them and try again."""
         self._check_lock()
         text = json.dumps(state.to_json(), indent=2, sort_keys=True, default=str) + "\n"
-        older = self._state_configs()
-        seq = max([self._seq, *(n for n, _ in older)]) + 1
-        name = f"{self.base[: _NAME_MAX - 10]}-state-{seq:08d}"
-        self._docker(
-            "config", "create", *self._labels(self.state_label), name, "-", input_text=text
-        )
+        older = self._known if self._known is not None else self._state_configs()
+        for _ in range(2):
+            seq = max([self._seq, *(n for n, _ in older)]) + 1
+            name = f"{self.base[: _NAME_MAX - 10]}-state-{seq:08d}"
+            result = self._docker(
+                "config", "create", *self._labels(self.state_label), name, "-",
+                input_text=text, check=False,
+            )  # fmt: skip
+            if result.returncode == 0:
+                break
+            if "already exists" not in result.stderr:
+                raise EnvironmentMissing(
+                    f"cannot write the state of `{self.env}` ({self.state_location}): "
+                    f"{docker.first_error(result.stderr)}"
+                )
+            older = self._state_configs()
+        else:
+            raise EnvironmentMissing(f"cannot write the state of `{self.env}`: {name} exists")
         self._seq = seq
+        self._known = [(seq, name)]
         self._generation = state.router_generation or None
         for _, old in older:  # the new one exists: the old ones go (a failure leaves them)
-            self._docker("config", "rm", old, check=False)
+            if old != name:
+                self._docker("config", "rm", old, check=False)
 
     # ---------------------------------------------------------------- arms
 
@@ -721,6 +745,8 @@ class SwarmTarget(DockerHostTarget):
             listen="0.0.0.0",  # noqa: S104 - the environment's port on the router's nodes  # nosec B104
             socket=ROUTES_SOCKET,
             routing=salted(self.routing, route),
+            # every task of both arms: a request goes on past the tasks of a dead node
+            tries=max(2, 2 * self.swarm.replicas),
         )
         routes = render_routes(spec, Path(PREFIX))
         if self._running_tasks(self.router) is None:
@@ -828,4 +854,5 @@ class SwarmTarget(DockerHostTarget):
         self._probe_ip = ""
         self._router_hosts = []
         self._seq = 0
+        self._known = None
         return removed
