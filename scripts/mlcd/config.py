@@ -647,8 +647,8 @@ class EnvironmentSection(Section):
         None,
         ge=1,
         le=65535,
-        description="router port (127.0.0.1 locally, every address of a docker-host); "
-        "default: chosen per env",
+        description="router port (127.0.0.1 locally, every address of a docker-host, every "
+        "router node of a swarm); default: chosen per env",
     )
     host: str | None = Field(
         None,
@@ -657,12 +657,12 @@ class EnvironmentSection(Section):
     )
     known_hosts: str | None = Field(
         None,
-        description="docker-host: known_hosts file with the server's host key (else "
+        description="docker-host, swarm: known_hosts file with the server's host key (else "
         "MLCD_DEPLOY_KNOWN_HOSTS holds its content); the key is always checked",
     )
     key_file: str | None = Field(
         None,
-        description="docker-host: private SSH key file (else MLCD_DEPLOY_SSH_KEY holds the "
+        description="docker-host, swarm: private SSH key file (else MLCD_DEPLOY_SSH_KEY holds the "
         "key, else the ssh-agent)",
     )
     url: str | None = Field(
