@@ -325,6 +325,15 @@ class FakeTarget(Target):
         found.logs.append(f"killed (exit code {exit_code})")
         return found
 
+    def restart(self, version: str) -> FakeArm:
+        """The server of `version` restarts at once (its engine brought it back): fresh
+        counters and a new process start time, never seen stopped."""
+        found = self.arm_of(version)
+        found.new_process(self.clock.time())
+        found.restarts += 1
+        found.logs.append("restarted")
+        return found
+
     def arm_of(self, version: str) -> FakeArm:
         """The existing arm of `version` (the most recently started one)."""
         matches = [a for a in self.arms.values() if a.arm.version == version]

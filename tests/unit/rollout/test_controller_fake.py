@@ -170,6 +170,18 @@ def test_canary_candidate_that_crashes_mid_step_is_rolled_back() -> None:
     assert target.stored_state().stable.version == V1  # type: ignore[union-attr]
 
 
+def test_a_candidate_restart_mid_step_is_an_error_reading_not_a_failure() -> None:
+    target = _live(CANARY, V1)
+    target.when(lambda t: t.clock.now > 3.5, lambda t: t.restart(V2))
+    ctl, outcome = _deploy(target, CANARY, V2)
+
+    assert outcome.result == "promoted", outcome.summary
+    errors = [m for m in ctl.measurements if m["outcome"] == "error"]
+    assert len(errors) == 1
+    assert "restarted between two readings" in errors[0]["reasons"][0]
+    assert "fail" not in {m["outcome"] for m in ctl.measurements}
+
+
 def test_canary_with_a_shadow_phase_mirrors_before_the_first_step() -> None:
     keys = {**CANARY, "canary": {**CANARY["canary"], "shadow-intervals": 5}}  # type: ignore[dict-item]
     target = _live(keys, V1)
