@@ -583,10 +583,15 @@ def controller_for(
 
 @contextmanager
 def holding(ctl: Controller, command: str) -> Iterator[Controller]:
-    """Take the environment's lock and read its state, as the CLI does around a command."""
+    """Take the environment's lock and read its state, as the CLI does around a command; a
+    `Crash` releases nothing (the target frees a dead holder's lock on its own)."""
     ctl.target.acquire(command)
     try:
         ctl.load()
         yield ctl
-    finally:
+    except Crash:
+        raise
+    except BaseException:
         ctl.target.release()
+        raise
+    ctl.target.release()

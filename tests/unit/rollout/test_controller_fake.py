@@ -388,7 +388,8 @@ def test_crash_at_the_50_percent_step_is_undone_by_the_next_command() -> None:
     assert crashed.rollout.candidate is not None
     candidate = crashed.rollout.candidate.container
     assert target.arms[candidate].running  # the container outlived its deploying process
-    assert target.holder() is None  # a dead holder's lock is free
+    assert target.lock is not None  # the lock still names the dead process…
+    assert target.holder() is None  # …but it is free, like a dead holder's flock
 
     target.new_process()
     target.routes.clear()
