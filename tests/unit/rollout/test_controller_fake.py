@@ -483,8 +483,12 @@ def test_reconcile_restarts_a_stopped_router() -> None:
 
 def test_stable_dying_mid_canary_is_restarted_and_the_rollout_rolled_back() -> None:
     target = _live(CANARY, V1)
+    stable = target.arm_of(V1).arm.container
     target.when(lambda t: len(t.routes) == 1 and t.clock.now > 1.5, lambda t: t.stop(V1))
     _, outcome = _deploy(target, CANARY, V2)
+    state = target.stored_state()
+    assert state.stable is not None
+    assert state.stable.container == stable  # restarted, not replaced
     assert outcome.result == "rolled back"
     assert "stable is down" in outcome.reasons[0]
     assert target.arm_of(V1).running
@@ -547,6 +551,9 @@ def test_a_canary_without_enough_traffic_pauses_for_a_decision() -> None:
     assert state.rollout is not None
     assert state.rollout.phase == "paused"
     assert [dict(w.weights) for w in target.weights()] == [{V1: 90, V2: 10}]
+    # a new deploy is refused while the decision is pending
+    with pytest.raises(GateFailed, match="paused for a decision"):
+        _deploy(target, CANARY, V3)
     # `mlcd abort` then rolls it back
     target.new_process()
     ctl = controller_for(target, section(**CANARY))
@@ -554,3 +561,8 @@ def test_a_canary_without_enough_traffic_pauses_for_a_decision() -> None:
         aborted = ctl.abort()
     assert aborted.result == "rolled back"
     assert [dict(w.weights) for w in target.weights()][-1] == {V1: 100}
+    # and deploying the live release again changes nothing
+    routes = len(target.routes)
+    _, again = _deploy(target, CANARY, V1)
+    assert again.result == "already live"
+    assert len(target.routes) == routes
