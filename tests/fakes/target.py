@@ -218,6 +218,7 @@ class _Load:
             self.credit -= 1
             request_id = f"{self.prefix}-{self.sent}"
             self.sent += 1
+            self.target.synthetic_sent += 1
             if self.containers is None:
                 self.target.request(request_id, client=False)
             else:
@@ -271,6 +272,7 @@ class FakeTarget(Target):
         self.lock_alive = False
         self.loads: list[_Load] = []
         self.client_sent = 0
+        self.synthetic_sent = 0  # requests of the controller's synthetic load
         self.client_errors = 0  # client requests that got no answer or a 5xx
         self.reads = 0
         self.triggers: list[

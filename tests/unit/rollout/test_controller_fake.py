@@ -170,6 +170,19 @@ def test_canary_candidate_that_crashes_mid_step_is_rolled_back() -> None:
     assert target.stored_state().stable.version == V1  # type: ignore[union-attr]
 
 
+def test_a_canary_without_clients_is_judged_on_its_load_test_through_the_router() -> None:
+    keys = {**CANARY, "load-test": {"rps": 2000}}
+    target = _live(keys, V1)
+    target.client_rps = 0.0
+    _, outcome = _deploy(target, keys, V2)
+    assert outcome.result == "promoted", outcome.summary
+    assert target.client_sent == 0
+    assert target.synthetic_sent > 0
+    assert target.loads == []  # the load stopped with the rollout
+    # through the router: the canary got its step's share of it
+    assert target.arm_of(V2).requests > 0
+
+
 def test_a_candidate_restart_mid_step_is_an_error_reading_not_a_failure() -> None:
     target = _live(CANARY, V1)
     target.when(lambda t: t.clock.now > 3.5, lambda t: t.restart(V2))
