@@ -544,6 +544,7 @@ def test_the_lock_refuses_a_second_live_process_and_down_removes_everything() ->
 
 def test_a_candidate_that_never_gets_ready_is_removed_with_its_logs() -> None:
     target = _live(CANARY, V1)
+    target.client_rps = 0.0  # no traffic to simulate while it waits 90 virtual seconds
     target.behave(V2, ready=False)
     with pytest.raises(GateFailed, match="did not become ready: /readyz answered 503") as err:
         _deploy(target, CANARY, V2)
