@@ -84,6 +84,9 @@ down() {
 	done
 	ip link del "$BRIDGE" 2>/dev/null || true
 	while forward_rule -C 2>/dev/null; do forward_rule -D 2>/dev/null || break; done
+	# an engine that was killed (the node-death test) leaves its namespaces' mounts behind
+	awk -v run="$RUN/" 'index($2, run) == 1 {print $2}' /proc/mounts | sort -r |
+		while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
 	rm -rf "$RUN" "$DIR/env"
 	say "down (kept the nodes' images under $DIR/node*/data; rm -rf $DIR to drop them)"
 }
