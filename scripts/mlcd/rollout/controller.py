@@ -37,10 +37,12 @@ from mlcd.rollout.metrics import (
     ArmReader,
     MetricsError,
     Recent,
+    alike_predictions,
     common_windows,
     http_get,
     pair_predictions,
 )
+from mlcd.rollout.plan import canary_steps
 from mlcd.rollout.router import Mode
 from mlcd.rollout.state import Arm, EnvState, Retired, Rollout
 from mlcd.rollout.targets.base import Route, Target
@@ -297,6 +299,7 @@ class Controller:
         paired: bool,
         label: str,
         like_for_like: bool = False,
+        alike: bool = False,
         min_intervals: int = 1,
         max_intervals: int | None = None,
     ) -> _Analysis:
@@ -345,6 +348,15 @@ class Controller:
                 if like_for_like:
                     stable_window, cand_window = common_windows(
                         stable_recent, cand_recent, used_ids
+                    )
+                if alike:  # a sticky canary: predictions on the requests copied to stable
+                    stable_window, cand_window, _ = alike_predictions(
+                        stable_window,
+                        cand_window,
+                        stable_recent,
+                        cand_recent,
+                        used_ids,
+                        regression=self.spec.task == "regression",
                     )
                 pairs = pair_predictions(stable_recent, cand_recent, paired_ids) if paired else None
                 judge_state, measurement = judge(
@@ -549,7 +561,9 @@ class Controller:
         rollout = self.state.rollout
         assert stable is not None  # noqa: S101 - deploy() checked it  # nosec B101
         assert rollout is not None  # noqa: S101  # nosec B101
-        steps = [w for w in cfg.steps if 0 < w < 100]
+        steps = canary_steps(section)
+        sticky = section.routing.sticky_key is not None
+        cohort = " (sticky cohort: kept until promotion)" if sticky and len(steps) == 1 else ""
         run = self._analysis_run()
         jstate = JudgeState()
         load = self._load(None, section.load_test.rps if section.load_test else None)
@@ -564,7 +578,7 @@ class Controller:
                 self.save(
                     "canary step",
                     candidate.version,
-                    detail=f"{weight}% of traffic",
+                    detail=f"{weight}% of traffic{cohort}",
                     step=index,
                     weight=weight,
                 )
@@ -578,6 +592,7 @@ class Controller:
                     run=run,
                     judge_state=jstate,
                     paired=False,
+                    alike=sticky,
                     label=f"canary {weight}%",
                     min_intervals=cfg.min_intervals,
                 )
