@@ -215,6 +215,25 @@ class Controller:
     def route_to(self, arm: Arm) -> None:
         self.route("single", ((arm, 1),))
 
+    def stable_rps(self, seconds: float) -> float | None:
+        """Stable's inference requests a second over `seconds` (two readings of its
+        counters), for the plan when neither a load test nor `analysis.expected-rps` says
+        what traffic to expect; None when stable cannot be read or its server restarted."""
+        stable = self.state.stable
+        if stable is None:
+            return None
+        try:
+            reader = self.target.reader(stable)
+            before, started = reader.read_snapshot(), time.monotonic()
+            time.sleep(seconds)
+            after, elapsed = reader.read_snapshot(), time.monotonic() - started
+        except (MetricsError, EnvironmentMissing):
+            return None
+        restarted = after.start_time != before.start_time or after.requests < before.requests
+        if restarted or elapsed <= 0:
+            return None
+        return (after.requests - before.requests) / elapsed
+
     # ------------------------------------------------------------------ recovery
 
     def reconcile(self) -> list[str]:

@@ -34,6 +34,7 @@ from mlcd.rollout.judge import (
 )
 
 BASE_ERROR_RATE = 0.005
+MEASURE_SECONDS = 10.0  # at most this long (one canary interval) to measure stable's rate
 LATENCY_MEDIAN_MS = 5.0
 LATENCY_SIGMA = 0.3
 POSITIVE_SHARE = 0.37
@@ -308,5 +309,5 @@ def traffic_of(section: EnvironmentSection, measured_rps: float | None = None) -
     if section.analysis.expected_rps is not None:
         return Traffic(section.analysis.expected_rps, "analysis.expected-rps")
     if measured_rps is not None and measured_rps > 0:
-        return Traffic(measured_rps, "stable's measured rate")
+        return Traffic(float(f"{measured_rps:.3g}"), "stable's measured rate")
     return None

@@ -63,7 +63,14 @@ def test_sticky_users_and_forced_testers_through_a_promoted_canary(
     history = project.state_json("staging")["history"]
     figures = sticky.check(users.seen, history, v1, v2, "promoted")
     _class_psi(users, figures, v2)
-    last = project.result("deploy-staging")["details"]["measurements"][-1]
+    details = project.result("deploy-staging")["details"]
+    # no load test, no expected-rps: the plan measured the users' traffic on stable first
+    assert details["plan"]["source"] == "stable's measured rate", details["plan"]
+    assert details["plan"]["rps"] > 20
+    assert [s["step"] for s in details["plan"]["steps"]] == ["20%"]  # one cohort step
+    assert "one cohort of 20% of the X-User-Id values" in details["plan"]["sticky"]
+    print(details["plan"])
+    last = details["measurements"][-1]
     # predictions were compared, on the same inputs: two copies of one model agree exactly
     assert last["metrics"]["classes_psi"] == 0.0, last
     figures["alike_class_psi"] = last["metrics"]["classes_psi"]

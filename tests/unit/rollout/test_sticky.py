@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from mlcd.config import EnvironmentSection, load_config
+from mlcd.rollout.controller import Controller, EnvSpec
 from mlcd.rollout.judge import ArmWindow, JudgeState, Limits, judge
-from mlcd.rollout.metrics import Recent, alike_predictions
-from mlcd.rollout.plan import Traffic, canary_steps, estimate, sticky_note
+from mlcd.rollout.metrics import MetricsError, Recent, Snapshot, alike_predictions
+from mlcd.rollout.plan import Traffic, canary_steps, estimate, sticky_note, traffic_of
+from mlcd.rollout.state import Arm
 
 pytestmark = pytest.mark.unit
 
@@ -158,3 +160,58 @@ def test_the_arms_own_mixes_fail_a_healthy_sticky_canary_alike_inputs_do_not() -
     verdict, reasons = _run(alike=True, canary_model_flips=1.0)
     assert verdict == "fail"
     assert any("predicted classes shifted" in r for r in reasons), reasons
+
+
+# ------------------------------------------------ the plan from stable's measured rate
+
+
+class _Reader:
+    def __init__(self, readings: list[Snapshot | Exception]) -> None:
+        self.readings = readings
+
+    def read_snapshot(self) -> Snapshot:
+        reading = self.readings.pop(0)
+        if isinstance(reading, Exception):
+            raise reading
+        return reading
+
+
+class _Target:
+    def __init__(self, readings: list[Snapshot | Exception]) -> None:
+        self.readings = readings
+
+    def reader(self, _arm: Arm) -> _Reader:
+        return _Reader(self.readings)
+
+
+def _controller(readings: list[Snapshot | Exception], *, stable: bool = True) -> Controller:
+    ctl = Controller(
+        EnvSpec("demo", "staging", EnvironmentSection()),
+        _Target(readings),  # type: ignore[arg-type]
+        lambda _line: None,
+    )
+    if stable:
+        ctl.state.stable = Arm("0.1.0", "i", "c", 1001, "blue")
+    return ctl
+
+
+def test_stable_measured_rate_feeds_the_plan_when_nothing_else_does() -> None:
+    measured = _controller(
+        [Snapshot(requests=100, start_time=5.0), Snapshot(requests=130, start_time=5.0)]
+    ).stable_rps(0.05)
+    assert measured is not None
+    assert 0 < measured <= 30 / 0.05
+    # a restarted server, an unreadable one, or no stable: nothing measured
+    restarted = [Snapshot(requests=100, start_time=5.0), Snapshot(requests=130, start_time=9.0)]
+    assert _controller(restarted).stable_rps(0.0) is None
+    assert _controller([MetricsError("down")]).stable_rps(0.0) is None
+    assert _controller([], stable=False).stable_rps(0.0) is None
+    # the plan says where its traffic came from; a configured figure wins
+    section = EnvironmentSection()
+    traffic = traffic_of(section, 42.123)
+    assert traffic is not None
+    assert (traffic.rps, traffic.source) == (42.1, "stable's measured rate")
+    assert "42.1 req/s (stable's measured rate)" in estimate(section, traffic).lines()[0]
+    assert traffic_of(section, 0.0) is None
+    configured = EnvironmentSection.model_validate({"analysis": {"expected-rps": 5}})
+    assert traffic_of(configured, 42.0) == Traffic(5.0, "analysis.expected-rps")
