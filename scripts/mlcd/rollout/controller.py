@@ -582,7 +582,8 @@ class Controller:
         assert rollout is not None  # noqa: S101  # nosec B101
         steps = canary_steps(section)
         sticky = section.routing.sticky_key is not None
-        cohort = " (sticky cohort: kept until promotion)" if sticky and len(steps) == 1 else ""
+        one = sticky and len(steps) == 1
+        cohort = " (a sticky cohort, kept to the promotion or rollback)" if one else ""
         run = self._analysis_run()
         jstate = JudgeState()
         load = self._load(None, section.load_test.rps if section.load_test else None)

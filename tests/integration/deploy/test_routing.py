@@ -7,12 +7,12 @@ image serves another model than the one evaluated is still rolled back on predic
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
+from mlcd.rollout.judge import psi_estimate
 from tests.integration.deploy import sticky
-from tests.integration.deploy.standin_server import _predict
+from tests.integration.deploy.standin_server import SCORE_BUCKETS, _predict
 from tests.integration.deploy.test_served_model import _profile
 
 CANARY = {
@@ -30,21 +30,21 @@ CANARY = {
 }
 
 
-def _class_psi(users: sticky.Users, figures: dict[str, Any], candidate: str) -> float:
-    """The PSI between the predicted classes of the arms' own user mixes (what the judge
-    compared before the canary's requests were copied to stable), from what the users saw."""
-    counts = {True: [0.5, 0.5], False: [0.5, 0.5]}
+def _unlike(users: sticky.Users, figures: dict[str, Any], candidate: str) -> None:
+    """For the report: the bias-corrected PSI between the arms' own user mixes (what the judge
+    compared before the canary's requests were copied to stable), from what the users saw:
+    predicted classes, and scores over the stand-in's ten score buckets."""
+    classes = {True: [0.0, 0.0], False: [0.0, 0.0]}
+    scores = {True: [0.0] * 11, False: [0.0] * 11}
     for s in users.seen:
         if s.who.startswith("user-"):
-            label, _ = _predict(users.row(s.who))
-            counts[s.version == candidate][label] += 1
-    a, b = counts[False], counts[True]
-    pa = [x / sum(a) for x in a]
-    pb = [x / sum(b) for x in b]
-    figures["unlike_class_psi"] = round(
-        sum((q - p) * math.log(q / p) for p, q in zip(pa, pb, strict=True)), 4
-    )
-    return float(figures["unlike_class_psi"])
+            label, score = _predict(users.row(s.who))
+            classes[s.version == candidate][label] += 1
+            cell = next((i for i, b in enumerate(SCORE_BUCKETS) if score <= b), 10)
+            scores[s.version == candidate][cell] += 1
+    for name, counts in (("classes", classes), ("scores", scores)):
+        shift = psi_estimate(counts[False], counts[True])
+        figures[f"unlike_{name}_psi"] = round(shift.corrected, 4)
 
 
 def test_sticky_users_and_forced_testers_through_a_promoted_canary(
@@ -62,7 +62,7 @@ def test_sticky_users_and_forced_testers_through_a_promoted_canary(
     assert users.errors == 0
     history = project.state_json("staging")["history"]
     figures = sticky.check(users.seen, history, v1, v2, "promoted")
-    _class_psi(users, figures, v2)
+    _unlike(users, figures, v2)
     details = project.result("deploy-staging")["details"]
     # no load test, no expected-rps: the plan measured the users' traffic on stable first
     assert details["plan"]["source"] == "stable's measured rate", details["plan"]
