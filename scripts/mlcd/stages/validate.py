@@ -61,8 +61,10 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
             "project": config.project,
             "warnings": warnings,
             "plans": {env: plan.as_json() for env, plan in plans.items()},
-            "sticky": _sticky_without_plan(config, plans),
         }
+        sticky = _sticky_without_plan(config, plans)
+        if sticky:  # what the weights mean where there is no plan to say it
+            document["sticky"] = sticky
         if args.github:
             document["github"] = github_checked
         print(json.dumps(document), file=ctx.stream)
