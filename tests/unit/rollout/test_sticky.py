@@ -215,3 +215,38 @@ def test_stable_measured_rate_feeds_the_plan_when_nothing_else_does() -> None:
     assert traffic_of(section, 0.0) is None
     configured = EnvironmentSection.model_validate({"analysis": {"expected-rps": 5}})
     assert traffic_of(configured, 42.0) == Traffic(5.0, "analysis.expected-rps")
+
+
+def test_the_controller_runs_one_cohort_step_with_a_strict_sticky_key() -> None:
+    """On the fake target: with a sticky key, `[10, 50, 100]` is the 10 % cohort and then the
+    promotion (the router never moves to 50 %); with `sticky: grow`, every step."""
+    from tests.fakes.target import FakeTarget, controller_for, holding, section
+
+    def run(routing: dict[str, str]) -> tuple[FakeTarget, str]:
+        keys = {
+            "strategy": "canary",
+            "canary": {"steps": [10, 50, 100], "interval": "1s", "min-requests": 100},
+            "analysis": {"max-intervals": 20},
+            "routing": routing,
+        }
+        target = FakeTarget("demo", "staging", client_rps=2000.0)
+        for version in ("0.1.0", "0.2.0"):
+            target.new_process()
+            ctl = controller_for(target, section(**keys), rows=[{"x": 1.0}])
+            with holding(ctl, "mlcd deploy staging"):
+                ctl.reconcile()
+                outcome = ctl.deploy(version, f"registry.example/demo@sha256:{version}", "canary")
+        return target, outcome.result
+
+    strict, result = run({"sticky-key": "X-User-Id"})
+    assert result == "promoted"
+    splits = [dict(w.weights) for w in strict.weights() if w.mode == "split"]
+    assert splits == [{"0.1.0": 90, "0.2.0": 10}]
+    steps = [e for e in strict.stored_state().history if e["event"] == "canary step"]
+    assert [e["detail"] for e in steps] == [
+        "10% of traffic (a sticky cohort, kept to the promotion or rollback)"
+    ]
+    grow, result = run({"sticky-key": "X-User-Id", "sticky": "grow"})
+    assert result == "promoted"
+    splits = [dict(w.weights) for w in grow.weights() if w.mode == "split"]
+    assert splits == [{"0.1.0": 90, "0.2.0": 10}, {"0.1.0": 50, "0.2.0": 50}]
