@@ -619,9 +619,16 @@ class RoutingSection(Section):
     sticky_key: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",
-        description="a request header (a user id) that keeps each user on one arm: at most "
-        "one move, stable → canary, as the steps grow, never back during the rollout; requests "
-        "without it are split by weight",
+        description="a request header (a user id) that keeps each user on one arm from the "
+        "first canary step to the promotion or rollback (`sticky`); requests without it are "
+        "split by a hash of their request id at the same weight",
+    )
+    sticky: Literal["strict", "grow"] = Field(
+        "strict",
+        description="with a sticky key: `strict` runs one canary step, a fixed cohort of the "
+        "first step's weight of the keys, for the whole rollout, then promotes (no user ever "
+        "changes arm before the promotion or rollback); `grow` goes through every step and "
+        "moves keys stable → canary as the weight grows (at most once each)",
     )
 
 

@@ -396,3 +396,21 @@ def test_mlcd_image_is_checked_and_wins_over_image_name(
     assert code == 2, out
     assert "MLCD_IMAGE: `not an image` is not an image repository" in out
     assert "image.name" not in out
+
+
+def test_validate_says_what_the_weights_mean_with_a_sticky_key(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sticky = "canary: {steps: [10, 50, 100], min-requests: 10}\n    routing: {sticky-key: X-User}"
+    edit(project, "canary: {steps: [10, 50, 100], min-requests: 10}", sticky)
+    code, out = validate(project, capsys)
+    assert code == 0, out
+    # no traffic figure (deploy measures stable's): the meaning of the weights still shown
+    assert "routing of staging: sticky key X-User (strict): one cohort of 10%" in out
+    assert "the steps 50% are not run" in out
+    # with a traffic figure the plan has the one cohort step and says why
+    edit(project, "min-requests: 10}", "min-requests: 10}\n    analysis: {expected-rps: 500}")
+    code, out = validate(project, capsys)
+    assert "step 10%: about" in out, out
+    assert "step 50%" not in out
+    assert "    sticky key X-User (strict): one cohort of 10%" in out

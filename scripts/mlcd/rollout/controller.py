@@ -37,9 +37,11 @@ from mlcd.rollout.metrics import (
     ArmReader,
     MetricsError,
     Recent,
+    alike_predictions,
     common_windows,
     pair_predictions,
 )
+from mlcd.rollout.plan import canary_steps
 from mlcd.rollout.router import Mode
 from mlcd.rollout.state import Arm, EnvState, Retired, Rollout
 from mlcd.rollout.targets.base import Route, Target
@@ -233,6 +235,25 @@ class Controller:
     def route_to(self, arm: Arm) -> None:
         self.route("single", ((arm, 1),))
 
+    def stable_rps(self, seconds: float) -> float | None:
+        """Stable's inference requests a second over `seconds` (two readings of its
+        counters), for the plan when neither a load test nor `analysis.expected-rps` says
+        what traffic to expect; None when stable cannot be read or its server restarted."""
+        stable = self.state.stable
+        if stable is None:
+            return None
+        try:
+            reader = self.target.reader(stable)
+            before, started = reader.read_snapshot(), self.clock.monotonic()
+            self.clock.sleep(seconds)
+            after, elapsed = reader.read_snapshot(), self.clock.monotonic() - started
+        except (MetricsError, EnvironmentMissing):
+            return None
+        restarted = after.start_time != before.start_time or after.requests < before.requests
+        if restarted or elapsed <= 0:
+            return None
+        return (after.requests - before.requests) / elapsed
+
     # ------------------------------------------------------------------ recovery
 
     def reconcile(self) -> list[str]:
@@ -317,6 +338,7 @@ class Controller:
         paired: bool,
         label: str,
         like_for_like: bool = False,
+        alike: bool = False,
         min_intervals: int = 1,
         max_intervals: int | None = None,
     ) -> _Analysis:
@@ -365,6 +387,15 @@ class Controller:
                 if like_for_like:
                     stable_window, cand_window = common_windows(
                         stable_recent, cand_recent, used_ids
+                    )
+                if alike:  # a sticky canary: predictions on the requests copied to stable
+                    stable_window, cand_window, _ = alike_predictions(
+                        stable_window,
+                        cand_window,
+                        stable_recent,
+                        cand_recent,
+                        used_ids,
+                        regression=self.spec.task == "regression",
                     )
                 pairs = pair_predictions(stable_recent, cand_recent, paired_ids) if paired else None
                 judge_state, measurement = judge(
@@ -562,7 +593,10 @@ class Controller:
         rollout = self.state.rollout
         assert stable is not None  # noqa: S101 - deploy() checked it  # nosec B101
         assert rollout is not None  # noqa: S101  # nosec B101
-        steps = [w for w in cfg.steps if 0 < w < 100]
+        steps = canary_steps(section)
+        sticky = section.routing.sticky_key is not None
+        one = sticky and len(steps) == 1
+        cohort = " (a sticky cohort, kept to the promotion or rollback)" if one else ""
         run = self._analysis_run()
         jstate = JudgeState()
         load = self._load(None, section.load_test.rps if section.load_test else None)
@@ -577,7 +611,7 @@ class Controller:
                 self.save(
                     "canary step",
                     candidate.version,
-                    detail=f"{weight}% of traffic",
+                    detail=f"{weight}% of traffic{cohort}",
                     step=index,
                     weight=weight,
                 )
@@ -591,6 +625,7 @@ class Controller:
                     run=run,
                     judge_state=jstate,
                     paired=False,
+                    alike=sticky,
                     label=f"canary {weight}%",
                     min_intervals=cfg.min_intervals,
                 )

@@ -16,13 +16,14 @@ a process start time that changed (the arm restarted), more errors than requests
 
 from __future__ import annotations
 
+import bisect
 import http.client
 import itertools
 import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlcd.rollout.judge import ArmWindow
@@ -300,6 +301,63 @@ def common_windows(
         )
 
     return build([a for a, _ in pairs]), build([b for _, b in pairs])
+
+
+_Buckets = tuple[tuple[float, int], ...]
+
+
+def alike_predictions(
+    stable: ArmWindow,
+    canary: ArmWindow,
+    stable_recent: Iterable[Recent],
+    canary_recent: Iterable[Recent],
+    used: set[str],
+    *,
+    regression: bool = False,
+) -> tuple[ArmWindow, ArmWindow, int]:
+    """The arms' windows with their predictions taken from the same requests only.
+
+    With a sticky key the canary answers a cohort of users whose inputs need not look like
+    stable's users' (a few heavy users, each with rows of their own), so the arms' own
+    prediction counters differ even between two copies of one model. The router copies
+    each request the canary answers to stable (same X-Request-ID): the requests both
+    answered give each model's predictions on the same inputs, which is what the
+    prediction checks compare (classes; numbers, for regression, over the arm's score
+    buckets). Requests, errors and latency stay the arms' own. `used` holds the ids
+    counted before; new ones are added to it. Returns the windows and the pairs' count.
+    """
+    by_id = {r.request_id: r for r in canary_recent if 200 <= r.status < 300}
+    pairs = [
+        (r, by_id[r.request_id])
+        for r in stable_recent
+        if 200 <= r.status < 300 and r.request_id in by_id and r.request_id not in used
+    ]
+    used.update(r.request_id for r, _ in pairs)
+    bounds = [b for b, _ in (stable.score_buckets or canary.score_buckets) if math.isfinite(b)]
+
+    def predictions(entries: Iterable[Recent]) -> tuple[dict[str, int], _Buckets]:
+        classes: dict[str, int] = {}
+        numbers: list[float] = []
+        for entry in entries:
+            for value in entry.predictions:
+                if regression:
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        numbers.append(float(value))
+                elif isinstance(value, str | int | float | bool):
+                    classes[str(value)] = classes.get(str(value), 0) + 1
+        if not bounds or not numbers:
+            return classes, ()
+        numbers.sort()
+        buckets = [(b, bisect.bisect_right(numbers, b)) for b in bounds]
+        return classes, (*buckets, (math.inf, len(numbers)))
+
+    stable_classes, stable_scores = predictions(a for a, _ in pairs)
+    canary_classes, canary_scores = predictions(b for _, b in pairs)
+    return (
+        replace(stable, classes=stable_classes, score_buckets=stable_scores),
+        replace(canary, classes=canary_classes, score_buckets=canary_scores),
+        len(pairs),
+    )
 
 
 # --------------------------------------------------------------------------------------

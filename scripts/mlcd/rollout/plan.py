@@ -34,6 +34,7 @@ from mlcd.rollout.judge import (
 )
 
 BASE_ERROR_RATE = 0.005
+MEASURE_SECONDS = 10.0  # at most this long (one canary interval) to measure stable's rate
 LATENCY_MEDIAN_MS = 5.0
 LATENCY_SIGMA = 0.3
 POSITIVE_SHARE = 0.37
@@ -60,6 +61,49 @@ class Traffic:
     latency_sigma: float = LATENCY_SIGMA
 
 
+def canary_steps(section: EnvironmentSection) -> tuple[int, ...]:
+    """The canary weights the controller goes through (the last step, 100, is the promotion).
+
+    With a sticky key and `routing.sticky: strict` (the default) a user must see one arm from
+    the first step to the promotion or rollback, and growing the canary's share of keys would
+    move some of them: the steps collapse into one, the first step's weight, for the whole
+    rollout.
+    """
+    steps = tuple(w for w in section.canary.steps if 0 < w < 100)
+    if steps and section.routing.sticky_key and section.routing.sticky == "strict":
+        return steps[:1]
+    return steps
+
+
+def sticky_note(section: EnvironmentSection) -> str | None:
+    """What the weights mean with a sticky key (None: no sticky key)."""
+    routing = section.routing
+    if not routing.sticky_key:
+        return None
+    steps = tuple(w for w in section.canary.steps if 0 < w < 100)
+    if not steps:
+        return None
+    key = routing.sticky_key
+    if routing.sticky == "strict":
+        dropped = steps[1:]
+        also = (
+            f"; the steps {', '.join(f'{w}%' for w in dropped)} are not run (a user would move)"
+            if dropped
+            else ""
+        )
+        return (
+            f"sticky key {key} (strict): one cohort of {steps[0]}% of the {key} values, and "
+            f"{steps[0]}% of requests without it, on the canary from the first step to the "
+            f"promotion or rollback{also}; predictions are compared on the canary's requests "
+            "copied to stable"
+        )
+    return (
+        f"sticky key {key} (grow): each step's weight is the share of {key} values on the "
+        "canary; a value moves at most once, stable → canary, as the weight grows; "
+        "predictions are compared on the canary's requests copied to stable"
+    )
+
+
 @dataclass(frozen=True)
 class StepPlan:
     label: str  # "shadow", "10%"
@@ -74,6 +118,7 @@ class Plan:
     traffic: Traffic
     interval: float
     steps: tuple[StepPlan, ...] = field(default_factory=tuple)
+    note: str | None = None  # what the weights mean (a sticky key)
 
     @property
     def decides(self) -> bool:
@@ -114,6 +159,8 @@ class Plan:
                 f"whole rollout: about {_duration(total)} (assuming {t.error_rate:.1%} errors "
                 f"and a median latency of {t.latency_median_ms:g} ms on both arms)"
             )
+        if self.note:
+            out.append(self.note)
         return out
 
     def as_json(self) -> dict[str, object]:
@@ -123,6 +170,7 @@ class Plan:
             "interval_s": self.interval,
             "decides": self.decides,
             "seconds": self.seconds,
+            "sticky": self.note,
             "steps": [
                 {
                     "step": s.label,
@@ -228,7 +276,7 @@ def estimate(section: EnvironmentSection, traffic: Traffic, limits: Limits | Non
             policy=StepPolicy(cfg.min_intervals, cfg.shadow_intervals),
         )
         steps.append(shadow)
-    for weight in (w for w in cfg.steps if 0 < w < 100):
+    for weight in canary_steps(section):
         state = state.new_step()
         step, state = _phase(
             expected,
@@ -251,7 +299,7 @@ def estimate(section: EnvironmentSection, traffic: Traffic, limits: Limits | Non
         )
         for s in steps
     )
-    return Plan(traffic, cfg.interval, timed)
+    return Plan(traffic, cfg.interval, timed, sticky_note(section))
 
 
 def traffic_of(section: EnvironmentSection, measured_rps: float | None = None) -> Traffic | None:
@@ -261,5 +309,5 @@ def traffic_of(section: EnvironmentSection, measured_rps: float | None = None) -
     if section.analysis.expected_rps is not None:
         return Traffic(section.analysis.expected_rps, "analysis.expected-rps")
     if measured_rps is not None and measured_rps > 0:
-        return Traffic(measured_rps, "stable's measured rate")
+        return Traffic(float(f"{measured_rps:.3g}"), "stable's measured rate")
     return None

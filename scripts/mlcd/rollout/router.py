@@ -23,10 +23,15 @@ The router is two nginx instances under one prefix folder:
   arm only (testers; in `mirror` mode ``canary`` is the shadow arm, and such a request is not
   mirrored again); a request carrying the sticky key (a header such as a user id) goes to the
   arm its key's bucket falls in: ``split_clients`` hashes the key with the rollout's salt
-  (the candidate's version) into [0, 100) and the canary takes the lowest ``weight`` percent,
-  so a key that fell to the canary at 10 % is still on it at 50 % (the buckets only grow);
-  the other arm is its backup, used only when its own arm failed before answering. Requests
-  with neither go by weight.
+  (the candidate's version) into [0, 100) and the canary takes the lowest ``weight`` percent
+  (the controller keeps one weight for the whole rollout with ``sticky: strict``; with
+  ``grow`` a key on the canary at 10 % is still on it at 50 %: the buckets only grow); the
+  other arm is its backup, used only when its own arm failed before answering. With a
+  sticky key, a request without it goes by the same split of its request id (so the router
+  knows each request's arm), and every request routed to the canary this way is mirrored
+  to stable (answer discarded): the judge then compares both models' predictions on the
+  same inputs, whatever mix of users the canary's cohort has. Without a sticky key,
+  requests with no forcing header go by weight.
 Every proxied request carries ``X-Request-ID``: the client's when it sent one, else nginx's
 ``$request_id``; the mirrored copy carries the same id, so the two arms' answers pair up.
 
@@ -140,7 +145,10 @@ def _upstream(name: str, backends: tuple[Backend, ...], backup: Backend | None =
     lines = [f"  upstream {name} {{"]
     for backend in backends:
         weight = f" weight={backend.weight}" if len(backends) > 1 else ""
-        lines.append(f"    server {backend.address}{weight} max_fails=1 fail_timeout=5s;")
+        # an arm with a backup (a sticky user's) is never marked down: a request it failed
+        # goes to the backup, the user's next one tries the user's own arm again
+        fails = "max_fails=0" if backup is not None else "max_fails=1 fail_timeout=5s"
+        lines.append(f"    server {backend.address}{weight} {fails};")
     if backup is not None:
         lines.append(f"    server {backup.address} backup;")
     lines += ["    keepalive 32;", "  }"]
@@ -166,12 +174,15 @@ def _arm_routing(spec: RouterSpec) -> list[str]:
     if routing.header:
         lines += _upstream("mlcd_only_stable", (stable,))
         lines += _upstream("mlcd_only_canary", (canary,))
-    if routing.sticky_key and spec.mode == "split":
+    if sticky_split(spec):
+        assert routing.sticky_key is not None  # noqa: S101 - sticky_split checked  # nosec B101
         total = stable.weight + canary.weight or 1
         share = 100.0 * canary.weight / total
         key = Routing.variable(routing.sticky_key)
         lines += _upstream("mlcd_sticky_stable", (stable,), backup=canary)
         lines += _upstream("mlcd_sticky_canary", (canary,), backup=stable)
+        # stable's copy of the canary's requests (the like-for-like predictions)
+        lines += _upstream("mlcd_shadow", (stable,))
         buckets = [f"    {_percent(share)}% mlcd_sticky_canary;"] if share > 0 else []
         lines += [
             # the canary takes the lowest `share` percent of the key's hash: monotonic in
@@ -180,7 +191,13 @@ def _arm_routing(spec: RouterSpec) -> list[str]:
             *buckets,
             "    * mlcd_sticky_stable;",
             "  }",
-            f'  map {key} $mlcd_sticky {{ default $mlcd_bucket; "" mlcd_primary; }}',
+            # a request without the key: the same split of its request id, so that the
+            # router knows which arm every request goes to (and copies the canary's)
+            f'  split_clients "$mlcd_request_id/mlcd-{routing.salt}" $mlcd_by_request {{',
+            *buckets,
+            "    * mlcd_sticky_stable;",
+            "  }",
+            f'  map {key} $mlcd_sticky {{ default $mlcd_bucket; "" $mlcd_by_request; }}',
         ]
         default = "$mlcd_sticky"
     forced = Routing.variable(routing.header) if routing.header else None
@@ -196,6 +213,12 @@ def _arm_routing(spec: RouterSpec) -> list[str]:
     else:
         lines += [f"  map $uri $mlcd_upstream {{ default {default}; }}"]
     return lines
+
+
+def sticky_split(spec: RouterSpec) -> bool:
+    """A canary split with a sticky key: arms picked by hash, the canary's requests copied to
+    stable."""
+    return spec.mode == "split" and len(spec.primary) == 2 and bool(spec.routing.sticky_key)
 
 
 def socket_path(prefix: Path) -> Path:
@@ -272,6 +295,9 @@ def render_routes(spec: RouterSpec, prefix: Path) -> str:
     chooser = _arm_routing(spec)
     lines += chooser
     upstream = "$mlcd_upstream" if chooser else "mlcd_primary"
+    # a copy of each inference request goes to /_mlcd/mirror: in mirror mode to the shadow;
+    # in a sticky split, the canary's requests to stable (the others are dropped there)
+    copies = spec.mode == "mirror" or sticky_split(spec)
     lines += [
         "  server {",
         # behind the client side only, on its socket
@@ -298,19 +324,22 @@ def render_routes(spec: RouterSpec, prefix: Path) -> str:
             # before answering is retried on the stable arm, never on the shadow copy
             "      proxy_next_upstream error timeout non_idempotent;",
         ]
-        if spec.mode == "mirror":
+        if copies:
             lines += ["      mirror /_mlcd/mirror;", "      mirror_request_body on;"]
         lines += [f"      proxy_pass http://{upstream};", "    }"]
-    if spec.mode == "mirror":
+    if copies:
+        if sticky_split(spec):
+            # only what the canary answers by key or request id (not a tester's forced one)
+            skip = ['      if ($mlcd_upstream != "mlcd_sticky_canary") { return 204; }']
+        elif chooser and spec.routing.header:
+            # a tester's request forced to an arm is not copied (the shadow answered it)
+            skip = ["      if ($mlcd_forced) { return 204; }"]
+        else:
+            skip = []
         lines += [
             "    location = /_mlcd/mirror {",
             "      internal;",
-            # a tester's request forced to an arm is not copied (the shadow answered it)
-            *(
-                ["      if ($mlcd_forced) { return 204; }"]
-                if chooser and spec.routing.header
-                else []
-            ),
+            *skip,
             "      proxy_pass http://mlcd_shadow$request_uri;",
             # a client that has its (stable) answer and hangs up must not cancel the copy
             "      proxy_ignore_client_abort on;",

@@ -444,9 +444,14 @@ def rollout_plan(
     to go ahead (rollout/plan.py)."""
     traffic = plan_mod.traffic_of(section)
     if traffic is None:
+        # no load test, no expected-rps: the rate stable serves now
+        seconds = min(section.canary.interval, plan_mod.MEASURE_SECONDS)
+        ctx.progress(f"plan: measuring stable's request rate for {seconds:g}s")
+        traffic = plan_mod.traffic_of(section, ctl.stable_rps(seconds))
+    if traffic is None:
         ctx.progress(
-            "plan: no traffic figure (no load-test, no analysis.expected-rps): cannot say how "
-            "long the steps take"
+            "plan: no traffic figure (no load-test, no analysis.expected-rps, no requests on "
+            "stable): cannot say how long the steps take"
         )
         return None
     # the plan's traffic has no prediction shift: evaluation's expectation is left out

@@ -62,6 +62,9 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
             "warnings": warnings,
             "plans": {env: plan.as_json() for env, plan in plans.items()},
         }
+        sticky = _sticky_without_plan(config, plans)
+        if sticky:  # what the weights mean where there is no plan to say it
+            document["sticky"] = sticky
         if args.github:
             document["github"] = github_checked
         print(json.dumps(document), file=ctx.stream)
@@ -76,6 +79,8 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
             ctx.say(f"  plan of {env} (canary):")
             for line in plan.lines():
                 ctx.say(f"    {line}")
+        for env, note in _sticky_without_plan(config, plans).items():
+            ctx.say(f"  routing of {env}: {note}")
     if slow:
         raise UserInputError(
             f"{loaded.path}: the canary plan of {', '.join(slow)} cannot decide within "
@@ -85,6 +90,19 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
             "analysis.accept-slow-plan: true (mlcd deploy --accept-plan)",
         )
     return 0
+
+
+def _sticky_without_plan(config: Config, plans: dict[str, Plan]) -> dict[str, str]:
+    """What the canary weights mean with a sticky key, for the environments whose plan
+    (which says it) could not be made: no traffic figure until `mlcd deploy` measures one."""
+    from mlcd.rollout import plan as plan_mod
+
+    notes: dict[str, str] = {}
+    for env, section in config.environments.items():
+        note = plan_mod.sticky_note(section)
+        if env not in plans and section.strategy == "canary" and note is not None:
+            notes[env] = note
+    return notes
 
 
 def _plans(config: Config) -> tuple[dict[str, Plan], list[str]]:

@@ -1,6 +1,7 @@
-"""Who sees which version on a docker-host's router (the router container on the test host),
-under load: sticky users stay on one arm from the first canary step to the rollback, and
-testers' forced header reaches the arm it names."""
+"""Who sees which version on a docker-host's router (the router containers on the test host),
+under load: some 300 sticky users, each sending a row of their own, stay on one version from
+the first canary step to the promotion of a healthy candidate, and then to the rollback of a
+failing one; testers' forced header reaches the arm it names throughout."""
 
 from __future__ import annotations
 
@@ -16,26 +17,27 @@ from tests.integration.deploy.test_docker_host import (  # noqa: F401 - fixtures
 )
 
 
-def test_sticky_users_stay_on_one_arm_until_the_rollback(
+def test_sticky_users_stay_on_one_version_to_the_promotion_and_the_rollback(
     remote_project: Any,  # noqa: F811 - the fixture imported above
     standin_images: dict[str, str],
 ) -> None:
     project = remote_project(
         {
             "strategy": "canary",
+            # strict stickiness: one cohort step at 20 % (60 % is not run), then the promotion
             "canary": {
                 "steps": [20, 60, 100],
                 "interval": "2s",
                 "min-requests": 100,
-                "min-intervals": 2,
+                "min-intervals": 4,
             },
             "analysis": {
                 "max-error-rate": 0.01,
                 "max-p99-latency-ms": 2000,
                 "max-error-rate-increase": 0.02,
                 "quantiles": {"p50": 2.0},
+                "inconclusive-limit": 40,
             },
-            "load-test": {"rps": 100},
             "routing": {"sticky-key": "X-User-Id"},
         }
     )
@@ -43,17 +45,29 @@ def test_sticky_users_stay_on_one_arm_until_the_rollback(
     v1 = project.release(standin_images["clean"])
     first = project.mlcd("deploy", "staging", "--release", v1)
     assert first.returncode == 0, first.stdout + first.stderr
-    bad = project.release(standin_images["fail5"])  # 5 % errors: rolled back
+    # a healthy candidate (the same model): promoted, every user on one version throughout
+    v2 = project.release(standin_images["clean"])
+    started = time.monotonic()
+    with sticky.Users(host, port) as users:
+        done = project.mlcd("deploy", "staging", "--release", v2)
+    print(f"sticky canary over ssh, promoted: {time.monotonic() - started:.1f}s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert users.errors == 0
+    history = remote_state(project)["history"]
+    print(sticky.check(users.seen, history, v1, v2, "promoted"))
+    last = project.result("deploy-staging")["details"]["measurements"][-1]
+    assert last["metrics"]["classes_psi"] == 0.0, last  # same inputs, same model
+    # a failing candidate (5 % errors): rolled back, every user on one version until then
+    bad = project.release(standin_images["fail5"])
     started = time.monotonic()
     with sticky.Users(host, port) as users:
         done = project.mlcd("deploy", "staging", "--release", bad)
         time.sleep(1.0)  # a moment on stable after the rollback
-    print(f"canary over ssh with sticky users: {time.monotonic() - started:.1f}s")
+    print(f"sticky canary over ssh, rolled back: {time.monotonic() - started:.1f}s")
     assert done.returncode == 1, done.stdout + done.stderr
     assert project.result("deploy-staging")["details"]["outcome"] == "rolled back"
     history = remote_state(project)["history"]
-    figures = sticky.check(users.seen, history, v1, bad, "rolled back")
-    print(figures)
+    print(sticky.check(users.seen, history, v2, bad, "rolled back", min_users=100, min_visits=2))
     # the stand-in's own 5 % errors are answered 500 (not counted as seen); nothing else failed
     assert users.errors < 0.2 * len(users.seen)
-    assert users.seen[-1].version == v1
+    assert users.seen[-1].version == v2

@@ -291,7 +291,28 @@ def test_sticky_buckets_give_the_canary_the_lowest_share_with_one_salt() -> None
     )
     # the sticky arm falls back on the other one only as a backup
     assert "server 127.0.0.1:1001 backup;" in at10.split("upstream mlcd_sticky_canary", 1)[1]
-    assert 'map $http_x_user_id $mlcd_sticky { default $mlcd_bucket; "" mlcd_primary; }' in at10
+    assert 'map $http_x_user_id $mlcd_sticky { default $mlcd_bucket; "" $mlcd_by_request; }' in at10
+
+
+def test_a_sticky_split_copies_the_canarys_requests_to_stable() -> None:
+    """Requests without the key go by the same split of their request id, so the router knows
+    every request's arm; what the canary answers by key or request id is mirrored to stable
+    (the like-for-like predictions), a tester's forced request is not."""
+    text = _split(10, Routing("X-MLCD-Version", "X-User-Id").salted("0.2.0"))
+    by_request = text.split('split_clients "$mlcd_request_id/mlcd-', 1)[1].split("}", 1)[0]
+    assert "10% mlcd_sticky_canary;" in by_request
+    assert "* mlcd_sticky_stable;" in by_request
+    # the copy goes to stable only, and only for the canary's sticky or hashed requests
+    assert "server 127.0.0.1:1001 max_fails=1" in text.split("upstream mlcd_shadow", 1)[1]
+    assert "1002" not in text.split("upstream mlcd_shadow", 1)[1].split("}", 1)[0]
+    for where in ("location = /predict {", "location ~ ^/v2/models/[^/]+/infer$ {"):
+        block = text.split(where, 1)[1].split("}", 1)[0]
+        assert "mirror /_mlcd/mirror;" in block
+    mirror = text.split("location = /_mlcd/mirror {", 1)[1].split("    }", 1)[0]
+    assert 'if ($mlcd_upstream != "mlcd_sticky_canary") { return 204; }' in mirror
+    assert "proxy_pass http://mlcd_shadow$request_uri;" in mirror
+    # without a sticky key nothing is copied in a split
+    assert "mirror /_mlcd/mirror;" not in _split(10, Routing("X-MLCD-Version", None))
 
 
 def test_forced_header_picks_an_arm_and_is_not_mirrored_again() -> None:
