@@ -100,7 +100,9 @@ def test_switch_and_rollback_under_load_lose_nothing(
     print(figures)
     assert figures["non_2xx"] == 0
     assert figures["socket_errors"] == 0
-    assert figures["rps"] >= 150  # about 200/s, on a busy 2-core machine
+    # the load was real: about 200/s alone, under half that while other tests share the
+    # machine (CI runs two lanes at once); what is asserted is that nothing was lost
+    assert figures["rps"] >= 50
     events = [h["event"] for h in project.state_json("production")["history"]]
     assert "promoted" in events
     assert "rolled back" in events
