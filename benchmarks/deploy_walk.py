@@ -141,9 +141,7 @@ class Graph:
             if cls:
                 cls.methods[node.name] = qual
         elif isinstance(node, ast.ClassDef):
-            klass = Klass(
-                f"{prefix}.{node.name}", mod.name, [ast.unparse(b) for b in node.bases]
-            )
+            klass = Klass(f"{prefix}.{node.name}", mod.name, [ast.unparse(b) for b in node.bases])
             self.classes[klass.qual] = klass
             for sub in node.body:
                 if isinstance(sub, ast.AnnAssign) and isinstance(sub.target, ast.Name):

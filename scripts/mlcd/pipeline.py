@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlcd import preflight, runreport
+from mlcd import environment, preflight, runreport
 from mlcd.context import Command, Context
 from mlcd.contracts import DeployDetails, ReleaseDetails, details, train_files
 from mlcd.errors import GateFailed, MlcdError, UserInputError
@@ -79,7 +79,7 @@ def steps(ctx: Context) -> list[Step]:
         Step("scan", scan.stage),
         Step("release", release.stage),
         # one deploy step per environment, each after the environments it requires
-        *(_deploy_step(env) for env in deploy.ordered_envs(ctx)),
+        *(_deploy_step(env) for env in environment.ordered(ctx.loaded)),
     ]
 
 

@@ -242,7 +242,7 @@ def _deployment(ctx: Context, args: argparse.Namespace) -> int:
         state=args.state,
         sha=head_sha(ctx.loaded.root),
         run_url=run.run_url,
-        production=environment == "production",
+        production=ctx.environment(environment).holds_champion,
         url=args.url,
     )
     _emit(

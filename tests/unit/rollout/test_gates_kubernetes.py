@@ -234,25 +234,30 @@ def test_shadow_on_kubernetes_is_refused() -> None:
 
 
 def test_ports_and_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlcd.environment import ordered, resolve
+
     ctx = _project(tmp_path)
-    assert deploy.router_port(ctx, "staging") == 8081
-    assert deploy.router_port(ctx, "production") == 8082
-    assert deploy.router_port(ctx, "qa") == 8083
-    monkeypatch.setenv("MLCD_STAGING_PORT", "9999")
-    assert deploy.router_port(ctx, "staging") == 9999
-    monkeypatch.setenv("MLCD_STAGING_PORT", "http")
+    assert ctx.environment("staging").port == 8081
+    assert ctx.environment("production").port == 8082
+    assert ctx.environment("qa").port == 8083
+    assert resolve(ctx.loaded, "staging", {"MLCD_STAGING_PORT": "9999"}).port == 9999
     with pytest.raises(UserInputError):
-        deploy.router_port(ctx, "staging")
-    assert deploy.ordered_envs(ctx) == ["staging", "production", "qa"]
+        resolve(ctx.loaded, "staging", {"MLCD_STAGING_PORT": "http"})
+    assert ordered(ctx.loaded) == ["staging", "production", "qa"]
     with pytest.raises(UserInputError, match="no environment `nope`"):
-        deploy.env_section(ctx, "nope")
-    monkeypatch.setenv("MLCD_STATE_DIR", str(tmp_path / "st"))
-    assert deploy.state_dir(ctx, "qa") == (tmp_path / "st" / "qa").resolve()
+        ctx.environment("nope")
+    state = resolve(ctx.loaded, "qa", {"MLCD_STATE_DIR": str(tmp_path / "st")}).state_dir
+    assert state == (tmp_path / "st" / "qa").resolve()
+    assert ctx.environment("production").holds_champion
+    assert not ctx.environment("staging").holds_champion
+    assert ctx.environment("qa") is ctx.environment("qa")  # resolved once per command
 
 
 def test_requires_order_comes_first(tmp_path: Path) -> None:
     ctx = _project(tmp_path, {"production": {"requires": ["staging"]}, "staging": {}})
-    assert deploy.ordered_envs(ctx) == ["staging", "production"]
+    from mlcd.environment import ordered
+
+    assert ordered(ctx.loaded) == ["staging", "production"]
     from mlcd import pipeline
 
     names = [s.name for s in pipeline.steps(ctx)]
