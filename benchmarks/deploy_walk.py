@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/deploy_walk.py            # figures, one line each
     .venv/bin/python benchmarks/deploy_walk.py --list     # also every function and climb
+    git archive COMMIT scripts | tar -x -C /tmp/at      # another commit's code:
+    .venv/bin/python benchmarks/deploy_walk.py --package /tmp/at/scripts/mlcd
 
 A live trace of a deploy needs a trained, built, scanned and released model and a Docker
 engine (minutes on this shared machine, and its path depends on the state it finds); this
@@ -13,7 +15,8 @@ walk is static and deterministic instead: it parses every module of `scripts/mlc
 - `x.method(...)` and `x.property` when `x`'s class is known: `self`, a parameter or
   variable annotated with an mlcd class, `x = Class(...)`, `with Class(...) as x`, a
   class's annotated attributes and a function's annotated return (chains follow);
-- a call of an abstract method (`Target.start_arm`) reaches every class that overrides it.
+- a call of an abstract method (`Target.start_arm`) reaches every class that overrides it,
+  and a call of a `Protocol`'s method every class that has all of the protocol's methods.
 
 Reported: distinct mlcd functions reached, distinct files, and "climbs back up": calls from
 a function in a lower layer to one in a higher layer (LAYERS below, lowest first), e.g.
@@ -35,7 +38,7 @@ ENTRY = "mlcd.stages.deploy._deploy_run"
 
 # lowest first; a module takes the layer of its longest matching prefix (else "domain")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("basics", ("mlcd.errors", "mlcd.ports", "mlcd.progress")),
+    ("basics", ("mlcd.errors", "mlcd.ports", "mlcd.progress", "mlcd.stagenames")),
     ("tools", ("mlcd.tools",)),
     ("config", ("mlcd.config", "mlcd.environment", "mlcd.contracts", "mlcd.evidence")),
     ("domain", ("mlcd",)),  # registry, rollout, signing, releases, security, …
@@ -82,8 +85,8 @@ class Klass:
     attrs: dict[str, ast.expr] = field(default_factory=dict)  # annotated attributes
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+def module_name(path: Path, package: Path) -> str:
+    rel = path.relative_to(package.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -91,12 +94,12 @@ def module_name(path: Path) -> str:
 
 
 class Graph:
-    def __init__(self) -> None:
+    def __init__(self, package: Path = PACKAGE) -> None:
         self.modules: dict[str, Module] = {}
         self.funcs: dict[str, Func] = {}
         self.classes: dict[str, Klass] = {}
-        for path in sorted(PACKAGE.rglob("*.py")):
-            name = module_name(path)
+        for path in sorted(package.rglob("*.py")):
+            name = module_name(path, package)
             tree = ast.parse(path.read_text("utf-8"), str(path))
             self.modules[name] = Module(name, path, tree)
         for mod in self.modules.values():
@@ -134,7 +137,7 @@ class Graph:
                 (isinstance(d, ast.Name) and d.id == "abstractmethod")
                 or (isinstance(d, ast.Attribute) and d.attr == "abstractmethod")
                 for d in node.decorator_list
-            )
+            ) or (cls is not None and any(b.endswith("Protocol") for b in cls.bases))
             returns = ast.unparse(node.returns).strip("'\"") if node.returns else None
             self.funcs[qual] = Func(qual, mod.name, node, cls.qual if cls else None, abstract)
             self.funcs[qual].returns = returns
@@ -353,8 +356,15 @@ class Graph:
     def overrides(self, f: Func) -> set[str]:
         name = f.node.name
         found: set[str] = set()
+        if f.cls is None:
+            return found
+        protocol = self.classes[f.cls]
+        wanted = set(protocol.methods)
+        structural = any(b.endswith("Protocol") for b in protocol.bases)
         for k in self.classes.values():
-            if k.qual != f.cls and f.cls in self.mro(k.qual) and name in k.methods:
+            if k.qual == f.cls or name not in k.methods:
+                continue
+            if f.cls in self.mro(k.qual) or (structural and wanted <= set(k.methods)):
                 found.add(k.methods[name])
         return found
 
@@ -394,8 +404,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="print every function and climb")
     parser.add_argument("--entry", default=ENTRY, help=f"where the walk starts ({ENTRY})")
+    parser.add_argument(
+        "--package", type=Path, default=PACKAGE, help="the mlcd package to walk (scripts/mlcd)"
+    )
     args = parser.parse_args()
-    graph = Graph()
+    graph = Graph(args.package.resolve())
     reached, edges = walk(graph, args.entry)
     modules = {graph.funcs[f].module for f in reached}
     climbs = [
@@ -409,7 +422,7 @@ def main() -> int:
         for i in graph.modules[m].imports
         if i in graph.modules and layer_of(m)[0] < layer_of(i)[0]
     )
-    print(f"entry: {args.entry} (static call graph of scripts/mlcd)")
+    print(f"entry: {args.entry} (static call graph of {args.package})")
     print(f"functions reached: {len(reached)}")
     print(f"files: {len(modules)}")
     print(f"calls (edges): {len(edges)}")

@@ -29,6 +29,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mlcd import stagenames
 from mlcd.errors import UserInputError
 from mlcd.evidence import Bundle, StageResult
 
@@ -260,7 +261,7 @@ _MODELS: dict[str, type[Details]] = {
 
 
 def model_for(stage: str) -> type[Details]:
-    if stage.startswith("deploy-"):
+    if stagenames.is_deploy(stage):
         return DeployDetails
     return _MODELS.get(stage, Details)
 

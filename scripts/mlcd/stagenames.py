@@ -67,4 +67,10 @@ def is_deploy(stage: str) -> bool:
     return found is not None and found.verb == DEPLOY
 
 
+def deploy_label(stage: str) -> str:
+    """What a run page shows for a deploy's row: the environment, with `-refused` for a
+    refusal (`deploy-staging-refused` → `staging-refused`)."""
+    return stage.removeprefix(f"{DEPLOY}-")
+
+
 DEPLOY_GLOB = f"{DEPLOY}-*"  # the run folder's deploy results (filter with `deploy_env`)
