@@ -298,7 +298,7 @@ def details(result: StageResult, model: type[D], *, strict: bool = False) -> D:
         )
         raise UserInputError(
             f"{result.stage}/{RESULT_FILE}: {where}",
-            hint=f"re-run `mlcd {result.stage.split('-', 1)[0]}` with this version of mlcd",
+            hint=f"re-run `mlcd {stagenames.command(result.stage)}` with this version of mlcd",
         ) from exc
 
 

@@ -67,6 +67,12 @@ def is_deploy(stage: str) -> bool:
     return found is not None and found.verb == DEPLOY
 
 
+def command(stage: str) -> str:
+    """The `mlcd` command that writes a stage's result (`deploy-staging` → `deploy`)."""
+    found = parse(stage)
+    return found.verb if found is not None else stage
+
+
 def deploy_label(stage: str) -> str:
     """What a run page shows for a deploy's row: the environment, with `-refused` for a
     refusal (`deploy-staging-refused` → `staging-refused`)."""
