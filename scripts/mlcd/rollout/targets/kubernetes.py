@@ -39,8 +39,10 @@ from mlcd.signing.admission import policy as signed_policy
 from mlcd.tools.kubectl import Cluster
 
 POLL = 2.0
-# the kinds `mlcd down` deletes (what `render` applies), by the environment's labels
-DOWN_KINDS = ("rollout", "service", "analysistemplate")
+# what `mlcd down` deletes of what `render` applies: the Rollout and Services by the
+# environment's labels, the AnalysisTemplates (labelled `analysis`) by their names
+DOWN_KINDS = ("rollout", "service")
+TEMPLATE_SUFFIXES = ("analysis", "judge")
 
 
 def _poll_interval() -> float:
@@ -309,10 +311,12 @@ class ArgoDeployer:
         return None
 
     def down(self) -> list[str]:
-        """Delete the environment's Rollout, Services and AnalysisTemplates (by its labels);
-        [] when there were none."""
+        """Delete the environment's Rollout and Services (by its labels) and its
+        AnalysisTemplates (by their names); [] when there were none."""
         env = self.environment
         selector = ",".join(f"{k}={v}" for k, v in labels_of(env.project, env.name).items())
+        templates = [f"{self.name}-{suffix}" for suffix in TEMPLATE_SUFFIXES]
         with self._cluster() as cluster:
             deleted = cluster.delete(DOWN_KINDS, selector)
+            deleted += cluster.delete_named("analysistemplate", templates)
         return [f"deleted {name} in {cluster.where}" for name in deleted]
