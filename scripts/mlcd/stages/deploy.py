@@ -936,6 +936,7 @@ def _down_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _down_run(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.environment(args.env)  # an unknown environment: exit 2 before asking
     confirm_down(args.env, yes=args.yes, interactive=sys.stdin.isatty(), answer=input)
     _progress_printer(ctx)
     return ctx.conclude(down(ctx, args.env))
