@@ -58,6 +58,12 @@ class Context:
     def config(self) -> Config:
         return self.loaded.config
 
+    def reload(self) -> None:
+        """Load the config again on the next use (`mlcd run --target local`), and with it
+        every environment resolved from it."""
+        self.__dict__.pop("loaded", None)
+        self._environments.clear()
+
     def environment(self, name: str) -> Environment:
         """The environment `name`, resolved once per command (mlcd.environment) from the
         loaded config and the process environment, then the same object every time."""

@@ -131,7 +131,7 @@ def _select(all_steps: list[Step], only: str | None, skip: str | None) -> list[S
 def _run(ctx: Context, args: argparse.Namespace) -> int:
     if args.target == "local":
         ctx.local_targets = True
-        ctx.__dict__.pop("loaded", None)  # load it again, on the local target
+        ctx.reload()  # load it again, on the local target
     _ = ctx.loaded  # a broken config stops the run before any stage starts
     selected = _select(steps(ctx), args.only, args.skip)
     if any(s.name == "release" for s in selected):

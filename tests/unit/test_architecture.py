@@ -364,3 +364,15 @@ def test_stage_names_round_trip(stage: str, parsed: tuple[str, str, bool] | None
     assert stagenames.deploy_env(stage) == (
         parsed[1] if parsed[0] == "deploy" and not parsed[2] else None
     )
+
+
+def test_a_reloaded_config_resolves_its_environments_again(tmp_path: Path) -> None:
+    ctx, _registry = _k8s_project(tmp_path)
+    before = ctx.environment("staging")
+    assert before.kind == "kubernetes"
+    assert ctx.environment("staging") is before
+    ctx.local_targets = True  # `mlcd run --target local`
+    ctx.reload()
+    after = ctx.environment("staging")
+    assert after.kind == "local"
+    assert ctx.environment("staging") is after
