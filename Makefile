@@ -58,20 +58,22 @@ lint: venv ## ruff, mypy --strict and bandit on the kit's own code
 unit: venv ## unit tests only (no subprocess, no network)
 	$(PY) -m pytest tests/unit -m unit $(PYTEST_ARGS)
 
-test-host: system ## the second host of the docker-host tests (netns, dockerd, sshd) and its router image
+test-host: system ## the second host of the docker-host tests (netns, dockerd, sshd), the three-node swarm of the swarm tests, and the router image
 	@bash scripts/setup/test-host.sh
+	@bash scripts/setup/test-cluster.sh
 	@bash scripts/setup/router-image.sh
 
-test-host-down: ## tear the test host down
+test-host-down: ## tear the test host and the test cluster down
 	@bash scripts/setup/test-host.sh down
+	@bash scripts/setup/test-cluster.sh down
 
 integration: setup test-host ## integration tests with the real Docker engine, registry, trivy, nginx, act
 	@rc=0; $(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS) || rc=$$?; \
-	bash scripts/setup/test-host.sh down; exit $$rc
+	bash scripts/setup/test-host.sh down; bash scripts/setup/test-cluster.sh down; exit $$rc
 
 test: setup lint test-host ## the whole suite: lint, unit and integration tests
 	@rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
-	bash scripts/setup/test-host.sh down; exit $$rc
+	bash scripts/setup/test-host.sh down; bash scripts/setup/test-cluster.sh down; exit $$rc
 
 schema: venv ## regenerate schema/mlcd.schema.json from the code
 	$(MLCD) validate --print-schema > schema/mlcd.schema.json

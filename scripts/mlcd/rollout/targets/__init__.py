@@ -1,7 +1,7 @@
 """Deploy targets: the one factory that opens an environment's target (`open_target`).
 
 Like Argo Rollouts' one reconciler per traffic router, an environment's kind picks who does
-the work, here and only here: the container engines (`local`, `docker-host`) are a
+the work, here and only here: the container engines (`local`, `docker-host`, `swarm`) are a
 `base.Target` driven by the shared controller (`mlcd.rollout.controller`); `kubernetes` is an
 `ArgoDeployer` (Argo Rollouts moves the traffic). `open_target` takes the resolved
 `mlcd.environment.Environment` and one constructor for each, so that its caller never asks
@@ -26,6 +26,7 @@ from mlcd.rollout.targets.base import Target
 from mlcd.rollout.targets.dockerhost import DockerHostTarget
 from mlcd.rollout.targets.kubernetes import ArgoDeployer
 from mlcd.rollout.targets.local import LocalTarget
+from mlcd.rollout.targets.swarm import SwarmTarget
 from mlcd.tools.ssh import SshTransport, parse_url
 
 SSH_KEY_ENV = "MLCD_DEPLOY_SSH_KEY"
@@ -65,7 +66,8 @@ def transport_for(env: str, section: EnvironmentSection, root: Path) -> SshTrans
 
 
 def engine_target(environment: Environment) -> Target:
-    """The target of an environment of containers behind a router (local or docker-host)."""
+    """The target of an environment of containers behind a router (local, docker-host or
+    swarm)."""
     section = environment.section
     routing = Routing(section.routing.header, section.routing.sticky_key)
     if environment.kind == "docker-host":
@@ -76,6 +78,17 @@ def engine_target(environment: Environment) -> Target:
             environment.port,
             transport,
             section.router.image,
+            routing=routing,
+        )
+    if environment.kind == "swarm":
+        transport = transport_for(environment.name, section, environment.root)
+        return SwarmTarget(
+            environment.project,
+            environment.name,
+            environment.port,
+            transport,
+            section.router.image,
+            swarm=section.swarm,
             routing=routing,
         )
     if environment.kind != "local":
@@ -101,7 +114,7 @@ def open_target(
     argo: Callable[[ArgoDeployer], D],
 ) -> D:
     """The environment's target, handed to the constructor of its kind: `engines` gets how
-    to open the container target (local, docker-host; opened under the command's lock, once
+    to open the container target (local, docker-host, swarm; opened under the command's lock, once
     per attempt) for the shared controller, `argo` the Argo Rollouts deployer (kubernetes)."""
     if environment.kind == "kubernetes":
         return argo(ArgoDeployer(environment, loaded, progress))
