@@ -303,6 +303,11 @@ class RegistrySection(Section):
         description="the GitHub release of a model version may become the repository's "
         "`Latest` release (default: never; the team's own software releases keep it)",
     )
+    champion_environment: str = Field(
+        "production",
+        description="the environment whose live model is the `champion` (what evaluate "
+        "compares with; a deploy, promote or rollback there moves the alias)",
+    )
 
 
 class TrackingSection(Section):
@@ -1107,8 +1112,17 @@ def _reference_problems(
 
 # The router port an environment gets when its `port:` is not set (mlcd deploy's rule:
 # staging 8081, production 8082, then 8083, 8084, … in the order the file lists the others).
+# The one table: config's port check and mlcd.environment both use `default_router_port`.
 DEFAULT_ROUTER_PORTS = {"staging": 8081, "production": 8082}
 OTHER_ROUTER_PORTS_FROM = 8083
+
+
+def default_router_port(name: str, names: list[str]) -> int:
+    """The router port of environment `name` without `port:`, `names` in config order."""
+    if name in DEFAULT_ROUTER_PORTS:
+        return DEFAULT_ROUTER_PORTS[name]
+    others = [n for n in names if n not in DEFAULT_ROUTER_PORTS]
+    return OTHER_ROUTER_PORTS_FROM + others.index(name)
 
 
 def _positioned(
@@ -1127,7 +1141,7 @@ def _port_problems(
     envs = data.get("environments")
     if not isinstance(envs, dict):
         return []
-    others = [str(n) for n in envs if str(n) not in DEFAULT_ROUTER_PORTS]
+    names = [str(n) for n in envs]
     taken: dict[tuple[str, int], tuple[str, bool]] = {}
     problems: list[tuple[int, int, str]] = []
     for name, env in envs.items():
@@ -1138,10 +1152,7 @@ def _port_problems(
         if isinstance(explicit, int) and not isinstance(explicit, bool):
             port = explicit
         elif explicit is None:
-            name_s = str(name)
-            port = DEFAULT_ROUTER_PORTS.get(name_s) or OTHER_ROUTER_PORTS_FROM + others.index(
-                name_s
-            )
+            port = default_router_port(str(name), names)
         else:
             continue  # a wrong type is reported by the schema
         host = str(env_map.get("host") or "127.0.0.1")

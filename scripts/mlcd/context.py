@@ -15,7 +15,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal, TextIO
 
+from mlcd import stagenames
 from mlcd.config import Config, LoadedConfig, load_config, on_local_target
+from mlcd.environment import Environment, resolve
 from mlcd.evidence import Bundle, StageOutcome, StageResult, run_stage, status_icon
 from mlcd.projectfiles import Exclusions, exclusions
 from mlcd.tools.git import head_sha, toplevel
@@ -23,10 +25,9 @@ from mlcd.tools.git import head_sha, toplevel
 OutputFormat = Literal["text", "json"]
 
 
-# stages that write the local model registry, and the verbs of `<verb>-<env>` stages that
-# write an environment's state (and record deployments in the registry)
+# stages that write the local model registry; every `<verb>-<env>` stage
+# (mlcd.stagenames.ENV_VERBS) writes an environment's state and records in the registry
 _WRITES_REGISTRY = frozenset({"evaluate", "release"})
-_ENV_VERBS = frozenset({"deploy", "rollback", "promote", "abort"})
 
 
 def _no_progress(_message: str) -> None:
@@ -46,6 +47,7 @@ class Context:
     in_pipeline: bool = False
     # `mlcd run --target local`: every environment on this machine's engine
     local_targets: bool = False
+    _environments: dict[str, Environment] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
     def loaded(self) -> LoadedConfig:
@@ -55,6 +57,20 @@ class Context:
     @property
     def config(self) -> Config:
         return self.loaded.config
+
+    def reload(self) -> None:
+        """Load the config again on the next use (`mlcd run --target local`), and with it
+        every environment resolved from it."""
+        self.__dict__.pop("loaded", None)
+        self._environments.clear()
+
+    def environment(self, name: str) -> Environment:
+        """The environment `name`, resolved once per command (mlcd.environment) from the
+        loaded config and the process environment, then the same object every time."""
+        found = self._environments.get(name)
+        if found is None:
+            found = self._environments[name] = resolve(self.loaded, name)
+        return found
 
     @cached_property
     def bundle(self) -> Bundle:
@@ -84,16 +100,16 @@ class Context:
         from mlcd.evidence import STATE_HINT, WRITE_HINT
 
         folders: list[tuple[Path, str, str]] = []
-        verb, _, env = stage.partition("-")
+        acting = stagenames.parse(stage)
         registry = self.config.registry
-        if registry.backend == "local" and (stage in _WRITES_REGISTRY or verb in _ENV_VERBS):
+        records = acting is not None and acting.verb != "down"  # down leaves the registry
+        if registry.backend == "local" and (stage in _WRITES_REGISTRY or records):
             from mlcd.registry import local_path
 
             folders.append((local_path(self.loaded), "the model registry", WRITE_HINT))
-        if verb in _ENV_VERBS and env in self.config.environments:
-            from mlcd.stages.deploy import state_dir  # the deploy stage imports this module
-
-            folders.append((state_dir(self, env), f"the state folder of {env}", STATE_HINT))
+        if acting is not None and not acting.refused and acting.env in self.config.environments:
+            state = self.environment(acting.env).state_dir
+            folders.append((state, f"the state folder of {acting.env}", STATE_HINT))
         return folders
 
     def say(self, text: str) -> None:

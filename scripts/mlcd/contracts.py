@@ -29,6 +29,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mlcd import stagenames
 from mlcd.errors import UserInputError
 from mlcd.evidence import Bundle, StageResult
 
@@ -260,7 +261,7 @@ _MODELS: dict[str, type[Details]] = {
 
 
 def model_for(stage: str) -> type[Details]:
-    if stage.startswith("deploy-"):
+    if stagenames.is_deploy(stage):
         return DeployDetails
     return _MODELS.get(stage, Details)
 
@@ -297,7 +298,7 @@ def details(result: StageResult, model: type[D], *, strict: bool = False) -> D:
         )
         raise UserInputError(
             f"{result.stage}/{RESULT_FILE}: {where}",
-            hint=f"re-run `mlcd {result.stage.split('-', 1)[0]}` with this version of mlcd",
+            hint=f"re-run `mlcd {stagenames.command(result.stage)}` with this version of mlcd",
         ) from exc
 
 

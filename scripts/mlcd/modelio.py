@@ -169,18 +169,6 @@ def load_model(path: Path, extra_trusted: Iterable[str] = ()) -> Any:
         ) from exc
 
 
-def load_project_model(path: Path, root: Path, declared: Iterable[str] = ()) -> Any:
-    """Load a model of the project at `root`: its own types and `declared` are trusted,
-    and its modules are importable (the config's folder is on sys.path while loading)."""
-    from mlcd import entrypoint, projectcode
-
-    report = projectcode.classify(needed_types(path), root, declared)
-    for module in report.modules:
-        entrypoint.forget(module.split(".")[0])  # an earlier project's module of that name
-    with entrypoint.project_path(root):
-        return load_model(path, report.allowed)
-
-
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise UserInputError(f"model file {path} does not exist")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlcd import preflight, runreport
+from mlcd import environment, preflight, runreport, stagenames
 from mlcd.context import Command, Context
 from mlcd.contracts import DeployDetails, ReleaseDetails, details, train_files
 from mlcd.errors import GateFailed, MlcdError, UserInputError
@@ -35,7 +35,7 @@ class Step:
 
 
 def _deploy_step(env: str) -> Step:
-    return Step(f"deploy-{env}", lambda ctx: deploy.stage(ctx, env))
+    return Step(stagenames.deploy(env), lambda ctx: deploy.stage(ctx, env))
 
 
 def _deploy_this_runs_release(env: str, since: str) -> Step:
@@ -51,7 +51,7 @@ def _deploy_this_runs_release(env: str, since: str) -> Step:
         if made is None or made.status != "pass" or not version:
             status = made.status if made is not None else "not run"
             return ctx.run_stage(
-                f"deploy-{env}",
+                stagenames.deploy(env),
                 lambda: StageOutcome(
                     "skipped",
                     f"nothing deployed to {env}: this run's release did not pass ({status})",
@@ -65,7 +65,7 @@ def _deploy_this_runs_release(env: str, since: str) -> Step:
             )
         return deploy.stage(ctx, env, release=version)
 
-    return Step(f"deploy-{env}", run)
+    return Step(stagenames.deploy(env), run)
 
 
 def steps(ctx: Context) -> list[Step]:
@@ -79,7 +79,7 @@ def steps(ctx: Context) -> list[Step]:
         Step("scan", scan.stage),
         Step("release", release.stage),
         # one deploy step per environment, each after the environments it requires
-        *(_deploy_step(env) for env in deploy.ordered_envs(ctx)),
+        *(_deploy_step(env) for env in environment.ordered(ctx.loaded)),
     ]
 
 
@@ -131,14 +131,14 @@ def _select(all_steps: list[Step], only: str | None, skip: str | None) -> list[S
 def _run(ctx: Context, args: argparse.Namespace) -> int:
     if args.target == "local":
         ctx.local_targets = True
-        ctx.__dict__.pop("loaded", None)  # load it again, on the local target
+        ctx.reload()  # load it again, on the local target
     _ = ctx.loaded  # a broken config stops the run before any stage starts
     selected = _select(steps(ctx), args.only, args.skip)
     if any(s.name == "release" for s in selected):
         since = utc_now()
         selected = [
-            _deploy_this_runs_release(s.name.removeprefix("deploy-"), since)
-            if s.name.startswith("deploy-")
+            _deploy_this_runs_release(env, since)
+            if (env := stagenames.deploy_env(s.name)) is not None
             else s
             for s in selected
         ]
@@ -306,9 +306,9 @@ def _where_to_look(ctx: Context, ran: set[str]) -> list[str]:
     lines: list[str] = []
     first_url = ""
     for env in ctx.config.environments:
-        if f"deploy-{env}" not in ran:
+        if stagenames.deploy(env) not in ran:
             continue
-        result = ctx.bundle.read(f"deploy-{env}")
+        result = ctx.bundle.read(stagenames.deploy(env))
         if result is None or result.status != "pass":
             continue
         deployed = details(result, DeployDetails)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlcd.modelio import TRUSTED_TYPES
+from mlcd.modelio import TRUSTED_TYPES, load_model, needed_types
 
 
 def is_dangerous(name: str) -> bool:
@@ -196,3 +196,15 @@ def check_shipped(entries: list[dict[str, Any]], root: Path) -> list[tuple[Path,
             "fitted with",
         )
     return out
+
+
+def load_project_model(path: Path, root: Path, declared: Iterable[str] = ()) -> Any:
+    """Load a model of the project at `root`: its own types and `declared` are trusted,
+    and its modules are importable (the config's folder is on sys.path while loading)."""
+    from mlcd import entrypoint
+
+    report = classify(needed_types(path), root, declared)
+    for module in report.modules:
+        entrypoint.forget(module.split(".")[0])  # an earlier project's module of that name
+    with entrypoint.project_path(root):
+        return load_model(path, report.allowed)

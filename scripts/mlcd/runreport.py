@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, pages
+from mlcd import __version__, pages, stagenames
 from mlcd.charts import (
     LIMIT,
     SEVERITY_COLOUR,
@@ -148,10 +148,12 @@ def _planned(bundle: Bundle, run: Mapping[str, Any], planned: Sequence[str] | No
         names.insert(max(before) + 1 if before else 0, stage)
     recorded = [str(_dict(r).get("stage", "")) for r in _list(run.get("stages"))]
     found = sorted(
-        p.parent.name for p in bundle.root.glob("deploy-*/result.json") if p.parent.is_dir()
+        p.parent.name
+        for p in bundle.root.glob(f"{stagenames.DEPLOY_GLOB}/result.json")
+        if p.parent.is_dir()
     )
     for name in [*recorded, *found]:
-        if name.startswith("deploy-") and name not in names:
+        if stagenames.is_deploy(name) and name not in names:
             names.append(name)
     return names
 
@@ -225,9 +227,9 @@ def verdict(view: RunView) -> Verdict:
     counted = f"{passed} of {len(ran)} stages passed"
     if status == "pass":
         live = [
-            r.name.removeprefix("deploy-")
+            stagenames.deploy_label(r.name)
             for r in ran
-            if r.name.startswith("deploy-") and r.status == "pass"
+            if stagenames.is_deploy(r.name) and r.status == "pass"
         ]
         release = view.result("release")
         version = _details(release, ReleaseDetails).version
@@ -340,11 +342,11 @@ def _cards(view: RunView) -> str:
             )
         )
     for row in view.rows:
-        if row.name.startswith("deploy-") and row.result is not None:
+        if stagenames.is_deploy(row.name) and row.result is not None:
             d = details(row.result, DeployDetails)
             cards.append(
                 (
-                    row.name.removeprefix("deploy-"),
+                    stagenames.deploy_label(row.name),
                     d.version or row.status,
                     d.outcome or row.status,
                 )
@@ -854,7 +856,7 @@ def _interval_row(s: Interval) -> list[str]:
 
 def _deploy(row: StageRow) -> str:
     """One environment: what was rolled out, the timeline and its intervals as a table."""
-    env = row.name.removeprefix("deploy-")
+    env = stagenames.deploy_label(row.name)
     rollout = pages.macros("rollout.html.j2")
     if row.result is None:
         return str(rollout.environment(env, row.status))
@@ -891,7 +893,7 @@ def _rollout(view: RunView) -> str:
         "latency and predictions with the stable version and promotes, waits or rolls back. "
         "Blue/green analyses the new version beside the old before switching all traffic."
     )
-    rows = [r for r in view.rows if r.name.startswith("deploy-")]
+    rows = [r for r in view.rows if stagenames.is_deploy(r.name)]
     if not rows:
         return _section("rollout", "Rollout", intro, _not_run("deploy", "rollout"))
     body = "".join(_deploy(r) for r in rows)

@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlcd import entrypoint, modelio
+from mlcd import entrypoint, projectcode
 from mlcd.ports import free_port
 from mlcd.tools.nginx import Nginx
 from tests.conftest import ROOT
@@ -227,7 +227,7 @@ def _holdout(delivery: Delivery) -> tuple[pd.DataFrame, Any, list[str]]:
     names = [str(f["name"]) for f in meta["features"]]
     frame = pd.read_csv(train / "holdout.csv").head(20)
     with entrypoint.project_path(delivery.root):
-        model = modelio.load_project_model(
+        model = projectcode.load_project_model(
             train / "model.skops", delivery.root, meta.get("declared_types") or []
         )
     return frame[names], model, names

@@ -16,7 +16,6 @@ from mlcd import config as config_module
 from mlcd.cli import main
 from mlcd.config import load_config
 from mlcd.context import Context
-from mlcd.stages import deploy
 
 TRAIN = """\
 from pathlib import Path
@@ -336,9 +335,10 @@ def test_the_default_ports_are_the_ones_deploy_uses(tmp_path: Path) -> None:
     """config.py's copy of deploy's port rule (for the clash check) must not drift."""
     path = _two_envs(tmp_path, "", "", "")
     ctx = Context(config_path=path, out=tmp_path / "out")
-    assert deploy.router_port(ctx, "staging") == config_module.DEFAULT_ROUTER_PORTS["staging"]
-    assert deploy.router_port(ctx, "production") == config_module.DEFAULT_ROUTER_PORTS["production"]
-    assert deploy.router_port(ctx, "qa") == config_module.OTHER_ROUTER_PORTS_FROM
+    port = config_module.DEFAULT_ROUTER_PORTS
+    assert ctx.environment("staging").port == port["staging"]
+    assert ctx.environment("production").port == port["production"]
+    assert ctx.environment("qa").port == config_module.OTHER_ROUTER_PORTS_FROM
 
 
 def test_a_data_file_with_a_header_and_no_rows(

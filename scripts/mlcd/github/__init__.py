@@ -198,7 +198,7 @@ def _deployment_facts(ctx: Context, environment: str, wanted: str | None) -> pub
     if ctx.bundle.read("release") is not None and not wanted:
         return publish.release_facts(ctx.bundle, project, by="github deployment")
     registry = open_registry(ctx.loaded)
-    section = ctx.config.environments[environment]
+    section = ctx.environment(environment).section
     version = wanted or releases.default_version(registry, list(section.requires))
     if version is None:
         newest = releases.latest(registry)
@@ -242,7 +242,7 @@ def _deployment(ctx: Context, args: argparse.Namespace) -> int:
         state=args.state,
         sha=head_sha(ctx.loaded.root),
         run_url=run.run_url,
-        production=environment == "production",
+        production=ctx.environment(environment).holds_champion,
         url=args.url,
     )
     _emit(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlcd import stagenames
 from mlcd.contracts import DeployDetails, ReleaseDetails, details
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import Bundle, StageResult, write_json_atomic
@@ -75,7 +76,7 @@ def release_facts(bundle: Bundle, project: str, *, by: str) -> ReleaseFacts:
 
 def deploy_facts(bundle: Bundle, project: str, environment: str) -> ReleaseFacts | None:
     """The release a deploy to `environment` rolled out, from `deploy-<env>/result.json`."""
-    result = bundle.read(f"deploy-{environment}")
+    result = bundle.read(stagenames.deploy(environment))
     if result is None:
         return None
     deployed = details(result, DeployDetails)
@@ -297,7 +298,7 @@ def _deployment_record(bundle: Bundle, environment: str) -> Path:
 
 def environment_url(bundle: Bundle, environment: str) -> str | None:
     """The environment's address that `mlcd deploy ENV` recorded in `deploy-<env>/`."""
-    deploy = bundle.read(f"deploy-{environment}")
+    deploy = bundle.read(stagenames.deploy(environment))
     if deploy is None:
         return None
     return details(deploy, DeployDetails).http_url
@@ -306,7 +307,7 @@ def environment_url(bundle: Bundle, environment: str) -> str | None:
 def last_event(bundle: Bundle, environment: str) -> str | None:
     """The last rollout event `mlcd deploy ENV` told its webhooks (the same words go on the
     deployment's final status), None when it recorded none."""
-    deploy = bundle.read(f"deploy-{environment}")
+    deploy = bundle.read(stagenames.deploy(environment))
     if deploy is None:
         return None
     events = details(deploy, DeployDetails).notifications.get("events") or []

@@ -59,8 +59,12 @@ def _github(loaded: LoadedConfig) -> ModelRegistry:
     from mlcd.registry.github import GitHubRegistry
     from mlcd.tools.github import GitHub
 
+    registry = loaded.config.registry
     return GitHubRegistry(
-        GitHub.from_env(), loaded.config.project, latest=loaded.config.registry.github_latest
+        GitHub.from_env(),
+        loaded.config.project,
+        production=registry.champion_environment,
+        latest=registry.github_latest,
     )
 
 

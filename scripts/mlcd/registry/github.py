@@ -30,7 +30,7 @@ from mlcd.registry.base import CHAMPION, ModelRegistry, ModelVersion, NewVersion
 from mlcd.tools.github import DEPLOYMENT_TASK, GitHub, GitHubApiError, deployment_payload
 
 ATTACHMENTS = "attachments.json"
-PRODUCTION = "production"
+PRODUCTION = "production"  # the default of registry.champion-environment
 _RECORD = re.compile(r"<!-- mlcd-record (\{.*\}) -->", re.DOTALL)
 
 

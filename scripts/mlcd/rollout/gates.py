@@ -24,6 +24,7 @@ from typing import Any
 from mlcd import releases
 from mlcd.config import LoadedConfig
 from mlcd.contracts import ReleaseDetails, details, verdict_file
+from mlcd.environment import Environment
 from mlcd.errors import UserInputError
 from mlcd.evidence import Bundle, utc_now
 from mlcd.registry import CHAMPION, DEPLOYMENTS, ModelRegistry, ModelVersion, open_registry
@@ -415,11 +416,35 @@ def record_deployment(
         registry.set_alias(CHAMPION, release.model_version)
 
 
+def record_live(
+    loaded: LoadedConfig,
+    environment: Environment,
+    release: Release,
+    strategy: str,
+    registry: ModelRegistry | None = None,
+) -> str:
+    """The one place a release that went live and healthy is recorded in the model registry
+    (every target, every command): its deployment, and the champion alias where the
+    environment holds it (`registry.champion-environment`). One line for people."""
+    registry = registry or open_registry(loaded)
+    record_deployment(
+        registry,
+        release,
+        environment.name,
+        strategy=strategy,
+        champion=environment.holds_champion,
+    )
+    return f"recorded {release.version} live and healthy in {environment.name} in the registry" + (
+        f"; champion is now model {release.model_version}" if environment.holds_champion else ""
+    )
+
+
 __all__ = [
     "Release",
     "check",
     "expected_predictions",
     "open_registry",
     "record_deployment",
+    "record_live",
     "resolve_release",
 ]

@@ -54,6 +54,11 @@ def object_name(project: str, env: str) -> str:
     return safe_name(f"{project}-{env}").lower()[:50].strip("-.")
 
 
+def labels_of(project: str, env: str) -> dict[str, str]:
+    """The labels of every object of an environment (`mlcd down` deletes by them)."""
+    return _labels(project, env)
+
+
 def _labels(project: str, env: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": safe_name(project),

@@ -20,7 +20,6 @@ import contextlib
 import functools
 import json
 import os
-import re
 import signal
 import socket
 import sys
@@ -28,16 +27,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from mlcd import releases
 from mlcd.config import EnvironmentSection
 from mlcd.context import Command, Context
 from mlcd.contracts import DeployDetails, train_files
+from mlcd.environment import Environment
 from mlcd.errors import GateFailed, MlcdError, UserInputError
-from mlcd.evidence import StageOutcome, StageResult, require_writable
+from mlcd.evidence import StageOutcome, StageResult, require_writable, utc_now
 from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
 from mlcd.rollout import plan as plan_mod
@@ -46,75 +45,16 @@ from mlcd.rollout.loadgen import holdout_rows
 from mlcd.rollout.notify import Notifier, webhooks
 from mlcd.rollout.plan import Plan
 from mlcd.rollout.state import LockInfo, LockRefused, holder_alive, holder_running
-from mlcd.rollout.targets import engine_target
-from mlcd.rollout.targets import kubernetes as k8s_target
+from mlcd.rollout.targets import ArgoDeployer, Target, open_target, refuse_ephemeral
 from mlcd.signing import verify as signed_chain
 
 STRATEGIES = ("canary", "blue-green", "shadow")
-DEFAULT_PORTS = {"staging": 8081, "production": 8082}
-OTHER_PORTS_FROM = 8083
-STATE_ENV = "MLCD_STATE_DIR"
+# the outcomes of a rollout that passed, on every target (Argo's `promoted` included)
 _PASSING = ("promoted", "deployed", "already live")
 
 
 # --------------------------------------------------------------------------------------
 # Where things are
-
-
-def env_section(ctx: Context, env: str) -> EnvironmentSection:
-    envs = ctx.config.environments
-    if env not in envs:
-        known = ", ".join(envs) or "none (add an `environments:` section)"
-        raise UserInputError(
-            f"{ctx.loaded.path}: no environment `{env}` in the config",
-            hint=f"environments there: {known}",
-        )
-    return envs[env]
-
-
-def port_variable(env: str) -> str:
-    return "MLCD_" + re.sub(r"[^A-Z0-9]", "_", env.upper()) + "_PORT"
-
-
-def router_port(ctx: Context, env: str) -> int:
-    """MLCD_<ENV>_PORT, else `port:` in the config, else staging 8081, production 8082, and
-    8083, 8084, … for the other environments in the order the config lists them."""
-    variable = port_variable(env)
-    raw = os.environ.get(variable)
-    if raw:
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
-            raise UserInputError(f"{variable}={raw} is not a TCP port number (1-65535)")
-        return int(raw)
-    section = env_section(ctx, env)
-    if section.port is not None:
-        return section.port
-    if env in DEFAULT_PORTS:
-        return DEFAULT_PORTS[env]
-    others = [name for name in ctx.config.environments if name not in DEFAULT_PORTS]
-    return OTHER_PORTS_FROM + others.index(env)
-
-
-def state_dir(ctx: Context, env: str) -> Path:
-    base = os.environ.get(STATE_ENV)
-    root = Path(base) if base else ctx.loaded.root / ".mlcd-state"
-    return root.resolve() / env
-
-
-def ordered_envs(ctx: Context) -> list[str]:
-    """Environments with each after the ones it requires (config order otherwise)."""
-    envs = ctx.config.environments
-    done: list[str] = []
-
-    def visit(name: str, trail: tuple[str, ...]) -> None:
-        if name in done or name in trail:
-            return
-        for needed in envs[name].requires:
-            visit(needed, (*trail, name))
-        done.append(name)
-
-    for name in envs:
-        visit(name, ())
-    return done
 
 
 def _rows(ctx: Context, section: EnvironmentSection, strategy: str) -> list[dict[str, Any]]:
@@ -130,36 +70,17 @@ def _rows(ctx: Context, section: EnvironmentSection, strategy: str) -> list[dict
     return holdout_rows(path, ctx.config.model.target)
 
 
-def refuse_ephemeral(env: str, section: EnvironmentSection) -> None:
-    """A `local` target on a GitHub-hosted runner serves nothing once the job ends."""
-    if section.target == "local" and os.environ.get("RUNNER_ENVIRONMENT") == "github-hosted":
-        raise UserInputError(
-            f"environments.{env} has target `local`, and this is a GitHub-hosted runner: "
-            "everything it would start (containers, router, state) is deleted when the job "
-            "ends, and the release would be recorded as live although nothing serves it",
-            hint=f"give {env} `target: docker-host` with `host: ssh://user@server` (and the "
-            "deploy-ssh-key / deploy-known-hosts secrets) or `target: kubernetes`; `local` is "
-            "for `mlcd run` and self-hosted runners (docs/deploy.md)",
-        )
-
-
-def controller(ctx: Context, env: str, strategy: str | None = None) -> Controller:
-    section = env_section(ctx, env)
+def controller(
+    ctx: Context, environment: Environment, target: Target, strategy: str | None = None
+) -> Controller:
+    section = environment.section
     chosen = strategy or section.strategy
     spec = EnvSpec(
-        project=ctx.config.project,
-        env=env,
+        project=environment.project,
+        env=environment.name,
         section=section,
         task=ctx.config.model.task,
         rows=_rows(ctx, section, chosen) if strategy is not None else [],
-    )
-    target = engine_target(
-        ctx.config.project,
-        env,
-        section,
-        port=router_port(ctx, env),
-        state_dir=state_dir(ctx, env),
-        root=ctx.loaded.root,
     )
     return Controller(spec, target, ctx.progress)
 
@@ -175,22 +96,15 @@ def record_pending(ctx: Context, ctl: Controller) -> list[str]:
         st.unrecorded = {}
         ctl.save()
         return []
-    env = ctl.spec.env
+    environment = ctx.environment(ctl.spec.env)  # resolved once by this command
     registry = open_registry(ctx.loaded)
     release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, st.stable.version)
-    gates.record_deployment(
-        registry,
-        release,
-        env,
-        strategy=str(pending.get("strategy", "")),
-        champion=env == "production",
+    line = gates.record_live(
+        ctx.loaded, environment, release, str(pending.get("strategy", "")), registry
     )
     st.unrecorded = {}
     ctl.save("recorded", release.version, detail="live and healthy, in the model registry")
-    return [
-        f"recorded {release.version} live and healthy in {env} in the registry"
-        + (f"; champion is now model {release.model_version}" if env == "production" else "")
-    ]
+    return [line]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -319,8 +233,9 @@ def check_release_argument(release: str | None) -> None:
 
 
 def _check(
-    ctx: Context, env: str, section: EnvironmentSection, strategy: str | None, wanted: str | None
+    ctx: Context, environment: Environment, strategy: str | None, wanted: str | None
 ) -> _Checked:
+    env, section = environment.name, environment.section
     chosen = strategy or section.strategy
     registry = open_registry(ctx.loaded)
     release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, wanted)
@@ -417,9 +332,8 @@ class _Run:
 
 
 def _rollout_body(
-    ctx: Context, env: str, checked: _Checked, ctl: Controller, run: _Run
+    ctx: Context, stage: str, checked: _Checked, ctl: Controller, run: _Run
 ) -> StageOutcome:
-    stage = f"deploy-{env}"
     run.started = True
     notes: list[str] = []
     if run.plan is not None:
@@ -470,69 +384,37 @@ def rollout_plan(
     return plan
 
 
-def _kubernetes_deploy(
-    ctx: Context,
-    env: str,
-    section: EnvironmentSection,
-    release: gates.Release,
-    *,
-    strategy: str,
-    stage: str,
-    details: dict[str, Any],
-) -> StageOutcome:
-    """The Kubernetes rollout (Argo Rollouts moves the traffic): its start and its outcome are
-    told to the webhooks, as the other targets' are (the steps happen in the cluster)."""
-    notifier = notifier_for(ctx, env, "deploy", section.url or "")
-    notifier("rollout started", release.version, {"strategy": strategy})
-    try:
-        outcome = k8s_target.deploy(
-            ctx,
-            env,
-            section,
-            release,
-            strategy,
-            folder=ctx.bundle.stage_dir(stage),
-            details=details,
-        )
-        ended = str(outcome.details.get("outcome", ""))
-        if ended in ("promoted", "rolled back", "paused"):
-            notifier(
-                ended,
-                release.version,
-                {"detail": outcome.summary, "analysis": {"reasons": outcome.reasons[-4:]}},
-            )
-    finally:
-        notifier.close()
-    outcome.details["notifications"] = notifier.record()
-    return outcome
-
-
 @contextmanager
 def locked(
-    ctx: Context, env: str, command: str, strategy: str | None = None
+    ctx: Context,
+    environment: Environment,
+    open_engine: Callable[[], Target],
+    command: str,
+    strategy: str | None = None,
 ) -> Iterator[Controller]:
     """The environment's controller with its lock held and its state loaded."""
-    ctl = controller(ctx, env, strategy)
+    target = open_engine()
     notifier: Notifier | None = None
     try:
+        ctl = controller(ctx, environment, target, strategy)
         # before the lock: a webhook whose url-env is not set is exit 2 before anything moves
-        notifier = notifier_for(ctx, env, command, ctl.target.url)
+        notifier = notifier_for(ctx, environment, command, target.url)
         ctl.on_event = notifier
-        ctl.target.acquire(f"mlcd {command} {env}")
+        target.acquire(f"mlcd {command} {environment.name}")
         try:
             ctl.load()
             yield ctl
         finally:
-            ctl.target.release()
+            target.release()
     finally:
         if notifier is not None:
             notifier.close()  # waits at most one delivery's worst case
-        ctl.target.close()
+        target.close()
 
 
-def notifier_for(ctx: Context, env: str, command: str, url: str) -> Notifier:
+def notifier_for(ctx: Context, environment: Environment, command: str, url: str) -> Notifier:
     """The environment's notifier: the top-level `notify:` webhooks and its own."""
-    section = env_section(ctx, env)
+    env, section = environment.name, environment.section
     hooks = [
         *webhooks(ctx.config.notify, where="notify"),
         *webhooks(section.notify, where=f"environments.{env}.notify"),
@@ -580,49 +462,21 @@ def stage(
     that acted on the environment; one refused before anything moved (a bad argument, an
     unknown release, failed gates, the lock held by another command) records its refusal
     in `deploy-<env>-refused/` beside it, so the last rollout's evidence stays."""
-    name = f"deploy-{env}"
-    refused = f"{name}-refused"
-    section = env_section(ctx, env)
+    environment = ctx.environment(env)
+    name, refused = environment.stage("deploy"), environment.refused("deploy")
     try:
         # what the machine lacks first: a read-only state folder stops every deploy (exit 3)
         for folder, what, hint in ctx.writable_for(name):
             require_writable(folder, what, hint=hint)
         check_release_argument(release)
-        refuse_ephemeral(env, section)
-        chosen = existing_release(ctx, section, release)
-        checked = _check(ctx, env, section, strategy, chosen)
+        refuse_ephemeral(environment)
+        chosen = existing_release(ctx, environment.section, release)
+        checked = _check(ctx, environment, strategy, chosen)
     except MlcdError as exc:
         return _recorded(ctx, refused, exc)
     if not checked.report.passed or checked.signing_failures:
         return ctx.run_stage(refused, lambda: _gates_refusal(env, checked))
-    if section.target == "kubernetes":
-        return ctx.run_stage(
-            name,
-            lambda: _kubernetes_deploy(
-                ctx,
-                env,
-                section,
-                checked.release,
-                strategy=checked.strategy,
-                stage=name,
-                details=checked.details,
-            ),
-        )
-    run = _Run(accept_plan=accept_plan)
-    with _signals_interrupt():
-        try:
-            with locked(ctx, env, "deploy", checked.strategy) as ctl:
-                # a plan that cannot decide is refused before anything moves (beside the record)
-                if checked.strategy == "canary" and ctl.state.stable is not None:
-                    run.plan = rollout_plan(ctx, ctl.spec.section, ctl, accept=run.accept_plan)
-                result = ctx.run_stage(name, lambda: _rollout_body(ctx, env, checked, ctl, run))
-        except MlcdError as exc:
-            if run.started:  # recorded in deploy-<env>/ by run_stage
-                raise
-            return _recorded(ctx, refused, exc)
-    if run.interrupt is not None:
-        raise run.interrupt
-    return result
+    return deployer(ctx, environment).deploy(checked, accept_plan=accept_plan)
 
 
 def _progress_printer(ctx: Context) -> None:
@@ -713,73 +567,30 @@ def stop_running_deploy(holder: LockInfo, progress: Callable[[str], None]) -> st
     )
 
 
-def _decision(
-    ctx: Context, env: str, name: str, act: Callable[[Controller], DeployOutcome]
-) -> StageResult:
+def _decision(ctx: Context, env: str, name: str) -> StageResult:
     """`rollback`, `promote` or `abort`. A command refused by the lock records the refusal
-    beside its own result (`<name>-<env>-refused/`); `abort` stops a deploy that is running
-    on this machine (SIGTERM: it undoes its rollout) and then takes over."""
-    section = env_section(ctx, env)
-    stage_name = f"{name}-{env}"
+    beside its own result (`<name>-<env>-refused/`)."""
+    environment = ctx.environment(env)
     try:
-        refuse_ephemeral(env, section)
+        refuse_ephemeral(environment)
     except MlcdError as exc:
-        return _recorded(ctx, f"{stage_name}-refused", exc)
-    if section.target == "kubernetes":
-        return ctx.run_stage(stage_name, lambda: k8s_target.decide(ctx, env, section, name))
-
-    def body(ctl: Controller, stopped: str | None) -> StageOutcome:
-        notes = [*ctl.reconcile(), *record_pending(ctx, ctl)]
-        if stopped is not None and ctl.state.rollout is None:
-            notes.insert(0, stopped)
-            live = ctl.state.stable
-            result = DeployOutcome(
-                "deployed",
-                "aborted the running deploy; "
-                + (f"{live.version} serves all traffic" if live else "nothing is live"),
-            )
-        else:
-            result = act(ctl)
-        live = ctl.state.stable
-        if name in ("rollback", "promote") and live is not None:
-            registry = open_registry(ctx.loaded)
-            release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, live.version)
-            if name == "promote":
-                gates.record_deployment(
-                    registry, release, env, strategy="promote", champion=env == "production"
-                )
-            elif env == "production":
-                registry.set_alias(CHAMPION, release.model_version)
-        if name != "promote" and result.result == "rolled back":
-            result.result = "deployed"  # the user asked for it: done
-        return _outcome(stage_name, ctl, result, notes, {"env": env, "command": name})
-
-    stopped: str | None = None
-    for attempt in range(2):
-        try:
-            with locked(ctx, env, name) as ctl:
-                return ctx.run_stage(stage_name, functools.partial(body, ctl, stopped))
-        except LockRefused as exc:
-            running = _running_deploy(exc.holder, env) if name == "abort" else None
-            if running is None or attempt:
-                return _recorded(ctx, f"{stage_name}-refused", exc)
-            stopped = stop_running_deploy(running, ctx.progress)
-    raise AssertionError("unreachable")  # pragma: no cover
+        return _recorded(ctx, environment.refused(name), exc)
+    return deployer(ctx, environment).decide(name)
 
 
 def _rollback_run(ctx: Context, args: argparse.Namespace) -> int:
     _progress_printer(ctx)
-    return ctx.conclude(_decision(ctx, args.env, "rollback", Controller.rollback_previous))
+    return ctx.conclude(_decision(ctx, args.env, "rollback"))
 
 
 def _promote_run(ctx: Context, args: argparse.Namespace) -> int:
     _progress_printer(ctx)
-    return ctx.conclude(_decision(ctx, args.env, "promote", Controller.promote_paused))
+    return ctx.conclude(_decision(ctx, args.env, "promote"))
 
 
 def _abort_run(ctx: Context, args: argparse.Namespace) -> int:
     _progress_printer(ctx)
-    return ctx.conclude(_decision(ctx, args.env, "abort", Controller.abort))
+    return ctx.conclude(_decision(ctx, args.env, "abort"))
 
 
 # --------------------------------------------------------------------------------------
@@ -788,39 +599,7 @@ def _abort_run(ctx: Context, args: argparse.Namespace) -> int:
 
 def status(ctx: Context, env: str) -> dict[str, Any]:
     """The environment's state, after restoring it if a killed process left it half-done."""
-    section = env_section(ctx, env)
-    if section.target == "kubernetes":
-        return k8s_target.status(ctx, env, section)
-    notes: list[str] = []
-    ctl = controller(ctx, env)
-    try:
-        holder = ctl.target.holder()
-        ctl.state = ctl.target.load_state()
-        if holder is None and (ctl.state.stable or ctl.state.rollout or ctl.state.unrecorded):
-            try:
-                ctl.target.acquire(f"mlcd status {env}")
-            except LockRefused as exc:  # a deploy started meanwhile
-                holder = exc.message
-            else:
-                try:
-                    ctl.load()
-                    notes = ctl.reconcile()
-                    try:
-                        notes += record_pending(ctx, ctl)
-                    except MlcdError as exc:
-                        notes.append(f"could not record {ctl.state.unrecorded}: {exc.message}")
-                finally:
-                    ctl.target.release()
-        data = ctl.state.to_json()
-        data["target_line"] = ctl.target.describe()
-        data["url"] = ctl.target.url
-    finally:
-        ctl.target.close()
-    data["notes"] = notes
-    data["target"] = section.target
-    data["port"] = router_port(ctx, env)
-    data["busy"] = holder
-    return data
+    return deployer(ctx, ctx.environment(env)).status()
 
 
 def _status_text(data: dict[str, Any]) -> list[str]:
@@ -870,6 +649,302 @@ def _status_run(ctx: Context, args: argparse.Namespace) -> int:
     else:
         print("\n".join(_status_text(data)), file=ctx.stream)
     return 0
+
+
+# --------------------------------------------------------------------------------------
+# the environment's deployer: one per kind of reconciler, opened by the target factory
+
+
+class Deployer(Protocol):
+    """What the commands ask of an environment, whoever moves its traffic: the container
+    engines' shared controller (`_Engines`) or Argo Rollouts (`_Argo`)."""
+
+    def deploy(self, checked: _Checked, *, accept_plan: bool) -> StageResult: ...
+
+    def decide(self, command: str) -> StageResult: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def down(self, record: Callable[[list[str]], StageOutcome]) -> StageResult: ...
+
+
+_ACTS: dict[str, Callable[[Controller], DeployOutcome]] = {
+    "rollback": Controller.rollback_previous,
+    "promote": Controller.promote_paused,
+    "abort": Controller.abort,
+}
+
+
+class _Engines:
+    """local and docker-host: the shared controller over the environment's `Target`, under
+    the environment's lock."""
+
+    def __init__(
+        self, ctx: Context, environment: Environment, open_engine: Callable[[], Target]
+    ) -> None:
+        self.ctx = ctx
+        self.environment = environment
+        self.open_engine = open_engine
+
+    def _locked(
+        self, command: str, strategy: str | None = None
+    ) -> contextlib.AbstractContextManager[Controller]:
+        return locked(self.ctx, self.environment, self.open_engine, command, strategy)
+
+    def deploy(self, checked: _Checked, *, accept_plan: bool) -> StageResult:
+        ctx, environment = self.ctx, self.environment
+        name, refused = environment.stage("deploy"), environment.refused("deploy")
+        run = _Run(accept_plan=accept_plan)
+        with _signals_interrupt():
+            try:
+                with self._locked("deploy", checked.strategy) as ctl:
+                    # a plan that cannot decide is refused before anything moves
+                    if checked.strategy == "canary" and ctl.state.stable is not None:
+                        run.plan = rollout_plan(
+                            ctx, environment.section, ctl, accept=run.accept_plan
+                        )
+                    result = ctx.run_stage(
+                        name, lambda: _rollout_body(ctx, name, checked, ctl, run)
+                    )
+            except MlcdError as exc:
+                if run.started:  # recorded in deploy-<env>/ by run_stage
+                    raise
+                return _recorded(ctx, refused, exc)
+        if run.interrupt is not None:
+            raise run.interrupt
+        return result
+
+    def decide(self, command: str) -> StageResult:
+        """`abort` stops a deploy that is running on this machine (SIGTERM: it undoes its
+        rollout) and then takes over."""
+        ctx, environment = self.ctx, self.environment
+        env, stage_name = environment.name, environment.stage(command)
+        act = _ACTS[command]
+
+        def body(ctl: Controller, stopped: str | None) -> StageOutcome:
+            notes = [*ctl.reconcile(), *record_pending(ctx, ctl)]
+            if stopped is not None and ctl.state.rollout is None:
+                notes.insert(0, stopped)
+                live = ctl.state.stable
+                result = DeployOutcome(
+                    "deployed",
+                    "aborted the running deploy; "
+                    + (f"{live.version} serves all traffic" if live else "nothing is live"),
+                )
+            else:
+                result = act(ctl)
+            live = ctl.state.stable
+            if command in ("rollback", "promote") and live is not None:
+                registry = open_registry(ctx.loaded)
+                release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, live.version)
+                if command == "promote":
+                    gates.record_live(ctx.loaded, environment, release, "promote", registry)
+                elif environment.holds_champion:
+                    registry.set_alias(CHAMPION, release.model_version)
+            if command != "promote" and result.result == "rolled back":
+                result.result = "deployed"  # the user asked for it: done
+            return _outcome(stage_name, ctl, result, notes, {"env": env, "command": command})
+
+        stopped: str | None = None
+        for attempt in range(2):
+            try:
+                with self._locked(command) as ctl:
+                    return ctx.run_stage(stage_name, functools.partial(body, ctl, stopped))
+            except LockRefused as exc:
+                running = _running_deploy(exc.holder, env) if command == "abort" else None
+                if running is None or attempt:
+                    return _recorded(ctx, environment.refused(command), exc)
+                stopped = stop_running_deploy(running, ctx.progress)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def status(self) -> dict[str, Any]:
+        ctx, env = self.ctx, self.environment.name
+        notes: list[str] = []
+        target = self.open_engine()
+        try:
+            ctl = controller(ctx, self.environment, target)
+            holder = target.holder()
+            ctl.state = target.load_state()
+            if holder is None and (ctl.state.stable or ctl.state.rollout or ctl.state.unrecorded):
+                try:
+                    target.acquire(f"mlcd status {env}")
+                except LockRefused as exc:  # a deploy started meanwhile
+                    holder = exc.message
+                else:
+                    try:
+                        ctl.load()
+                        notes = ctl.reconcile()
+                        try:
+                            notes += record_pending(ctx, ctl)
+                        except MlcdError as exc:
+                            notes.append(f"could not record {ctl.state.unrecorded}: {exc.message}")
+                    finally:
+                        target.release()
+            data = ctl.state.to_json()
+            data["target_line"] = target.describe()
+            data["url"] = target.url
+        finally:
+            target.close()
+        data["notes"] = notes
+        data["target"] = self.environment.kind
+        data["port"] = self.environment.port
+        data["busy"] = holder
+        return data
+
+    def down(self, record: Callable[[list[str]], StageOutcome]) -> StageResult:
+        """Under the environment's lock (a running command: refused, naming it)."""
+        ctx, environment = self.ctx, self.environment
+        target = self.open_engine()
+        try:
+            try:
+                target.acquire(f"mlcd down {environment.name}")
+            except LockRefused as exc:
+                return _recorded(ctx, environment.refused("down"), exc)
+            try:
+                ctx.progress(f"removing what {environment.name} runs: {target.describe()}")
+                return ctx.run_stage(environment.stage("down"), lambda: record(target.down()))
+            finally:
+                target.release()
+        finally:
+            target.close()
+
+
+class _Argo:
+    """kubernetes: Argo Rollouts moves the traffic (`ArgoDeployer`); the stage adds the
+    webhooks and the run folder."""
+
+    def __init__(self, ctx: Context, environment: Environment, argo: ArgoDeployer) -> None:
+        self.ctx = ctx
+        self.environment = environment
+        self.argo = argo
+
+    def deploy(self, checked: _Checked, *, accept_plan: bool) -> StageResult:  # noqa: ARG002
+        """The rollout's start and its outcome are told to the webhooks, as the other
+        targets' are (the steps happen in the cluster); Argo has no plan to accept."""
+        name = self.environment.stage("deploy")
+        return self.ctx.run_stage(name, lambda: self._deploy(checked, name))
+
+    def _deploy(self, checked: _Checked, name: str) -> StageOutcome:
+        ctx, release, strategy = self.ctx, checked.release, checked.strategy
+        notifier = notifier_for(ctx, self.environment, "deploy", self.argo.url)
+        notifier("rollout started", release.version, {"strategy": strategy})
+        try:
+            outcome, paths = self.argo.deploy(
+                release, strategy, folder=ctx.bundle.stage_dir(name), details=checked.details
+            )
+            outcome.artifacts = {p.name: ctx.bundle.relative(p) for p in paths}
+            ended = str(outcome.details.get("outcome", ""))
+            if ended in ("promoted", "rolled back", "paused"):
+                notifier(
+                    ended,
+                    release.version,
+                    {"detail": outcome.summary, "analysis": {"reasons": outcome.reasons[-4:]}},
+                )
+        finally:
+            notifier.close()
+        outcome.details["notifications"] = notifier.record()
+        return outcome
+
+    def decide(self, command: str) -> StageResult:
+        return self.ctx.run_stage(
+            self.environment.stage(command), lambda: self.argo.decide(command, self.ctx.bundle)
+        )
+
+    def status(self) -> dict[str, Any]:
+        return self.argo.status()
+
+    def down(self, record: Callable[[list[str]], StageOutcome]) -> StageResult:
+        return self.ctx.run_stage(self.environment.stage("down"), lambda: record(self.argo.down()))
+
+
+def _engines(ctx: Context, environment: Environment) -> Callable[[Callable[[], Target]], Deployer]:
+    return lambda open_engine: _Engines(ctx, environment, open_engine)
+
+
+def _argo(ctx: Context, environment: Environment) -> Callable[[ArgoDeployer], Deployer]:
+    return lambda argo: _Argo(ctx, environment, argo)
+
+
+def deployer(ctx: Context, environment: Environment) -> Deployer:
+    """The environment's deployer, from the one target factory (`open_target`)."""
+    return open_target(
+        environment,
+        loaded=ctx.loaded,
+        progress=ctx.progress,
+        engines=_engines(ctx, environment),
+        argo=_argo(ctx, environment),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# down
+
+
+def _who() -> str:
+    user = os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or str(os.getuid())
+    return f"{user} on {socket.gethostname()} (pid {os.getpid()})"
+
+
+def down(ctx: Context, env: str) -> StageResult:
+    """Remove everything ENV runs on its target and record what, by whom and when in
+    `down-<env>/` (a command holding the environment's lock: refused, `down-<env>-refused/`)."""
+    environment = ctx.environment(env)
+    who, when = _who(), utc_now()
+
+    def record(removed: list[str]) -> StageOutcome:
+        if removed:
+            summary = f"removed what {env} ran: {len(removed)} thing(s)"
+        else:
+            summary = f"nothing to remove: {env} runs nothing on its target"
+        details = {"env": env, "target": environment.kind, "removed": removed, "by": who,
+                   "at": when}  # fmt: skip
+        md = [f"### 🧹 down-{env}: {summary}", "", f"by {who} at {when}", ""]
+        md += [f"- {line}" for line in removed]
+        return StageOutcome(
+            status="pass",
+            summary=summary,
+            reasons=[*removed, f"by {who} at {when}"],
+            details=details,
+            markdown="\n".join(md) + "\n",
+        )
+
+    try:
+        for folder, what, hint in ctx.writable_for(environment.stage("down")):
+            require_writable(folder, what, hint=hint)
+        return deployer(ctx, environment).down(record)
+    except LockRefused as exc:
+        return _recorded(ctx, environment.refused("down"), exc)
+
+
+def confirm_down(env: str, *, yes: bool, interactive: bool, answer: Callable[[str], str]) -> None:
+    """`--yes`, or a `y` on a terminal; without a terminal and without --yes: exit 2."""
+    if yes:
+        return
+    if not interactive:
+        raise UserInputError(
+            f"`mlcd down {env}` removes everything {env} runs (model containers, router, "
+            "network, state and lock) and asks first; there is no terminal to ask on",
+            hint=f"pass --yes to confirm: mlcd down {env} --yes",
+        )
+    reply = answer(
+        f"Remove everything environment `{env}` runs (containers, router, network, state)? [y/N] "
+    )
+    if reply.strip().lower() not in ("y", "yes"):
+        raise GateFailed(f"not confirmed: nothing of {env} was removed")
+
+
+def _down_arguments(parser: argparse.ArgumentParser) -> None:
+    _env_argument(parser)
+    parser.add_argument(
+        "--yes", action="store_true", help="do not ask for confirmation (needed without a TTY)"
+    )
+
+
+def _down_run(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.environment(args.env)  # an unknown environment: exit 2 before asking
+    confirm_down(args.env, yes=args.yes, interactive=sys.stdin.isatty(), answer=input)
+    _progress_printer(ctx)
+    return ctx.conclude(down(ctx, args.env))
 
 
 # --------------------------------------------------------------------------------------
@@ -930,4 +1005,18 @@ ABORT = Command(
     add_arguments=_env_argument,
     run=_abort_run,
 )
-COMMANDS = [DEPLOY, STATUS, ROLLBACK, PROMOTE, ABORT]
+DOWN = Command(
+    name="down",
+    help="remove everything ENV runs on its target (asks first; --yes without a terminal)",
+    description="Remove what the environment runs on its target: on local and docker-host the "
+    "model containers, the router, the network and the state and lock kept there; on "
+    "kubernetes the Rollout, its Services and AnalysisTemplates. The environment's lock is "
+    "taken first: a command that holds it (a running deploy) makes down refuse, naming it "
+    "(exit 1). Asks for confirmation on a terminal; without one, --yes is required (else "
+    "exit 2). What was removed, by whom and when is recorded in <out>/down-ENV/; nothing "
+    "to remove is not an error (exit 0, saying so). The model registry is left alone. " + _ENV_HELP,
+    example="mlcd down staging\nmlcd down review-42 --yes",
+    add_arguments=_down_arguments,
+    run=_down_run,
+)
+COMMANDS = [DEPLOY, STATUS, ROLLBACK, PROMOTE, ABORT, DOWN]

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcd import modelio, tracking
+from mlcd import projectcode, tracking
 from mlcd.context import Command, Context
 from mlcd.contracts import META_FILE, MODEL_FILE, VERDICT_FILE, train_files
 from mlcd.errors import UserInputError
@@ -79,7 +79,7 @@ def _score_champion(
             f"champion {champion.version} has classes {cmeta.get('classes')}, the candidate "
             f"{meta.get('classes')}"
         )
-    model = modelio.load_project_model(
+    model = projectcode.load_project_model(
         registry.model_file(champion.version, workdir),
         ctx.loaded.root,
         list(ctx.config.model.trusted_types),
@@ -185,7 +185,9 @@ def _body(ctx: Context, *, register: bool) -> StageOutcome:
     folder = ctx.bundle.stage_dir(STAGE)
 
     ctx.progress("loading the model")
-    model = modelio.load_project_model(model_path, ctx.loaded.root, ctx.config.model.trusted_types)
+    model = projectcode.load_project_model(
+        model_path, ctx.loaded.root, ctx.config.model.trusted_types
+    )
     checks.check_probability_metrics(ctx.loaded, model, task)
     features = [str(f["name"]) for f in meta["features"]]
     candidate = score(model, frame[features], frame[str(meta["target"])], meta)

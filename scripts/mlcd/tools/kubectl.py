@@ -104,3 +104,23 @@ class Cluster:
                 "check the context",
             )
         return result.stdout.strip()
+
+    def delete(self, kinds: tuple[str, ...], selector: str) -> list[str]:
+        """`kubectl delete KINDS -l SELECTOR --ignore-not-found -o name`: the objects deleted
+        ([] when there were none), or exit 3 when the cluster refuses."""
+        return self._delete(",".join(kinds), "-l", selector)
+
+    def delete_named(self, kind: str, names: list[str]) -> list[str]:
+        """`kubectl delete KIND NAME… --ignore-not-found -o name`."""
+        return self._delete(kind, *names)
+
+    def _delete(self, *what: str) -> list[str]:
+        result = self._run("delete", *what, "--ignore-not-found", "-o", "name")
+        if result.returncode != 0:
+            raise EnvironmentMissing(
+                f"kubectl delete {' '.join(what)} in {self.where} failed: "
+                f"{(result.stderr or result.stdout).strip()[-500:]}",
+                hint="check `kubectl config get-contexts` (or the kubeconfig secret) and that "
+                "the cluster answers",
+            )
+        return [line.strip() for line in result.stdout.splitlines() if line.strip()]

@@ -1,8 +1,8 @@
 """The kubernetes target against a fake `kubectl` that plays Argo Rollouts' state machine.
 
 No cluster can run here; `fake_kubectl/kubectl` (first on PATH) answers `apply`, `get
-rollout`, `get analysisrun` and the Argo Rollouts plugin like the controller would: healthy
-after a timed canary pause, degraded after a failed AnalysisRun, or paused after an
+rollout`, `get analysisrun`, `delete` and the Argo Rollouts plugin like the controller would:
+healthy after a timed canary pause, degraded after a failed AnalysisRun, or paused after an
 inconclusive one. `mlcd deploy` must wait for that outcome, report it, and record only the
 promoted release.
 """
@@ -102,3 +102,20 @@ def test_rollouts_report_argo_outcomes_and_record_only_the_promoted(
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert any("recorded" in r for r in project.result("promote-staging")["reasons"])
     assert any(c["args"][2:5] == ["argo", "rollouts", "promote"] for c in _calls(tmp_path))
+
+    # mlcd down: the environment's objects go (by its labels), production's stay
+    asked = _run(project, tmp_path, "healthy", "down", "staging")
+    assert asked.returncode == 2, asked.stdout + asked.stderr
+    down = _run(project, tmp_path, "healthy", "down", "staging", "--yes")
+    assert down.returncode == 0, down.stdout + down.stderr
+    removed = project.result("down-staging")["details"]["removed"]
+    assert any(line.startswith("deleted rollout/") for line in removed), removed
+    assert any(line.startswith("deleted service/") for line in removed), removed
+    assert any(line.startswith("deleted analysistemplate/") for line in removed), removed
+    assert all("production" not in line for line in removed), removed
+    state = json.loads((tmp_path / "kube" / "state.json").read_text())
+    assert state["objects"]
+    assert all("-production" in o["name"] for o in state["objects"]), state["objects"]
+    again = _run(project, tmp_path, "healthy", "down", "staging", "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to remove" in again.stdout

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from mlcd.config import load_config
+from mlcd.environment import resolve
 from mlcd.rollout.targets import engine_target
 from tests.integration.deploy.conftest import ROOT, Project
 from tests.integration.deploy.test_docker_host import ROUTER_IMAGE, Client, clone, remote_state
@@ -123,16 +124,7 @@ def swarm_project(make_project: Any, cluster: dict[str, str]) -> Iterator[Any]:
 
 def down(project: Project) -> list[str]:
     """`Target.down()` of the project's staging environment, as `mlcd down` runs it."""
-    loaded = load_config(project.config)
-    section = loaded.config.environments["staging"]
-    target = engine_target(
-        project.name,
-        "staging",
-        section,
-        port=int(project.envs["staging"]["port"]),
-        state_dir=project.state / "staging",
-        root=project.root,
-    )
+    target = engine_target(resolve(load_config(project.config), "staging", project.env()))
     try:
         return target.down()
     finally:

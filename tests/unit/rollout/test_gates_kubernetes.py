@@ -234,25 +234,30 @@ def test_shadow_on_kubernetes_is_refused() -> None:
 
 
 def test_ports_and_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlcd.environment import ordered, resolve
+
     ctx = _project(tmp_path)
-    assert deploy.router_port(ctx, "staging") == 8081
-    assert deploy.router_port(ctx, "production") == 8082
-    assert deploy.router_port(ctx, "qa") == 8083
-    monkeypatch.setenv("MLCD_STAGING_PORT", "9999")
-    assert deploy.router_port(ctx, "staging") == 9999
-    monkeypatch.setenv("MLCD_STAGING_PORT", "http")
+    assert ctx.environment("staging").port == 8081
+    assert ctx.environment("production").port == 8082
+    assert ctx.environment("qa").port == 8083
+    assert resolve(ctx.loaded, "staging", {"MLCD_STAGING_PORT": "9999"}).port == 9999
     with pytest.raises(UserInputError):
-        deploy.router_port(ctx, "staging")
-    assert deploy.ordered_envs(ctx) == ["staging", "production", "qa"]
+        resolve(ctx.loaded, "staging", {"MLCD_STAGING_PORT": "http"})
+    assert ordered(ctx.loaded) == ["staging", "production", "qa"]
     with pytest.raises(UserInputError, match="no environment `nope`"):
-        deploy.env_section(ctx, "nope")
-    monkeypatch.setenv("MLCD_STATE_DIR", str(tmp_path / "st"))
-    assert deploy.state_dir(ctx, "qa") == (tmp_path / "st" / "qa").resolve()
+        ctx.environment("nope")
+    state = resolve(ctx.loaded, "qa", {"MLCD_STATE_DIR": str(tmp_path / "st")}).state_dir
+    assert state == (tmp_path / "st" / "qa").resolve()
+    assert ctx.environment("production").holds_champion
+    assert not ctx.environment("staging").holds_champion
+    assert ctx.environment("qa") is ctx.environment("qa")  # resolved once per command
 
 
 def test_requires_order_comes_first(tmp_path: Path) -> None:
     ctx = _project(tmp_path, {"production": {"requires": ["staging"]}, "staging": {}})
-    assert deploy.ordered_envs(ctx) == ["staging", "production"]
+    from mlcd.environment import ordered
+
+    assert ordered(ctx.loaded) == ["staging", "production"]
     from mlcd import pipeline
 
     names = [s.name for s in pipeline.steps(ctx)]
@@ -263,7 +268,7 @@ def test_cli_lists_the_commands() -> None:
     from mlcd import cli
 
     names = {c.name for c in cli.COMMANDS}
-    assert {"deploy", "status", "rollback", "promote", "abort"} <= names
+    assert {"deploy", "status", "rollback", "promote", "abort", "down"} <= names
 
 
 def test_kubernetes_deploy_writes_valid_manifests_and_applies_them(
@@ -333,3 +338,55 @@ def test_kubectl_failure_is_an_environment_problem(monkeypatch: pytest.MonkeyPat
     assert info.value.exit_code == 3
     assert info.value.hint
     assert "Argo Rollouts CRDs" in info.value.hint
+
+
+def test_down_asks_first() -> None:
+    from mlcd.errors import GateFailed
+
+    asked: list[str] = []
+
+    def answer(reply: str) -> Any:
+        def ask(question: str) -> str:
+            asked.append(question)
+            return reply
+
+        return ask
+
+    with pytest.raises(UserInputError, match="no terminal") as info:
+        deploy.confirm_down("staging", yes=False, interactive=False, answer=answer("y"))
+    assert "--yes" in (info.value.hint or "")
+    assert asked == []
+    deploy.confirm_down("staging", yes=True, interactive=False, answer=answer("n"))
+    assert asked == []
+    deploy.confirm_down("staging", yes=False, interactive=True, answer=answer("y"))
+    assert "staging" in asked[-1]
+    with pytest.raises(GateFailed, match="nothing of staging was removed"):
+        deploy.confirm_down("staging", yes=False, interactive=True, answer=answer(""))
+
+
+def test_down_on_kubernetes_deletes_the_environments_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _project(tmp_path, {"staging": {"target": "kubernetes"}})
+    monkeypatch.setenv("GITHUB_SHA", "0" * 40)  # no git subprocess in unit tests
+    from mlcd.tools.kubectl import Cluster
+
+    calls: list[tuple[str, ...]] = []
+
+    def fake_delete(self: Cluster, *what: str) -> list[str]:
+        calls.append(what)
+        return [f"deleted-{len(calls)}"] if len(calls) <= 2 else []
+
+    monkeypatch.setattr(Cluster, "_delete", fake_delete)
+    result = deploy.down(ctx, "staging")
+    assert result.status == "pass"
+    assert result.details["removed"] == [
+        "deleted deleted-1 in context (current), namespace default",
+        "deleted deleted-2 in context (current), namespace default",
+    ]
+    selector = "app.kubernetes.io/name=p,app.kubernetes.io/managed-by=mlcd,mlcd.dev/env=staging"
+    assert calls[0] == ("rollout,service", "-l", selector)
+    assert calls[1] == ("analysistemplate", "p-staging-analysis", "p-staging-judge")
+    again = deploy.down(ctx, "staging")
+    assert again.details["removed"] == []
+    assert "nothing to remove" in again.summary

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from mlcd.config import EnvironmentSection, load_config
+from mlcd.environment import Environment
 from mlcd.errors import UserInputError
-from mlcd.rollout.targets import KNOWN_HOSTS_ENV, SSH_KEY_ENV, transport_for
+from mlcd.rollout.targets import KNOWN_HOSTS_ENV, SSH_KEY_ENV, refuse_ephemeral, transport_for
 from mlcd.rollout.targets.kubernetes import classify
-from mlcd.stages.deploy import refuse_ephemeral
 from mlcd.tools.ssh import parse_url
 
 pytestmark = pytest.mark.unit
@@ -116,12 +116,24 @@ def test_local_target_is_refused_on_a_github_hosted_runner(
 ) -> None:
     monkeypatch.setenv("RUNNER_ENVIRONMENT", "github-hosted")
     with pytest.raises(UserInputError) as info:
-        refuse_ephemeral("staging", EnvironmentSection())
+        refuse_ephemeral(_env(EnvironmentSection()))
     assert info.value.exit_code == 2
     assert "docker-host" in (info.value.hint or "")
-    refuse_ephemeral("staging", EnvironmentSection(target="docker-host", host="ssh://a@b"))
+    refuse_ephemeral(_env(EnvironmentSection(target="docker-host", host="ssh://a@b")))
     monkeypatch.setenv("RUNNER_ENVIRONMENT", "self-hosted")
-    refuse_ephemeral("staging", EnvironmentSection())
+    refuse_ephemeral(_env(EnvironmentSection()))
+
+
+def _env(section: EnvironmentSection) -> Environment:
+    return Environment(
+        name="staging",
+        project="p",
+        section=section,
+        root=Path(),
+        port=8081,
+        state_dir=Path("st"),
+        holds_champion=False,
+    )
 
 
 def _rollout(phase: str, *, generation: int = 2, observed: int = 2, **status: Any) -> Any:

@@ -1,21 +1,30 @@
-"""Deploy targets behind one interface (`base.Target`): local, docker-host, kubernetes.
+"""Deploy targets: the one factory that opens an environment's target (`open_target`).
 
-`engine_target` opens the target of an environment that runs containers behind a router
-(local or docker-host); the credentials of a docker-host come from the config's files or
-from the workflow's secrets in environment variables, and go into a private temporary
-folder of `mlcd.tools.ssh`, never into the run folder.
+Like Argo Rollouts' one reconciler per traffic router, an environment's kind picks who does
+the work, here and only here: the container engines (`local`, `docker-host`, `swarm`) are a
+`base.Target` driven by the shared controller (`mlcd.rollout.controller`); `kubernetes` is an
+`ArgoDeployer` (Argo Rollouts moves the traffic). `open_target` takes the resolved
+`mlcd.environment.Environment` and one constructor for each, so that its caller never asks
+which kind it has. The credentials of a docker-host come from the config's files or from the
+workflow's secrets in environment variables, and go into a private temporary folder of
+`mlcd.tools.ssh`, never into the run folder.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from mlcd.config import EnvironmentSection
+from mlcd.config import EnvironmentSection, LoadedConfig
+from mlcd.environment import Environment
 from mlcd.errors import UserInputError
 from mlcd.rollout.router import Routing
 from mlcd.rollout.targets.base import Target
 from mlcd.rollout.targets.dockerhost import DockerHostTarget
+from mlcd.rollout.targets.kubernetes import ArgoDeployer
 from mlcd.rollout.targets.local import LocalTarget
 from mlcd.rollout.targets.swarm import SwarmTarget
 from mlcd.tools.ssh import SshTransport, parse_url
@@ -56,36 +65,82 @@ def transport_for(env: str, section: EnvironmentSection, root: Path) -> SshTrans
     return SshTransport(target, known_hosts=known, key_file=key_file, key_text=key_text)
 
 
-def engine_target(
-    project: str,
-    env: str,
-    section: EnvironmentSection,
-    *,
-    port: int,
-    state_dir: Path,
-    root: Path,
-) -> Target:
-    """The target of an environment of containers behind a router (local or docker-host)."""
+def engine_target(environment: Environment) -> Target:
+    """The target of an environment of containers behind a router (local, docker-host or
+    swarm)."""
+    section = environment.section
     routing = Routing(section.routing.header, section.routing.sticky_key)
-    if section.target == "docker-host":
-        transport = transport_for(env, section, root)
+    if environment.kind == "docker-host":
+        transport = transport_for(environment.name, section, environment.root)
         return DockerHostTarget(
-            project, env, port, transport, section.router.image, routing=routing
+            environment.project,
+            environment.name,
+            environment.port,
+            transport,
+            section.router.image,
+            routing=routing,
         )
-    if section.target == "swarm":
-        transport = transport_for(env, section, root)
+    if environment.kind == "swarm":
+        transport = transport_for(environment.name, section, environment.root)
         return SwarmTarget(
-            project,
-            env,
-            port,
+            environment.project,
+            environment.name,
+            environment.port,
             transport,
             section.router.image,
             swarm=section.swarm,
             routing=routing,
         )
-    if section.target != "local":
-        raise ValueError(f"{section.target} is not a container target")
-    return LocalTarget(project, env, port, state_dir, routing=routing)
+    if environment.kind != "local":
+        raise ValueError(f"{environment.kind} is not a container target")
+    return LocalTarget(
+        environment.project,
+        environment.name,
+        environment.port,
+        environment.state_dir,
+        routing=routing,
+    )
 
 
-__all__ = ["KUBECONFIG_ENV", "Target", "engine_target", "transport_for"]
+D = TypeVar("D")
+
+
+def open_target(
+    environment: Environment,
+    *,
+    loaded: LoadedConfig,
+    progress: Callable[[str], None],
+    engines: Callable[[Callable[[], Target]], D],
+    argo: Callable[[ArgoDeployer], D],
+) -> D:
+    """The environment's target, handed to the constructor of its kind: `engines` gets how
+    to open the container target (local, docker-host, swarm; opened under the command's lock, once
+    per attempt) for the shared controller, `argo` the Argo Rollouts deployer (kubernetes)."""
+    if environment.kind == "kubernetes":
+        return argo(ArgoDeployer(environment, loaded, progress))
+    return engines(functools.partial(engine_target, environment))
+
+
+def refuse_ephemeral(environment: Environment) -> None:
+    """A `local` target on a GitHub-hosted runner serves nothing once the job ends."""
+    env = environment.name
+    if environment.kind == "local" and os.environ.get("RUNNER_ENVIRONMENT") == "github-hosted":
+        raise UserInputError(
+            f"environments.{env} has target `local`, and this is a GitHub-hosted runner: "
+            "everything it would start (containers, router, state) is deleted when the job "
+            "ends, and the release would be recorded as live although nothing serves it",
+            hint=f"give {env} `target: docker-host` with `host: ssh://user@server` (and the "
+            "deploy-ssh-key / deploy-known-hosts secrets) or `target: kubernetes`; `local` is "
+            "for `mlcd run` and self-hosted runners (docs/deploy.md)",
+        )
+
+
+__all__ = [
+    "KUBECONFIG_ENV",
+    "ArgoDeployer",
+    "Target",
+    "engine_target",
+    "open_target",
+    "refuse_ephemeral",
+    "transport_for",
+]

@@ -212,6 +212,14 @@ class Target(ABC):
     @abstractmethod
     def router_running(self) -> bool: ...
 
+    # ---------------------------------------------------------------- removal
+
+    @abstractmethod
+    def down(self) -> list[str]:
+        """Remove everything this environment runs on the target (arms, router, networks,
+        the state and lock kept on the target); return one line per thing removed, for
+        people; idempotent (a second call returns [] and does not fail)."""
+
     # ---------------------------------------------------------------- end
 
     def close(self) -> None:  # noqa: B027 - most targets hold nothing on this machine

@@ -557,6 +557,40 @@ class DockerHostTarget(Target):
                 time.sleep(0.2)
         self._retiring.clear()
 
+    # ---------------------------------------------------------------- removal
+
+    def down(self) -> list[str]:
+        """The environment's containers on the server (arms and router, by their labels),
+        its network, then the lock (released) and the state volume."""
+        removed: list[str] = []
+        listed = self._docker(
+            "ps", "--all", "--format", "{{.Names}}",
+            "--filter", f"label=mlcd.project={self.project}",
+            "--filter", f"label=mlcd.env={self.env}",
+        ).stdout  # fmt: skip
+        names = sorted(n.strip() for n in listed.splitlines() if n.strip())
+        for name in [n for n in names if n != self.lock_name]:
+            self._docker("rm", "--force", name, check=False)
+            removed.append(f"container {name} on {self.transport.target.url}")
+        for container, found in list(self._ports.items()):
+            self.transport.drop_tunnel(found[0], CONTAINER_PORT)
+            self._ports.pop(container, None)
+        if self._docker("network", "inspect", self.network, check=False).returncode == 0:
+            self._docker("network", "rm", self.network)
+            removed.append(f"network {self.network} on {self.transport.target.url}")
+        # taking the lock for this command creates the volume: count it only when it held
+        # a state (or something else of the environment was there)
+        had_state = self._holding() and self._request("get").strip() not in (b"", b"{}")
+        self.release()  # the lock container goes with its stdin (it mounts the volume)
+        deadline = time.monotonic() + LOCK_WAIT
+        while self._inspect(self.lock_name) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self._docker("volume", "inspect", self.volume, check=False).returncode == 0:
+            self._docker("volume", "rm", self.volume)
+            if had_state or removed:
+                removed.append(f"state volume {self.volume} on {self.transport.target.url}")
+        return removed
+
     def close(self) -> None:
         self.release()
         self.transport.close()

@@ -10,34 +10,42 @@ then watches the Rollout until the controller has finished with this revision:
   **paused**, waiting for `mlcd promote` / `mlcd abort`.
 Timed canary pauses (`CanaryPauseStep`) are part of the rollout and are waited through.
 `mlcd status` reads the Rollout; `promote`, `abort` and `rollback` call the Argo Rollouts
-kubectl plugin and wait again.
+kubectl plugin and wait again; `mlcd down` deletes the environment's objects.
+
+`ArgoDeployer` is Argo Rollouts' reconciler behind the same four verbs as the container
+engines' shared controller (`deploy`, `decide`, `status`, `down`; `mlcd.rollout.targets`
+opens either from the resolved `Environment`). It takes no `Context`: what it needs (the
+environment, the loaded config, a progress callback) is passed in.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlcd.config import EnvironmentSection
-from mlcd.context import Context
+from mlcd.config import LoadedConfig
 from mlcd.contracts import DeployDetails
+from mlcd.environment import Environment
 from mlcd.errors import EnvironmentMissing, UserInputError
-from mlcd.evidence import StageOutcome
+from mlcd.evidence import Bundle, StageOutcome
 from mlcd.registry import open_registry
 from mlcd.rollout import gates
 from mlcd.rollout.gates import Release
-from mlcd.rollout.kubernetes import object_name, render, validate_custom, write
+from mlcd.rollout.kubernetes import labels_of, object_name, render, validate_custom, write
 from mlcd.signing.admission import policy as signed_policy
 from mlcd.tools.kubectl import Cluster
 
 POLL = 2.0
-_PASSING = ("promoted",)
+# what `mlcd down` deletes of what `render` applies: the Rollout and Services by the
+# environment's labels, the AnalysisTemplates (labelled `analysis`) by their names
+DOWN_KINDS = ("rollout", "service")
+TEMPLATE_SUFFIXES = ("analysis", "judge")
 
 
 def _poll_interval() -> float:
-    import os
-
     raw = os.environ.get("MLCD_KUBERNETES_POLL", "")
     try:
         return max(0.05, float(raw)) if raw else POLL
@@ -102,7 +110,7 @@ def classify(rollout: dict[str, Any]) -> str | None:
 
 
 def wait(
-    ctx: Context, cluster: Cluster, name: str, timeout: float
+    progress: Callable[[str], None], cluster: Cluster, name: str, timeout: float
 ) -> tuple[str, dict[str, Any], list[str]]:
     """Watch the Rollout until Argo Rollouts has finished with it."""
     deadline = time.monotonic() + timeout
@@ -116,7 +124,7 @@ def wait(
             f" — {status['message']}" if status.get("message") else ""
         )
         if line != last_line:
-            ctx.progress(line)
+            progress(line)
             last_line = line
         outcome = classify(rollout)
         if outcome is not None:
@@ -142,98 +150,6 @@ def _summary(outcome: str, name: str, version: str, rollout: dict[str, Any]) -> 
     return f"rolled back {version}: Rollout {name} is {status.get('phase', 'Degraded')}{message}"
 
 
-def _record(ctx: Context, env: str, release: Release, strategy: str) -> str:
-    registry = open_registry(ctx.loaded)
-    gates.record_deployment(registry, release, env, strategy=strategy, champion=env == "production")
-    return f"recorded {release.version} live and healthy in {env} in the registry" + (
-        f"; champion is now model {release.model_version}" if env == "production" else ""
-    )
-
-
-def deploy(
-    ctx: Context,
-    env: str,
-    section: EnvironmentSection,
-    release: Release,
-    strategy: str,
-    *,
-    folder: Path,
-    details: dict[str, Any],
-) -> StageOutcome:
-    objects = render(
-        ctx.config.project,
-        env,
-        section,
-        version=release.version,
-        image=release.image,
-        strategy=strategy,
-    )
-    admission = signed_policy(ctx.loaded, release.image.partition("@")[0])
-    if admission is not None:
-        objects.insert(0, admission)
-    problems = [p for obj in objects for p in validate_custom(obj)]
-    if problems:
-        raise UserInputError("the rendered Argo Rollouts objects are invalid", problems=problems)
-    manifests = folder / "manifests"
-    paths = write(objects, manifests)
-    k8s = section.kubernetes
-    name = object_name(ctx.config.project, env)
-    with Cluster(context=k8s.context, namespace=k8s.namespace) as cluster:
-        ctx.progress(f"kubectl apply -f {manifests}")
-        applied = cluster.apply(manifests)
-        outcome, rollout, analysis = wait(ctx, cluster, name, k8s.timeout)
-        reasons = [*applied.splitlines(), *analysis]
-        if outcome == "promoted":
-            reasons.append(_record(ctx, env, release, strategy))
-    status = rollout.get("status") or {}
-    return StageOutcome(
-        status="pass" if outcome in _PASSING else "fail",
-        summary=_summary(outcome, name, release.version, rollout),
-        reasons=reasons,
-        artifacts={p.name: ctx.bundle.relative(p) for p in paths},
-        details=DeployDetails.model_validate(
-            {
-                **details,
-                "outcome": outcome,
-                "rollout": name,
-                "phase": status.get("phase"),
-                "url": section.url or "",
-                **(
-                    {"waiting_for": f"mlcd promote {env} or mlcd abort {env}"}
-                    if outcome == "paused"
-                    else {}
-                ),
-            }
-        ).dump(),
-    )
-
-
-def decide(ctx: Context, env: str, section: EnvironmentSection, command: str) -> StageOutcome:
-    """promote / abort / rollback: the Argo Rollouts plugin, then the outcome awaited."""
-    action = {"promote": "promote", "abort": "abort", "rollback": "undo"}[command]
-    name = object_name(ctx.config.project, env)
-    k8s = section.kubernetes
-    with Cluster(context=k8s.context, namespace=k8s.namespace) as cluster:
-        out = cluster.argo(action, name)
-        outcome, rollout, analysis = wait(ctx, cluster, name, k8s.timeout)
-        reasons = [*out.splitlines(), *analysis]
-        image = _image(rollout)
-        if outcome == "promoted" and command == "promote":
-            registry = open_registry(ctx.loaded)
-            version = (rollout.get("metadata") or {}).get("labels", {}).get("mlcd.dev/version", "")
-            release = gates.resolve_release(ctx.loaded, ctx.bundle, registry, version or None)
-            if release.image == image:
-                reasons.append(_record(ctx, env, release, "promote"))
-    wanted = {"promote": "promoted", "abort": "rolled back", "rollback": "promoted"}[command]
-    return StageOutcome(
-        status="pass" if outcome == wanted else "fail",
-        summary=f"kubectl argo rollouts {action} {name}: Rollout is "
-        f"{(rollout.get('status') or {}).get('phase')} ({outcome})",
-        reasons=reasons,
-        details={"env": env, "rollout": name, "outcome": outcome, "image": image},
-    )
-
-
 def _image(rollout: dict[str, Any]) -> str:
     containers = ((rollout.get("spec") or {}).get("template") or {}).get("spec", {}).get(
         "containers"
@@ -241,41 +157,166 @@ def _image(rollout: dict[str, Any]) -> str:
     return str(containers[0].get("image", ""))
 
 
-def status(ctx: Context, env: str, section: EnvironmentSection) -> dict[str, Any]:
-    """The Rollout as Argo Rollouts reports it."""
-    k8s = section.kubernetes
-    name = object_name(ctx.config.project, env)
-    with Cluster(context=k8s.context, namespace=k8s.namespace) as cluster:
-        rollout = cluster.get("rollout", name)
-        analysis = _analysis_reasons(cluster, _analysis((rollout or {}).get("status") or {}))
-    st = (rollout or {}).get("status") or {}
-    labels = ((rollout or {}).get("metadata") or {}).get("labels") or {}
-    return {
-        "env": env,
-        "target": "kubernetes",
-        "target_line": f"kubernetes target, Rollout {name} in {cluster.where}",
-        "url": section.url or "",
-        "port": 0,
-        "busy": None,
-        "notes": [],
-        "stable": {
-            "version": labels.get("mlcd.dev/version", "?"),
-            "container": name,
-            "image": _image(rollout or {}),
+class ArgoDeployer:
+    """One environment on Kubernetes: Argo Rollouts does the traffic work; this applies,
+    waits, decides and reads."""
+
+    kind = "kubernetes"
+
+    def __init__(
+        self,
+        environment: Environment,
+        loaded: LoadedConfig,
+        progress: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.environment = environment
+        self.loaded = loaded
+        self.progress = progress
+        self.name = object_name(environment.project, environment.name)
+
+    @property
+    def url(self) -> str:
+        return self.environment.section.url or ""
+
+    def _cluster(self) -> Cluster:
+        k8s = self.environment.section.kubernetes
+        return Cluster(context=k8s.context, namespace=k8s.namespace)
+
+    def deploy(
+        self, release: Release, strategy: str, *, folder: Path, details: dict[str, Any]
+    ) -> tuple[StageOutcome, list[Path]]:
+        """Render, validate, apply, and wait for Argo's outcome; a promoted release is
+        recorded in the model registry. The outcome and the manifests written."""
+        env = self.environment
+        objects = render(
+            env.project,
+            env.name,
+            env.section,
+            version=release.version,
+            image=release.image,
+            strategy=strategy,
+        )
+        admission = signed_policy(self.loaded, release.image.partition("@")[0])
+        if admission is not None:
+            objects.insert(0, admission)
+        problems = [p for obj in objects for p in validate_custom(obj)]
+        if problems:
+            raise UserInputError(
+                "the rendered Argo Rollouts objects are invalid", problems=problems
+            )
+        manifests = folder / "manifests"
+        paths = write(objects, manifests)
+        with self._cluster() as cluster:
+            self.progress(f"kubectl apply -f {manifests}")
+            applied = cluster.apply(manifests)
+            outcome, rollout, analysis = wait(
+                self.progress, cluster, self.name, env.section.kubernetes.timeout
+            )
+            reasons = [*applied.splitlines(), *analysis]
+            if outcome == "promoted":
+                reasons.append(gates.record_live(self.loaded, env, release, strategy))
+        status = rollout.get("status") or {}
+        return (
+            StageOutcome(
+                status="pass" if outcome == "promoted" else "fail",
+                summary=_summary(outcome, self.name, release.version, rollout),
+                reasons=reasons,
+                details=DeployDetails.model_validate(
+                    {
+                        **details,
+                        "outcome": outcome,
+                        "rollout": self.name,
+                        "phase": status.get("phase"),
+                        "url": self.url,
+                        **(
+                            {"waiting_for": f"mlcd promote {env.name} or mlcd abort {env.name}"}
+                            if outcome == "paused"
+                            else {}
+                        ),
+                    }
+                ).dump(),
+            ),
+            paths,
+        )
+
+    def decide(self, command: str, bundle: Bundle) -> StageOutcome:
+        """promote / abort / rollback: the Argo Rollouts plugin, then the outcome awaited."""
+        env = self.environment
+        action = {"promote": "promote", "abort": "abort", "rollback": "undo"}[command]
+        with self._cluster() as cluster:
+            out = cluster.argo(action, self.name)
+            outcome, rollout, analysis = wait(
+                self.progress, cluster, self.name, env.section.kubernetes.timeout
+            )
+            reasons = [*out.splitlines(), *analysis]
+            image = _image(rollout)
+            if outcome == "promoted" and command == "promote":
+                registry = open_registry(self.loaded)
+                labels = (rollout.get("metadata") or {}).get("labels", {})
+                version = labels.get("mlcd.dev/version", "")
+                release = gates.resolve_release(self.loaded, bundle, registry, version or None)
+                if release.image == image:
+                    reasons.append(
+                        gates.record_live(self.loaded, env, release, "promote", registry)
+                    )
+        wanted = {"promote": "promoted", "abort": "rolled back", "rollback": "promoted"}[command]
+        return StageOutcome(
+            status="pass" if outcome == wanted else "fail",
+            summary=f"kubectl argo rollouts {action} {self.name}: Rollout is "
+            f"{(rollout.get('status') or {}).get('phase')} ({outcome})",
+            reasons=reasons,
+            details={"env": env.name, "rollout": self.name, "outcome": outcome, "image": image},
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The Rollout as Argo Rollouts reports it."""
+        env = self.environment
+        with self._cluster() as cluster:
+            rollout = cluster.get("rollout", self.name)
+            analysis = _analysis_reasons(cluster, _analysis((rollout or {}).get("status") or {}))
+        st = (rollout or {}).get("status") or {}
+        labels = ((rollout or {}).get("metadata") or {}).get("labels") or {}
+        return {
+            "env": env.name,
+            "target": self.kind,
+            "target_line": f"kubernetes target, Rollout {self.name} in {cluster.where}",
+            "url": self.url,
+            "port": 0,
+            "busy": None,
+            "notes": [],
+            "stable": {
+                "version": labels.get("mlcd.dev/version", "?"),
+                "container": self.name,
+                "image": _image(rollout or {}),
+            }
+            if rollout
+            else None,
+            "rollout": None,
+            "phase": st.get("phase"),
+            "message": st.get("message", ""),
+            "outcome": classify(rollout) if rollout else None,
+            "last_analysis": {
+                "time": "",
+                "phase": st.get("phase", ""),
+                "outcome": "",
+                "reasons": analysis,
+            }
+            if analysis
+            else {},
+            "history": [],
         }
-        if rollout
-        else None,
-        "rollout": None,
-        "phase": st.get("phase"),
-        "message": st.get("message", ""),
-        "outcome": classify(rollout) if rollout else None,
-        "last_analysis": {
-            "time": "",
-            "phase": st.get("phase", ""),
-            "outcome": "",
-            "reasons": analysis,
-        }
-        if analysis
-        else {},
-        "history": [],
-    }
+
+    def holder(self) -> str | None:
+        """Argo Rollouts serialises the changes itself: mlcd holds no lock of its own."""
+        return None
+
+    def down(self) -> list[str]:
+        """Delete the environment's Rollout and Services (by its labels) and its
+        AnalysisTemplates (by their names); [] when there were none."""
+        env = self.environment
+        selector = ",".join(f"{k}={v}" for k, v in labels_of(env.project, env.name).items())
+        templates = [f"{self.name}-{suffix}" for suffix in TEMPLATE_SUFFIXES]
+        with self._cluster() as cluster:
+            deleted = cluster.delete(DOWN_KINDS, selector)
+            deleted += cluster.delete_named("analysistemplate", templates)
+        return [f"deleted {name} in {cluster.where}" for name in deleted]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -170,3 +171,28 @@ class LocalTarget(Target):
 
     def router_running(self) -> bool:
         return self.nginx.running()
+
+    # ---------------------------------------------------------------- removal
+
+    def down(self) -> list[str]:
+        """This checkout's containers of the environment (by their labels), the router's
+        nginx processes, and the state folder (state, router files, lock)."""
+        removed: list[str] = []
+        labels = {
+            "mlcd.project": self.project,
+            "mlcd.env": self.env,
+            "mlcd.checkout": self.checkout,
+        }
+        for name in docker.containers(labels):
+            docker.remove_container(name)
+            removed.append(f"container {name}")
+        if self.nginx.master_pid() is not None or self.nginx._front_instance().master_pid():
+            self.nginx.stop()
+            removed.append(f"router (nginx) on 127.0.0.1:{self.port}")
+        if self.state_dir.is_dir():
+            # the lock file alone is what taking the lock for this command created
+            kept = [p.name for p in self.state_dir.iterdir() if p.name != "lock"]
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            if kept:
+                removed.append(f"state folder {self.state_dir} ({', '.join(sorted(kept))})")
+        return removed
