@@ -11,7 +11,6 @@ removed, and every step is written to the environment's state on the target.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -26,7 +25,6 @@ from mlcd.rollout.judge import (
     ArmWindow,
     ExpectedPredictions,
     JudgeState,
-    Limits,
     StepPolicy,
     StepProgress,
     judge,
@@ -41,7 +39,7 @@ from mlcd.rollout.metrics import (
     common_windows,
     pair_predictions,
 )
-from mlcd.rollout.plan import canary_steps
+from mlcd.rollout.plan import canary_steps, limits_for
 from mlcd.rollout.router import Mode
 from mlcd.rollout.state import Arm, EnvState, Retired, Rollout
 from mlcd.rollout.targets.base import Route, Target
@@ -106,34 +104,6 @@ class _Analysis:
     run: AnalysisRun
     judge_state: JudgeState
     fault: bool = False  # ended by a fault of the environment (stable down), not by the judge
-
-
-def limits_for(
-    section: EnvironmentSection,
-    task: str,
-    min_requests: int,
-    expected: ExpectedPredictions | None = None,
-) -> Limits:
-    a = section.analysis
-    mad = section.shadow.max_mean_abs_diff
-    if task == "regression" and mad is None:
-        mad = math.inf
-    return Limits(
-        min_requests=min_requests,
-        max_error_rate=a.max_error_rate,
-        max_p99_latency_ms=a.max_p99_latency_ms,
-        max_prediction_shift=a.max_prediction_shift,
-        max_latency_increase=a.max_latency_increase,
-        min_latency_increase_ms=a.min_latency_increase_ms,
-        alpha=a.alpha,
-        max_disagreement=section.shadow.max_disagreement,
-        max_mean_abs_diff=mad if task == "regression" else None,
-        max_error_rate_increase=a.max_error_rate_increase,
-        quantiles=a.quantile_tolerances(),
-        latency_ok_ms=a.latency_ok_ms,
-        max_error_rate_increase_relative=a.max_error_rate_increase_relative,
-        expected=expected,
-    )
 
 
 class Controller:

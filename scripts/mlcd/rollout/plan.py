@@ -25,6 +25,7 @@ from mlcd.config import EnvironmentSection
 from mlcd.rollout.judge import (
     AnalysisRun,
     ArmWindow,
+    ExpectedPredictions,
     JudgeState,
     Limits,
     StepPolicy,
@@ -253,10 +254,36 @@ def _phase(
     return StepPlan(label, None, None, seen, limit), state
 
 
+def limits_for(
+    section: EnvironmentSection,
+    task: str,
+    min_requests: int,
+    expected: ExpectedPredictions | None = None,
+) -> Limits:
+    a = section.analysis
+    mad = section.shadow.max_mean_abs_diff
+    if task == "regression" and mad is None:
+        mad = math.inf
+    return Limits(
+        min_requests=min_requests,
+        max_error_rate=a.max_error_rate,
+        max_p99_latency_ms=a.max_p99_latency_ms,
+        max_prediction_shift=a.max_prediction_shift,
+        max_latency_increase=a.max_latency_increase,
+        min_latency_increase_ms=a.min_latency_increase_ms,
+        alpha=a.alpha,
+        max_disagreement=section.shadow.max_disagreement,
+        max_mean_abs_diff=mad if task == "regression" else None,
+        max_error_rate_increase=a.max_error_rate_increase,
+        quantiles=a.quantile_tolerances(),
+        latency_ok_ms=a.latency_ok_ms,
+        max_error_rate_increase_relative=a.max_error_rate_increase_relative,
+        expected=expected,
+    )
+
+
 def estimate(section: EnvironmentSection, traffic: Traffic, limits: Limits | None = None) -> Plan:
     """The plan of a canary rollout in this environment at this traffic."""
-    from mlcd.rollout.controller import limits_for  # the controller imports this module
-
     cfg = section.canary
     a = section.analysis
     limits = limits or limits_for(section, "classification", cfg.min_requests)

@@ -40,10 +40,10 @@ from mlcd.evidence import StageOutcome, StageResult, require_writable, utc_now
 from mlcd.registry import CHAMPION, open_registry
 from mlcd.rollout import gates
 from mlcd.rollout import plan as plan_mod
-from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec, limits_for
+from mlcd.rollout.controller import Controller, DeployOutcome, EnvSpec
 from mlcd.rollout.loadgen import holdout_rows
 from mlcd.rollout.notify import Notifier, webhooks
-from mlcd.rollout.plan import Plan
+from mlcd.rollout.plan import Plan, limits_for
 from mlcd.rollout.state import LockInfo, LockRefused, holder_alive, holder_running
 from mlcd.rollout.targets import ArgoDeployer, Target, open_target, refuse_ephemeral
 from mlcd.signing import verify as signed_chain

@@ -261,8 +261,7 @@ def test_expected_predictions_read_from_the_verdicts_form() -> None:
 
 def _simulate(section: EnvironmentSection, rps: float, runs: int) -> list[int | None]:
     """Intervals each simulated canary took to pass its first step (None: paused/failed)."""
-    from mlcd.rollout.controller import limits_for
-    from mlcd.rollout.plan import BOUNDS_S
+    from mlcd.rollout.plan import BOUNDS_S, limits_for
 
     cfg, a = section.canary, section.analysis
     limits = limits_for(section, "classification", cfg.min_requests)
