@@ -217,12 +217,17 @@ def test_canary_on_three_nodes_serves_without_errors_and_down_leaves_nothing(
     assert events.count("live") == 1, events
     assert events.count("promoted") == 1, events
     assert not (other.state / "staging").exists()
-    # down: no service, config, network or container of the environment is left
-    removed = down(other)
+    # `mlcd down` from the second checkout: no service, config, network or container of the
+    # environment is left, and it is recorded
+    taken = other.mlcd("down", "staging", "--yes")
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    removed = other.result("down-staging")["details"]["removed"]
     assert any(line.startswith("service ") for line in removed), removed
     assert any(line.startswith("network ") for line in removed), removed
     assert leftovers(cluster, project.name) == {}
-    assert down(other) == []  # idempotent
+    again = other.mlcd("down", "staging", "--yes")  # idempotent
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to remove" in again.stdout
 
 
 def test_a_worker_engine_killed_at_the_50_step_keeps_serving_and_status_tells_the_truth(
