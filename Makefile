@@ -62,15 +62,21 @@ test-host: system ## the second host of the docker-host tests (netns, dockerd, s
 	@bash scripts/setup/test-host.sh
 	@bash scripts/setup/router-image.sh
 
-test-host-down: ## tear the test host down
+test-host-down: ## tear the test hosts down (the lane apart's too, if one was left)
 	@bash scripts/setup/test-host.sh down
+	@set -a; . scripts/setup/test-host-apart.env; set +a; \
+	if [[ -e /var/run/netns/$$MLCD_TEST_HOST_NS ]]; then bash scripts/setup/test-host.sh down; fi
 
+# The tests run as two pytest processes side by side (scripts/test-lanes.sh): the lane
+# `apart` (tests marked apart: the github.com rehearsal) on a test host of its own, which the
+# script sets up and tears down, and the lane main (all the others). Both must pass.
+# MLCD_LANES=1 runs them in one process.
 integration: setup test-host ## integration tests with the real Docker engine, registry, trivy, nginx, act
-	@rc=0; $(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; bash scripts/test-lanes.sh $(PY) integration tests/integration -- $(PYTEST_ARGS) || rc=$$?; \
 	bash scripts/setup/test-host.sh down; exit $$rc
 
 test: setup lint test-host ## the whole suite: lint, unit and integration tests
-	@rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; bash scripts/test-lanes.sh $(PY) '' tests -- $(PYTEST_ARGS) || rc=$$?; \
 	bash scripts/setup/test-host.sh down; exit $$rc
 
 schema: venv ## regenerate schema/mlcd.schema.json from the code
