@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PY) -c 'import mlcd, kserve, mlflow.server' && touch $@ && echo "virtualenv ready: $(VENV)"
 
 venv: $(STAMP) ## the virtualenv with mlcd and its tools
+	@: # (no 'Nothing to be done' from make setup)
 
 JS_STAMP := tests/js/node_modules/.package-lock.json
 $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
@@ -39,8 +40,12 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 	@touch $@ && echo "tests/js ready (mermaid for the chart-render test)"
 
 js: $(JS_STAMP) ## Mermaid from npm, for the test that renders the evaluation chart
+	@:
 
-setup: system venv js ## everything the demo and the tests need
+# The three at once (they need nothing of each other): the Debian packages, daemons and base
+# image take about as long as the virtualenv's download, and CI waited for both in turn.
+setup: ## everything the demo and the tests need
+	@$(MAKE) --no-print-directory -j3 --output-sync=line system venv js
 
 # The local registry's port (scripts/setup/registry.sh); the demo's image follows it.
 MLCD_REGISTRY_PORT ?= 5000
@@ -75,7 +80,9 @@ integration: setup test-host ## integration tests with the real Docker engine, r
 	@rc=0; bash scripts/test-lanes.sh $(PY) integration tests/integration -- $(PYTEST_ARGS) || rc=$$?; \
 	bash scripts/setup/test-host.sh down; exit $$rc
 
-test: setup lint test-host ## the whole suite: lint, unit and integration tests
+# lint and the test host at once too (the router image's build overlaps mypy)
+test: setup ## the whole suite: lint, unit and integration tests
+	@$(MAKE) --no-print-directory -j2 --output-sync=line lint test-host
 	@rc=0; bash scripts/test-lanes.sh $(PY) '' tests -- $(PYTEST_ARGS) || rc=$$?; \
 	bash scripts/setup/test-host.sh down; exit $$rc
 
