@@ -45,6 +45,8 @@ if [[ ${MLCD_LANES:-2} == 1 ]]; then
 fi
 
 apart_expr='apart or unit'
+# each lane's slowest tests, to see where CI's time goes (PYTEST_ARGS may say otherwise)
+durations=(--durations=15)
 host_env=$here/setup/test-host-apart.env
 log=$(mktemp --suffix=.log "${TMPDIR:-/tmp}/mlcd-lane-apart.XXXXXX")
 
@@ -58,17 +60,37 @@ in_apart_env() { # in_apart_env CMD...: CMD with the variables of the lane apart
 	)
 }
 
+# Every run holds a shared lock on the host while it uses it; the last one out tears it down
+# (two runs on one machine: the first to finish must not remove the other's host).
+users_lock=${MLCD_LOCK_DIR:-${TMPDIR:-/tmp}}/mlcd-setup-test-host-apart-users.lock
+down_if_last() {
+	local fd
+	exec {fd}>>"$users_lock"
+	if flock -n -x "$fd"; then
+		in_apart_env bash "$here/setup/test-host.sh" down
+	else
+		say "the lane apart's test host is still used by another run: left up"
+	fi
+	exec {fd}>&-
+}
+
 apart() {
-	local rc=0
-	if in_apart_env bash "$here/setup/test-host.sh" && bash "$here/setup/router-image.sh"; then
+	local rc=0 start=$SECONDS users
+	exec {users}>>"$users_lock"
+	flock -s "$users"
+	# (the daemons test-host.sh starts must not inherit the lock: they would hold it forever)
+	if in_apart_env bash "$here/setup/test-host.sh" {users}>&- &&
+		bash "$here/setup/router-image.sh" {users}>&-; then
 		# its own cache folder: the two lanes would overwrite each other's last failures
 		in_apart_env "$py" -m pytest "${paths[@]}" -m "$(select_ "($apart_expr)")" \
-			-o cache_dir=.pytest_cache/apart "${args[@]}" || rc=$?
+			-o cache_dir=.pytest_cache/apart "${durations[@]}" "${args[@]}" || rc=$?
 	else
 		rc=3
 		say "the lane apart's test host did not come up (above)"
 	fi
-	in_apart_env bash "$here/setup/test-host.sh" down || true
+	exec {users}>&-
+	down_if_last || true
+	say "lane apart took $((SECONDS - start)) s"
 	return "$rc"
 }
 
@@ -83,14 +105,16 @@ say "lane apart: -m '$(select_ "($apart_expr)")' in the background, on a test ho
 stop_apart() {
 	kill -TERM -- "-$apart_pid" 2>/dev/null
 	wait "$apart_pid" 2>/dev/null
-	in_apart_env bash "$here/setup/test-host.sh" down >>"$log" 2>&1
+	down_if_last >>"$log" 2>&1
 	say "interrupted; the lane apart's log: $log"
 	exit 130
 }
 trap stop_apart INT TERM
 
-main_rc=0
-"$py" -m pytest "${paths[@]}" -m "$(select_ "not ($apart_expr)")" "${args[@]}" || main_rc=$?
+main_rc=0 start=$SECONDS
+"$py" -m pytest "${paths[@]}" -m "$(select_ "not ($apart_expr)")" "${durations[@]}" "${args[@]}" ||
+	main_rc=$?
+say "lane main took $((SECONDS - start)) s"
 if kill -0 "$apart_pid" 2>/dev/null; then
 	say "lane main exited $main_rc; waiting for the lane apart (log: $log)"
 fi
