@@ -73,9 +73,9 @@ test-host-down: ## tear the test hosts down (the lane apart's too, if one was le
 	if [[ -e /var/run/netns/$$MLCD_TEST_HOST_NS ]]; then bash scripts/setup/test-host.sh down; fi
 
 # The tests run as two pytest processes side by side (scripts/test-lanes.sh): the lane
-# `apart` (tests marked apart: the github.com rehearsal) on a test host of its own, which the
-# script sets up and tears down, and the lane main (all the others). Both must pass.
-# MLCD_LANES=1 runs them in one process.
+# apart (tests marked apart: the github.com rehearsal; and the unit tests) on a test host of
+# its own, which the script sets up and tears down, and the lane main (the other integration
+# tests). Both must pass. MLCD_LANES=1 runs them in one process. docs/internals.md
 integration: setup test-host ## integration tests with the real Docker engine, registry, trivy, nginx, act
 	@rc=0; bash scripts/test-lanes.sh $(PY) integration tests/integration -- $(PYTEST_ARGS) || rc=$$?; \
 	bash scripts/setup/test-host.sh down; exit $$rc
