@@ -63,12 +63,14 @@ lint: venv ## ruff, mypy --strict and bandit on the kit's own code
 unit: venv ## unit tests only (no subprocess, no network)
 	$(PY) -m pytest tests/unit -m unit $(PYTEST_ARGS)
 
-test-host: system ## the second host of the docker-host tests (netns, dockerd, sshd) and its router image
+test-host: system ## the second host of the docker-host tests (netns, dockerd, sshd), the three-node swarm of the swarm tests, and the router image
 	@bash scripts/setup/test-host.sh
+	@bash scripts/setup/test-cluster.sh
 	@bash scripts/setup/router-image.sh
 
-test-host-down: ## tear the test hosts down (the lane apart's too, if one was left)
+test-host-down: ## tear the test host, the test cluster (and a lane apart's host left behind) down
 	@bash scripts/setup/test-host.sh down
+	@bash scripts/setup/test-cluster.sh down
 	@set -a; . scripts/setup/test-host-apart.env; set +a; \
 	if [[ -e /var/run/netns/$$MLCD_TEST_HOST_NS ]]; then bash scripts/setup/test-host.sh down; fi
 
@@ -78,13 +80,13 @@ test-host-down: ## tear the test hosts down (the lane apart's too, if one was le
 # tests). Both must pass. MLCD_LANES=1 runs them in one process. docs/internals.md
 integration: setup test-host ## integration tests with the real Docker engine, registry, trivy, nginx, act
 	@rc=0; bash scripts/test-lanes.sh $(PY) integration tests/integration -- $(PYTEST_ARGS) || rc=$$?; \
-	bash scripts/setup/test-host.sh down; exit $$rc
+	bash scripts/setup/test-host.sh down; bash scripts/setup/test-cluster.sh down; exit $$rc
 
-# lint and the test host at once too (the router image's build overlaps mypy)
+# lint and the test host and cluster at once too (their set-up overlaps mypy)
 test: setup ## the whole suite: lint, unit and integration tests
 	@$(MAKE) --no-print-directory -j2 --output-sync=line lint test-host
 	@rc=0; bash scripts/test-lanes.sh $(PY) '' tests -- $(PYTEST_ARGS) || rc=$$?; \
-	bash scripts/setup/test-host.sh down; exit $$rc
+	bash scripts/setup/test-host.sh down; bash scripts/setup/test-cluster.sh down; exit $$rc
 
 schema: venv ## regenerate schema/mlcd.schema.json from the code
 	$(MLCD) validate --print-schema > schema/mlcd.schema.json

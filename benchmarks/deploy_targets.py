@@ -1,17 +1,21 @@
-"""One command: canary and blue/green timings on the docker-host target (over SSH) against
-the local target, the same releases and settings, interleaved.
+"""One command: canary and blue/green timings on the docker-host target (over SSH) and the
+swarm target (a three-node swarm, through its manager over SSH) against the local target,
+the same releases and settings, interleaved.
 
-    sudo bash scripts/setup/test-host.sh && bash scripts/setup/router-image.sh
-    .venv/bin/python benchmarks/deploy_targets.py            # 3 rounds, ~6 minutes
-    .venv/bin/python benchmarks/deploy_targets.py --rounds 1
+    sudo bash scripts/setup/test-host.sh && sudo bash scripts/setup/test-cluster.sh
+    bash scripts/setup/router-image.sh
+    .venv/bin/python benchmarks/deploy_targets.py            # 3 rounds, ~15 minutes
+    .venv/bin/python benchmarks/deploy_targets.py --rounds 1 --targets local,swarm
 
 Each round deploys, on each target: a first release (no analysis), then a new release by
 canary (steps 50, 100; interval 2 s; 2 intervals a step; load-test 50 requests/s), then one
 by blue/green (preview 2 s, interval 1 s, scale-down-delay 2 s). The analysis waits are the
 same on both targets (about 4 s per canary step, 2 s of preview and 2 s of watch), so the
 difference is what the target costs: SSH round trips (docker calls, state writes, router
-reloads through `docker exec`) against local docker calls and an nginx process. Printed:
-seconds per deploy (median of the rounds) and the ratio docker-host / local.
+reloads through `docker exec`) against local docker calls and an nginx process; on the swarm
+(`swarm.replicas: 3`): services scheduled on three nodes, each pulling the image, the router
+a service whose routes are PUT to its task, and the judge reading every task. Printed:
+seconds per deploy (median of the rounds) and each target's ratio to local.
 The docker-host side is the test host of scripts/setup/test-host.sh (its own address,
 dockerd and sshd on this machine); the machine is shared, figures are as measured.
 """
@@ -39,6 +43,8 @@ from mlcd.tools.nginx import Nginx  # noqa: E402
 from tests.integration.deploy.conftest import Project, holdout_csv  # noqa: E402
 
 ENV_FILE = Path("/var/lib/mlcd-testhost/env")
+CLUSTER_FILE = Path("/var/lib/mlcd-testcluster/env")
+TARGETS = ("local", "docker-host", "swarm")
 ROUTER_IMAGE = "127.0.0.1:5000/mlcd-router:nginx-bookworm"
 IMAGE = "127.0.0.1:5000/mlcd-bench-deploy-standin"
 
@@ -64,9 +70,24 @@ def standin_image(folder: Path) -> str:
     return str(next(d for d in digests if d.startswith(IMAGE + "@")))
 
 
-def environments(host: dict[str, str] | None, ports: tuple[int, int]) -> dict[str, Any]:
+def _coordinates(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def environments(
+    kind: str, host: dict[str, str], cluster: dict[str, str], ports: tuple[int, int]
+) -> dict[str, Any]:
     remote: dict[str, Any] = {}
-    if host is not None:
+    if kind == "swarm":
+        remote = {
+            "target": "swarm",
+            "host": cluster["MLCD_TEST_CLUSTER"],
+            "known-hosts": cluster["MLCD_TEST_CLUSTER_KNOWN_HOSTS"],
+            "key-file": cluster["MLCD_TEST_CLUSTER_KEY"],
+            "router": {"image": ROUTER_IMAGE},
+            "swarm": {"replicas": 3, "router-nodes": ["node.labels.mlcd.node==sw1"]},
+        }
+    elif kind == "docker-host":
         remote = {
             "target": "docker-host",
             "host": host["MLCD_TEST_HOST"],
@@ -74,7 +95,7 @@ def environments(host: dict[str, str] | None, ports: tuple[int, int]) -> dict[st
             "key-file": host["MLCD_TEST_HOST_KEY"],
             "router": {"image": ROUTER_IMAGE},
         }
-    analysis = {"max-p99-latency-ms": 2000, "inconclusive-limit": 20}
+    analysis = {"max-p99-latency-ms": 2000, "inconclusive-limit": 20, "accept-slow-plan": True}
     return {
         "staging": {
             **remote,
@@ -107,20 +128,23 @@ def timed(project: Project, env: str, version: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--targets", default=",".join(TARGETS), help="local is always run")
     args = parser.parse_args()
-    host = dict(line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
+    kinds = ["local", *(k for k in TARGETS[1:] if k in args.targets.split(","))]
+    host = _coordinates(ENV_FILE) if "docker-host" in kinds else {}
+    cluster = _coordinates(CLUSTER_FILE) if "swarm" in kinds else {}
     work = Path(tempfile.mkdtemp(prefix="mlcd-bench-deploy-"))
     image = standin_image(work)
     figures: dict[str, dict[str, list[float]]] = {}
     projects: list[Project] = []
     try:
         for _ in range(args.rounds):
-            for kind in ("local", "docker-host"):
+            for kind in kinds:
                 name = f"bd-{uuid.uuid4().hex[:8]}"
                 root = work / name
                 root.mkdir()
                 ports = (21000 + len(projects) * 2, 21001 + len(projects) * 2)
-                envs = environments(host if kind == "docker-host" else None, ports)
+                envs = environments(kind, host, cluster, ports)
                 project = Project(root=root, name=name, envs=envs)
                 project.write_config()
                 holdout_csv(project.out / "train" / "holdout.csv")
@@ -133,22 +157,36 @@ def main() -> int:
                 row.setdefault("blue-green", []).append(timed(project, "production", releases[2]))
                 print(kind, {k: round(v[-1], 1) for k, v in row.items()}, flush=True)
     finally:
-        remote = {**os.environ, "DOCKER_HOST": host["MLCD_TEST_HOST_DOCKER"]}
+        engines: list[dict[str, str] | None] = [None]
+        if host:
+            engines.append({**os.environ, "DOCKER_HOST": host["MLCD_TEST_HOST_DOCKER"]})
+        swarm = {**os.environ, "DOCKER_HOST": cluster.get("MLCD_TEST_CLUSTER_DOCKER_1", "")}
         for project in projects:
-            for env_vars in (None, remote):
-                ids = _docker("ps", "-aq", "--filter", f"label=mlcd.project={project.name}",
-                              env=env_vars).split()  # fmt: skip
+            label = f"label=mlcd.project={project.name}"
+            for env_vars in engines:
+                ids = _docker("ps", "-aq", "--filter", label, env=env_vars).split()
                 if ids:
                     _docker("rm", "-f", *ids, env=env_vars)
+            if cluster:
+                for kind in ("service", "config", "container"):
+                    ids = _docker(kind, "ls", "-aq" if kind == "container" else "-q",
+                                  "--filter", label, env=swarm).split()  # fmt: skip
+                    if ids:
+                        _docker(kind, "rm", *(["-f"] if kind == "container" else []), *ids,
+                                env=swarm)  # fmt: skip
             for env in project.envs:
                 Nginx(project.state / env / "nginx").stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nmedian of {args.rounds} rounds, seconds per `mlcd deploy`:")
-    print(f"{'deploy':<12}{'local':>8}{'docker-host':>13}{'ratio':>8}")
+    others = kinds[1:]
+    print(f"{'deploy':<12}{'local':>8}" + "".join(f"{k:>13}{'ratio':>7}" for k in others))
     for what in ("first", "canary", "blue-green"):
         local = statistics.median(figures["local"][what])
-        ssh = statistics.median(figures["docker-host"][what])
-        print(f"{what:<12}{local:>8.1f}{ssh:>13.1f}{ssh / local:>8.2f}")
+        cells = ""
+        for kind in others:
+            took = statistics.median(figures[kind][what])
+            cells += f"{took:>13.1f}{took / local:>7.2f}"
+        print(f"{what:<12}{local:>8.1f}{cells}")
     return 0
 
 

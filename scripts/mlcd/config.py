@@ -536,6 +536,24 @@ class KubernetesSection(Section):
     )
 
 
+class SwarmSection(Section):
+    """The swarm target: releases as Docker Swarm services, the router as a service too."""
+
+    replicas: int = Field(1, ge=1, le=100, description="tasks (containers) of each release")
+    placement: list[str] = Field(
+        default_factory=list,
+        description="placement constraints of the releases' tasks, as `docker service create "
+        "--constraint` takes them, e.g. `node.labels.tier==model`",
+    )
+    router_nodes: list[str] = Field(
+        default_factory=lambda: ["node.role==manager"],
+        min_length=1,
+        description="placement constraints of the nodes the router runs on (one task per "
+        "matching node, the environment's port published on each; all must hold), e.g. "
+        "`node.labels.edge==true`",
+    )
+
+
 class RouterSection(Section):
     """The traffic router of a docker-host environment (nginx, as a container on the server)."""
 
@@ -619,31 +637,32 @@ class EnvironmentSection(Section):
     requires: list[str] = Field(
         default_factory=list, description="environments a release must have passed first"
     )
-    target: Literal["local", "docker-host", "kubernetes"] = Field(
+    target: Literal["local", "docker-host", "swarm", "kubernetes"] = Field(
         "local",
         description="where it runs: `local` (this machine), `docker-host` (a server's Docker "
-        "engine over SSH) or `kubernetes` (Argo Rollouts)",
+        "engine over SSH), `swarm` (a Docker Swarm, through a manager over SSH) or "
+        "`kubernetes` (Argo Rollouts)",
     )
     port: int | None = Field(
         None,
         ge=1,
         le=65535,
-        description="router port (127.0.0.1 locally, every address of a docker-host); "
-        "default: chosen per env",
+        description="router port (127.0.0.1 locally, every address of a docker-host, every "
+        "router node of a swarm); default: chosen per env",
     )
     host: str | None = Field(
         None,
         pattern=_SSH_URL,
-        description="docker-host: the server, ssh://user@server[:port]",
+        description="docker-host: the server, ssh://user@server[:port] (swarm: a manager)",
     )
     known_hosts: str | None = Field(
         None,
-        description="docker-host: known_hosts file with the server's host key (else "
+        description="docker-host, swarm: known_hosts file with the server's host key (else "
         "MLCD_DEPLOY_KNOWN_HOSTS holds its content); the key is always checked",
     )
     key_file: str | None = Field(
         None,
-        description="docker-host: private SSH key file (else MLCD_DEPLOY_SSH_KEY holds the "
+        description="docker-host, swarm: private SSH key file (else MLCD_DEPLOY_SSH_KEY holds the "
         "key, else the ssh-agent)",
     )
     url: str | None = Field(
@@ -659,6 +678,7 @@ class EnvironmentSection(Section):
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     load_test: LoadTestSection | None = Field(None, description="synthetic traffic, if any")
     kubernetes: KubernetesSection = Field(default_factory=KubernetesSection)
+    swarm: SwarmSection = Field(default_factory=SwarmSection)
     routing: RoutingSection = Field(default_factory=RoutingSection)
     notify: list[WebhookSection] = Field(
         default_factory=list,
@@ -668,10 +688,13 @@ class EnvironmentSection(Section):
 
     @model_validator(mode="after")
     def _target_keys(self) -> EnvironmentSection:
-        if self.target == "docker-host" and not self.host:
-            raise ValueError("target docker-host needs `host: ssh://user@server[:port]`")
-        if self.target != "docker-host" and self.host:
-            raise ValueError(f"`host` is for target docker-host (this one is {self.target})")
+        over_ssh = self.target in ("docker-host", "swarm")
+        if over_ssh and not self.host:
+            raise ValueError(f"target {self.target} needs `host: ssh://user@server[:port]`")
+        if not over_ssh and self.host:
+            raise ValueError(
+                f"`host` is for targets docker-host and swarm (this one is {self.target})"
+            )
         return self
 
 

@@ -14,8 +14,9 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from mlcd.config import BlueGreenSection, EnvironmentSection, ShadowSection
 from mlcd.errors import EnvironmentMissing, GateFailed, MlcdError
@@ -32,13 +33,11 @@ from mlcd.rollout.judge import (
     step_decision,
 )
 from mlcd.rollout.killpoints import checkpoint
-from mlcd.rollout.loadgen import LoadGenerator
 from mlcd.rollout.metrics import (
     ArmReader,
     MetricsError,
     Recent,
     common_windows,
-    http_get,
     pair_predictions,
 )
 from mlcd.rollout.router import Mode
@@ -49,6 +48,30 @@ READY_TIMEOUT = 90.0
 WATCH_EVERY = 1.0  # seconds between checks that both arms' containers still run
 PREVIOUS_KEPT = 10
 Result = Literal["promoted", "rolled back", "paused", "already live", "deployed"]
+
+
+class Clock(Protocol):
+    """The controller's time: the system's in production, a virtual one in the unit tests
+    (`tests/fakes/target.py`), where sleeping advances the fake target's traffic instead."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """`time.monotonic`, `time.time` and `time.sleep`."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 @dataclass
@@ -122,6 +145,7 @@ class Controller:
         self.measurements: list[dict[str, Any]] = []
         # told of every state change recorded (mlcd.rollout.notify.Notifier); never fails one
         self.on_event: Callable[[str, str | None, dict[str, Any]], None] | None = None
+        self.clock: Clock = SystemClock()
 
     def load(self) -> None:
         """Read the environment's state from the target (after taking its lock)."""
@@ -171,21 +195,17 @@ class Controller:
         return arm
 
     def wait_ready(self, arm: Arm, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         last = "no answer"
         checks = 0
-        while time.monotonic() < deadline:
-            try:
-                status, _ = http_get(self.target.arm_port(arm), "/readyz", timeout=2)
-                if status == 200:
-                    return
-                last = f"/readyz answered {status}"
-            except MetricsError as exc:
-                last = str(exc)
+        while self.clock.monotonic() < deadline:
+            ready, last = self.target.readiness(arm)
+            if ready:
+                return
             checks += 1
             if checks % 10 == 0 and not self.target.arm_running(arm):
                 break
-            time.sleep(0.2)
+            self.clock.sleep(0.2)
         logs = self.target.arm_logs(arm, tail=20)
         self.target.remove_arm(arm)
         raise GateFailed(
@@ -260,7 +280,7 @@ class Controller:
             elif not self.target.router_running():
                 notes.append(f"the router was not running: restarted ({self.target.url})")
                 self.route_to(st.stable)
-        now = time.time()
+        now = self.clock.time()
         for retired in list(st.retired):
             if retired.remove_after <= now:
                 self.drop(retired.arm)
@@ -308,7 +328,7 @@ class Controller:
         # made once both arms answer (a dead arm has no address on a docker-host's network:
         # the liveness check below then says which one is down)
         readers: tuple[ArmReader, ArmReader] | None = None
-        started = time.monotonic()
+        started = self.clock.monotonic()
         paired_ids: set[str] = set()
         used_ids: set[str] = set()
         baseline_ok = False
@@ -361,7 +381,8 @@ class Controller:
                 self._measure(
                     measurement.verdict, list(measurement.reasons), dict(measurement.metrics), label
                 )
-            action, explanation = step_decision(policy, progress, run, time.monotonic() - started)
+            elapsed = self.clock.monotonic() - started
+            action, explanation = step_decision(policy, progress, run, elapsed)
             if action == "failed":
                 return _Analysis("failed", explanation, run, judge_state)
             if action == "paused":
@@ -372,13 +393,13 @@ class Controller:
     def _sleep_watching(self, seconds: float, stable: Arm, candidate: Arm) -> Arm | None:
         """Sleep one interval, checking both containers every WATCH_EVERY seconds; the first
         arm found not running (stable first), else None."""
-        deadline = time.monotonic() + seconds
+        deadline = self.clock.monotonic() + seconds
         while True:
-            time.sleep(max(0.0, min(WATCH_EVERY, deadline - time.monotonic())))
+            self.clock.sleep(max(0.0, min(WATCH_EVERY, deadline - self.clock.monotonic())))
             for arm in (stable, candidate):
                 if not self.target.arm_running(arm):
                     return arm
-            if time.monotonic() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 return None
 
     def _stable_down(
@@ -433,23 +454,15 @@ class Controller:
         self.progress(f"{label}: {outcome}" + (f" — {reasons[0]}" if reasons else ""))
         self.target.save_state(self.state)
 
-    def _load(self, arms: list[Arm] | None, rps: float | None) -> LoadGenerator | None:
+    def _load(
+        self, arms: list[Arm] | None, rps: float | None
+    ) -> AbstractContextManager[object] | None:
         """Synthetic traffic to the router (arms None), or to each arm with the same ids."""
         if not rps or not self.spec.rows:
             return None
-        if arms is None:
-            host, port = self.target.router_address
-            ports = [port]
-        else:
-            host, ports = "127.0.0.1", [self.target.arm_port(arm) for arm in arms]
         me = self.target.owner()
-        return LoadGenerator(
-            ports,
-            self.spec.rows,
-            rps,
-            max_seconds=6 * 3600,
-            id_prefix=f"mlcd-load-{self.spec.env}-{me.pid}",
-            host=host,
+        return self.target.synthetic_load(
+            arms, self.spec.rows, rps, id_prefix=f"mlcd-load-{self.spec.env}-{me.pid}"
         )
 
     # ------------------------------------------------------------------ deploy
@@ -517,7 +530,7 @@ class Controller:
 
     def _analyse_fresh(
         self,
-        load: LoadGenerator | None,
+        load: AbstractContextManager[object] | None,
         stable: Arm,
         candidate: Arm,
         cfg: BlueGreenSection | ShadowSection,
@@ -753,7 +766,7 @@ class Controller:
             delay = self.spec.section.blue_green.scale_down_delay
             if rollout.strategy != "blue-green":
                 delay = 0.0
-            st.retired.append(Retired(old, time.time() + delay))
+            st.retired.append(Retired(old, self.clock.time() + delay))
         # recorded in the model registry by the caller; kept here until it is, so that a
         # process killed during the post-switch watch leaves a record to finish (reconcile)
         st.unrecorded = {"version": candidate.version, "strategy": rollout.strategy}
@@ -784,13 +797,13 @@ class Controller:
         limits = limits_for(section, self.spec.task, section.blue_green.min_requests)
         reader: ArmReader = self.target.reader(new)
         interval = min(section.blue_green.interval, delay)
-        deadline = time.monotonic() + delay
+        deadline = self.clock.monotonic() + delay
         jstate = JudgeState()
         with contextlib.suppress(MetricsError):
             reader.start()
-        while time.monotonic() < deadline:
+        while self.clock.monotonic() < deadline:
             checkpoint("in-watch")
-            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+            self.clock.sleep(max(0.0, min(interval, deadline - self.clock.monotonic())))
             alive = self.target.arm_running(new)
             if alive:
                 try:
@@ -827,7 +840,7 @@ class Controller:
         return None
 
     def _scale_down(self, *, force: bool = False) -> None:
-        now = time.time()
+        now = self.clock.time()
         for retired in list(self.state.retired):
             if force or retired.remove_after <= now:
                 self.drop(retired.arm)

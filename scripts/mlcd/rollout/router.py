@@ -123,6 +123,9 @@ class RouterSpec:
     # containers share one in their volume)
     socket: str | None = None
     routing: Routing = field(default_factory=Routing)
+    # upstream servers one request may try: the other arm once; more where an arm is
+    # several servers (a swarm's tasks, some of them on a node that just died)
+    tries: int = 2
 
     def describe(self) -> str:
         if self.mode == "split":
@@ -281,7 +284,7 @@ def render_routes(spec: RouterSpec, prefix: Path) -> str:
         "    proxy_read_timeout 60s;",
         # a request an arm failed before answering goes to the other arm, once
         "    proxy_next_upstream error timeout;",
-        "    proxy_next_upstream_tries 2;",
+        f"    proxy_next_upstream_tries {spec.tries};",
         *_json_errors(ROUTES_ERRORS, "    "),
         "    location = /_mlcd/router {",
         "      default_type application/json;",

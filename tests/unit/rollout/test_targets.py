@@ -59,7 +59,7 @@ def _config(tmp_path: Path, env: dict[str, Any]) -> Path:
     ("env", "needle"),
     [
         ({"target": "docker-host"}, "needs `host"),
-        ({"target": "local", "host": "ssh://a@b"}, "is for target docker-host"),
+        ({"target": "local", "host": "ssh://a@b"}, "is for targets docker-host and swarm"),
         ({"target": "docker-host", "host": "a@b"}, "host"),
     ],
 )

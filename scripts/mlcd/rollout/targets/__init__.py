@@ -17,6 +17,7 @@ from mlcd.rollout.router import Routing
 from mlcd.rollout.targets.base import Target
 from mlcd.rollout.targets.dockerhost import DockerHostTarget
 from mlcd.rollout.targets.local import LocalTarget
+from mlcd.rollout.targets.swarm import SwarmTarget
 from mlcd.tools.ssh import SshTransport, parse_url
 
 SSH_KEY_ENV = "MLCD_DEPLOY_SSH_KEY"
@@ -70,6 +71,17 @@ def engine_target(
         transport = transport_for(env, section, root)
         return DockerHostTarget(
             project, env, port, transport, section.router.image, routing=routing
+        )
+    if section.target == "swarm":
+        transport = transport_for(env, section, root)
+        return SwarmTarget(
+            project,
+            env,
+            port,
+            transport,
+            section.router.image,
+            swarm=section.swarm,
+            routing=routing,
         )
     if section.target != "local":
         raise ValueError(f"{section.target} is not a container target")

@@ -15,10 +15,14 @@ import contextlib
 import http.client
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from mlcd.errors import GateFailed
-from mlcd.rollout.metrics import ArmReader
+from mlcd.rollout.loadgen import LoadGenerator
+from mlcd.rollout.metrics import ArmReader, MetricsError, http_get
 from mlcd.rollout.router import Mode, Routing
 from mlcd.rollout.state import Arm, EnvState
 
@@ -168,6 +172,31 @@ class Target(ABC):
 
     def reader(self, arm: Arm) -> ArmReader:
         return ArmReader(self.arm_port(arm))
+
+    def readiness(self, arm: Arm) -> tuple[bool, str]:
+        """Whether the arm's server is ready (GET /readyz answers 200), and if not, why."""
+        try:
+            status, _ = http_get(self.arm_port(arm), "/readyz", timeout=2)
+        except MetricsError as exc:
+            return False, str(exc)
+        return status == 200, f"/readyz answered {status}"
+
+    def synthetic_load(
+        self,
+        arms: Sequence[Arm] | None,
+        rows: Sequence[dict[str, Any]],
+        rps: float,
+        *,
+        id_prefix: str,
+    ) -> AbstractContextManager[object]:
+        """Synthetic traffic while it is entered: `rows` at `rps` to the router (arms None),
+        or to each of `arms` with the same request ids (a like-for-like preview)."""
+        if arms is None:
+            host, port = self.router_address
+            ports = [port]
+        else:
+            host, ports = "127.0.0.1", [self.arm_port(arm) for arm in arms]
+        return LoadGenerator(ports, rows, rps, max_seconds=6 * 3600, id_prefix=id_prefix, host=host)
 
     @abstractmethod
     def arm_address(self, arm: Arm) -> str:

@@ -312,7 +312,7 @@ class DockerHostTarget(Target):
         argv = [
             "run", "-i", "--rm", "--name", self.lock_name, "--network", "none",
             "--label", f"mlcd.project={self.project}", "--label", f"mlcd.env={self.env}",
-            *labels, "--user", "0", "-v", f"{self.volume}:{ROOT}",
+            *labels, "--user", "0", *self._lock_mounts(),
             "--entrypoint", "sh", self.router_image, "-c", init,
         ]  # fmt: skip
         deadline = time.monotonic() + LOCK_WAIT
@@ -346,6 +346,10 @@ class DockerHostTarget(Target):
                 refusal.holder = found
                 raise refusal
             time.sleep(0.3)  # a dead holder's container is being removed
+
+    def _lock_mounts(self) -> list[str]:
+        """The lock container's mounts: the state volume, which it reads and writes."""
+        return ["-v", f"{self.volume}:{ROOT}"]
 
     def release(self) -> None:
         proc, self._lock = self._lock, None
