@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PY) -c 'import mlcd, kserve, mlflow.server' && touch $@ && echo "virtualenv ready: $(VENV)"
 
 venv: $(STAMP) ## the virtualenv with mlcd and its tools
+	@: # (no 'Nothing to be done' from make setup)
 
 JS_STAMP := tests/js/node_modules/.package-lock.json
 $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
@@ -39,8 +40,12 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 	@touch $@ && echo "tests/js ready (mermaid for the chart-render test)"
 
 js: $(JS_STAMP) ## Mermaid from npm, for the test that renders the evaluation chart
+	@:
 
-setup: system venv js ## everything the demo and the tests need
+# The three at once (they need nothing of each other): the Debian packages, daemons and base
+# image take about as long as the virtualenv's download, and CI waited for both in turn.
+setup: ## everything the demo and the tests need
+	@$(MAKE) --no-print-directory -j3 --output-sync=line system venv js
 
 # The local registry's port (scripts/setup/registry.sh); the demo's image follows it.
 MLCD_REGISTRY_PORT ?= 5000
@@ -63,16 +68,24 @@ test-host: system ## the second host of the docker-host tests (netns, dockerd, s
 	@bash scripts/setup/test-cluster.sh
 	@bash scripts/setup/router-image.sh
 
-test-host-down: ## tear the test host and the test cluster down
+test-host-down: ## tear the test host, the test cluster (and a lane apart's host left behind) down
 	@bash scripts/setup/test-host.sh down
 	@bash scripts/setup/test-cluster.sh down
+	@set -a; . scripts/setup/test-host-apart.env; set +a; \
+	if [[ -e /var/run/netns/$$MLCD_TEST_HOST_NS ]]; then bash scripts/setup/test-host.sh down; fi
 
+# The tests run as two pytest processes side by side (scripts/test-lanes.sh): the lane
+# apart (tests marked apart: the github.com rehearsal; and the unit tests) on a test host of
+# its own, which the script sets up and tears down, and the lane main (the other integration
+# tests). Both must pass. MLCD_LANES=1 runs them in one process. docs/internals.md
 integration: setup test-host ## integration tests with the real Docker engine, registry, trivy, nginx, act
-	@rc=0; $(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; bash scripts/test-lanes.sh $(PY) integration tests/integration -- $(PYTEST_ARGS) || rc=$$?; \
 	bash scripts/setup/test-host.sh down; bash scripts/setup/test-cluster.sh down; exit $$rc
 
-test: setup lint test-host ## the whole suite: lint, unit and integration tests
-	@rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
+# lint and the test host and cluster at once too (their set-up overlaps mypy)
+test: setup ## the whole suite: lint, unit and integration tests
+	@$(MAKE) --no-print-directory -j2 --output-sync=line lint test-host
+	@rc=0; bash scripts/test-lanes.sh $(PY) '' tests -- $(PYTEST_ARGS) || rc=$$?; \
 	bash scripts/setup/test-host.sh down; bash scripts/setup/test-cluster.sh down; exit $$rc
 
 schema: venv ## regenerate schema/mlcd.schema.json from the code

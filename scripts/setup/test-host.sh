@@ -8,7 +8,9 @@
 #   bash scripts/setup/test-host.sh down   tear it down (only what this script made)
 #
 # What the tests need is written to $DIR/env (MLCD_TEST_HOST, MLCD_TEST_HOST_KEY, …).
-# Only the namespace's address is ever a target of test traffic.
+# Only the namespace's address is ever a target of test traffic. The MLCD_TEST_HOST_*
+# variables below make another such host beside it (scripts/setup/test-host-apart.env: the
+# one of the test lane `apart`, scripts/test-lanes.sh); each host has its own lock.
 set -euo pipefail
 MLCD_SETUP_NAME=test-host
 # shellcheck source=_lib.sh source-path=SCRIPTDIR
@@ -17,8 +19,9 @@ MLCD_SETUP_NAME=test-host
 NS=${MLCD_TEST_HOST_NS:-mlcd-testhost}
 DIR=${MLCD_TEST_HOST_DIR:-/var/lib/mlcd-testhost}
 RUN=${MLCD_TEST_HOST_RUN:-/run/mlcd-th} # exec-root: short (containerd's socket path limit)
-HOST_IF=mlcdth0
-NS_IF=mlcdth1
+IF=${MLCD_TEST_HOST_IF:-mlcdth} # the veth pair: ${IF}0 here, ${IF}1 in the namespace
+HOST_IF=${IF}0
+NS_IF=${IF}1
 HOST_ADDR=${MLCD_TEST_HOST_GATEWAY:-10.231.77.1}
 NS_ADDR=${MLCD_TEST_HOST_ADDR:-10.231.77.2}
 BIP=${MLCD_TEST_HOST_BIP:-172.31.250.1/24}
@@ -91,7 +94,8 @@ for program in ip nsenter socat /usr/sbin/sshd ssh ssh-keygen ssh-keyscan /usr/s
 	command -v "$program" >/dev/null 2>&1 ||
 		die 3 "$program is missing: sudo bash scripts/setup/apt.sh (openssh-server, socat, iproute2, docker.io)"
 done
-with_lock test-host
+# the default host keeps the lock name older copies of this script use
+if [[ $NS == mlcd-testhost ]]; then with_lock test-host; else with_lock "test-host-$NS"; fi
 if up_already; then
 	say "ok (set up by a concurrent run)"
 	exit 0

@@ -72,6 +72,10 @@ import requests
 from tests.fakes.github_api import FakeGitHub, serve
 from tests.integration.trivydb import make_trivy_db
 
+# make test runs this file in a pytest process of its own beside the rest of the suite, on a
+# test host of its own (scripts/test-lanes.sh): MLCD_TEST_HOST_DIR below names that host
+pytestmark = pytest.mark.apart
+
 ROOT = Path(__file__).resolve().parents[2]
 STUBS = ROOT / "tests/workflows/stubs"
 TOKEN = "ghs_actEndToEndToken0123456789abcdefAB"  # noqa: S105 - the fake's token
