@@ -13,7 +13,6 @@ NumPy, pandas and matplotlib load only when the stage runs (`mlcd --help` loads 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from mlcd.contracts import META_FILE, MODEL_FILE, VERDICT_FILE, train_files
 from mlcd.errors import UserInputError
 from mlcd.evaluation.registration import register_candidate
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
+from mlcd.modelmeta import ModelMeta
 from mlcd.registry import CHAMPION, ModelRegistry, ModelVersion, open_registry
 
 if TYPE_CHECKING:
@@ -46,9 +46,12 @@ def _load_train(ctx: Context) -> tuple[dict[str, Any], Path, pd.DataFrame]:
             f"{ctx.bundle.root / 'train'} lacks {MODEL_FILE} or {META_FILE}",
             hint="run `mlcd train` first, with the same --out",
         )
-    meta = json.loads(meta_path.read_text("utf-8"))
-    frame = dataset.read_holdout(holdout_path, meta["features"], str(meta["target"]))
-    return meta, model_path, frame
+    spec = ModelMeta.load(meta_path)
+    if not spec.target:
+        raise UserInputError(f"{meta_path}: `target` is missing", hint="re-run `mlcd train`")
+    frame = dataset.read_holdout(holdout_path, spec.feature_dicts(), spec.target)
+    # the evaluation's modules take the checked file as a dict (every feature with its kind)
+    return spec.to_dict(), model_path, frame
 
 
 def _score_champion(
@@ -62,10 +65,14 @@ def _score_champion(
 ) -> tuple[Scored | None, str]:
     from mlcd.evaluation.scoring import score
 
-    cmeta = champion.metadata
-    if cmeta.get("task") != meta["task"]:
-        return None, f"champion {champion.version} is a {cmeta.get('task')} model"
-    names = [str(f["name"]) for f in cmeta.get("features", [])]
+    try:
+        cspec = ModelMeta.from_dict(dict(champion.metadata), f"champion {champion.version}")
+    except UserInputError as exc:
+        return None, exc.message
+    cmeta = cspec.to_dict()
+    if cspec.task != meta["task"]:
+        return None, f"champion {champion.version} is a {cspec.task} model"
+    names = cspec.feature_names
     missing = [n for n in names if n not in frame.columns]
     if missing:
         return None, (
