@@ -8,7 +8,7 @@ docs/serving.md, "Inputs: the schema in model.json"). Train builds one and write
 module does not know are kept in `extra` and written back, so a file from a newer mlcd
 or a key added by a registry survives a round trip.
 
-Versions. `schema_version` is written since mlcd 0.x's typed model.json (version 2); a file
+Versions. `schema_version` is written since model.json got this type (version 2); a file
 without it is version 1, written by an earlier mlcd (the registry keeps those): every key
 but `task` and `features` may be absent, and a feature may lack `kind` (before the input
 schema existed), `missing` and `accepts_null`. `feature_kind` is the one rule that gives
