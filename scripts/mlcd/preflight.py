@@ -511,6 +511,25 @@ def check_image_name(c: _Check, out: Findings) -> None:
     )
 
 
+def check_signing_key(c: _Check, out: Findings) -> None:
+    """`signing.verify.key` names a readable EC public key (PEM): every deploy and the release
+    itself verify with it, so a wrong path would otherwise surface only after the build."""
+    section = c.loaded.config.signing_on
+    if section is None or not section.verify.key:
+        return
+    from mlcd.signing import keys
+
+    path = c.loaded.resolve(section.verify.key)
+    try:
+        keys.public_key(c.loaded, section)
+    except UserInputError as exc:
+        detail = exc.message.removeprefix(f"{c.loaded.path}: signing.verify.key ({path}): ")
+        out.problems.append(
+            f"{c.at.where(('signing', 'verify', 'key'))}: `{section.verify.key}` ({path}): "
+            f"{detail}; the path is relative to the config's folder (docs/signing.md)"
+        )
+
+
 # The checks, and the stage that needs what each one checks (`mlcd run --only` runs the
 # checks of the stages it runs).
 CHECKS: tuple[tuple[str, Callable[[_Check, Findings], None]], ...] = (
@@ -519,6 +538,7 @@ CHECKS: tuple[tuple[str, Callable[[_Check, Findings], None]], ...] = (
     ("train", check_data),
     ("train", check_entrypoint),
     ("build", check_image_name),
+    ("release", check_signing_key),
 )
 
 

@@ -516,3 +516,49 @@ def test_deployment_final_status_says_what_the_webhooks_said(
     first, last = fake.statuses[deployment["id"]]
     assert first["description"].endswith("in progress")
     assert last["description"] == said[:140]
+
+
+def test_a_new_deployment_retires_only_its_own_projects_previous_one(
+    fake: FakeGitHub, tmp_path: Path, repo_root: Path
+) -> None:
+    """GitHub's auto_inactive matches the environment name only, so one project's success
+    would mark another project's live deployment to the same environment inactive (and the
+    github registry reads the live production deployment as the champion)."""
+    client = GitHub(
+        api_url=fake.api_base,
+        repository=fake.repository,
+        token=TOKEN,
+        session=mounted_session(fake),
+        sleep=lambda _s: None,
+    )
+    other = client.create_deployment(
+        ref=SHA,
+        environment="staging",
+        description="other 1",
+        payload={"project": "other", "version": "1"},
+        production=False,
+    )
+    client.create_deployment_status(int(other["id"]), state="success")
+    out = tmp_path / "run"
+    bundle = make_bundle(out)
+    config = str(repo_root / "model/mlcd.yaml")
+    base = ["github", "deployment", "staging", "--out", str(out), "--config", config]
+    assert cli.main([*base, "--state", "success"]) == 0
+    bundle.write(
+        _result(
+            "release", details={"version": "4", "image": "127.0.0.1:5000/bc@sha256:" + "b" * 64}
+        ),
+        "",
+    )
+    assert cli.main([*base, "--state", "success"]) == 0
+    _, first, second = fake.deployments
+    assert [d["payload"]["version"] for d in (first, second)] == ["3", "4"]
+    states = {d["id"]: [s["state"] for s in fake.statuses[d["id"]]] for d in fake.deployments}
+    assert states[other["id"]] == ["success"]  # another project's: untouched
+    assert states[first["id"]] == ["success", "inactive"]  # replaced by 4
+    assert states[second["id"]] == ["success"]
+    bodies = [
+        r.json() for r in fake.requests if r.method == "POST" and r.path.endswith("/statuses")
+    ]
+    assert len(bodies) == 4, bodies  # other's success, 3's success, 4's success, 3 inactive
+    assert all(body["auto_inactive"] is False for body in bodies[1:]), bodies

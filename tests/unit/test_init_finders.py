@@ -233,6 +233,7 @@ def _plan(**changes: object) -> templates.Plan:
         "threshold_why": "baseline",
         "requirements": None,
         "requirement_lines": (),
+        "trusted_types": (),
         "test_paths": ("tests",),
         "smoke_test": None,
         "ruff_format": False,
@@ -273,6 +274,52 @@ def test_the_written_workflow_passes_the_github_check(tmp_path: Path) -> None:
     assert workflow["jobs"]["deliver"]["with"]["image"] == (
         "ghcr.io/${{ github.repository }}/churn"
     )
+
+
+def test_a_second_project_in_a_subfolder_keeps_its_tests(tmp_path: Path) -> None:
+    """`v2/` with its own data and tests is another project: the root's test.paths leave it
+    out (a folder holding only tests is still taken)."""
+    from mlcd.scaffold.command import _test_paths
+
+    _write(
+        tmp_path,
+        {
+            "tests/test_model.py": "def test_x():\n    pass\n",
+            "checks/test_more.py": "def test_y():\n    pass\n",
+            "v2/churn.csv": "a,y\n1,0\n",
+            "v2/model.py": "X = 1\n",
+            "v2/tests/test_model.py": "def test_z():\n    pass\n",
+            "v3/requirements.txt": "xgboost\n",
+            "v3/test_v3.py": "def test_w():\n    pass\n",
+        },
+    )
+    assert sorted(_test_paths(tmp_path)) == ["checks", "tests"]
+
+
+def test_xgboost_models_get_their_trusted_types_and_the_workflow_its_name(
+    tmp_path: Path,
+) -> None:
+    from mlcd.scaffold.command import _trusted_types
+
+    assert _trusted_types(["xgboost"], "classification") == (
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+    )
+    assert _trusted_types(["lightgbm"], "regression") == ()
+    plan = _plan(
+        requirements="requirements-model.txt",
+        requirement_lines=("xgboost-cpu==3.2.0",),
+        trusted_types=_trusted_types(["xgboost"], "regression"),
+    )
+    repo = _repo(tmp_path, plan)
+    model = load_config(repo / "mlcd.yaml").config.model
+    assert model.trusted_types == ["xgboost.core.Booster", "xgboost.sklearn.XGBRegressor"]
+    workflow = yaml.safe_load((repo / ".github" / "workflows" / "ml.yml").read_text())
+    assert workflow["name"] == "ml churn"  # two projects' workflows are told apart
+    assert workflow["jobs"]["deliver"]["secrets"]["signing-key"] == (
+        "${{ secrets.MLCD_SIGNING_KEY }}"
+    )
+    assert githubcheck.check(load_config(repo / "mlcd.yaml"), repo).errors == []
 
 
 def _edited(tmp_path: Path, old: str, new: str) -> list[str]:

@@ -327,3 +327,32 @@ def test_a_run_deploys_exactly_the_release_it_made(
     asked = _deploys(monkeypatch)
     assert run(project) == 0
     assert asked == [("staging", "0.3.0")]
+
+
+def test_validate_checks_the_signing_public_key(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing or unreadable `signing.verify.key` is exit 2 at validate, naming the line,
+    not a failure after the build when release or deploy first read it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    project.write_text(project.read_text() + "signing:\n  verify: {key: keys/signing.pub}\n")
+    line = len(project.read_text().splitlines())
+    assert main(["validate", "--config", str(project)]) == 2
+    err = capsys.readouterr().err
+    assert f"{project}:{line}:" in err, err
+    assert "signing.verify.key: `keys/signing.pub`" in err, err
+    assert "cannot read it" in err, err
+    key = project.parent / "keys" / "signing.pub"
+    key.parent.mkdir()
+    key.write_text("not a key\n")
+    assert main(["validate", "--config", str(project)]) == 2
+    assert "not a PEM public key" in capsys.readouterr().err
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    key.write_bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    assert main(["validate", "--config", str(project)]) == 0

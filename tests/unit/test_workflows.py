@@ -352,4 +352,4 @@ def test_the_example_config_deploys_to_servers_not_the_runner() -> None:
     for path in ROOT.glob("examples/*.yml"):
         text = path.read_text()
         if "deliver.yml" in text:
-            assert "deploy-ssh-key: ${{ secrets.DEPLOY_SSH_KEY }}" in text, path
+            assert "deploy-ssh-key: ${{ secrets.MLCD_DEPLOY_SSH_KEY }}" in text, path

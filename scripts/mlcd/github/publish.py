@@ -13,7 +13,7 @@ from mlcd.contracts import DeployDetails, ReleaseDetails, details
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import Bundle, StageResult, write_json_atomic
 from mlcd.github.comment import metric_chart, verdict_table
-from mlcd.tools.github import GitHub
+from mlcd.tools.github import GitHub, deployment_payload
 
 FOLDER = "github"
 MAX_ARCHIVED_FILE = 50 * 1024 * 1024
@@ -363,4 +363,30 @@ def record_deployment(
     record["states"] = [*record.get("states", []), state]
     record["status_id"] = status.get("id")
     write_json_atomic(path, record)
+    if state == "success":
+        retire_previous(gh, environment, project=facts.project, current=int(record["id"]))
     return record
+
+
+def retire_previous(gh: GitHub, environment: str, *, project: str, current: int) -> int | None:
+    """Mark this project's previous live deployment to `environment` inactive, as GitHub's
+    `auto_inactive` would, but leaving other projects' deployments to the same environment
+    name alone. Deployments come newest first and at most one earlier one is live, so the walk
+    stops at the first earlier deployment of the project that went live. Returns its id."""
+    for deployment in gh.deployments(environment=environment):
+        if int(deployment["id"]) == current:
+            continue
+        if deployment_payload(deployment).get("project") not in (None, project):
+            continue
+        states = [s.get("state") for s in gh.deployment_statuses(int(deployment["id"]))]
+        if "success" not in states:
+            continue  # never went live (failed, or still running elsewhere)
+        if states[0] == "success":
+            gh.create_deployment_status(
+                int(deployment["id"]),
+                state="inactive",
+                description=f"{project}: replaced by deployment {current}",
+            )
+            return int(deployment["id"])
+        return None
+    return None

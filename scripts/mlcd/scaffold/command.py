@@ -112,6 +112,27 @@ def _kit(given: str | None) -> tuple[str, str]:
     return (match.group(1) if match else DEFAULT_KIT), ref
 
 
+# what makes a folder another project rather than a folder of this one's tests
+_PROJECT_MARKERS = ("mlcd.yaml", "pyproject.toml", "setup.py", "setup.cfg")
+_DATA_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def _another_project(folder: Path) -> bool:
+    """A top-level folder with its own config, package metadata, requirements or data file is
+    another project (`v2/` beside the root's model): its tests are not this project's."""
+    if folder.name in ("tests", "test", "testing"):
+        return False
+    return any(
+        entry.is_file()
+        and (
+            entry.name in _PROJECT_MARKERS
+            or entry.suffix in _DATA_SUFFIXES
+            or (entry.name.startswith("requirements") and entry.suffix == ".txt")
+        )
+        for entry in folder.iterdir()
+    )
+
+
 def _test_paths(root: Path) -> list[str]:
     found: list[str] = []
     for path in finders._files(root, (".py",)):  # the same walk as the finders
@@ -120,9 +141,31 @@ def _test_paths(root: Path) -> list[str]:
             continue
         parts = path.relative_to(root).parts
         top = parts[0] if len(parts) > 1 else "."
-        if top not in found and top not in SKIPPED_NAMES:
-            found.append(top)
+        if top in found or top in SKIPPED_NAMES:
+            continue
+        if top != "." and _another_project(root / top):
+            continue
+        found.append(top)
     return ["."] if "." in found else found
+
+
+# the classes a fitted model of these packages holds besides scikit-learn's (what skops must
+# be told to trust), by the task: measured with xgboost 3.2 (XGBClassifier, XGBRegressor)
+_TRUSTED_BY_PACKAGE = {
+    "xgboost": {
+        "classification": ("xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"),
+        "regression": ("xgboost.core.Booster", "xgboost.sklearn.XGBRegressor"),
+    },
+}
+
+
+def _trusted_types(imports: list[str], task: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for module in imports:
+        for name in _TRUSTED_BY_PACKAGE.get(module.split(".")[0], {}).get(task, ()):
+            if name not in found:
+                found.append(name)
+    return tuple(found)
 
 
 def _uses_ruff(root: Path, repo: Path) -> bool:
@@ -205,6 +248,7 @@ def plan_for(root: Path, repo: Path, args: argparse.Namespace) -> templates.Plan
         threshold_why=why,
         requirements=MODEL_REQUIREMENTS if lines else None,
         requirement_lines=lines,
+        trusted_types=_trusted_types(list(imports), task),
         test_paths=tuple(tests) if tests else ("tests",),
         smoke_test=None if tests else SMOKE_TEST,
         ruff_format=_uses_ruff(root, repo),

@@ -39,6 +39,7 @@ class Plan:
     threshold_why: str
     requirements: str | None  # the requirements file written for the model, if any
     requirement_lines: tuple[str, ...]
+    trusted_types: tuple[str, ...]  # classes of third-party packages skops must trust
     test_paths: tuple[str, ...]
     smoke_test: str | None  # the test file written, if any
     ruff_format: bool
@@ -83,6 +84,12 @@ def config_text(plan: Plan) -> str:
             "  # entrypoint's imports): installed by `mlcd deps` and baked into the image",
             f"  requirements: {_q(plan.requirements)}",
         ]
+        if plan.trusted_types:
+            lines += [
+                "  # the classes a fitted model of these packages holds: loaded with skops, never",
+                "  # unpickled; train names any other type the model needs",
+                f"  trusted-types: [{', '.join(plan.trusted_types)}]",
+            ]
     else:
         lines += [
             "  # packages the model needs besides scikit-learn, NumPy and pandas, if any:",
@@ -139,7 +146,7 @@ def workflow_text(plan: Plan) -> str:
             f"# {plan.branch} releases the image and rolls it out to staging; a manual run deploys",
             "# an existing release (default: the newest that passed the environment's requires:).",
             "# `mlcd validate --github` checks this file against mlcd.yaml.",
-            "name: ml",
+            f"name: ml {plan.project}",
             "",
             "on:",
             "  pull_request:",
@@ -179,6 +186,8 @@ def workflow_text(plan: Plan) -> str:
             "      # secrets): the docker-host targets' SSH key and known_hosts lines",
             "      deploy-ssh-key: ${{ secrets.MLCD_DEPLOY_SSH_KEY }}",
             "      deploy-known-hosts: ${{ secrets.MLCD_DEPLOY_KNOWN_HOSTS }}",
+            "      # signed releases (`signing:` in mlcd.yaml, docs/signing.md): the private key",
+            "      signing-key: ${{ secrets.MLCD_SIGNING_KEY }}",
             "",
         ]
     )

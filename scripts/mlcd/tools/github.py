@@ -391,10 +391,13 @@ class GitHub:
         environment_url: str | None = None,
         log_url: str | None = None,
     ) -> dict[str, Any]:
+        # auto_inactive would mark every earlier successful deployment to the environment
+        # inactive, another project's too (GitHub matches the environment name only); mlcd
+        # marks its own project's previous one (github.publish.retire_previous)
         body: dict[str, Any] = {
             "state": state,
             "description": description[:140],
-            "auto_inactive": True,
+            "auto_inactive": False,
         }
         if environment_url:
             body["environment_url"] = environment_url
