@@ -174,6 +174,9 @@ def _train(root: Path) -> None:
         "task": "classification",
         "estimator": "Pipeline",
         "target": "diagnosis",
+        "features": [
+            {"name": "mean radius", "dtype": "float64", "kind": "number", "min": 6.98, "max": 28.1}
+        ],
         "classes": [0, 1],
     }
     (folder / "model.json").write_text(json.dumps(meta), "utf-8")

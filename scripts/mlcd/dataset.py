@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from mlcd import modelmeta
 from mlcd.errors import UserInputError
 
 Task = Literal["classification", "regression"]
@@ -283,11 +284,7 @@ def read_holdout(path: Path, features: list[dict[str, Any]], target: str) -> pd.
     """Read `train/holdout.csv` back with the dtypes of `model.json`'s feature schema."""
     dtypes: dict[str, Any] = {}
     for feature in features:
-        dtype = str(feature.get("dtype", ""))
-        kind = feature.get("kind")
-        if kind in ("category", "text", "datetime") or (
-            kind is None and feature.get("categories") is not None and dtype != "bool"
-        ):
+        if modelmeta.is_string_kind(feature):  # the one rule for a feature's kind
             dtypes[str(feature["name"])] = str
     if not path.is_file():
         raise UserInputError(

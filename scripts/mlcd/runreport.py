@@ -44,6 +44,7 @@ from mlcd.contracts import (
 )
 from mlcd.errors import MlcdError
 from mlcd.evidence import Bundle, StageResult
+from mlcd.modelmeta import ModelMeta
 from mlcd.pages import html as html_
 from mlcd.presentation import METRICS, SEVERITIES, STATUS_WORD, metric_name
 from mlcd.presentation import html_number as _fmt
@@ -84,6 +85,17 @@ def _json_file(path: Path) -> Any:
     try:
         return json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
+        return None
+
+
+def _model_meta(path: Path | None) -> ModelMeta | None:
+    """train's model.json, or None when it is missing or not a valid one (the page shows
+    what it can)."""
+    if path is None:
+        return None
+    try:
+        return ModelMeta.from_dict(_json_file(path), str(path))
+    except MlcdError:
         return None
 
 
@@ -489,16 +501,15 @@ def _model(view: RunView) -> str:
     if comparison.get("status") != "compared":
         champion_metrics = {}
     checks = _list(data.get("checks"))
-    meta_path = view.file("train", "metadata", "train/model.json")
-    meta = _dict(_json_file(meta_path)) if meta_path else {}
+    meta = _model_meta(view.file("train", "metadata", "train/model.json"))
     facts = _facts(
         [
             ("model version", e(str(evaluated.model_version or ""))),
             (
                 "estimator",
-                e(" ".join(str(meta.get(k) or "") for k in ("estimator", "task"))),
+                e(f"{meta.estimator or ''} {meta.task}" if meta else " "),
             ),
-            ("target", _code(str(meta.get("target") or ""))),
+            ("target", _code((meta.target or "") if meta else "")),
             (
                 "held-out rows",
                 _fmt(data.get("holdout_rows") or (train and train.metrics.get("holdout_rows"))),
@@ -914,8 +925,8 @@ def render_html(bundle: Bundle, planned: Sequence[str] | None = None) -> str:
         result = view.result(stage)
         name = _details(result, model_for(stage)).first("name")
         if stage == "train":
-            meta_path = view.file("train", "metadata", "train/model.json")
-            name = _dict(_json_file(meta_path)).get("name") if meta_path else None
+            meta = _model_meta(view.file("train", "metadata", "train/model.json"))
+            name = meta.name if meta else None
         if name:
             project = str(name)
             break

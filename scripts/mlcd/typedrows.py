@@ -11,11 +11,13 @@ gaps), so the in-process predictions and the requests see the same values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-STRING_KINDS = ("category", "text", "datetime")
+from mlcd import modelmeta
+
+STRING_KINDS = modelmeta.STRING_KINDS
 # the V2 (KServe) datatype of each feature kind; the model server's metadata route uses it too,
 # so this module must keep importing only the standard library at import time
 V2_DATATYPE = {
@@ -28,19 +30,10 @@ V2_DATATYPE = {
 }
 
 
-def feature_kind(feature: dict[str, Any]) -> str:
-    """The feature's kind; model.json files from before `kind` get it from the dtype."""
-    kind = feature.get("kind")
-    if isinstance(kind, str):
-        return kind
-    dtype = str(feature.get("dtype") or "float64").lower()
-    if feature.get("categories") is not None:
-        return "boolean" if dtype == "bool" else "category"
-    if dtype in ("object", "category", "string", "str"):
-        return "text"
-    if dtype == "bool":
-        return "boolean"
-    return "integer" if dtype.startswith(("int", "uint")) else "number"
+def feature_kind(feature: Mapping[str, Any]) -> str:
+    """The feature's kind: `mlcd.modelmeta.kind_of`, the one rule (model.json files from
+    before `kind` get it from the dtype and the categories)."""
+    return modelmeta.kind_of(feature)
 
 
 def json_value(value: Any, kind: str) -> Any:

@@ -26,6 +26,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from mlcd import cli, config, modelio, projectcode
 from mlcd.errors import EnvironmentMissing, GateFailed, UserInputError
+from mlcd.modelmeta import ModelMeta
 from mlcd.security import modelscan
 from mlcd.serve import model as served
 from mlcd.stages import build
@@ -66,12 +67,12 @@ def test_a_package_entrypoint_trains_and_records_the_project_code(tmp_path: Path
     # trained with it)
     loaded = config.load_config(cfg)
     ctx: Any = type("Ctx", (), {"loaded": loaded})()
-    files = build.project_files(ctx, meta)
+    files = build.project_files(ctx, ModelMeta.from_dict(meta))
     assert sorted(rel for _, rel in files) == sorted(shipped)
     features = root / "model" / "features.py"
     features.write_text(features.read_text() + "\n# changed\n")
     with pytest.raises(UserInputError) as info:
-        build.project_files(ctx, meta)
+        build.project_files(ctx, ModelMeta.from_dict(meta))
     assert info.value.problems == ["model/features.py: changed since `mlcd train` fitted the model"]
 
 

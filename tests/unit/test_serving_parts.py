@@ -57,13 +57,21 @@ def test_a_dataframe_model_gets_pandas_from_its_own_lock(tmp_path: Path) -> None
     base = {p.name for p in wheelhouse.parse_lock(wheelhouse.lock_text())}
     assert "pandas" in {p.name for p in extra}
     assert not base & {p.name for p in extra}  # only what the base lock does not hold
+    number = [{"name": "a", "dtype": "float64", "kind": "number"}]
     for fmt, has_pandas in (("dataframe", True), ("array", False)):
-        (tmp_path / "model.json").write_text(json.dumps({"input": {"format": fmt}}))
+        meta = {"task": "regression", "features": number, "input": {"format": fmt}}
+        (tmp_path / "model.json").write_text(json.dumps(meta))
         assert ("pandas" in {p.name for p in serving_pins(tmp_path)}) is has_pandas
-    legacy = {"features": [{"name": "a", "dtype": "object", "categories": ["x"]}]}
+    legacy = {
+        "task": "regression",
+        "features": [{"name": "a", "dtype": "object", "categories": ["x"]}],
+    }
     (tmp_path / "model.json").write_text(json.dumps(legacy))
     assert "pandas" in {p.name for p in serving_pins(tmp_path)}
-    legacy = {"features": [{"name": "a", "dtype": "float64", "categories": None}]}
+    legacy = {
+        "task": "regression",
+        "features": [{"name": "a", "dtype": "float64", "categories": None}],
+    }
     (tmp_path / "model.json").write_text(json.dumps(legacy))
     assert "pandas" not in {p.name for p in serving_pins(tmp_path)}
 
@@ -200,13 +208,29 @@ def test_the_server_can_import_typedrows_without_pandas_or_pydantic() -> None:
 
     from mlcd import typedrows
 
-    tree = ast.parse(Path(typedrows.__file__).read_text(encoding="utf-8"))
-    roots = {
-        (node.module or "").split(".")[0]
-        if isinstance(node, ast.ImportFrom)
-        else a.name.split(".")[0]
-        for node in tree.body
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for a in node.names
-    }
+    # typedrows takes the kind rule from mlcd.modelmeta (which takes its exceptions from
+    # mlcd.errors): follow mlcd's own modules, every other import must be the stdlib's
+    seen: set[str] = set()
+    todo = ["mlcd.typedrows"]
+    roots: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = Path(typedrows.__file__).parent.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module == "mlcd":
+                todo += [f"mlcd.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlcd."):
+                todo.append(str(node.module))
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                roots |= {
+                    (node.module or "").split(".")[0]
+                    if isinstance(node, ast.ImportFrom)
+                    else a.name.split(".")[0]
+                    for a in node.names
+                }
+    assert {"mlcd.typedrows", "mlcd.modelmeta", "mlcd.errors"} <= seen, seen
     assert roots <= sys.stdlib_module_names | {"__future__"}, roots

@@ -47,8 +47,8 @@ def read_holdout(path: Path, model: ServedModel) -> tuple[list[dict[str, Any]], 
     """The held-out rows as typed records, and the in-process predictions for them."""
     import numpy as np
 
-    features = model.meta.get("features") or []
-    target = str(model.meta.get("target") or "")
+    features = model.spec.feature_dicts()
+    target = model.spec.target or ""
     try:
         frame = typedrows.holdout_frame(path, features, target)
     except OSError as exc:
@@ -74,7 +74,7 @@ def _same(expected: Any, got: Any, regression: bool) -> bool:
 
 def _bodies(model: ServedModel, chunk: list[dict[str, Any]]) -> dict[str, tuple[str, Any]]:
     """Per body form: the path and the JSON body for these rows."""
-    features = model.meta.get("features") or []
+    features = model.spec.feature_dicts()
     names = model.feature_names
     forms: dict[str, tuple[str, Any]] = {
         "records": ("/predict", {"records": chunk}),

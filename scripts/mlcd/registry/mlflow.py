@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__
+from mlcd import __version__, modelmeta
 from mlcd.contracts import META_FILE, MODEL_FILE
 from mlcd.errors import GateFailed, UserInputError
 from mlcd.evidence import utc_now
@@ -60,7 +60,7 @@ def signature(metadata: dict[str, Any]) -> dict[str, Any]:
     """MLflow's model signature (a column-based schema) from model.json's features."""
     inputs = [
         {
-            "type": _MLFLOW_TYPE.get(str(f.get("kind", "number")), "double"),
+            "type": _MLFLOW_TYPE.get(modelmeta.kind_of(f), "double"),
             "name": str(f["name"]),
             "required": True,
         }

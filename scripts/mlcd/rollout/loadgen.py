@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlcd import typedrows
+from mlcd import modelmeta, typedrows
 from mlcd.errors import UserInputError
 
 
@@ -38,13 +38,10 @@ def _value(text: str) -> Any:
 
 def holdout_rows(path: Path, target: str, limit: int = 5000) -> list[dict[str, Any]]:
     """The feature values of the held-out rows, as typed records."""
-    schema = path.parent / "model.json"
+    schema = path.parent / modelmeta.META_FILE
     if schema.is_file():
-        try:
-            features = json.loads(schema.read_text("utf-8")).get("features")
-        except (OSError, ValueError):
-            features = None
-        if isinstance(features, list) and features:
+        features = modelmeta.ModelMeta.load(schema).feature_dicts()
+        if features:
             try:
                 rows = typedrows.holdout_records(path, features, target, limit=limit)
             except OSError as exc:

@@ -14,15 +14,15 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from mlcd import modelmeta
 from mlcd.errors import EnvironmentMissing, UserInputError
+from mlcd.modelmeta import ModelMeta
 
 Task = Literal["classification", "regression"]
 # contracts.MODEL_FILE and META_FILE: the serving image has no pydantic, so it cannot import
 # mlcd.contracts; tests/unit/test_contracts.py checks that the names are the same
 MODEL_FILE = "model.skops"
-META_FILE = "model.json"
-
-_CATEGORICAL_DTYPES = {"object", "category", "string", "str"}
+META_FILE = modelmeta.META_FILE
 # Final estimators whose `predict` is, by construction, the class of the largest
 # `predict_proba`: for them one `predict_proba` call gives both answers.
 _PROBA_ARGMAX = {
@@ -39,8 +39,8 @@ warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 GAP = np.nan  # the object that stands for a missing value in a validated row
 _GAP = GAP
-KINDS = ("number", "integer", "boolean", "category", "text", "datetime")
-STRING_KINDS = frozenset({"category", "text", "datetime"})
+KINDS = modelmeta.KINDS
+STRING_KINDS = modelmeta.STRING_KINDS
 
 
 @dataclass(frozen=True)
@@ -66,18 +66,6 @@ class Feature:
         return self.kind in STRING_KINDS
 
 
-def _legacy_kind(dtype: str, categories: Any) -> str:
-    """The kind of a feature in a model.json written before `kind` existed."""
-    lower = dtype.lower()
-    if categories is not None:
-        return "boolean" if lower == "bool" else "category"
-    if lower in _CATEGORICAL_DTYPES:
-        return "text"
-    if lower == "bool":
-        return "boolean"
-    return "integer" if lower.startswith(("int", "uint")) else "number"
-
-
 @dataclass
 class BatchOutput:
     """What one predict call returns, per row."""
@@ -92,7 +80,7 @@ class ModelError(Exception):
     """The estimator raised: a 500 for the request, never a crash."""
 
 
-def _load_meta(folder: Path) -> dict[str, Any]:
+def _load_meta(folder: Path) -> tuple[dict[str, Any], ModelMeta]:
     path = folder / META_FILE
     try:
         meta = json.loads(path.read_text("utf-8"))
@@ -104,45 +92,25 @@ def _load_meta(folder: Path) -> dict[str, Any]:
         ) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserInputError(f"{path}: unreadable model metadata ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise UserInputError(f"{path}: model metadata must be a JSON object")
-    return meta
+    return meta, ModelMeta.from_dict(meta, str(path))
 
 
-def _features(meta: dict[str, Any], path: Path, default_null: bool) -> list[Feature]:
-    raw = meta.get("features")
-    if not isinstance(raw, list) or not raw:
-        raise UserInputError(f"{path}: `features` must be a non-empty list")
-    features = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise UserInputError(f"{path}: features[{index}] needs a string `name`")
-        cats = item.get("categories")
-        dtype = str(item.get("dtype") or "float64")
-        kind = item.get("kind")
-        if kind is None:
-            kind = _legacy_kind(dtype, cats)
-        elif kind not in KINDS:
-            raise UserInputError(
-                f"{path}: features[{index}].kind {kind!r} is not one of {', '.join(KINDS)}"
-            )
-        accepts = item.get("accepts_null")
-        features.append(
-            Feature(
-                name=item["name"],
-                dtype=dtype,
-                categories=tuple(cats) if isinstance(cats, list) else None,
-                min=_num(item.get("min")),
-                max=_num(item.get("max")),
-                kind=kind,
-                accepts_null=accepts if isinstance(accepts, bool) else default_null,
-                nullable=bool(item.get("nullable")),
-            )
+def _features(spec: ModelMeta, default_null: bool) -> list[Feature]:
+    """The served features of a checked model.json (its kinds by `modelmeta.feature_kind`;
+    `accepts_null`, absent before the probe existed, is what the estimator's tags say)."""
+    return [
+        Feature(
+            name=f.name,
+            dtype=f.dtype,
+            categories=tuple(f.categories) if f.categories is not None else None,
+            min=_num(f.min),
+            max=_num(f.max),
+            kind=f.kind,
+            accepts_null=f.accepts_null if f.accepts_null is not None else default_null,
+            nullable=f.nullable,
         )
-    names = [f.name for f in features]
-    if len(set(names)) != len(names):
-        raise UserInputError(f"{path}: feature names are not unique")
-    return features
+        for f in spec.features
+    ]
 
 
 def _num(value: Any) -> float | None:
@@ -174,36 +142,42 @@ def _jsonable(values: NDArray[Any]) -> list[Any]:
 class ServedModel:
     """A fitted estimator with its schema. `predict` takes a 2-D array of rows."""
 
-    def __init__(self, estimator: Any, meta: dict[str, Any], *, version: str = "") -> None:
+    def __init__(
+        self, estimator: Any, meta: dict[str, Any] | ModelMeta, *, version: str = ""
+    ) -> None:
+        if isinstance(meta, ModelMeta):
+            spec, meta = meta, meta.to_dict()
+        else:  # `_path` and `_files`: where it was read from, the folder's digests (load)
+            source = str(meta.get("_path", META_FILE))
+            spec = ModelMeta.from_dict(
+                {k: v for k, v in meta.items() if not k.startswith("_")}, source
+            )
         path = Path(str(meta.get("_path", META_FILE)))
         self.estimator = estimator
         self.meta = meta
-        self.name = str(meta.get("name") or "model")
-        task = meta.get("task")
-        if task not in ("classification", "regression"):
-            raise UserInputError(f"{path}: `task` must be classification or regression")
-        self.task: Task = task
-        self.features = _features(meta, path, _allows_nan(estimator))
+        self.spec = spec
+        self.name = spec.name or "model"
+        self.task: Task = "regression" if spec.task == "regression" else "classification"
+        self.features = _features(spec, _allows_nan(estimator))
         self.feature_names = [f.name for f in self.features]
         self.feature_index = {name: i for i, name in enumerate(self.feature_names)}
         self.numeric = all(f.numeric for f in self.features)
         self.plain_numbers = all(f.kind == "number" for f in self.features)
-        self.input_format = _input_format(meta, self.features, path)
+        self.input_format = _input_format(spec, self.features)
         # the order of the estimator's columns (feature_names_in_), the features' by default
-        names_in = (meta.get("input") or {}).get("feature_names_in")
+        names_in = spec.input.feature_names_in if spec.input is not None else None
         self.columns_in = (
             [str(n) for n in names_in]
-            if isinstance(names_in, list)
-            and sorted(map(str, names_in)) == sorted(self.feature_names)
+            if names_in is not None and sorted(map(str, names_in)) == sorted(self.feature_names)
             else list(self.feature_names)
         )
         self.category_features = [i for i, f in enumerate(self.features) if f.kind == "category"]
         self.category_sets = {
             i: frozenset(self.features[i].categories or ()) for i in self.category_features
         }
-        fingerprint = str(meta.get("fingerprint") or "")[:12]
+        fingerprint = (spec.fingerprint or "")[:12]
         default = f"0.0.0+{fingerprint}" if fingerprint else "0.0.0+local"
-        self.version = version or str(meta.get("version") or default)
+        self.version = version or spec.version or default
         self.allow_nan = all(f.accepts_null for f in self.features)
         self.null_ok = tuple(f.accepts_null for f in self.features)
         self.has_proba = self.task == "classification" and hasattr(estimator, "predict_proba")
@@ -324,17 +298,14 @@ class ServedModel:
         return card
 
 
-def _input_format(meta: dict[str, Any], features: list[Feature], path: Path) -> str:
-    """`array` (a float64 NumPy array) or `dataframe` (a pandas DataFrame)."""
-    declared = (meta.get("input") or {}).get("format")
+def _input_format(spec: ModelMeta, features: list[Feature]) -> str:
+    """`array` (a float64 NumPy array) or `dataframe` (a pandas DataFrame); from_dict has
+    checked that an `array` model has only numbers."""
+    declared = spec.input_format
     if declared is None:  # model.json before `input`: arrays unless a column is a string
         numeric = all(f.numeric or f.kind == "boolean" for f in features)
         return "array" if numeric else "dataframe"
-    if declared not in ("array", "dataframe"):
-        raise UserInputError(f"{path}: input.format must be array or dataframe, not {declared!r}")
-    if declared == "array" and not all(f.numeric or f.kind == "boolean" for f in features):
-        raise UserInputError(f"{path}: input.format array needs every feature to be a number")
-    return str(declared)
+    return declared
 
 
 def _column(pd: Any, values: NDArray[Any], feature: Feature) -> Any:
@@ -376,7 +347,7 @@ def served_files(folder: Path) -> dict[str, str]:
 
 def load(folder: Path, *, version: str = "") -> ServedModel:
     """Load `model.skops` with the types `model.json` trusts; exit 2 on a bad folder."""
-    meta = _load_meta(folder)
+    meta, spec = _load_meta(folder)
     meta["_path"] = str(folder / META_FILE)
     meta["_files"] = served_files(folder)
     path = folder / MODEL_FILE
@@ -385,9 +356,7 @@ def load(folder: Path, *, version: str = "") -> ServedModel:
             f"no {MODEL_FILE} in the model folder {folder}",
             hint="point MLCD_MODEL_DIR (or --model-dir) at the folder `mlcd train` wrote",
         )
-    trusted = meta.get("trusted_types") or []
-    if not isinstance(trusted, list) or not all(isinstance(t, str) for t in trusted):
-        raise UserInputError(f"{folder / META_FILE}: `trusted_types` must be a list of strings")
+    trusted = spec.trusted_types or []
     try:
         import skops.io as sio
     except ImportError as exc:

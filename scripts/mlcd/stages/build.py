@@ -26,12 +26,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mlcd import __version__, entrypoint, projectcode, typedrows
+from mlcd import __version__, entrypoint, projectcode
 from mlcd.context import Command, Context
 from mlcd.contracts import META_FILE, MODEL_FILE, BuildDetails
 from mlcd.errors import EnvironmentMissing, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
 from mlcd.image import contract, wheelhouse
+from mlcd.modelmeta import ModelMeta
 from mlcd.tools import docker
 from mlcd.tools.git import commit_time, head_sha, remote_url
 
@@ -106,29 +107,24 @@ def model_wheels(ctx: Context, cache: Path, lock: list[wheelhouse.Pin]) -> list[
     return wheelhouse.model_requirements(ctx.loaded.resolve(named), named, lock, cache)
 
 
-def project_files(ctx: Context, meta: dict[str, Any]) -> list[tuple[Path, str]]:
+def project_files(ctx: Context, meta: ModelMeta) -> list[tuple[Path, str]]:
     """The project's own modules the model needs (model.json's `project_modules`), as
     (file, path under /opt/project); exit 2 when one changed since train."""
-    entries = meta.get("project_modules") or []
-    if not isinstance(entries, list):
-        raise UserInputError("train/model.json: `project_modules` must be a list")
+    entries = [m.to_dict() for m in meta.project_modules or ()]
     return projectcode.check_shipped(entries, ctx.loaded.root)
 
 
-def needs_dataframe(meta: dict[str, Any]) -> bool:
+def needs_dataframe(meta: ModelMeta) -> bool:
     """model.json says the server builds a pandas DataFrame (docs/serving.md)."""
-    declared = (meta.get("input") or {}).get("format")
-    if declared is not None:
-        return bool(declared == "dataframe")
+    if meta.input_format is not None:
+        return meta.input_format == "dataframe"
     # model.json before `input`: the server takes a DataFrame when a column is a string
-    return any(
-        typedrows.feature_kind(f) in typedrows.STRING_KINDS for f in meta.get("features") or []
-    )
+    return meta.string_columns
 
 
 def serving_pins(model_dir: Path) -> list[wheelhouse.Pin]:
     """The locked wheels the image needs: pandas' too when the model takes a DataFrame."""
-    meta = json.loads((model_dir / "model.json").read_text("utf-8"))
+    meta = ModelMeta.load(model_dir / META_FILE)
     return wheelhouse.serving_pins(dataframe=needs_dataframe(meta))
 
 
@@ -253,7 +249,7 @@ class _Prepared:
 
     model_dir: Path
     holdout: Path
-    meta: dict[str, Any]
+    meta: ModelMeta
     engine: str
     base: str
     folder: Path
@@ -280,7 +276,7 @@ class _Built:
 
 def _prepare(ctx: Context, args: argparse.Namespace) -> _Prepared:
     model_dir, holdout = train_files(ctx, by=STAGE)
-    meta = json.loads((model_dir / "model.json").read_text("utf-8"))
+    meta = ModelMeta.load(model_dir / META_FILE)
     ctx.progress("checking the Docker engine")
     engine = docker.ping()
     base = args.base or ctx.config.image.base
@@ -299,9 +295,9 @@ def _prepare(ctx: Context, args: argparse.Namespace) -> _Prepared:
     return _Prepared(model_dir, holdout, meta, engine, base, folder, context_info, args.dockerfile)
 
 
-def _model_version(meta: dict[str, Any]) -> str:
-    fingerprint = str(meta.get("fingerprint") or "")
-    return str(meta.get("version") or (f"0.0.0+{fingerprint[:12]}" if fingerprint else "0.0.0"))
+def _model_version(meta: ModelMeta) -> str:
+    fingerprint = meta.fingerprint or ""
+    return meta.version or (f"0.0.0+{fingerprint[:12]}" if fingerprint else "0.0.0")
 
 
 def _build(ctx: Context, prep: _Prepared) -> _Built:
@@ -314,9 +310,9 @@ def _build(ctx: Context, prep: _Prepared) -> _Built:
         "MLCD_REVISION": head_sha(root),
         "MLCD_CREATED": _created(root, prep.model_dir),
         "MLCD_SOURCE": remote_url(root) or "unknown",
-        "MODEL_NAME": str(meta.get("name") or ctx.config.project),
+        "MODEL_NAME": meta.name or ctx.config.project,
         "MODEL_VERSION": model_version,
-        "MODEL_DATA_SHA256": str(meta.get("data_sha256") or "unknown"),
+        "MODEL_DATA_SHA256": meta.data_sha256 or "unknown",
         "MODEL_METRICS_SHA256": _metrics_sha256(ctx),
     }
     ctx.progress(f"docker build --network none (base {prep.base})")

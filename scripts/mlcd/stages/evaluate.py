@@ -13,7 +13,6 @@ NumPy, pandas and matplotlib load only when the stage runs (`mlcd --help` loads 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from mlcd.contracts import META_FILE, MODEL_FILE, VERDICT_FILE, train_files
 from mlcd.errors import UserInputError
 from mlcd.evaluation.registration import register_candidate
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
+from mlcd.modelmeta import ModelMeta
 from mlcd.registry import CHAMPION, ModelRegistry, ModelVersion, open_registry
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 STAGE = "evaluate"
 
 
-def _load_train(ctx: Context) -> tuple[dict[str, Any], Path, pd.DataFrame]:
+def _load_train(ctx: Context) -> tuple[ModelMeta, Path, pd.DataFrame]:
     from mlcd import dataset
 
     ctx.bundle.require("train", by=STAGE)
@@ -46,9 +46,11 @@ def _load_train(ctx: Context) -> tuple[dict[str, Any], Path, pd.DataFrame]:
             f"{ctx.bundle.root / 'train'} lacks {MODEL_FILE} or {META_FILE}",
             hint="run `mlcd train` first, with the same --out",
         )
-    meta = json.loads(meta_path.read_text("utf-8"))
-    frame = dataset.read_holdout(holdout_path, meta["features"], str(meta["target"]))
-    return meta, model_path, frame
+    spec = ModelMeta.load(meta_path)
+    if not spec.target:
+        raise UserInputError(f"{meta_path}: `target` is missing", hint="re-run `mlcd train`")
+    frame = dataset.read_holdout(holdout_path, spec.feature_dicts(), spec.target)
+    return spec, model_path, frame
 
 
 def _score_champion(
@@ -57,39 +59,41 @@ def _score_champion(
     registry: ModelRegistry,
     champion: ModelVersion,
     frame: pd.DataFrame,
-    meta: dict[str, Any],
+    spec: ModelMeta,
     workdir: Path,
 ) -> tuple[Scored | None, str]:
     from mlcd.evaluation.scoring import score
 
-    cmeta = champion.metadata
-    if cmeta.get("task") != meta["task"]:
-        return None, f"champion {champion.version} is a {cmeta.get('task')} model"
-    names = [str(f["name"]) for f in cmeta.get("features", [])]
+    try:
+        cspec = ModelMeta.from_dict(dict(champion.metadata), f"champion {champion.version}")
+    except UserInputError as exc:
+        return None, exc.message
+    if cspec.task != spec.task:
+        return None, f"champion {champion.version} is a {cspec.task} model"
+    names = cspec.feature_names
     missing = [n for n in names if n not in frame.columns]
     if missing:
         return None, (
             f"champion {champion.version} needs feature(s) the candidate's holdout lacks: "
             f"{', '.join(missing[:5])}"
         )
-    if meta["task"] == "classification" and [str(c) for c in cmeta.get("classes") or []] != [
-        str(c) for c in meta.get("classes") or []
+    if spec.task == "classification" and [str(c) for c in cspec.classes or []] != [
+        str(c) for c in spec.classes or []
     ]:
         return None, (
-            f"champion {champion.version} has classes {cmeta.get('classes')}, the candidate "
-            f"{meta.get('classes')}"
+            f"champion {champion.version} has classes {cspec.classes}, the candidate {spec.classes}"
         )
     model = projectcode.load_project_model(
         registry.model_file(champion.version, workdir),
         ctx.loaded.root,
         list(ctx.config.model.trusted_types),
     )
-    target = str(meta["target"])
-    return score(model, frame[names], frame[target], meta), ""
+    target = str(spec.target)
+    return score(model, frame[names], frame[target], spec.to_dict()), ""
 
 
 def _champion(
-    ctx: Context, registry: ModelRegistry | None, frame: pd.DataFrame, meta: dict[str, Any]
+    ctx: Context, registry: ModelRegistry | None, frame: pd.DataFrame, spec: ModelMeta
 ) -> ChampionScore:
     """The registry's champion scored on the candidate's held-out rows, or why not."""
     from mlcd import metrics as m
@@ -109,7 +113,7 @@ def _champion(
     ctx.progress(f"scoring champion {champion.version}")
     with tempfile.TemporaryDirectory(prefix="mlcd-champion-") as workdir:
         scored, why = _score_champion(
-            ctx, registry=registry, champion=champion, frame=frame, meta=meta, workdir=Path(workdir)
+            ctx, registry=registry, champion=champion, frame=frame, spec=spec, workdir=Path(workdir)
         )
     if scored is None:
         return ChampionScore(
@@ -179,8 +183,10 @@ def _body(ctx: Context, *, register: bool) -> StageOutcome:
     from mlcd.evaluation.scoring import score
 
     cfg = ctx.config.evaluate
-    meta, model_path, frame = _load_train(ctx)
-    task = str(meta["task"])
+    spec, model_path, frame = _load_train(ctx)
+    # the evaluation's modules take the checked file as a dict (every feature with its kind)
+    meta = spec.to_dict()
+    task = spec.task
     checks.check_names(cfg, task, ctx.loaded.path)
     folder = ctx.bundle.stage_dir(STAGE)
 
@@ -189,16 +195,15 @@ def _body(ctx: Context, *, register: bool) -> StageOutcome:
         model_path, ctx.loaded.root, ctx.config.model.trusted_types
     )
     checks.check_probability_metrics(ctx.loaded, model, task)
-    features = [str(f["name"]) for f in meta["features"]]
-    candidate = score(model, frame[features], frame[str(meta["target"])], meta)
+    candidate = score(model, frame[spec.feature_names], frame[str(spec.target)], meta)
     registry = open_registry(ctx.loaded) if (register or cfg.compare_to == "champion") else None
-    champion = _champion(ctx, registry, frame, meta)
+    champion = _champion(ctx, registry, frame, spec)
     boot = m.bootstrap(
         candidate.predictions,
         champion.scored.predictions if champion.scored else None,
         samples=cfg.bootstrap_samples,
         confidence=cfg.confidence,
-        seed=int(meta.get("seed", 0)),
+        seed=spec.seed or 0,
         progress=ctx.progress,
     )
     verdict = checks.judge(

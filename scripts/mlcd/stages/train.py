@@ -26,6 +26,7 @@ from mlcd.context import Command, Context
 from mlcd.contracts import HOLDOUT_FILE, META_FILE, MODEL_FILE, TrainDetails
 from mlcd.errors import GateFailed, MlcdError, UserInputError
 from mlcd.evidence import StageOutcome, StageResult, write_json_atomic
+from mlcd.modelmeta import FeatureSpec, InputSpec, ModelMeta, ProjectModule
 from mlcd.registry import open_registry
 from mlcd.security import redact
 
@@ -158,7 +159,7 @@ def _read(ctx: Context) -> _Data:
     return _Data(entry, frame, data_sha256, versions, fp, parts, features)
 
 
-def _reused(ctx: Context, data: _Data, paths: _Paths) -> dict[str, Any] | None:
+def _reused(ctx: Context, data: _Data, paths: _Paths) -> ModelMeta | None:
     """model.json of a model registered from the same fingerprint, its file copied; None
     when there is none."""
     registry = open_registry(ctx.loaded)
@@ -168,13 +169,12 @@ def _reused(ctx: Context, data: _Data, paths: _Paths) -> dict[str, Any] | None:
     ctx.progress(f"reusing {earlier.version} from {registry.location}")
     shutil.copyfile(registry.model_file(earlier.version, paths.model.parent), paths.model)
     paths.model.chmod(0o644)
-    meta = dict(earlier.metadata)
-    meta["git_sha"] = ctx.inputs["git_sha"]
-    meta["reused_from"] = earlier.version
-    return meta
+    # a version registered by an earlier mlcd is read the old way and written in this schema
+    meta = ModelMeta.from_dict(dict(earlier.metadata), f"{registry.location} {earlier.version}")
+    return meta.with_changes(git_sha=ctx.inputs["git_sha"], reused_from=earlier.version)
 
 
-def _fitted(ctx: Context, data: _Data, paths: _Paths) -> dict[str, Any]:
+def _fitted(ctx: Context, data: _Data, paths: _Paths) -> ModelMeta:
     """Fit the estimator, save it (its types checked), and model.json's content."""
     from mlcd import inputschema  # NumPy, pandas: only when training
 
@@ -199,109 +199,104 @@ def _fitted(ctx: Context, data: _Data, paths: _Paths) -> dict[str, Any]:
         task=cfg.task,
         name=ctx.config.project,
     )
-    return {
-        "name": ctx.config.project,
-        "task": cfg.task,
-        "target": cfg.target,
-        "estimator": type(estimator).__name__,
-        "entrypoint": cfg.entrypoint,
-        "features": schema,
-        "input": input_meta,
-        "classes": [_label(c) for c in classes] if classes is not None else None,
-        "params": redact.redact_params(dict(cfg.params)),
-        "seeded_params": seeded,
-        "data": cfg.data,
-        "data_sha256": data.data_sha256,
-        "rows": len(data.frame),
-        "train_rows": len(parts.train),
-        "holdout_rows": len(parts.holdout),
-        "seed": cfg.seed,
-        "test_size": cfg.test_size,
-        "git_sha": ctx.inputs["git_sha"],
-        "versions": data.versions,
-        "fit_seconds": fit_seconds,
-        "fingerprint": data.fingerprint,
-        "trusted_types": needed,
+    return ModelMeta(
+        name=ctx.config.project,
+        task=cfg.task,
+        target=cfg.target,
+        estimator=type(estimator).__name__,
+        entrypoint=cfg.entrypoint,
+        features=tuple(FeatureSpec.from_dict(f, META_FILE, i) for i, f in enumerate(schema)),
+        input=InputSpec.from_dict(input_meta, META_FILE),
+        classes=[_label(c) for c in classes] if classes is not None else None,
+        params=_params(redact.redact_params(dict(cfg.params))),
+        seeded_params=seeded,
+        data=cfg.data,
+        data_sha256=data.data_sha256,
+        rows=len(data.frame),
+        train_rows=len(parts.train),
+        holdout_rows=len(parts.holdout),
+        seed=cfg.seed,
+        test_size=cfg.test_size,
+        git_sha=ctx.inputs["git_sha"],
+        versions=data.versions,
+        fit_seconds=fit_seconds,
+        fingerprint=data.fingerprint,
+        trusted_types=needed,
         # why each needed type may be loaded (README, "The model"): the project's own
         # classes, those declared in model.trusted-types; the project files the image ships
-        "project_types": types.project,
-        "declared_types": types.declared,
-        "project_modules": ship,
-        "model_sha256": modelio.file_sha256(paths.model),
-    }
+        project_types=types.project,
+        declared_types=types.declared,
+        project_modules=tuple(ProjectModule.from_dict(m, META_FILE, i) for i, m in enumerate(ship)),
+        model_sha256=modelio.file_sha256(paths.model),
+    )
 
 
-def _reasons(ctx: Context, data: _Data, meta: dict[str, Any]) -> list[str]:
+def _reasons(ctx: Context, data: _Data, meta: ModelMeta) -> list[str]:
     cfg = ctx.config.model
     reasons = [
-        f"data {cfg.data}: {meta['rows']} rows, sha256 {data.data_sha256[:12]}…",
-        f"split seed {cfg.seed}: {meta['train_rows']} train, {meta['holdout_rows']} held out"
+        f"data {cfg.data}: {meta.rows} rows, sha256 {data.data_sha256[:12]}…",
+        f"split seed {cfg.seed}: {meta.train_rows} train, {meta.holdout_rows} held out"
         + (" (stratified)" if cfg.task == "classification" else ""),
         f"fingerprint {data.fingerprint[:12]}…",
     ]
-    n_classes = len(meta["classes"]) if meta.get("classes") else None
-    if n_classes:
-        reasons.append(f"{n_classes} classes: {', '.join(map(str, meta['classes']))}")
-    own = list(meta.get("project_types") or [])
+    if meta.classes:
+        reasons.append(f"{len(meta.classes)} classes: {', '.join(map(str, meta.classes))}")
+    own = list(meta.project_types or [])
     if own:
         reasons.append(
             f"project types (trusted: defined in the project's source): {', '.join(own)}"
         )
-        reasons.append(f"project modules the image ships: {', '.join(_shipped(meta))}")
-    if meta.get("declared_types"):
-        reasons.append("types trusted by model.trusted-types: " + ", ".join(meta["declared_types"]))
+        reasons.append(f"project modules the image ships: {', '.join(meta.shipped_paths())}")
+    if meta.declared_types:
+        reasons.append("types trusted by model.trusted-types: " + ", ".join(meta.declared_types))
     return reasons
 
 
-def _shipped(meta: dict[str, Any]) -> list[str]:
-    return [str(m["path"]) for m in meta.get("project_modules") or []]
-
-
-def _markdown(ctx: Context, data: _Data, meta: dict[str, Any], summary: str) -> str:
+def _markdown(ctx: Context, data: _Data, meta: ModelMeta, summary: str) -> str:
     cfg = ctx.config.model
-    reused = " (reused)" if meta.get("reused_from") else ""
+    reused = " (reused)" if meta.reused_from else ""
     md = [
         f"### ✅ train: {summary}",
         "",
         "| | |",
         "|---|---|",
-        f"| estimator | `{meta['estimator']}` from `{cfg.entrypoint}` |",
-        f"| params | `{json.dumps(meta['params'], sort_keys=True)}` |",
-        f"| data | `{cfg.data}` ({meta['rows']} rows, sha256 `{data.data_sha256[:12]}`) |",
-        f"| split | {meta['train_rows']} train, {meta['holdout_rows']} held out, seed {cfg.seed} |",
-        f"| fit time | {meta['fit_seconds']:.3f}s{reused} |",
+        f"| estimator | `{meta.estimator}` from `{cfg.entrypoint}` |",
+        f"| params | `{json.dumps(meta.params, sort_keys=True)}` |",
+        f"| data | `{cfg.data}` ({meta.rows} rows, sha256 `{data.data_sha256[:12]}`) |",
+        f"| split | {meta.train_rows} train, {meta.holdout_rows} held out, seed {cfg.seed} |",
+        f"| fit time | {meta.fit_seconds or 0.0:.3f}s{reused} |",
         f"| fingerprint | `{data.fingerprint[:16]}` |",
     ]
-    own = list(meta.get("project_types") or [])
-    if own or meta.get("declared_types"):
+    own = list(meta.project_types or [])
+    if own or meta.declared_types:
         md.append(
             "| trusted types | "
-            + ", ".join(f"`{t}`" for t in [*own, *(meta.get("declared_types") or [])])
+            + ", ".join(f"`{t}`" for t in [*own, *(meta.declared_types or [])])
             + " |"
         )
-    if shipped := _shipped(meta):
+    if shipped := meta.shipped_paths():
         md.append("| project code in the image | " + ", ".join(f"`{p}`" for p in shipped) + " |")
     return "\n".join(md) + "\n"
 
 
 def _write(
-    ctx: Context, data: _Data, paths: _Paths, meta: dict[str, Any], reused_from: str | None
+    ctx: Context, data: _Data, paths: _Paths, meta: ModelMeta, reused_from: str | None
 ) -> StageOutcome:
     """model.json and the stage's record."""
-    write_json_atomic(paths.meta, meta)
-    what = f"{meta['estimator']} on {meta['train_rows']} rows, {len(data.features)} features"
+    write_json_atomic(paths.meta, meta.to_dict())
+    what = f"{meta.estimator} on {meta.train_rows} rows, {len(data.features)} features"
     if reused_from:
         summary = f"reused {reused_from} from the registry ({what}); no fit"
     else:
-        summary = f"fitted {what} in {meta['fit_seconds']:.2f}s"
+        summary = f"fitted {what} in {meta.fit_seconds or 0.0:.2f}s"
     return StageOutcome(
         status="pass",
         summary=summary,
         reasons=_reasons(ctx, data, meta),
         metrics={
-            "rows": meta["rows"],
-            "train_rows": meta["train_rows"],
-            "holdout_rows": meta["holdout_rows"],
+            "rows": meta.rows or 0,
+            "train_rows": meta.train_rows or 0,
+            "holdout_rows": meta.holdout_rows or 0,
             "features": len(data.features),
         },
         artifacts={
@@ -311,12 +306,12 @@ def _write(
         },
         details=TrainDetails(
             fingerprint=data.fingerprint,
-            fit_seconds=meta["fit_seconds"],
+            fit_seconds=meta.fit_seconds,
             reused_from=reused_from,
-            model_sha256=meta["model_sha256"],
-            project_types=list(meta.get("project_types") or []),
-            declared_types=list(meta.get("declared_types") or []),
-            project_modules=_shipped(meta),
+            model_sha256=meta.model_sha256 or "",
+            project_types=list(meta.project_types or []),
+            declared_types=list(meta.declared_types or []),
+            project_modules=meta.shipped_paths(),
         ).dump(),
         markdown=_markdown(ctx, data, meta, summary),
     )
@@ -330,11 +325,11 @@ def _body(ctx: Context, *, reuse: bool) -> StageOutcome:
     cfg = ctx.config.model
     data.parts.holdout[[*data.features, cfg.target]].to_csv(paths.holdout, index=False)
     meta = _reused(ctx, data, paths) if reuse else None
-    reused_from = meta["reused_from"] if meta is not None else None
+    reused_from = meta.reused_from if meta is not None else None
     if meta is None:
         meta = _fitted(ctx, data, paths)
     outcome = _write(ctx, data, paths, meta, reused_from)
-    tracking.log_stage(ctx, STAGE, outcome, meta=meta, files={"metadata": paths.meta})
+    tracking.log_stage(ctx, STAGE, outcome, meta=meta.to_dict(), files={"metadata": paths.meta})
     return outcome
 
 
@@ -360,6 +355,11 @@ def _check_types(needed: list[str], root: Path, declared: list[str]) -> projectc
             "must live in a module under the config's folder, e.g. model/features.py",
         )
     return types
+
+
+def _params(redacted: object) -> dict[str, Any]:
+    """`redact_params` keeps the structure: a dict in, a dict out."""
+    return dict(redacted) if isinstance(redacted, dict) else {}
 
 
 def _label(value: Any) -> Any:
