@@ -1009,7 +1009,8 @@ DOWN = Command(
     name="down",
     help="remove everything ENV runs on its target (asks first; --yes without a terminal)",
     description="Remove what the environment runs on its target: on local and docker-host the "
-    "model containers, the router, the network and the state and lock kept there; on "
+    "model containers, the router, the network and the state and lock kept there; on swarm "
+    "the release and router services, the state's Swarm configs and the overlay network; on "
     "kubernetes the Rollout, its Services and AnalysisTemplates. The environment's lock is "
     "taken first: a command that holds it (a running deploy) makes down refuse, naming it "
     "(exit 1). Asks for confirmation on a terminal; without one, --yes is required (else "
