@@ -37,26 +37,6 @@ dk() {
 	shift
 	DOCKER_HOST=unix://$(sock "$n") "$DOCKER" "$@"
 }
-alive() { [[ -f $1 ]] && kill -0 "$(<"$1")" 2>/dev/null; }
-
-# stop_pidfile FILE WHAT: stop the process of a pid file this script wrote, if it still is WHAT
-stop_pidfile() {
-	local file=$1 what=$2 pid cmd
-	[[ -f $file ]] || return 0
-	pid=$(<"$file")
-	if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-		cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
-		if [[ $cmd == *"$what"* ]]; then
-			kill -TERM "$pid" 2>/dev/null || true
-			for _ in $(seq 300); do # a dockerd in swarm mode takes seconds to stop
-				kill -0 "$pid" 2>/dev/null || break
-				sleep 0.1
-			done
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-	fi
-	rm -f "$file"
-}
 
 forward_rule() { iptables "$1" DOCKER-USER -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT; }
 
@@ -66,7 +46,7 @@ down() {
 	for n in 3 2 1; do
 		d=$(node_dir "$n")
 		stop_pidfile "$d/socat.pid" socat
-		stop_pidfile "$d/dockerd.pid" dockerd
+		stop_pidfile "$d/dockerd.pid" dockerd 30 # a dockerd in swarm mode takes seconds to stop
 	done
 	stop_pidfile "$DIR/ssh/sshd.pid" sshd
 	stop_pidfile "$DIR/socat-host.pid" socat
@@ -223,36 +203,7 @@ for n in "${NODES[@]}"; do
 done
 
 # 5. sshd on the manager with its own host key; sessions talk to the manager's engine
-[[ -f $DIR/ssh/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C mlcd-testcluster -f "$DIR/ssh/host_ed25519"
-[[ -f $DIR/client/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C mlcd-tests -f "$DIR/client/id_ed25519"
-cp "$DIR/client/id_ed25519.pub" "$DIR/ssh/authorized_keys"
-chmod 0600 "$DIR/ssh/authorized_keys"
-cat >"$DIR/ssh/sshd_config" <<EOF
-ListenAddress $(addr 1):22
-HostKey $DIR/ssh/host_ed25519
-PidFile $DIR/ssh/sshd.pid
-AuthorizedKeysFile $DIR/ssh/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-AllowTcpForwarding yes
-MaxSessions 100
-MaxStartups 100:30:200
-SetEnv DOCKER_HOST=unix://$(sock 1)
-Subsystem sftp internal-sftp
-EOF
-if ! alive "$DIR/ssh/sshd.pid"; then
-	say "sshd on $(addr 1):22"
-	mkdir -p /run/sshd
-	nsenter --net="/var/run/netns/$(ns 1)" /usr/sbin/sshd -f "$DIR/ssh/sshd_config" -E "$DIR/ssh/sshd.log" {MLCD_LOCK_FD}>&-
-	for _ in $(seq 50); do
-		alive "$DIR/ssh/sshd.pid" && break
-		sleep 0.1
-	done
-	alive "$DIR/ssh/sshd.pid" || die 1 "sshd did not start; see $DIR/ssh/sshd.log"
-fi
-printf '%s %s\n' "$(addr 1)" "$(cut -d' ' -f1,2 "$DIR/ssh/host_ed25519.pub")" >"$DIR/client/known_hosts"
+start_sshd "$DIR" "$(addr 1)" "/var/run/netns/$(ns 1)" "$(sock 1)" mlcd-testcluster
 
 {
 	echo "MLCD_TEST_CLUSTER=ssh://root@$(addr 1)"

@@ -29,27 +29,6 @@ REGISTRY_PORT=${MLCD_REGISTRY_PORT:-5000}
 NETNS=/var/run/netns/$NS
 SOCK=$DIR/docker.sock
 
-alive() { [[ -f $1 ]] && kill -0 "$(<"$1")" 2>/dev/null; }
-
-# stop_pidfile FILE WHAT: stop the process of a pid file this script wrote, if it still is WHAT
-stop_pidfile() {
-	local file=$1 what=$2 pid cmd
-	[[ -f $file ]] || return 0
-	pid=$(<"$file")
-	if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-		cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
-		if [[ $cmd == *"$what"* ]]; then
-			kill -TERM "$pid" 2>/dev/null || true
-			for _ in $(seq 100); do
-				kill -0 "$pid" 2>/dev/null || break
-				sleep 0.1
-			done
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-	fi
-	rm -f "$file"
-}
-
 down() {
 	say "tearing down $NS"
 	if [[ -S $SOCK ]] && DOCKER_HOST=unix://$SOCK docker info >/dev/null 2>&1; then
@@ -150,37 +129,7 @@ if ! alive "$DIR/dockerd.pid"; then
 fi
 
 # 4. sshd with its own host key; sessions talk to the engine above
-[[ -f $DIR/ssh/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C mlcd-testhost -f "$DIR/ssh/host_ed25519"
-[[ -f $DIR/client/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C mlcd-tests -f "$DIR/client/id_ed25519"
-cp "$DIR/client/id_ed25519.pub" "$DIR/ssh/authorized_keys"
-chmod 0600 "$DIR/ssh/authorized_keys"
-cat >"$DIR/ssh/sshd_config" <<EOF
-ListenAddress $NS_ADDR:22
-HostKey $DIR/ssh/host_ed25519
-PidFile $DIR/ssh/sshd.pid
-AuthorizedKeysFile $DIR/ssh/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-AllowTcpForwarding yes
-MaxSessions 100
-MaxStartups 100:30:200
-SetEnv DOCKER_HOST=unix://$SOCK
-Subsystem sftp internal-sftp
-EOF
-if ! alive "$DIR/ssh/sshd.pid"; then
-	say "sshd on $NS_ADDR:22"
-	mkdir -p /run/sshd
-	nsenter --net="$NETNS" /usr/sbin/sshd -f "$DIR/ssh/sshd_config" -E "$DIR/ssh/sshd.log" {MLCD_LOCK_FD}>&-
-	for _ in $(seq 50); do
-		alive "$DIR/ssh/sshd.pid" && break
-		sleep 0.1
-	done
-	alive "$DIR/ssh/sshd.pid" || die 1 "sshd did not start; see $DIR/ssh/sshd.log"
-fi
-# the host key as a known_hosts line, from the key file (not from the network)
-printf '%s %s\n' "$NS_ADDR" "$(cut -d' ' -f1,2 "$DIR/ssh/host_ed25519.pub")" >"$DIR/client/known_hosts"
+start_sshd "$DIR" "$NS_ADDR" "$NETNS" "$SOCK" mlcd-testhost
 
 cat >"$DIR/env" <<EOF
 MLCD_TEST_HOST=ssh://root@$NS_ADDR
