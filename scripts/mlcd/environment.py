@@ -43,7 +43,7 @@ class Environment:
 
     @property
     def kind(self) -> str:
-        """The target's kind: local, docker-host or kubernetes."""
+        """The target's kind: local, docker-host, swarm or kubernetes."""
         return self.section.target
 
     def stage(self, verb: str) -> str:

@@ -520,14 +520,14 @@ def check_signing_key(c: _Check, out: Findings) -> None:
     from mlcd.signing import keys
 
     path = c.loaded.resolve(section.verify.key)
+    where = f"{c.at.where(('signing', 'verify', 'key'))}: `{section.verify.key}` ({path})"
+    relative = "the path is relative to the config's folder (docs/signing.md)"
     try:
-        keys.public_key(c.loaded, section)
+        keys.load_public_pem(path.read_bytes(), where)
+    except OSError as exc:
+        out.problems.append(f"{where}: cannot read it ({exc.strerror}); {relative}")
     except UserInputError as exc:
-        detail = exc.message.removeprefix(f"{c.loaded.path}: signing.verify.key ({path}): ")
-        out.problems.append(
-            f"{c.at.where(('signing', 'verify', 'key'))}: `{section.verify.key}` ({path}): "
-            f"{detail}; the path is relative to the config's folder (docs/signing.md)"
-        )
+        out.problems.append(f"{exc.message}; {relative}")
 
 
 # The checks, and the stage that needs what each one checks (`mlcd run --only` runs the
